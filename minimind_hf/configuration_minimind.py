@@ -180,7 +180,8 @@ class MiniMindConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        if self.head_dim is None and self.num_attention_heads > 0:
+        # Left as None when it cannot be derived, so validation reports it with the other problems.
+        if self.head_dim is None and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads == 0:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.intermediate_size is None:
             self.intermediate_size = default_intermediate_size(self.hidden_size)
@@ -192,15 +193,17 @@ class MiniMindConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.rope_parameters is not None:
             self.rope_parameters.setdefault("rope_theta", self.default_theta)
+            self.rope_parameters.pop("type", None)  # legacy alias of rope_type, already copied over
+        self._check_architecture()
 
-    def validate_minimind(self) -> None:
-        """Check the architecture fields together and report every problem at once."""
+    def _check_architecture(self) -> None:
+        """Check the architecture fields together and raise one ValueError listing every problem."""
         errors = []
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             if getattr(self, name) <= 0:
                 errors.append(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_attention_heads > 0:
-            if self.head_dim * self.num_attention_heads != self.hidden_size and self.hidden_size % self.num_attention_heads:
+            if self.head_dim is None:
                 errors.append(
                     f"hidden_size ({self.hidden_size}) is not divisible by num_attention_heads "
                     f"({self.num_attention_heads}); pass head_dim explicitly or change one of them"
@@ -258,7 +261,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # For tests and the CPU quickstart: 2 layers, hidden 64.
     "tiny": dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        intermediate_size=192, max_position_embeddings=4096,
+        intermediate_size=192,
     ),
     "minimind3": dict(
         hidden_size=768, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, head_dim=96,
