@@ -1,0 +1,618 @@
+"""A small built-in Chinese/English corpus that we generate ourselves, for the quickstart.
+
+Everything here is produced by seeded ``random.Random`` generators from template tables in this file:
+no downloads and no third-party text. The corpus is designed so that a ~1-3M-parameter model can
+learn something *checkable* in a few CPU minutes.
+
+Task families (each in Chinese and English, answers are plain integer strings):
+
+* ``add`` / ``sub`` / ``mul``: 1-2 digit addition and subtraction (non-negative results), 2-9 times tables.
+* ``convert``: m<->cm, kg<->g, h<->min, min<->s, 元<->角 with small values (``3 米等于多少厘米？`` -> ``300``).
+* ``word``: one- and two-step word problems with tiny numbers (apples, books, 元).
+* facts and chit-chat (not graded): greetings, "who are you" (MiniMind), days of the week, colours,
+  opposites, counting, odd/even, unit definitions.
+
+Every math answer given by the assistant ends with a fixed phrase that a reward can parse:
+``答案是 68。`` (Chinese) or ``The answer is 68.`` (English).
+
+**Held-out split.** Each math problem has a canonical, language- and template-independent ``key``
+(e.g. ``("add", 23, 45)`` for both ``23 + 45`` and ``45 + 23``; ``("convert", "m-cm", 3)`` for both
+directions). A key is *reserved* for evaluation when a stable hash of it falls in bucket 0 of
+``HELDOUT_BUCKETS`` (:func:`is_heldout_key`). Training generators (pretrain, SFT, RL) only ever emit
+unreserved keys and :func:`heldout_problems` only reserved ones, so held-out problems are disjoint from
+training problems for *any* sizes and seeds, across languages and phrasings. Intermediate facts inside
+worked solutions (``3 + 5 = 8`` inside ``23 + 45``) are not problems and are not filtered. Unit
+definitions (value 1, ``1 米 = 100 厘米``) are facts, never problems.
+
+Default sizes (:data:`DEFAULT_SIZES`) and what :func:`write_demo_corpus` produces with them (~2 s):
+``pretrain.jsonl`` 12,000 docs (~2.8M characters; ~40-500 chars each, median ~240),
+``sft.jsonl`` 6,000 conversations (~0.74M characters of message text; ~33% multi-turn, ~29% with a system
+prompt, ~33% with ``reasoning_content``, ~88% contain a graded math answer), ``rl.jsonl`` 2,000 prompts,
+``heldout.jsonl`` 200 problems. This is sized for tokenizer training plus a few CPU minutes of
+pretraining; pass larger ``sizes`` for longer runs. Rows are de-duplicated: exact repeats are re-drawn
+(0.8% of pretrain draws, 8% of RL draws, 23% of SFT draws - 94% of those are single-turn chit-chat or
+fact questions, whose template space is small), so the files contain no duplicate rows.
+About half of every file is Chinese (``ZH_RATIO``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_SIZES", "HELDOUT_BUCKETS", "Problem", "heldout_problems", "is_heldout_key", "math_problems",
+    "pretrain_texts", "rl_prompts", "sft_conversations", "write_demo_corpus",
+]
+
+HELDOUT_BUCKETS = 10  # one key in ten is reserved for evaluation
+ZH_RATIO = 0.5
+DEFAULT_SIZES: dict[str, int] = {"pretrain": 12_000, "sft": 6_000, "rl": 2_000, "heldout": 200}
+_FAMILY_WEIGHTS = {"add": 3, "sub": 3, "mul": 2, "convert": 2, "word": 3}
+
+
+def is_heldout_key(key: tuple) -> bool:
+    """True if the canonical problem ``key`` is reserved for held-out evaluation (stable across runs)."""
+    digest = hashlib.blake2b(repr(key).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % HELDOUT_BUCKETS == 0
+
+
+@dataclass
+class Problem:
+    """One verifiable math problem. ``meta`` holds the operands so answers can be re-checked independently:
+    ``{"expr": [a, "+", b, ...]}`` for arithmetic and word problems, ``{"units", "value", "to_small"}`` for
+    conversions (``value`` is the count of the *larger* unit)."""
+
+    family: str
+    lang: str
+    question: str
+    answer: str
+    key: tuple
+    equation: str  # one-line equation ending in the answer, e.g. "5 + 3 - 2 = 6"
+    steps: list[str]
+    meta: dict = field(default_factory=dict)
+    story_end: str = ""  # declarative closing sentence, word problems only
+
+    def explanation(self) -> str:
+        return ("" if self.lang == "zh" else " ").join(self.steps)
+
+    def answer_line(self) -> str:
+        return f"答案是 {self.answer}。" if self.lang == "zh" else f"The answer is {self.answer}."
+
+    def short(self) -> str:
+        return self.equation + ("。" if self.lang == "zh" else ".")
+
+
+def _zh_en(lang: str, zh: str, en: str) -> str:
+    return zh if lang == "zh" else en
+
+
+# ----------------------------------------------------------------------------------------------- arithmetic
+_ARITH_TEMPLATES = {
+    "add": {"zh": ["{a} + {b} = ？", "计算 {a} 加 {b}。", "{a} 加 {b} 等于多少？", "请算一算：{a} + {b} 是多少？",
+                   "{a} 和 {b} 的和是多少？"],
+            "en": ["{a} + {b} = ?", "What is {a} plus {b}?", "Compute {a} + {b}.", "Add {a} and {b}.",
+                   "What is the sum of {a} and {b}?"]},
+    "sub": {"zh": ["{a} - {b} = ？", "计算 {a} 减 {b}。", "{a} 减去 {b} 等于多少？", "{a} 比 {b} 多多少？",
+                   "请算一算：{a} - {b} 是多少？"],
+            "en": ["{a} - {b} = ?", "What is {a} minus {b}?", "Subtract {b} from {a}.",
+                   "How much greater is {a} than {b}?", "Compute {a} - {b}."]},
+    "mul": {"zh": ["{a} × {b} = ？", "计算 {a} 乘 {b}。", "{a} 乘以 {b} 等于多少？", "{a} 和 {b} 的积是多少？",
+                   "{b} 个 {a} 相加是多少？"],
+            "en": ["{a} × {b} = ?", "What is {a} times {b}?", "Multiply {a} by {b}.",
+                   "What is the product of {a} and {b}?", "What is {b} groups of {a}?"]},
+}
+
+
+def _add_steps(a: int, b: int, lang: str) -> list[str]:
+    s = a + b
+    hi, lo = (a, b) if a >= b else (b, a)
+    if hi < 10:
+        first = _zh_en(lang, f"从 {hi} 往后数 {lo} 个数，得到 {s}。", f"Count on {lo} from {hi} to get {s}.")
+        return [first, _zh_en(lang, f"所以 {a} + {b} = {s}。", f"So {a} + {b} = {s}.")]
+    if lo < 10:
+        ones = hi % 10 + lo
+        steps = [_zh_en(lang, f"先算个位：{hi % 10} + {lo} = {ones}，再加上整十：{hi - hi % 10} + {ones} = {s}。",
+                        f"First the ones: {hi % 10} + {lo} = {ones}. Then add the tens: {hi - hi % 10} + {ones} = {s}.")]
+    elif a % 10 == 0 or b % 10 == 0:
+        tens, ones = a // 10 * 10 + b // 10 * 10, a % 10 + b % 10
+        steps = [_zh_en(lang, f"先算整十：{a // 10 * 10} + {b // 10 * 10} = {tens}。", f"First the tens: {a // 10 * 10} + {b // 10 * 10} = {tens}.")]
+        if ones:
+            steps.append(_zh_en(lang, f"再加上个位：{tens} + {ones} = {s}。", f"Then add the ones: {tens} + {ones} = {s}."))
+    else:
+        tens, ones = a // 10 * 10 + b // 10 * 10, a % 10 + b % 10
+        steps = [_zh_en(lang, f"把两个数拆成整十和个位：{a // 10 * 10} + {b // 10 * 10} = {tens}，{a % 10} + {b % 10} = {ones}。",
+                        f"Split into tens and ones: {a // 10 * 10} + {b // 10 * 10} = {tens} and {a % 10} + {b % 10} = {ones}."),
+                 _zh_en(lang, f"再算 {tens} + {ones} = {s}。", f"Then {tens} + {ones} = {s}.")]
+    return steps + [_zh_en(lang, f"所以 {a} + {b} = {s}。", f"So {a} + {b} = {s}.")]
+
+
+def _sub_steps(a: int, b: int, lang: str) -> list[str]:
+    d = a - b
+    if b >= 10:
+        mid = a - b // 10 * 10
+        steps = [_zh_en(lang, f"先减整十：{a} - {b // 10 * 10} = {mid}。", f"First subtract the tens: {a} - {b // 10 * 10} = {mid}.")]
+        if b % 10:
+            steps.append(_zh_en(lang, f"再减个位：{mid} - {b % 10} = {d}。", f"Then subtract the ones: {mid} - {b % 10} = {d}."))
+    elif a >= 10 and 0 < b <= a % 10:
+        x = a % 10 - b
+        steps = [_zh_en(lang, f"个位 {a % 10} - {b} = {x}，整十不变：{a - a % 10} + {x} = {d}。",
+                        f"Ones: {a % 10} - {b} = {x}. The tens stay: {a - a % 10} + {x} = {d}.")]
+    elif a >= 10 and a % 10:
+        steps = [_zh_en(lang, f"先减去 {a % 10}：{a} - {a % 10} = {a - a % 10}，再减去 {b - a % 10}：{a - a % 10} - {b - a % 10} = {d}。",
+                        f"First take away {a % 10}: {a} - {a % 10} = {a - a % 10}. Then take away {b - a % 10}: {a - a % 10} - {b - a % 10} = {d}.")]
+    else:
+        steps = [_zh_en(lang, f"从 {a} 往回数 {b} 个数，得到 {d}。", f"Count back {b} from {a} to get {d}.")]
+    return steps + [_zh_en(lang, f"所以 {a} - {b} = {d}。", f"So {a} - {b} = {d}.")]
+
+
+def _mul_steps(a: int, b: int, lang: str) -> list[str]:
+    p = a * b
+    if b <= 5:
+        chain = " + ".join([str(a)] * b)
+        first = _zh_en(lang, f"{a} × {b} 就是 {b} 个 {a} 相加：{chain} = {p}。", f"{a} × {b} means adding {b} groups of {a}: {chain} = {p}.")
+    else:
+        first = _zh_en(lang, f"先算 {a} × {b - 1} = {a * (b - 1)}，再加一个 {a}：{a * (b - 1)} + {a} = {p}。",
+                       f"First {a} × {b - 1} = {a * (b - 1)}, then add one more {a}: {a * (b - 1)} + {a} = {p}.")
+    return [first, _zh_en(lang, f"所以 {a} × {b} = {p}。", f"So {a} × {b} = {p}.")]
+
+
+def _gen_arith(rng: random.Random, lang: str, family: str) -> Problem:
+    """Addition, subtraction or multiplication of small integers."""
+    tier = rng.random()
+    if family == "add":
+        if tier < 0.25:
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+        elif tier < 0.6:
+            a, b = rng.randint(10, 99), rng.randint(1, 9)
+        else:
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+        if rng.random() < 0.5:
+            a, b = b, a
+        key, ans, steps = ("add", min(a, b), max(a, b)), a + b, _add_steps(a, b, lang)
+    elif family == "sub":
+        if tier < 0.3:
+            a = rng.randint(2, 18)
+            b = rng.randint(1, min(9, a - 1))
+        elif tier < 0.6:
+            a, b = rng.randint(10, 99), rng.randint(1, 9)
+        else:
+            a = rng.randint(20, 99)
+            b = rng.randint(10, a - 1)
+        key, ans, steps = ("sub", a, b), a - b, _sub_steps(a, b, lang)
+    else:
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        key, ans, steps = ("mul", min(a, b), max(a, b)), a * b, _mul_steps(a, b, lang)
+    op = {"add": "+", "sub": "-", "mul": "×"}[family]
+    question = rng.choice(_ARITH_TEMPLATES[family][lang]).format(a=a, b=b)
+    return Problem(family, lang, question, str(ans), key, f"{a} {op} {b} = {ans}", steps, {"expr": [a, op, b]})
+
+
+# --------------------------------------------------------------------------------------- unit conversion
+# key, zh big, zh small, en big (singular, plural), en small (plural), factor, value range of the big unit
+_UNITS = [
+    ("m-cm", "米", "厘米", "meter", "meters", "centimeters", 100, (2, 20)),
+    ("kg-g", "千克", "克", "kilogram", "kilograms", "grams", 1000, (2, 10)),
+    ("h-min", "小时", "分钟", "hour", "hours", "minutes", 60, (2, 10)),
+    ("min-s", "分钟", "秒", "minute", "minutes", "seconds", 60, (2, 10)),
+    ("yuan-jiao", "元", "角", "yuan", "yuan", "jiao", 10, (2, 50)),
+]
+_CONVERT_TEMPLATES = {
+    ("zh", True): ["{v} {B}等于多少{S}？", "{v} {B}是多少{S}？", "把 {v} {B}换算成{S}。", "{v} {B} = ？{S}"],
+    ("zh", False): ["{w} {S}等于多少{B}？", "{w} {S}是多少{B}？", "把 {w} {S}换算成{B}。", "{w} {S} = ？{B}"],
+    ("en", True): ["How many {S} are there in {v} {B}?", "Convert {v} {B} to {S}.", "{v} {B} = ? {S}",
+                   "How many {S} is {v} {B}?"],
+    ("en", False): ["How many {B} is {w} {S}?", "Convert {w} {S} to {B}.", "{w} {S} = ? {B}",
+                    "{w} {S} is how many {B}?"],
+}
+
+
+def _unit_fact(unit: tuple, lang: str) -> str:
+    _, zb, zs, eb1, _, es, f, _ = unit
+    return _zh_en(lang, f"1 {zb} = {f} {zs}", f"1 {eb1} = {f} {es}")
+
+
+def _gen_convert(rng: random.Random, lang: str) -> Problem:
+    """Convert a small quantity between a larger and a smaller unit, in either direction."""
+    unit = rng.choice(_UNITS)
+    name, zb, zs, _, ebn, es, f, (lo, hi) = unit
+    v, to_small = rng.randint(lo, hi), rng.random() < 0.6
+    big, small = (zb, zs) if lang == "zh" else (ebn, es)
+    question = rng.choice(_CONVERT_TEMPLATES[lang, to_small]).format(v=v, w=v * f, B=big, S=small)
+    if to_small:
+        ans, eq = v * f, f"{v} × {f} = {v * f}"
+        how = f"{v} {big} = {eq} {small}"
+    else:
+        ans, eq = v, f"{v * f} ÷ {f} = {v}"
+        how = f"{v * f} {small} = {eq} {big}"
+    step = _zh_en(lang, f"因为 {_unit_fact(unit, lang)}，所以 {how}。", f"Since {_unit_fact(unit, lang)}, {how}.")
+    return Problem("convert", lang, question, str(ans), ("convert", name, v), eq, [step],
+                   {"units": name, "value": v, "to_small": to_small})
+
+
+# ---------------------------------------------------------------------------------------- word problems
+_NAMES = {"zh": [("小明", "他"), ("小红", "她"), ("小华", "他"), ("小丽", "她"), ("小刚", "他"), ("小芳", "她")],
+          "en": [("Tom", "he", "him"), ("Anna", "she", "her"), ("Sam", "he", "him"), ("Lily", "she", "her"),
+                 ("Ben", "he", "him"), ("Emma", "she", "her")]}
+_ITEMS = {"zh": [("苹果", "个"), ("橘子", "个"), ("铅笔", "支"), ("书", "本"), ("糖果", "颗"), ("贴纸", "张"), ("气球", "个")],
+          "en": [("apple", "apples"), ("orange", "oranges"), ("pencil", "pencils"), ("book", "books"),
+                 ("candy", "candies"), ("sticker", "stickers"), ("balloon", "balloons")]}
+
+
+def _word_numbers(rng: random.Random, kind: str) -> tuple[list, tuple]:
+    """Sample operands for a word-problem kind: returns (expression, numbers). Answers are always >= 2."""
+    r = rng.randint
+    if kind == "gain_lose":
+        a, b = r(2, 20), r(2, 10)
+        c = r(1, a + b - 2)
+        return [a, "+", b, "-", c], (a, b, c)
+    if kind == "lose_gain":
+        a = r(3, 20)
+        b, c = r(1, a - 1), r(1, 10)
+        return [a, "-", b, "+", c], (a, b, c)
+    if kind == "total":
+        a, b = r(2, 30), r(2, 30)
+        return [a, "+", b], (a, b)
+    if kind == "price":
+        p, k = r(2, 9), r(2, 9)
+        return [k, "×", p], (p, k)
+    if kind == "change":
+        a = r(10, 50)
+        b = r(1, a - 2)
+        return [a, "-", b], (a, b)
+    p, k = r(2, 9), r(2, 5)  # boxes
+    c = r(1, k * p - 2)
+    return [k, "×", p, "-", c], (p, k, c)
+
+
+# kind -> (zh question, en question, zh ending, en ending); fields: names, items, numbers a/b/c/p/k and ans
+_WORD_TEMPLATES = {
+    "gain_lose": ("{name}有 {a} {u}{item}，{he}又得到了 {b} {u}，后来送给朋友 {c} {u}。{name}现在有多少{u}{item}？",
+                  "{Name} has {a} {items}. {He} gets {b} more and then gives {c} to a friend. How many {items} does {Name} have now?",
+                  "{name}现在有 {ans} {u}{item}。", "{Name} now has {ans} {items}."),
+    "lose_gain": ("{name}有 {a} {u}{item}，弄丢了 {b} {u}，后来妈妈又给了{he} {c} {u}。{name}现在有多少{u}{item}？",
+                  "{Name} has {a} {items} but loses {b}. Later Mom gives {him} {c} more. How many {items} does {Name} have now?",
+                  "{name}现在有 {ans} {u}{item}。", "{Name} now has {ans} {items}."),
+    "total": ("篮子里有 {a} {u}{item}，桌子上还有 {b} {u}{item}。一共有多少{u}{item}？",
+              "There are {a} {items} in the basket and {b} {items} on the table. How many {items} are there in total?",
+              "一共有 {ans} {u}{item}。", "There are {ans} {items} in total."),
+    "price": ("一{u}{item}卖 {p} 元，{name}买了 {k} {u}，一共要付多少元？",
+              "One {item} costs {p} yuan. {Name} buys {k} {items}. How many yuan does {Name} pay in total?",
+              "{name}一共要付 {ans} 元。", "{Name} pays {ans} yuan in total."),
+    "change": ("{name}带了 {a} 元去商店，买{item}花了 {b} 元。{name}还剩多少元？",
+               "{Name} takes {a} yuan to the shop and spends {b} yuan on {items}. How many yuan does {Name} have left?",
+               "{name}还剩 {ans} 元。", "{Name} has {ans} yuan left."),
+    "boxes": ("每盒有 {p} {u}{item}，{name}买了 {k} 盒，又送给同学 {c} {u}。{name}还剩多少{u}{item}？",
+              "Each box holds {p} {items}. {Name} buys {k} boxes and gives {c} of them to classmates. How many {items} does {Name} have left?",
+              "{name}还剩 {ans} {u}{item}。", "{Name} has {ans} {items} left."),
+}
+
+
+def _eval_left_to_right(expr: list) -> list[tuple[int, str, int, int]]:
+    """Evaluate ``[x, op, y, op, z]`` left to right; returns the steps (lhs, op, rhs, result)."""
+    ops = {"+": int.__add__, "-": int.__sub__, "×": int.__mul__}
+    acc, out = expr[0], []
+    for op, y in zip(expr[1::2], expr[2::2], strict=True):
+        out.append((acc, op, y, ops[op](acc, y)))
+        acc = out[-1][3]
+    return out
+
+
+def _gen_word(rng: random.Random, lang: str) -> Problem:
+    """A one- or two-step story problem with tiny numbers."""
+    kind = rng.choice(list(_WORD_TEMPLATES))
+    expr, nums = _word_numbers(rng, kind)
+    calc = _eval_left_to_right(expr)
+    ans = calc[-1][3]
+    item_i = rng.randrange(len(_ITEMS["zh"]))
+    letters = "pkc" if kind in ("price", "boxes") else "abc"
+    fields: dict = dict(zip(letters[: len(nums)], nums, strict=True))
+    if lang == "zh":
+        name, he = rng.choice(_NAMES["zh"])
+        item, u = _ITEMS["zh"][item_i]
+        fields.update(name=name, he=he, item=item, u=u, ans=ans)
+    else:
+        name, he, him = rng.choice(_NAMES["en"])
+        item, items = _ITEMS["en"][item_i]
+        fields.update(Name=name, He=he.capitalize(), him=him, item=item, items=items, ans=ans)
+    zq, eq_, zend, eend = _WORD_TEMPLATES[kind]
+    question, end = (zq, zend) if lang == "zh" else (eq_, eend)
+    parts = [f"{x} {op} {y} = {r}" for x, op, y, r in calc]
+    if len(parts) == 1:
+        steps = [_zh_en(lang, f"列式计算：{parts[0]}。", f"Write the calculation: {parts[0]}.")]
+    else:
+        steps = [_zh_en(lang, f"先算 {parts[0]}，再算 {parts[1]}。", f"First, {parts[0]}. Then, {parts[1]}.")]
+    equation = " ".join(str(t) for t in expr) + f" = {ans}"
+    return Problem("word", lang, question.format(**fields), str(ans), ("word", kind) + tuple(nums), equation,
+                   steps, {"expr": expr, "kind": kind}, end.format(**fields))
+
+
+def _sample_problem(rng: random.Random, lang: str, heldout: bool = False,
+                    only: tuple[str, ...] = tuple(_FAMILY_WEIGHTS)) -> Problem:
+    """Draw a math problem (from the families in ``only``) whose key is reserved (``heldout=True``) or
+    unreserved (training)."""
+    families, weights = zip(*((f, w) for f, w in _FAMILY_WEIGHTS.items() if f in only), strict=True)
+    family = rng.choices(families, weights)[0]  # drawn once, so both splits follow _FAMILY_WEIGHTS
+    for _ in range(10_000):
+        if family == "convert":
+            p = _gen_convert(rng, lang)
+        elif family == "word":
+            p = _gen_word(rng, lang)
+        else:
+            p = _gen_arith(rng, lang, family)
+        if is_heldout_key(p.key) == heldout:
+            return p
+    raise RuntimeError("could not sample a problem in the requested split")
+
+
+# ------------------------------------------------------------------------------------- facts and chit-chat
+_DAYS = {"zh": ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"],
+         "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]}
+_COLOURS = {"zh": [("天空", "蓝色"), ("草", "绿色"), ("雪", "白色"), ("香蕉", "黄色"), ("煤", "黑色"), ("草莓", "红色"), ("橙子", "橙色")],
+            "en": [("the sky", "blue"), ("grass", "green"), ("snow", "white"), ("a banana", "yellow"), ("coal", "black"),
+                   ("a strawberry", "red"), ("an orange", "orange")]}
+_OPPOSITES = {"zh": [("大", "小"), ("高", "矮"), ("快", "慢"), ("多", "少"), ("长", "短"), ("冷", "热"), ("上", "下"),
+                     ("左", "右"), ("开", "关"), ("黑", "白"), ("早", "晚"), ("新", "旧")],
+              "en": [("big", "small"), ("tall", "short"), ("fast", "slow"), ("many", "few"), ("long", "short"),
+                     ("cold", "hot"), ("up", "down"), ("left", "right"), ("open", "closed"), ("black", "white"),
+                     ("early", "late"), ("new", "old")]}
+_CHAT = {  # (user variants, assistant variants)
+    "zh": [(["你好！", "您好！", "嗨，你好呀！", "早上好！", "晚上好！"],
+            ["你好！有什么可以帮你的吗？", "你好！我是 MiniMind，很高兴见到你。", "你好呀！想让我算点什么吗？"]),
+           (["你是谁？", "请介绍一下你自己。", "你叫什么名字？"],
+            ["我是 MiniMind，一个从零开始训练的小型语言模型，会做简单的算术和单位换算。",
+             "我叫 MiniMind，是一个很小的语言模型，可以回答一些简单的问题。"]),
+           (["你会做什么？", "你能帮我做什么？"],
+            ["我会做简单的加减乘除和单位换算，也知道一些常识，比如星期、颜色和反义词。"]),
+           (["谢谢！", "谢谢你的帮助。", "太好了，谢谢！"], ["不客气！", "不用谢，很高兴能帮到你。", "不客气，还有问题可以随时问我。"])],
+    "en": [(["Hello!", "Hi there!", "Hey, how are you?", "Good morning!", "Good evening!"],
+            ["Hello! How can I help you?", "Hi! I am MiniMind. Nice to meet you.", "Hello! Do you want me to calculate something?"]),
+           (["Who are you?", "Please introduce yourself.", "What is your name?"],
+            ["I am MiniMind, a small language model trained from scratch. I can do simple arithmetic and unit conversions.",
+             "My name is MiniMind. I am a tiny language model that can answer simple questions."]),
+           (["What can you do?", "How can you help me?"],
+            ["I can add, subtract and multiply small numbers, convert units, and answer simple questions about days, colours and opposites."]),
+           (["Thank you!", "Thanks for your help.", "Great, thanks!"],
+            ["You're welcome!", "No problem, happy to help.", "You're welcome. Feel free to ask me anything else."])],
+}
+
+
+def _fact_qa(rng: random.Random, lang: str) -> tuple[str, str]:
+    """A (question, answer) pair about days, colours, opposites, counting, parity or units."""
+    kind = rng.randrange(7)
+    if kind == 0:
+        i, days = rng.randrange(7), _DAYS[lang]
+        if lang == "zh":
+            return f"{days[i]}的后一天是星期几？", f"{days[i]}的后一天是{days[(i + 1) % 7]}。"
+        return f"What day comes after {days[i]}?", f"The day after {days[i]} is {days[(i + 1) % 7]}."
+    if kind == 1:
+        i, days = rng.randrange(7), _DAYS[lang]
+        if lang == "zh":
+            return f"{days[i]}的前一天是星期几？", f"{days[i]}的前一天是{days[i - 1]}。"
+        return f"What day comes before {days[i]}?", f"The day before {days[i]} is {days[i - 1]}."
+    if kind == 2:
+        obj, col = rng.choice(_COLOURS[lang])
+        if lang == "zh":
+            return f"{obj}是什么颜色的？", f"{obj}是{col}的。"
+        return f"What colour is {obj}?", f"{obj[0].upper() + obj[1:]} is {col}."
+    if kind == 3:
+        a, b = rng.choice(_OPPOSITES[lang])
+        if lang == "zh":
+            return f"“{a}”的反义词是什么？", f"“{a}”的反义词是“{b}”。"
+        return f'What is the opposite of "{a}"?', f'The opposite of "{a}" is "{b}".'
+    if kind == 4:
+        a = rng.randint(1, 15)
+        b = a + rng.randint(3, 8)
+        seq = _zh_en(lang, "，", ", ").join(str(x) for x in range(a, b + 1))
+        return (_zh_en(lang, f"请从 {a} 数到 {b}。", f"Please count from {a} to {b}."),
+                _zh_en(lang, f"从 {a} 数到 {b}：{seq}。", f"Counting from {a} to {b}: {seq}."))
+    if kind == 5:
+        n = rng.randint(1, 99)
+        even = n % 2 == 0
+        if lang == "zh":
+            return f"{n} 是奇数还是偶数？", f"{n} 是{'偶数' if even else '奇数'}。"
+        return f"Is {n} odd or even?", f"{n} is an {'even' if even else 'odd'} number."
+    unit = rng.choice(_UNITS)
+    if lang == "zh":
+        return f"1 {unit[1]}等于多少{unit[2]}？", f"1 {unit[1]}等于 {unit[6]} {unit[2]}。"
+    return f"How many {unit[5]} are in 1 {unit[3]}?", f"There are {unit[6]} {unit[5]} in 1 {unit[3]}."
+
+
+def _chat_qa(rng: random.Random, lang: str) -> tuple[str, str]:
+    users, replies = rng.choice(_CHAT[lang])
+    return rng.choice(users), rng.choice(replies)
+
+
+# --------------------------------------------------------------------------------------------- assembling
+_SYSTEM = {"zh": ["你是 MiniMind，一个乐于助人的小助手。", "你是一个擅长算术的小助手。请一步一步思考，最后写出“答案是 数字。”"],
+           "en": ["You are MiniMind, a helpful little assistant.",
+                  'You are a math tutor. Think step by step and end with "The answer is NUMBER."']}
+_FOLLOW_UP = {"zh": ["再算一题：", "那这个呢？", "下一题：", ""], "en": ["One more: ", "And this one? ", "Next: ", ""]}
+
+
+def _math_reply(rng: random.Random, p: Problem) -> dict:
+    """Assistant turn for a math problem: reasoning_content + answer, inline steps + answer, or short."""
+    style = rng.random()
+    sep = "" if p.lang == "zh" else " "
+    if style < 0.35:
+        return {"role": "assistant", "content": p.answer_line(), "reasoning_content": p.explanation()}
+    if style < 0.75:
+        return {"role": "assistant", "content": p.explanation() + sep + p.answer_line()}
+    return {"role": "assistant", "content": p.short() + sep + p.answer_line()}
+
+
+def _sft_turns(rng: random.Random, lang: str) -> list[dict]:
+    """1-3 user/assistant exchanges in one language, math-heavy."""
+    turns: list[dict] = []
+    for i in range(1 if rng.random() < 0.75 else rng.randint(2, 3)):
+        kind = rng.random()
+        if kind < 0.6:
+            p = _sample_problem(rng, lang)
+            prefix = rng.choice(_FOLLOW_UP[lang]) if i else ""
+            turns += [{"role": "user", "content": prefix + p.question}, _math_reply(rng, p)]
+        else:
+            q, a = _fact_qa(rng, lang) if kind < 0.85 else _chat_qa(rng, lang)
+            turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return turns
+
+
+def _lang(rng: random.Random) -> str:
+    return "zh" if rng.random() < ZH_RATIO else "en"
+
+
+def _seg_worked(rng: random.Random, lang: str) -> str:
+    p = _sample_problem(rng, lang)
+    expl, sep = p.explanation(), ("" if lang == "zh" else " ")
+    if p.family == "word" and rng.random() < 0.6:
+        return f"{p.question}\n{expl}{sep}{p.story_end}"
+    fmt = rng.randrange(4)
+    if fmt == 0:
+        return _zh_en(lang, f"例题：{p.question}\n解：{expl}{p.answer_line()}", f"Example: {p.question}\nSolution: {expl} {p.answer_line()}")
+    if fmt == 1:
+        return _zh_en(lang, f"问：{p.question}\n答：{expl}{p.answer_line()}", f"Q: {p.question}\nA: {expl} {p.answer_line()}")
+    if fmt == 2:
+        return f"{p.short()}{sep}{expl}"
+    return _zh_en(lang, f"{p.question}\n{expl}因此{p.answer_line()}", f"{p.question}\n{expl} Therefore, the answer is {p.answer}.")
+
+
+def _seg_table(rng: random.Random, lang: str) -> str:
+    rows = []
+    for _ in range(rng.randint(3, 7)):
+        p = _sample_problem(rng, lang, only=("add", "sub", "mul"))
+        rows.append(f"| {p.equation.rsplit(' = ', 1)[0]} | {p.answer} |")
+    head = _zh_en(lang, "口算练习：\n| 算式 | 结果 |", "Practice sheet:\n| Problem | Result |")
+    return "\n".join([head, "| --- | --- |"] + rows)
+
+
+def _seg_facts(rng: random.Random, lang: str) -> str:
+    out = []
+    for _ in range(rng.randint(2, 5)):
+        kind = rng.randrange(6)
+        if kind == 0:
+            days = _DAYS[lang]
+            out.append(_zh_en(lang, f"一个星期有七天：{'、'.join(days)}。", f"A week has seven days: {', '.join(days[:-1])} and {days[-1]}."))
+        elif kind == 1:
+            out.append(_fact_qa(rng, lang)[1])  # answers are complete declarative sentences
+        elif kind == 2:
+            a = rng.randint(1, 20)
+            b = a + rng.randint(4, 9)
+            seq = _zh_en(lang, "，", ", ").join(str(x) for x in range(a, b + 1))
+            out.append(_zh_en(lang, f"从 {a} 数到 {b}：{seq}。", f"Counting from {a} to {b}: {seq}."))
+        elif kind == 3:
+            n = rng.randint(2, 98)
+            out.append(_zh_en(lang, f"{n} 的前一个数是 {n - 1}，后一个数是 {n + 1}。", f"The number before {n} is {n - 1} and the number after {n} is {n + 1}."))
+        elif kind == 4:
+            out.append(_unit_fact(rng.choice(_UNITS), lang) + _zh_en(lang, "。", "."))
+        else:
+            out.append(_zh_en(lang, "MiniMind 是一个从零开始训练的小型语言模型，它会做简单的算术。",
+                              "MiniMind is a small language model trained from scratch. It can do simple arithmetic."))
+    return ("" if lang == "zh" else " ").join(dict.fromkeys(out))  # drop repeated sentences
+
+
+def _seg_dialogue(rng: random.Random, lang: str) -> str:
+    user, bot = _zh_en(lang, "用户：", "User: "), _zh_en(lang, "助手：", "Assistant: ")
+    lines = []
+    for t in _sft_turns(rng, lang):
+        text = t["content"]
+        if "reasoning_content" in t:
+            text = t["reasoning_content"] + ("" if lang == "zh" else " ") + text
+        lines.append((user if t["role"] == "user" else bot) + text)
+    return "\n".join(lines)
+
+
+_SEGMENTS: list[tuple[Callable[[random.Random, str], str], float]] = [
+    (_seg_worked, 0.35), (_seg_table, 0.1), (_seg_facts, 0.3), (_seg_dialogue, 0.25)]
+
+
+def _unique(make: Callable[[], object], n: int, key: Callable[[object], str] = json.dumps) -> list:
+    """Call ``make`` until ``n`` distinct rows exist (gives up de-duplicating after ``50 * n`` draws)."""
+    out, seen = [], set()
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        row = make()
+        k = key(row)
+        if k not in seen:
+            seen.add(k)
+            out.append(row)
+    while len(out) < n:  # the template space is exhausted: accept duplicates
+        out.append(make())
+    return out
+
+
+def pretrain_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct pretraining documents (~40-500 chars, median ~240): worked examples, practice tables,
+    word-problem stories, fact paragraphs and rendered dialogues; one language per document."""
+    rng = random.Random(f"pretrain:{seed}")
+    funcs, weights = zip(*_SEGMENTS, strict=True)
+
+    def make() -> str:
+        lang, target = _lang(rng), rng.randint(40, 320)
+        parts = [rng.choices(funcs, weights)[0](rng, lang)]
+        while sum(map(len, parts)) < target:
+            seg = rng.choices(funcs, weights)[0](rng, lang)
+            if sum(map(len, parts)) + len(seg) > 400:
+                break
+            parts.append(seg)
+        return "\n\n".join(parts)
+
+    return _unique(make, n, key=lambda s: s)
+
+
+def sft_conversations(n: int, seed: int = 1) -> list[dict]:
+    """``n`` distinct MiniMind-format SFT rows ``{"conversations": [...]}``: optional system prompt, then
+    alternating user/assistant turns ending with the assistant. Math answers end with ``答案是 N。`` or
+    ``The answer is N.``; about a third of math turns carry the steps in ``reasoning_content``."""
+    rng = random.Random(f"sft:{seed}")
+
+    def make() -> dict:
+        lang = _lang(rng)
+        system = [{"role": "system", "content": rng.choice(_SYSTEM[lang])}] if rng.random() < 0.25 else []
+        return {"conversations": system + _sft_turns(rng, lang)}
+
+    return _unique(make, n, key=lambda r: json.dumps(r, ensure_ascii=False))
+
+
+def math_problems(n: int, seed: int = 0, *, heldout: bool = False, stream: str = "math") -> list[Problem]:
+    """``n`` math problems with distinct questions, from the training (default) or held-out key space.
+    ``stream`` separates the random streams of different consumers (``"rl"``, ``"heldout"``, ...)."""
+    rng = random.Random(f"{stream}:{seed}")
+    return _unique(lambda: _sample_problem(rng, _lang(rng), heldout), n, key=lambda p: p.question)
+
+
+def rl_prompts(n: int, seed: int = 2) -> list[dict]:
+    """``n`` RL prompts ``{"conversations": [{"role": "user", "content": q}], "gt": "68"}`` (training keys)."""
+    return [{"conversations": [{"role": "user", "content": p.question}], "gt": p.answer}
+            for p in math_problems(n, seed, stream="rl")]
+
+
+def heldout_problems(n: int, seed: int = 1234) -> list[dict]:
+    """``n`` evaluation problems ``{"question", "answer", "lang", "family"}`` drawn only from reserved keys
+    (see :func:`is_heldout_key`), hence disjoint from everything the training generators can produce."""
+    return [{"question": p.question, "answer": p.answer, "lang": p.lang, "family": p.family}
+            for p in math_problems(n, seed, heldout=True, stream="heldout")]
+
+
+def write_demo_corpus(out_dir: str | Path, sizes: dict[str, int] | None = None) -> dict[str, Path]:
+    """Write ``pretrain.jsonl`` (``{"text"}``), ``sft.jsonl``, ``rl.jsonl`` and ``heldout.jsonl`` to ``out_dir``.
+
+    ``sizes`` overrides entries of :data:`DEFAULT_SIZES` (pretrain 12,000 docs ~2.8M chars; sft 6,000
+    conversations ~0.74M chars; rl 2,000 prompts; heldout 200 problems). Takes ~2 s at default sizes.
+    Returns ``{"pretrain": path, "sft": path, "rl": path, "heldout": path}``.
+    """
+    sizes = {**DEFAULT_SIZES, **(sizes or {})}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {"pretrain": [{"text": t} for t in pretrain_texts(sizes["pretrain"])],
+            "sft": sft_conversations(sizes["sft"]), "rl": rl_prompts(sizes["rl"]),
+            "heldout": heldout_problems(sizes["heldout"])}
+    paths = {}
+    for name, data in rows.items():
+        paths[name] = out / f"{name}.jsonl"
+        with paths[name].open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in data)
+    return paths

@@ -1,0 +1,212 @@
+"""Where records come from: resolving a `source` and reading raw rows with their line/row numbers.
+
+A source is a ``.jsonl`` / ``.json`` / ``.parquet`` file (``.jsonl.gz`` and ``.json.gz`` too), a
+directory (searched recursively for those files, hidden files skipped), a list of those, or a
+Hugging Face Hub dataset name. A string that is neither an existing path nor *looks* like one (has
+a data-file extension, starts with ``.``, ``/`` or ``~``, or has more than one ``/``) is treated as
+a hub name; one that looks local but does not exist raises `FileNotFoundError` instead of a
+confusing hub lookup.
+
+Rows are yielded as ``(index, unit, value)``: `unit` is ``"line"`` with a 1-based physical line
+number for JSON Lines, ``"row"`` with a 0-based row index for parquet, JSON arrays and hub
+datasets. A line that is not valid JSON yields a `RecordError` as its value, so the caller can
+count it like any other invalid record. Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RecordError
+
+__all__ = ["DATA_SUFFIXES", "Source", "iter_rows", "resolve_sources"]
+
+logger = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz")
+# Extensions that mark a string as a (mistyped) local file rather than a hub dataset name.
+_LOCAL_LOOKING = DATA_SUFFIXES + (".gz", ".csv", ".tsv", ".txt", ".arrow")
+_BOM = b"\xef\xbb\xbf"
+
+SourceLike = str | os.PathLike | Sequence["str | os.PathLike"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One resolved input: a local file (`path`) or an opened hub dataset (`hub`)."""
+
+    name: str  # how error messages name it: the path as given, or the hub dataset name
+    path: Path | None = None
+    hub: Any = None  # datasets.Dataset or IterableDataset
+
+    def fingerprint(self) -> tuple:
+        """What identifies this input's content for caching (changes when the file does)."""
+        if self.path is not None:
+            st = self.path.stat()
+            return (str(self.path.resolve()), st.st_size, st.st_mtime_ns)
+        return (self.name, getattr(self.hub, "_fingerprint", None))
+
+
+def _looks_local(text: str) -> bool:
+    return (
+        text.lower().endswith(_LOCAL_LOOKING)
+        or text.startswith((".", "/", "~", "\\"))
+        or os.path.isabs(text)
+        or text.count("/") > 1
+        or "\\" in text
+    )
+
+
+def _is_data_file(path: Path) -> bool:
+    return path.name.lower().endswith(DATA_SUFFIXES)
+
+
+def resolve_sources(source: SourceLike, split: str = "train", streaming: bool = False) -> list[Source]:
+    """Turn `source` into a list of `Source`, failing early on missing or unsupported paths."""
+    if isinstance(source, (str, os.PathLike)):
+        items = [source]
+    elif isinstance(source, Sequence) and source:
+        items = list(source)
+    else:
+        raise ValueError(
+            f"source must be a path, a hub dataset name or a non-empty list of them, got {source!r}"
+        )
+    resolved: list[Source] = []
+    for item in items:
+        resolved.extend(_resolve_one(item, split, streaming))
+    return resolved
+
+
+def _resolve_one(item: str | os.PathLike, split: str, streaming: bool) -> list[Source]:
+    if not isinstance(item, (str, os.PathLike)):
+        raise TypeError(f"a source must be a path or a hub dataset name, got {type(item).__name__}")
+    text = os.fspath(item)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if not _is_data_file(path):
+            raise ValueError(f"{text}: unsupported file type; expected one of {', '.join(DATA_SUFFIXES)}")
+        return [Source(name=text, path=path)]
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and _is_data_file(p)
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise FileNotFoundError(f"{text}: directory has no {', '.join(DATA_SUFFIXES)} files")
+        return [Source(name=os.path.join(text, str(p.relative_to(path))), path=p) for p in files]
+    if isinstance(item, os.PathLike) or _looks_local(text):
+        raise FileNotFoundError(
+            f"{text}: no such file or directory (looked for {path.resolve()}). Check the path; "
+            "to load a Hugging Face Hub dataset, pass its name, e.g. 'owner/name'."
+        )
+    return [Source(name=text, hub=_load_hub(text, split, streaming))]
+
+
+def _load_hub(name: str, split: str, streaming: bool) -> Any:
+    import datasets  # local import: only hub sources need it here
+
+    logger.info("%r is not a local path: loading split %r from the Hugging Face Hub", name, split)
+    try:
+        return datasets.load_dataset(name, split=split, streaming=streaming)
+    except Exception as e:
+        if hasattr(e, "add_note"):  # Python >= 3.11
+            e.add_note(
+                f"{name!r} is not an existing local file or directory, so it was looked up on the "
+                f"Hugging Face Hub. If you meant a local path, check it (relative to {os.getcwd()})."
+            )
+        raise
+
+
+# ------------------------------------------------------------------------------------ readers
+def iter_rows(src: Source) -> Iterator[tuple[int, str, Any]]:
+    """Yield ``(index, unit, record_or_RecordError)`` for every non-blank row of `src`."""
+    if src.hub is not None:
+        for i, row in enumerate(src.hub):
+            yield i, "row", row
+        return
+    assert src.path is not None
+    name = src.path.name.lower()
+    if name.endswith(".parquet"):
+        yield from _iter_parquet(src)
+    elif name.endswith((".json", ".json.gz")) and _starts_with_array(src.path):
+        yield from _iter_json_array(src)
+    else:  # .jsonl, and .json files holding one object per line (common on the hub)
+        yield from _iter_jsonl(src)
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _malformed(detail: str, hint: str = "") -> RecordError:
+    return RecordError(None, None, None, f"malformed JSON: {detail}{hint}", reason="malformed_json")
+
+
+def _iter_jsonl(src: Source) -> Iterator[tuple[int, str, Any]]:
+    json_hint = ""
+    if src.path.name.lower().endswith((".json", ".json.gz")):
+        json_hint = " (a .json file must hold a JSON array of records, or one record per line)"
+    with _open(src.path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, "line", json.loads(raw)
+            except UnicodeDecodeError as e:
+                yield lineno, "line", _malformed(f"not valid UTF-8 ({e.reason} at byte {e.start})")
+            except ValueError as e:
+                detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+                yield lineno, "line", _malformed(detail, json_hint)
+
+
+def _starts_with_array(path: Path) -> bool:
+    with _open(path) as f:
+        head = f.read(4096).lstrip(_BOM).lstrip()
+        while not head:  # a file starting with a lot of whitespace
+            chunk = f.read(65536)
+            if not chunk:
+                return False
+            head = chunk.lstrip()
+    return head.startswith(b"[")
+
+
+def _iter_json_array(src: Source) -> Iterator[tuple[int, str, Any]]:
+    with _open(src.path) as f:
+        data = f.read()
+    try:
+        rows = json.loads(data.removeprefix(_BOM))
+    except UnicodeDecodeError as e:
+        yield 1, "line", _malformed(f"not valid UTF-8 ({e.reason} at byte {e.start})")
+        return
+    except json.JSONDecodeError as e:  # the whole array is unusable: report where parsing stopped
+        yield e.lineno, "line", _malformed(f"{e.msg} at column {e.colno}")
+        return
+    for i, row in enumerate(rows):
+        yield i, "row", row
+
+
+def _iter_parquet(src: Source) -> Iterator[tuple[int, str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(src.path).iter_batches(batch_size=1024)
+        i = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield i, "row", row
+                i += 1
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{src.name}: not a readable parquet file ({e})") from e
