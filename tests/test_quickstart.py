@@ -1,0 +1,47 @@
+"""The README's main command, scaled down: `minimind-hf quickstart` end to end through the real CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import minimind_hf  # noqa: F401  (registers the Auto classes for the in-process reload)
+
+CLI = [sys.executable, "-m", "minimind_hf.cli"]
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    cmd = CLI + ["quickstart", "--out", str(out), "--max-steps", "30", "--pretrain-docs", "600",
+                 "--vocab-size", "700", "--seq-len", "128", "--batch-size", "8", "--samples", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Held-out problems" in proc.stdout and "trust_remote_code=True" in proc.stdout
+
+    summary = json.loads((out / "quickstart.json").read_text(encoding="utf-8"))
+    assert summary["vocab_size"] == 700
+    assert summary["final_loss"] < summary["first_loss"] - 1.0, summary
+    assert len(summary["samples"]) == 2
+
+    model_dir = Path(summary["model_dir"])
+    for name in ("config.json", "model.safetensors", "modeling_minimind.py", "configuration_minimind.py",
+                 "tokenizer.json", "chat_template.jinja"):
+        assert (model_dir / name).is_file(), name
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = tok("Q: 2 + 3 = ?\nA:", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_quickstart_missing_data_file_is_a_clear_error(tmp_path):
+    proc = subprocess.run(CLI + ["quickstart", "--out", str(tmp_path), "--data", str(tmp_path / "nope.jsonl")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "nope.jsonl" in proc.stderr and "Traceback" not in proc.stderr
