@@ -27,11 +27,21 @@ from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOut
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_minimind import MiniMindConfig
+
+logger = logging.get_logger(__name__)
+
+# Written into every saved config.json, so all three Auto classes load the folder with trust_remote_code
+# (transformers itself only records the class of the object being saved).
+AUTO_MAP = {
+    "AutoConfig": "configuration_minimind.MiniMindConfig",
+    "AutoModel": "modeling_minimind.MiniMindModel",
+    "AutoModelForCausalLM": "modeling_minimind.MiniMindForCausalLM",
+}
 
 
 class MiniMindRMSNorm(nn.Module):
@@ -390,6 +400,19 @@ class MiniMindPreTrainedModel(PreTrainedModel):
         "attentions": MiniMindAttention,
     }
 
+    def save_pretrained(self, *args, **kwargs):
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(*args, **kwargs)
+
+    def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
+        # Reentrant checkpointing reruns the forward under no_grad, so the router logits captured for the
+        # MoE aux loss would carry no gradient: the load-balancing term would silently train nothing.
+        ckpt_kwargs = dict(activation_checkpointing_kwargs or {"use_reentrant": False})
+        if self.config.use_moe and ckpt_kwargs.get("use_reentrant", False):
+            logger.warning("MiniMind MoE: use_reentrant=True would detach the aux loss; using use_reentrant=False")
+            ckpt_kwargs["use_reentrant"] = False
+        return super()._activation_checkpointing_enable(ckpt_kwargs, *args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         std = self.config.initializer_range
@@ -431,7 +454,8 @@ class MiniMindModel(MiniMindPreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and cache is None:
+        # No cache in training: nothing reads it, and it would cost memory every step.
+        if use_cache and cache is None and not self.training:
             cache = DynamicCache(config=self.config)
         if position_ids is None:
             past_seen_tokens = cache.get_seq_length() if cache is not None else 0
@@ -440,17 +464,21 @@ class MiniMindModel(MiniMindPreTrainedModel):
 
         # A 2-D padding mask becomes the backend's causal mask. With no mask and packed position_ids
         # (restarting at 0 per document), transformers builds the block-diagonal mask itself.
-        causal_mask = attention_mask
-        if not isinstance(attention_mask, dict):
+        # transformers only looks for packed documents when no cache is passed; an empty DynamicCache
+        # (a plain eval forward with use_cache=True) changes nothing else about the mask.
+        mask_cache = cache
+        if isinstance(cache, DynamicCache) and attention_mask is None and cache.get_seq_length() == 0:
+            mask_cache = None
+        if isinstance(attention_mask, dict):  # prepared by generate()
+            causal_mask = attention_mask["full_attention"]
+        else:
             causal_mask = create_causal_mask(
                 config=self.config,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                cache=cache,
+                cache=mask_cache,
                 position_ids=position_ids,
             )
-        else:
-            causal_mask = attention_mask["full_attention"]
 
         hidden_states = self.embed_dropout(inputs_embeds)
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
