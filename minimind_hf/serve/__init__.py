@@ -1,0 +1,1 @@
+"""Serving: an OpenAI-compatible HTTP server, a terminal chat and a web chat page."""
