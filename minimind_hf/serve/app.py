@@ -1,0 +1,318 @@
+"""The OpenAI-compatible HTTP API (FastAPI): ``/v1/models`` and ``/v1/chat/completions``.
+
+Streaming answers are Server-Sent Events (``data: {chunk}\\n\\n`` ... ``data: [DONE]\\n\\n``). Every error,
+including malformed JSON and unknown routes, is answered with OpenAI's error body
+``{"error": {"message", "type", "param", "code"}}``. With an API key configured, every request must send
+``Authorization: Bearer KEY``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from jinja2 import TemplateError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .chat import prompt_opens_thinking, render_prompt
+from .engine import Engine, EngineOverloaded, EventStream, Finish
+from .parser import OutputParser
+from .sampling import SamplingParams
+from .schemas import APIError, ChatCompletionRequest, error_body
+
+logger = logging.getLogger(__name__)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return f"We could not parse the JSON body of your request: {first.get('msg', '')}", None
+    if tuple(first.get("loc", ())) == ("body",) and isinstance(first.get("input"), (bytes, str)):
+        return "The body must be a JSON object sent with 'Content-Type: application/json'.", None
+
+    def where(e: dict) -> str:
+        # pydantic adds union branch labels ('str', 'list[TextPart]') to locations: not request fields
+        parts = [str(p) for p in e.get("loc", ()) if p != "body"]
+        parts = [
+            p for p in parts if "[" not in p and p not in ("str", "int", "float", "bool", "dict", "list")
+        ]
+        return ".".join(parts)
+
+    param = where(first) or None
+    detail = "; ".join(f"{where(e) or 'body'}: {e.get('msg', '')}" for e in errors[:5])
+    return f"Invalid request: {detail}", param
+
+
+def create_app(
+    engine: Engine,
+    model_name: str,
+    api_key: str | None = None,
+    default_temperature: float = 1.0,
+    default_top_p: float = 1.0,
+) -> FastAPI:
+    """Build the app around a started (or startable) :class:`Engine`; the engine runs while the app does."""
+    created = int(time.time())
+    context = engine.context_length
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.start()
+        yield
+        engine.shutdown()
+
+    async def check_api_key(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise APIError(
+                401,
+                "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.",
+                code="invalid_api_key",
+            )
+
+    app = FastAPI(
+        title="minimind-hf",
+        lifespan=lifespan,
+        dependencies=[Depends(check_api_key)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(error_body(str(exc.detail), param=None, code=code), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return JSONResponse(
+            error_body(f"internal error: {type(exc).__name__}", type="server_error"), status_code=500
+        )
+
+    def model_card() -> dict:
+        return {
+            "id": model_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "minimind-hf",
+            "max_model_len": context,
+        }
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "pending": engine.pending}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict:
+        if model_id != model_name:
+            raise APIError(
+                404, f"The model '{model_id}' does not exist", param="model", code="model_not_found"
+            )
+        return model_card()
+
+    def prepare(req: ChatCompletionRequest) -> tuple[list[int], SamplingParams, OutputParser]:
+        if req.model != model_name:
+            raise APIError(
+                404,
+                f"The model '{req.model}' does not exist; this server serves '{model_name}'.",
+                param="model",
+                code="model_not_found",
+            )
+        tools = req.active_tools()
+        messages = [m.for_template() for m in req.messages]
+        try:
+            text, ids = render_prompt(engine.tokenizer, messages, tools, req.open_thinking())
+        except TemplateError as exc:
+            raise APIError(
+                400, f"The messages could not be rendered with the chat template: {exc}", param="messages"
+            ) from exc
+        room = context - len(ids)
+        if room < 1:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, your messages "
+                f"resulted in {len(ids)} tokens. Please reduce the length of the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        wanted = req.requested_tokens()
+        if wanted is not None and wanted > room:
+            param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, you requested "
+                f"{len(ids) + wanted} tokens ({len(ids)} in the messages, {wanted} in the completion). "
+                f"Please reduce the length of the messages or completion.",
+                param=param,
+                code="context_length_exceeded",
+            )
+        params = SamplingParams(
+            max_new_tokens=wanted or room,
+            temperature=default_temperature if req.temperature is None else req.temperature,
+            top_p=default_top_p if req.top_p is None else req.top_p,
+            top_k=req.top_k or 0,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            seed=req.seed,
+            stop=tuple(req.stop or ()),
+            ignore_eos=req.ignore_eos,
+        )
+        parser = OutputParser(reasoning=prompt_opens_thinking(text), parse_tool_calls=bool(tools))
+        return ids, params, parser
+
+    def open_stream(ids: list[int], params: SamplingParams) -> EventStream:
+        try:
+            return engine.stream(ids, params)
+        except EngineOverloaded as exc:
+            raise APIError(
+                503,
+                f"The server is overloaded ({exc}); retry shortly.",
+                type="server_error",
+                code="overloaded",
+            ) from exc
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest):
+        ids, params, parser = prepare(req)
+        completion_id = "chatcmpl-" + uuid.uuid4().hex
+        events = open_stream(ids, params)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(
+                _sse(events, parser, completion_id, model_name, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await _complete(events, parser, completion_id, model_name)
+
+    return app
+
+
+def _usage(finish: Finish) -> dict:
+    return {
+        "prompt_tokens": finish.prompt_tokens,
+        "completion_tokens": finish.completion_tokens,
+        "total_tokens": finish.prompt_tokens + finish.completion_tokens,
+    }
+
+
+def _finish_reason(finish: Finish, parser: OutputParser) -> str:
+    if finish.reason == "error":
+        raise APIError(500, f"generation failed: {finish.error}", type="server_error")
+    if parser.tool_calls:
+        return "tool_calls"
+    return "length" if finish.reason == "length" else "stop"
+
+
+async def _complete(events: EventStream, parser: OutputParser, completion_id: str, model: str) -> dict:
+    reasoning, content = [], []
+    finish = None
+    try:
+        async for event in events:
+            deltas = parser.finish() if isinstance(event, Finish) else parser.feed(event)
+            for d in deltas:
+                (reasoning if d.kind == "reasoning" else content if d.kind == "content" else []).append(
+                    d.text
+                )
+            if isinstance(event, Finish):
+                finish = event
+    finally:
+        await events.aclose()
+    assert finish is not None
+    message: dict = {"role": "assistant", "content": "".join(content) or None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if parser.tool_calls:
+        message["tool_calls"] = [c.to_openai() for c in parser.tool_calls]
+    elif message["content"] is None:
+        message["content"] = ""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _finish_reason(finish, parser),
+            }
+        ],
+        "usage": _usage(finish),
+    }
+
+
+async def _sse(
+    events: EventStream, parser: OutputParser, completion_id: str, model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(
+        delta: dict, finish_reason: str | None = None, usage: dict | None = None, choices: bool = True
+    ) -> str:
+        body: dict = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            if choices
+            else [],
+        }
+        if include_usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for event in events:
+            deltas = parser.finish() if isinstance(event, Finish) else parser.feed(event)
+            for d in deltas:
+                if d.kind == "reasoning":
+                    yield chunk({"reasoning_content": d.text})
+                elif d.kind == "content":
+                    yield chunk({"content": d.text})
+                else:
+                    call = d.tool_call
+                    yield chunk({"tool_calls": [{"index": call.index, **call.to_openai()}]})
+            if isinstance(event, Finish):
+                try:
+                    reason = _finish_reason(event, parser)
+                except APIError as exc:
+                    yield f"data: {json.dumps(exc.body())}\n\n"
+                    break
+                yield chunk({}, finish_reason=reason)
+                if include_usage:
+                    yield chunk({}, usage=_usage(event), choices=False)
+        yield "data: [DONE]\n\n"
+    finally:
+        await events.aclose()

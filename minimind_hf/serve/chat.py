@@ -1,0 +1,113 @@
+"""What the server, the terminal chat and the web page share: load a model folder, render a
+conversation into prompt ids, and stream one parsed assistant reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .engine import Engine, Finish
+from .parser import THINK_OPEN, Delta, OutputParser
+from .sampling import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_LOCK = threading.Lock()  # the fast tokenizer's encode toggles state; serialise it
+
+
+def load_model(
+    model_dir: str | Path, device: str = "cpu", dtype: str = "auto"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a Hugging Face model folder (weights + tokenizer with a chat template)."""
+    import minimind_hf  # noqa: F401  (registers model_type "minimind" with the Auto classes)
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a model folder (no config.json). Train one with `minimind-hf quickstart`, "
+            f"then pass runs/quickstart/model."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"the tokenizer in {path} has no chat template")
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=True, dtype=torch_dtype)
+    model.to(device).eval()
+    logger.info("loaded %s (%.1fM parameters) on %s", path, model.num_parameters() / 1e6, device)
+    return model, tokenizer
+
+
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict],
+    tools: list[dict] | None = None,
+    open_thinking: bool = False,
+) -> tuple[str, list[int]]:
+    """The chat template's text for ``messages`` + generation prompt, and its token ids."""
+    text = tokenizer.apply_chat_template(
+        messages, tools=tools or None, add_generation_prompt=True, tokenize=False, open_thinking=open_thinking
+    )
+    with _TOKENIZER_LOCK:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text, list(ids)
+
+
+def prompt_opens_thinking(prompt_text: str) -> bool:
+    """True when the prompt leaves a think block open, so generation starts inside reasoning."""
+    return prompt_text.rstrip("\n").endswith(THINK_OPEN)
+
+
+@dataclass
+class Reply:
+    """An assistant reply assembled from its deltas."""
+
+    reasoning: str = ""
+    content: str = ""
+    tool_calls: list | None = None
+    finish: Finish | None = None
+
+    def add(self, delta: Delta) -> None:
+        if delta.kind == "reasoning":
+            self.reasoning += delta.text
+        elif delta.kind == "content":
+            self.content += delta.text
+        else:
+            self.tool_calls = (self.tool_calls or []) + [delta.tool_call]
+
+    @property
+    def finish_reason(self) -> str:
+        if self.tool_calls:
+            return "tool_calls"
+        return self.finish.reason if self.finish else "stop"
+
+    def as_message(self) -> dict:
+        """The assistant message to append to a conversation history."""
+        msg: dict = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        return msg
+
+
+def stream_reply(
+    engine: Engine,
+    messages: list[dict],
+    params: SamplingParams,
+    tools: list[dict] | None = None,
+    open_thinking: bool = False,
+) -> Iterator[Delta | Finish]:
+    """Generate one assistant turn in-process: parsed deltas, then the :class:`Finish`."""
+    text, ids = render_prompt(engine.tokenizer, messages, tools, open_thinking)
+    parser = OutputParser(reasoning=prompt_opens_thinking(text), parse_tool_calls=bool(tools))
+    for event in engine.stream_sync(ids, params):
+        if isinstance(event, Finish):
+            yield from parser.finish()
+            yield event
+            return
+        yield from parser.feed(event)

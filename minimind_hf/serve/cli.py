@@ -1,0 +1,248 @@
+"""Command line for serving: ``serve`` (OpenAI-compatible API), ``chat`` (terminal), ``webui`` (Gradio).
+
+    minimind-hf serve MODEL_DIR [--host 127.0.0.1] [--port 8998] [--api-key KEY]
+    minimind-hf chat MODEL_DIR [--think] [--system TEXT]
+    minimind-hf webui MODEL_DIR [--host 127.0.0.1] [--port 7860]
+
+Also runnable as ``python -m minimind_hf.serve.cli serve MODEL_DIR``. The main ``minimind-hf`` parser adds
+these commands with :func:`add_serve_commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("minimind_hf.serve")
+
+API_KEY_ENV = "MINIMIND_API_KEY"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a Hugging Face model folder (weights + tokenizer)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (default auto)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is often faster for tiny models on busy CPUs)",
+    )
+    p.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
+
+
+def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``serve``, ``chat`` and ``webui`` on a ``minimind-hf`` subparsers object."""
+    p = subparsers.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server (/v1/chat/completions, /v1/models)",
+        description="Serve MODEL_DIR with an OpenAI-compatible API. Streams with SSE; thinking comes back as "
+        "reasoning_content, Hermes tool calls as tool_calls. Binds to localhost unless --host says otherwise.",
+    )
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8998)
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require 'Authorization: Bearer KEY' on every request (default ${API_KEY_ENV})",
+    )
+    p.add_argument("--model-name", default=None, help="model id clients send (default: the folder name)")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before answering 503")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="default temperature when a request sends none (default: the model's generation_config, else 1.0)",
+    )
+    p.add_argument("--top-p", type=float, default=None, help="default top_p when a request sends none")
+    p.set_defaults(func=run_serve)
+
+    p = subparsers.add_parser(
+        "chat",
+        help="chat with a model in the terminal (streaming, /think, /reset)",
+        description="Terminal chat with streaming and history. Commands: /think /reset /help /exit.",
+    )
+    _add_model_args(p)
+    _add_generation_args(p)
+    p.add_argument(
+        "--tools", default=None, metavar="FILE.json", help="OpenAI tools list (JSON) offered to the model"
+    )
+    p.set_defaults(func=run_chat_command)
+
+    p = subparsers.add_parser(
+        "webui",
+        help="web chat page (Gradio): streaming, folded thinking, tool calls",
+        description="A Gradio chat page for MODEL_DIR, on localhost unless --host says otherwise.",
+    )
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.set_defaults(func=run_webui)
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--think", action="store_true", help="start with thinking on (toggle with /think)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _engine(args: argparse.Namespace):
+    import torch
+
+    from .chat import load_model
+    from .engine import Engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.model_dir, device=args.device, dtype=args.dtype)
+    return Engine(
+        model, tokenizer, max_batch_size=args.max_batch_size, max_queue=getattr(args, "max_queue", 256)
+    )
+
+
+def _model_defaults(model) -> tuple[float, float]:
+    gc = getattr(model, "generation_config", None)
+    if gc is not None and getattr(gc, "do_sample", False):
+        return float(gc.temperature or 1.0), float(gc.top_p or 1.0)
+    return 1.0, 1.0
+
+
+def _missing_extra(exc: ImportError) -> int:
+    logger.error('%s: install the serving extra with `pip install "minimind-hf[serve]"`', exc)
+    return 2
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        return _missing_extra(exc)
+
+    if not Path(args.model_dir, "config.json").is_file():
+        logger.error(
+            "%s is not a model folder (no config.json); train one with `minimind-hf quickstart`",
+            args.model_dir,
+        )
+        return 2
+    if not _is_loopback(args.host) and not args.api_key:
+        logger.warning(
+            "serving on %s without --api-key: anyone who can reach this address can use the model", args.host
+        )
+    engine = _engine(args)
+    temperature, top_p = _model_defaults(engine.model)
+    name = args.model_name or Path(args.model_dir).resolve().name
+    app = create_app(
+        engine,
+        name,
+        api_key=args.api_key,
+        default_temperature=temperature if args.temperature is None else args.temperature,
+        default_top_p=top_p if args.top_p is None else args.top_p,
+    )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"Serving {name!r} at http://{host}:{args.port}/v1 (context {engine.context_length} tokens"
+        f"{', API key required' if args.api_key else ''})",
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info" if getattr(args, "verbose", False) else "warning",
+    )
+    return 0
+
+
+def run_chat_command(args: argparse.Namespace) -> int:
+    from .terminal import ChatSettings, run_chat
+
+    tools = None
+    if args.tools:
+        try:
+            tools = json.loads(Path(args.tools).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            logger.error("--tools %s: %s", args.tools, exc)
+            return 2
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    with _engine(args) as engine:
+        settings = ChatSettings(
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            system=args.system,
+            tools=tools,
+            thinking=args.think,
+            color=sys.stdout.isatty(),
+        )
+        run_chat(engine, settings)
+    return 0
+
+
+def run_webui(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+
+        from .webui import launch
+    except ImportError as exc:
+        return _missing_extra(exc)
+
+    if not _is_loopback(args.host):
+        logger.warning("the web page on %s has no authentication", args.host)
+    with _engine(args) as engine:
+        launch(
+            engine,
+            Path(args.model_dir).resolve().name,
+            host=args.host,
+            port=args.port,
+            max_tokens=args.max_tokens,
+            block=True,
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minimind_hf.serve.cli", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_serve_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Terminal chat: streamed replies, conversation history, ``/think`` toggle, ``/reset``.
+
+The loop reads lines through ``read_line`` and writes through ``write``, so it runs the same on a real
+terminal (``input`` / ``sys.stdout``) and in tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .chat import Reply, stream_reply
+from .engine import Engine, Finish
+from .sampling import SamplingParams
+
+HELP = """commands:
+  /think   toggle thinking (reasoning shown dimmed before the answer)
+  /reset   forget the conversation
+  /help    this help
+  /exit    quit (or Ctrl-D)"""
+
+
+@dataclass
+class ChatSettings:
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int | None = None
+    system: str | None = None
+    tools: list[dict] | None = None
+    thinking: bool = False
+    color: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+class _Style:
+    def __init__(self, color: bool):
+        self.dim = "\033[2m" if color else ""
+        self.bold = "\033[1m" if color else ""
+        self.reset = "\033[0m" if color else ""
+
+
+def run_chat(
+    engine: Engine,
+    settings: ChatSettings,
+    read_line: Callable[[str], str] = input,
+    write: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Run the chat until ``/exit`` or end of input; returns the final history."""
+    if write is None:
+
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    style = _Style(settings.color)
+    history = settings.history
+    write(f"MiniMind chat. Thinking is {'on' if settings.thinking else 'off'}. /help for commands.\n")
+    while True:
+        try:
+            line = read_line(f"{style.bold}you>{style.reset} ")
+        except (EOFError, KeyboardInterrupt):
+            write("\n")
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            command = line.split()[0].lower()
+            if command in ("/exit", "/quit"):
+                break
+            if command == "/think":
+                settings.thinking = not settings.thinking
+                write(f"[thinking {'on' if settings.thinking else 'off'}]\n")
+            elif command == "/reset":
+                history.clear()
+                write("[conversation reset]\n")
+            elif command == "/help":
+                write(HELP + "\n")
+            else:
+                write(f"unknown command {command}; /help lists them\n")
+            continue
+        history.append({"role": "user", "content": line})
+        messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + history
+        params = SamplingParams(
+            max_new_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=settings.seed,
+        )
+        reply = Reply()
+        section = None
+        write(f"{style.bold}minimind>{style.reset} ")
+        try:
+            for item in stream_reply(engine, messages, params, settings.tools, settings.thinking):
+                if isinstance(item, Finish):
+                    reply.finish = item
+                    break
+                reply.add(item)
+                if item.kind == "reasoning":
+                    if section != "reasoning":
+                        write(f"{style.dim}[thinking] ")
+                    write(item.text)
+                elif item.kind == "content":
+                    if section == "reasoning":
+                        write(f"{style.reset}\n")
+                    write(item.text)
+                else:
+                    call = item.tool_call
+                    write(f"{style.reset}\n[tool call {call.name}({call.arguments}) id={call.id}]")
+                section = item.kind
+        except KeyboardInterrupt:
+            write(" [interrupted]")
+        write(f"{style.reset}\n")
+        if reply.finish is not None and reply.finish.reason == "length":
+            write("[reply cut at --max-tokens]\n")
+        if reply.finish is not None and reply.finish.reason == "error":
+            write(f"[error: {reply.finish.error}]\n")
+            history.pop()
+            continue
+        history.append(reply.as_message())
+    return history

@@ -1,0 +1,179 @@
+"""A small web chat page (Gradio): streamed replies, thinking folded away, tool calls shown.
+
+The page runs the model in-process through the same :class:`~minimind_hf.serve.engine.Engine` as the
+HTTP server, so several browser tabs are batched together. Thinking appears as a collapsed
+"Thinking" panel above the answer; each tool call as a panel titled with the function name holding its
+JSON arguments. Tools can be given as a JSON list (OpenAI format) in the options.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from .chat import Reply, stream_reply
+from .engine import Engine, Finish
+from .sampling import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+THINKING_TITLE = "Thinking"
+
+
+def _text_of(content: Any) -> str:
+    """Gradio history content is a string or a list of parts ({"type": "text", "text": ...})."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text") or ""
+    if isinstance(content, (list, tuple)):
+        return "".join(_text_of(p) for p in content)
+    return ""
+
+
+def _unfence(text: str) -> str:
+    """The JSON inside a ```json fenced block (how tool-call arguments are displayed)."""
+    return text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+
+
+def history_to_messages(history: list[dict]) -> list[dict]:
+    """Gradio's message history -> chat-template messages. Thinking panels are display only and dropped;
+    tool-call panels become the assistant's ``tool_calls``."""
+    messages: list[dict] = []
+    for item in history:
+        role = item.get("role")
+        meta = item.get("metadata") or {}
+        title = meta.get("title") if isinstance(meta, dict) else None
+        text = _text_of(item.get("content"))
+        if role == "user":
+            messages.append({"role": "user", "content": text})
+        elif role == "assistant":
+            if title == THINKING_TITLE:
+                continue
+            if title and title.startswith("Tool call: "):
+                call = {
+                    "type": "function",
+                    "function": {"name": title.removeprefix("Tool call: "), "arguments": _unfence(text)},
+                }
+                if messages and messages[-1]["role"] == "assistant":
+                    messages[-1].setdefault("tool_calls", []).append(call)
+                else:
+                    messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                continue
+            if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("content"):
+                messages[-1]["content"] = text
+            else:
+                messages.append({"role": "assistant", "content": text})
+    return messages
+
+
+def reply_messages(reply: Reply, thinking_done: bool) -> list:
+    """The assistant turn as Gradio ChatMessages: folded thinking, tool-call panels, then the answer."""
+    import gradio as gr
+
+    out = []
+    if reply.reasoning:
+        out.append(
+            gr.ChatMessage(
+                role="assistant",
+                content=reply.reasoning,
+                metadata={"title": THINKING_TITLE, "status": "done" if thinking_done else "pending"},
+            )
+        )
+    for call in reply.tool_calls or []:
+        out.append(
+            gr.ChatMessage(
+                role="assistant",
+                content=f"```json\n{call.arguments}\n```",
+                metadata={"title": f"Tool call: {call.name}", "id": call.id},
+            )
+        )
+    if reply.content or not out:
+        out.append(gr.ChatMessage(role="assistant", content=reply.content))
+    return out
+
+
+def build_demo(engine: Engine, model_name: str = "minimind", max_tokens: int = 512):
+    """The Gradio Blocks app. Its API endpoint ``/chat`` takes
+    (message, thinking, tools_json, system, temperature, max_tokens) and streams the reply messages."""
+    import gradio as gr
+
+    def respond(
+        message: str,
+        history: list[dict],
+        thinking: bool,
+        tools_json: str,
+        system: str,
+        temperature: float,
+        max_new: int,
+    ) -> Iterator[list]:
+        tools = None
+        if tools_json and tools_json.strip():
+            try:
+                tools = json.loads(tools_json)
+                assert isinstance(tools, list)
+            except (json.JSONDecodeError, AssertionError):
+                raise gr.Error("Tools must be a JSON list of OpenAI tool objects") from None
+        messages = [{"role": "system", "content": system}] if system and system.strip() else []
+        messages += history_to_messages(history) + [{"role": "user", "content": message}]
+        params = SamplingParams(max_new_tokens=int(max_new), temperature=float(temperature), top_p=0.9)
+        reply = Reply()
+        try:
+            for item in stream_reply(engine, messages, params, tools, bool(thinking)):
+                if isinstance(item, Finish):
+                    reply.finish = item
+                    break
+                reply.add(item)
+                yield reply_messages(reply, thinking_done=item.kind != "reasoning")
+        except ValueError as exc:  # the conversation no longer fits the model's context
+            raise gr.Error(f"{exc}. Clear the chat to start again.") from None
+        if reply.finish is not None and reply.finish.reason == "error":
+            raise gr.Error(f"generation failed: {reply.finish.error}")
+        yield reply_messages(reply, thinking_done=True)
+
+    with gr.Blocks(title=f"MiniMind chat: {model_name}") as demo:
+        gr.Markdown(f"### MiniMind chat: `{model_name}`")
+        thinking = gr.Checkbox(label="Thinking (reasoning shown folded)", value=False, render=False)
+        tools = gr.Textbox(label="Tools (JSON list, OpenAI format)", lines=3, render=False)
+        system = gr.Textbox(label="System prompt", render=False)
+        temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature", render=False)
+        max_new = gr.Slider(
+            1,
+            max(1, min(max_tokens, engine.context_length - 1)),
+            value=min(max_tokens, 512),
+            step=1,
+            label="Max new tokens",
+            render=False,
+        )
+        gr.ChatInterface(
+            respond,
+            chatbot=gr.Chatbot(height=520, label="MiniMind"),
+            additional_inputs=[thinking, tools, system, temperature, max_new],
+            additional_inputs_accordion=gr.Accordion("Options", open=True),
+            api_name="chat",
+        )
+    return demo
+
+
+def launch(
+    engine: Engine,
+    model_name: str,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_tokens: int = 512,
+    block: bool = True,
+):
+    """Serve the page on host:port (loopback by default). Returns the demo (non-blocking when block=False)."""
+    demo = build_demo(engine, model_name, max_tokens)
+    demo.queue(default_concurrency_limit=16)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=not block,
+        show_error=True,
+        quiet=not block,
+    )
+    return demo

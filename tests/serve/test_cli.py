@@ -1,0 +1,116 @@
+"""The command line: `serve` as a real process with an API key; the terminal chat loop; argument parsing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+from minimind_hf.serve.cli import add_serve_commands
+from minimind_hf.serve.engine import Engine
+from minimind_hf.serve.terminal import ChatSettings, run_chat
+
+from .conftest import CASES, free_port
+
+
+def test_commands_are_registered_with_safe_defaults():
+    parser = argparse.ArgumentParser()
+    add_serve_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "some/dir"])
+    assert (args.host, args.port, args.api_key or None) == (
+        "127.0.0.1",
+        8998,
+        os.environ.get("MINIMIND_API_KEY"),
+    )
+    assert parser.parse_args(["chat", "d", "--think"]).think is True
+    assert parser.parse_args(["webui", "d"]).host == "127.0.0.1"
+
+
+def test_serve_process_requires_the_api_key(model_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minimind_hf.serve.cli",
+            "serve",
+            str(model_dir),
+            "--port",
+            str(port),
+            "--api-key",
+            "sk-test-123",
+            "--threads",
+            "1",
+            "--model-name",
+            "tiny",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        good = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-123", max_retries=0)
+        r = good.chat.completions.create(model="tiny", messages=CASES["hello"].messages(), temperature=0)
+        assert r.choices[0].message.content == CASES["hello"].content
+        bad = openai.OpenAI(base_url=url + "/v1", api_key="sk-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as exc:
+            bad.chat.completions.create(model="tiny", messages=CASES["hello"].messages())
+        assert exc.value.code == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        r = httpx.get(url + "/v1/models")  # no key at all
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert f"http://127.0.0.1:{port}/v1" in out  # bound to loopback, as announced
+
+
+def test_terminal_chat_streams_keeps_history_and_toggles(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    script = iter(["Say hello please.", "/reset", "/think", "你好，你是谁？", "/think", "/nope", "/exit"])
+    history_sizes = []
+    written: list[str] = []
+
+    settings = ChatSettings(temperature=0.0, max_tokens=200)
+
+    def read_line(prompt: str) -> str:
+        history_sizes.append(len(settings.history))
+        return next(script)
+
+    with Engine(model, tok) as engine:
+        history = run_chat(engine, settings, read_line=read_line, write=written.append)
+    text = "".join(written)
+    assert CASES["hello"].content in text
+    assert f"[thinking] {CASES['reason'].reasoning}\n{CASES['reason'].content}" in text
+    assert "[thinking on]" in text and "[thinking off]" in text and "[conversation reset]" in text
+    assert "unknown command /nope" in text
+    assert history_sizes == [0, 2, 0, 0, 2, 2, 2]
+    assert history == [
+        {"role": "user", "content": CASES["reason"].user},
+        {"role": "assistant", "content": CASES["reason"].content},
+    ]
+    # streamed: the reply arrived in several writes
+    assert sum(1 for w in written if w and w in CASES["hello"].content) > 3

@@ -1,0 +1,310 @@
+"""The OpenAI-compatible server, driven by the real `openai` client (and raw HTTP for the wire format)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from minimind_hf.serve.app import create_app
+from minimind_hf.serve.engine import Engine
+
+from .conftest import CASES, BackgroundServer
+
+MODEL = "tiny-chat"
+
+
+@pytest.fixture(scope="module")
+def server(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    engine = Engine(model, tok, max_batch_size=8)
+    with BackgroundServer(create_app(engine, MODEL)) as srv:
+        srv.engine = engine
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def request_kwargs(case) -> dict:
+    kwargs: dict = {"model": MODEL, "messages": case.messages(), "temperature": 0}
+    if case.tools:
+        kwargs["tools"] = list(case.tools)
+    if case.thinking:
+        kwargs["extra_body"] = {"chat_template_kwargs": {"open_thinking": True}}
+    return kwargs
+
+
+def accumulate(chunks) -> dict:
+    """Rebuild a message from streamed chunks the way OpenAI clients do (tool calls merged by index)."""
+    out = {
+        "role": None,
+        "content": "",
+        "reasoning": "",
+        "tool_calls": {},
+        "finish": None,
+        "usage": None,
+        "n_content_chunks": 0,
+    }
+    for ch in chunks:
+        if ch.usage is not None:
+            out["usage"] = ch.usage
+        for choice in ch.choices:
+            d = choice.delta
+            out["role"] = out["role"] or d.role
+            if d.content:
+                out["content"] += d.content
+                out["n_content_chunks"] += 1
+            out["reasoning"] += getattr(d, "reasoning_content", None) or ""
+            for tc in d.tool_calls or []:
+                slot = out["tool_calls"].setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                slot["id"] = slot["id"] or tc.id
+                slot["name"] += tc.function.name or ""
+                slot["arguments"] += tc.function.arguments or ""
+            if choice.finish_reason:
+                out["finish"] = choice.finish_reason
+    return out
+
+
+def test_models_endpoint(client, server):
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+
+
+def test_non_stream_reasoning_and_usage(client, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    case = CASES["reason"]
+    r = client.chat.completions.create(**request_kwargs(case))
+    msg = r.choices[0].message
+    assert msg.role == "assistant"
+    assert msg.content == case.content
+    assert msg.reasoning_content == case.reasoning
+    assert msg.tool_calls is None
+    assert r.choices[0].finish_reason == "stop"
+    assert r.id.startswith("chatcmpl-") and r.object == "chat.completion" and r.model == MODEL
+    prompt_ids = tok.apply_chat_template(
+        case.messages(), add_generation_prompt=True, open_thinking=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    completion_ids = tok(case.completion() + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert r.usage.prompt_tokens == len(prompt_ids)
+    assert r.usage.completion_tokens == len(completion_ids)
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_thinking_off_gives_no_reasoning(client):
+    case = CASES["hello"]
+    msg = client.chat.completions.create(**request_kwargs(case)).choices[0].message
+    assert msg.content == case.content
+    assert getattr(msg, "reasoning_content", None) is None
+
+
+def test_stream_reasoning(client):
+    case = CASES["reason"]
+    chunks = list(
+        client.chat.completions.create(
+            **request_kwargs(case), stream=True, stream_options={"include_usage": True}
+        )
+    )
+    got = accumulate(chunks)
+    assert got["role"] == "assistant"
+    assert got["reasoning"] == case.reasoning
+    assert got["content"] == case.content
+    assert got["n_content_chunks"] > 3, "content should arrive in several pieces"
+    assert got["finish"] == "stop"
+    assert got["usage"].completion_tokens > 0 and chunks[-1].choices == []
+    assert all(ch.id == chunks[0].id and ch.object == "chat.completion.chunk" for ch in chunks)
+
+
+def test_tool_call_non_stream(client):
+    case = CASES["tool"]
+    r = client.chat.completions.create(**request_kwargs(case))
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+def test_tool_call_stream_and_round_trip(client, model_and_tokenizer):
+    case = CASES["tool"]
+    chunks = list(client.chat.completions.create(**request_kwargs(case), stream=True))
+    got = accumulate(chunks)
+    assert got["finish"] == "tool_calls" and got["content"] == ""
+    assert list(got["tool_calls"]) == [0]
+    call = got["tool_calls"][0]
+    assert call["id"].startswith("call_") and call["name"] == "get_weather"
+    assert json.loads(call["arguments"]) == {"city": "Paris"}
+    # The client's usual next request: the call and its result go back in the conversation.
+    messages = case.messages() + [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 21}'},
+    ]
+    # (without the tool list: the test model's 384-token context cannot hold it twice)
+    r = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=5)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    expected_prompt = model_and_tokenizer[1].apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    assert r.usage.prompt_tokens == len(expected_prompt)
+    assert "<tool_call>" in model_and_tokenizer[1].decode(expected_prompt)
+
+
+def test_tool_choice_none_hides_tools(client):
+    case = CASES["tool"]
+    r = client.chat.completions.create(**request_kwargs(case), tool_choice="none", max_tokens=8)
+    assert r.choices[0].message.tool_calls is None
+    assert r.usage.prompt_tokens < 100  # the tool definitions were not rendered
+
+
+def test_stop_max_tokens_and_seed(client):
+    case = CASES["count"]
+    r = client.chat.completions.create(**request_kwargs(case), stop=["five"])
+    assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("one two three four ", "stop")
+    got = accumulate(client.chat.completions.create(**request_kwargs(case), stop=["five"], stream=True))
+    assert (got["content"], got["finish"]) == ("one two three four ", "stop")
+    r = client.chat.completions.create(**request_kwargs(case), max_tokens=4)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 4
+    kwargs = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "anything at all"}],
+        "temperature": 2.0,
+        "top_p": 0.99,
+        "max_tokens": 20,
+        "extra_body": {"ignore_eos": True},
+    }
+    a = client.chat.completions.create(**kwargs, seed=7).choices[0].message.content
+    b = client.chat.completions.create(**kwargs, seed=7).choices[0].message.content
+    c = client.chat.completions.create(**kwargs, seed=8).choices[0].message.content
+    assert a == b and a != c
+
+
+def test_twenty_concurrent_streams(server):
+    async def one(aclient, case, i):
+        kwargs = request_kwargs(case)
+        chunks = [ch async for ch in await aclient.chat.completions.create(**kwargs, stream=True)]
+        return case, accumulate(chunks)
+
+    async def main():
+        async with openai.AsyncOpenAI(
+            base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120
+        ) as ac:
+            cases = [list(CASES.values())[i % len(CASES)] for i in range(20)]
+            return await asyncio.gather(*(one(ac, c, i) for i, c in enumerate(cases)))
+
+    steps_before = server.engine.steps
+    start = time.monotonic()
+    results = asyncio.run(main())
+    assert len(results) == 20
+    for case, got in results:
+        assert got["content"] == case.content, case.name
+        assert got["reasoning"] == case.reasoning, case.name
+        if case.tool_call:
+            assert got["finish"] == "tool_calls"
+            assert [(c["name"], json.loads(c["arguments"])) for c in got["tool_calls"].values()] == [
+                case.tool_call
+            ]
+        else:
+            assert got["finish"] == "stop" and not got["tool_calls"]
+    longest = max(len(case.completion()) for case, _ in results)
+    # batched: far fewer decoding steps than 20 requests one after another would take
+    assert server.engine.steps - steps_before < 20 * longest / 2
+    assert server.engine.max_rows_seen == 8
+    assert time.monotonic() - start < 90
+
+
+def post(server, body, headers=None) -> httpx.Response:
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        content=data,
+        timeout=30,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello please."}], "temperature": 0}
+
+
+@pytest.mark.parametrize(
+    "body,status,param",
+    [
+        ("{not json", 400, None),
+        ({"model": MODEL}, 400, "messages"),
+        ({**GOOD, "model": "gpt-4"}, 404, "model"),
+        ({**GOOD, "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+        ({**GOOD, "messages": [{"role": "user"}]}, 400, "messages.0"),
+        ({**GOOD, "max_tokens": 10**9}, 400, "max_tokens"),
+        ({**GOOD, "max_tokens": 0}, 400, "max_tokens"),
+        ({**GOOD, "messages": [{"role": "user", "content": "hello " * 2000}]}, 400, "messages"),
+        ({**GOOD, "temperature": 3.5}, 400, "temperature"),
+        ({**GOOD, "n": 2}, 400, "n"),
+        ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+        ({**GOOD, "tools": [{"type": "function", "function": {"description": "no name"}}]}, 400, "tools"),
+    ],
+)
+def test_bad_requests_get_openai_errors(server, body, status, param):
+    r = post(server, body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == "invalid_request_error" and err["message"]
+    if param:
+        assert (err["param"] or "").startswith(param), err
+    # the server keeps serving
+    ok = post(server, GOOD)
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == CASES["hello"].content
+
+
+def test_errors_through_the_openai_client(client, server):
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=100000
+        )
+    assert exc.value.code == "context_length_exceeded"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    r = httpx.get(server.url + "/v1/does-not-exist")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_sse_wire_format_and_disconnect(server):
+    body = {**GOOD, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+    first = json.loads(lines[0][6:])
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+    # a client that goes away mid-stream does not keep the model busy
+    steps = server.engine.steps
+    long = {**GOOD, "stream": True, "max_tokens": 300, "ignore_eos": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=long, timeout=30) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i > 3:
+                break
+    deadline = time.monotonic() + 30
+    while server.engine._active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.engine.steps - steps < 250

@@ -1,0 +1,85 @@
+"""The Gradio chat page, driven by the real `gradio_client` over HTTP on localhost."""
+
+from __future__ import annotations
+
+import json
+
+import gradio_client
+import pytest
+
+from minimind_hf.serve.engine import Engine
+
+from .conftest import CASES, WEATHER_TOOL, free_port
+
+# gradio's queue calls pandas APIs that pandas 3 deprecates; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
+
+
+@pytest.fixture(scope="module")
+def page(model_and_tokenizer):
+    from minimind_hf.serve.webui import launch
+
+    model, tok = model_and_tokenizer
+    with Engine(model, tok) as engine:
+        port = free_port()
+        demo = launch(engine, "tiny-chat", host="127.0.0.1", port=port, block=False)
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()
+
+
+def test_page_streams_folded_thinking_and_answer(page):
+    job = gradio_client.Client(page, verbose=False).submit(
+        CASES["reason"].user, True, "", "", 0.0, 200, api_name="/chat"
+    )
+    updates = list(job)
+    final = job.outputs()[-1]
+    assert len(updates) > 5, "the reply should stream in many updates"
+    thinking, answer = final
+    assert thinking["metadata"]["title"] == "Thinking" and thinking["metadata"]["status"] == "done"
+    assert thinking["content"] == CASES["reason"].reasoning
+    assert answer["content"] == CASES["reason"].content and not answer["metadata"].get("title")
+    # while streaming, the thinking panel is shown as still in progress
+    assert any(u[0]["metadata"].get("status") == "pending" for u in updates[:-1])
+
+
+def test_page_shows_tool_calls(page):
+    client = gradio_client.Client(page, verbose=False)  # a new session: empty chat history
+    final = client.predict(
+        CASES["tool"].user, False, json.dumps([WEATHER_TOOL]), "", 0.0, 60, api_name="/chat"
+    )
+    (call,) = final
+    assert call["metadata"]["title"] == "Tool call: get_weather"
+    assert json.loads(call["content"].removeprefix("```json").removesuffix("```")) == {"city": "Paris"}
+    # the same session again: the history (with the tool call) no longer fits the tiny context -> a clear error
+    with pytest.raises(Exception, match="context"):
+        client.predict(CASES["tool"].user, False, json.dumps([WEATHER_TOOL]), "", 0.0, 60, api_name="/chat")
+
+
+def test_history_conversion_keeps_tool_calls_and_drops_thinking():
+    from minimind_hf.serve.webui import history_to_messages
+
+    history = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hmm", "metadata": {"title": "Thinking"}},
+        {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": '```json\n{"city": "Paris"}\n```',
+            "metadata": {"title": "Tool call: get_weather"},
+        },
+    ]
+    assert history_to_messages(history) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+    ]
