@@ -1,0 +1,199 @@
+"""Training throughput on the CPU: our packed pipeline vs what the original MiniMind did.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 3] [--batch-size 2] [--preset minimind3]
+
+One run, one model (``minimind3`` preset, fp32, CPU), two workloads, each measured both ways:
+
+- SFT (``../shared/data/sft``, max length 512). Ours: conversations rendered with the chat template, labels on
+  assistant tokens, whole conversations packed into rows of 512 (position ids restart per conversation, sdpa,
+  no attention mask). Baseline (the original): every conversation padded to 512 (longer ones truncated),
+  with the padding attention mask, which sends attention down the eager path. Metric: useful
+  (label-bearing) tokens per second.
+- Pretrain (``../shared/data/pretrain``, seq 768). Ours: documents + eos packed into rows of 768, nothing
+  dropped. Baseline: bos + text + eos per document, padded/truncated to 768, padding mask, eager.
+  Metrics: useful tokens/s and the share of the corpus's tokens that training actually sees.
+
+Each measurement is forward + backward + AdamW step on ``--batch-size`` rows, ``--steps`` timed steps after
+one warm-up step, ours and the baseline alternating step by step (fair on a shared machine). Model FLOP utilisation = 6 x non-embedding params x useful tokens/s / the fp32 matmul
+peak measured in the same run. Peak RSS from ``getrusage``. The last line printed is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MINIMIND_SHARED_DATA", REPO.parent / "shared" / "data"))
+IGNORE = -100
+
+
+def matmul_peak(n: int = 1536, reps: int = 5) -> float:
+    """Best observed fp32 matmul FLOP/s on this machine, now (same threads as training)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def compare(model, optimizer, ours: list[dict], base: list[dict], steps: int) -> tuple[float, float]:
+    """Useful (label) tokens/s of our batches (sdpa, no mask) and the baseline's (eager, padding mask).
+
+    One warm-up step each, then the timed steps alternate ours/baseline, so that load from other
+    processes on a shared machine hits both alike."""
+    def one(batch, attn) -> tuple[float, int]:
+        model.set_attn_implementation(attn)
+        t = time.perf_counter()
+        out = model(**batch)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - t, int((batch["labels"][:, 1:] != IGNORE).sum())
+
+    one(ours[0], "sdpa")
+    one(base[0], "eager")
+    totals = {"ours": [0.0, 0], "base": [0.0, 0]}
+    for i in range(1, steps + 1):
+        for name, batches, attn in (("ours", ours, "sdpa"), ("base", base, "eager")):
+            seconds, useful = one(batches[i], attn)
+            totals[name][0] += seconds
+            totals[name][1] += useful
+    return totals["ours"][1] / totals["ours"][0], totals["base"][1] / totals["base"][0]
+
+
+def padded_batch(rows: list[tuple[list[int], list[int]]], length: int, pad: int) -> dict:
+    """The original's batch: right-pad/truncate to `length`, attention mask on the padding."""
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        x, y = x[:length], y[:length]
+        ids[i, :len(x)] = torch.tensor(x)
+        labels[i, :len(y)] = torch.tensor(y)
+        mask[i, :len(x)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def packed_batch(packed, indices) -> dict:
+    from minimind_hf.data.collate import collate_rows
+
+    return collate_rows([packed[i] for i in indices])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="minimind3")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after 1 warm-up)")
+    ap.add_argument("--batch-size", type=int, default=1, help="rows per step")
+    ap.add_argument("--sft-rows", type=int, default=1500, help="conversations read from the SFT data")
+    ap.add_argument("--pretrain-rows", type=int, default=3000, help="documents read from the pretrain data")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    from minimind_hf.configuration_minimind import MiniMindConfig
+    from minimind_hf.data import load_records
+    from minimind_hf.data.collate import encode_conversation
+    from minimind_hf.data.pretrain_pipeline import pack_token_ids, tokenize_texts
+    from minimind_hf.data.sft_pipeline import pack_sequences, tokenize_conversations
+    from minimind_hf.modeling_minimind import MiniMindForCausalLM
+    from minimind_hf.tokenizer import train_tokenizer
+
+    t0 = time.time()
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    pre = load_records("pretrain", SHARED / "pretrain" / "pretrain_mix.jsonl")
+    pre = pre.shuffle(seed=args.seed).select(range(min(args.pretrain_rows, len(pre))))
+    sft = load_records("sft", SHARED / "sft" / "sft_mix.jsonl")
+    sft = sft.shuffle(seed=args.seed).select(range(min(args.sft_rows, len(sft))))
+    tok = train_tokenizer(pre["text"], vocab_size=6400, show_progress=False)
+    pad, eos, bos = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+
+    config = MiniMindConfig.from_preset(args.preset, vocab_size=len(tok), attn_implementation="sdpa")
+    model = MiniMindForCausalLM(config).train()
+    n_params = sum(p.numel() for p in model.parameters())
+    n_embed = model.model.embed_tokens.weight.numel()
+    non_embed = n_params - n_embed
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    n_batches, bs = args.steps + 1, args.batch_size
+    peak = matmul_peak()
+
+    # ---- SFT at 512
+    L = 512
+    enc = tokenize_conversations(sft, tok, max_length=L)
+    packed = pack_sequences(enc, L, pad)
+    ours_rows = rng.sample(range(len(packed)), n_batches * bs)
+    ours = [packed_batch(packed, ours_rows[i * bs:(i + 1) * bs]) for i in range(n_batches)]
+    full = [encode_conversation(tok, c, t) for c, t in zip(sft["conversations"], sft["tools"], strict=False)]
+    base_rows = rng.sample(range(len(full)), n_batches * bs)
+    base = [padded_batch([(full[j]["input_ids"], full[j]["labels"]) for j in base_rows[i * bs:(i + 1) * bs]], L, pad)
+            for i in range(n_batches)]
+    sft_ours, sft_base = compare(model, optimizer, ours, base, args.steps)
+    peak = max(peak, matmul_peak())
+    sft_fill_ours = float(np.mean(packed.input_ids != pad)) if pad is not None else None
+    sft_fill_base = float(np.mean([min(len(f["input_ids"]), L) / L for f in full]))
+
+    # ---- pretrain at 768
+    S = 768
+    ids = tokenize_texts(pre, tok)["ids"]
+    corpus_tokens = sum(len(d) + 2 for d in ids)  # bos + text + eos, the original's document
+    packed_pre = pack_token_ids(ids, S, eos)
+    ours_rows = rng.sample(range(len(packed_pre)), n_batches * bs)
+    ours = [packed_batch(packed_pre, ours_rows[i * bs:(i + 1) * bs]) for i in range(n_batches)]
+    docs = [[bos] + d + [eos] for d in ids]
+    base_rows = rng.sample(range(len(docs)), n_batches * bs)
+    base = [padded_batch([(docs[j], docs[j]) for j in base_rows[i * bs:(i + 1) * bs]], S, pad)
+            for i in range(n_batches)]
+    pre_ours, pre_base = compare(model, optimizer, ours, base, args.steps)
+    peak = max(peak, matmul_peak())
+    share_ours = (sum(len(d) + 1 for d in ids)) / sum(len(d) + 1 for d in ids)  # every token is in some row
+    share_base = sum(min(len(d), S) for d in docs) / corpus_tokens
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "preset": args.preset, "params_m": round(n_params / 1e6, 2), "non_embedding_params_m": round(non_embed / 1e6, 2),
+        "threads": torch.get_num_threads(), "batch_rows": bs, "timed_steps": args.steps,
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "sft_useful_tok_s_ours": round(sft_ours, 1), "sft_useful_tok_s_baseline": round(sft_base, 1),
+        "sft_speedup": round(sft_ours / sft_base, 2),
+        "sft_row_fill_ours": round(sft_fill_ours, 3), "sft_row_fill_baseline": round(sft_fill_base, 3),
+        "pretrain_useful_tok_s_ours": round(pre_ours, 1), "pretrain_useful_tok_s_baseline": round(pre_base, 1),
+        "pretrain_speedup": round(pre_ours / pre_base, 2),
+        "pretrain_corpus_share_trained_ours": round(share_ours, 4),
+        "pretrain_corpus_share_trained_baseline": round(share_base, 4),
+        "mfu_sft_ours": round(6 * non_embed * sft_ours / peak, 4),
+        "mfu_sft_baseline": round(6 * non_embed * sft_base / peak, 4),
+        "mfu_pretrain_ours": round(6 * non_embed * pre_ours / peak, 4),
+        "mfu_pretrain_baseline": round(6 * non_embed * pre_base / peak, 4),
+        "peak_rss_mb": round(rss_mb, 1), "seconds": round(time.time() - t0, 1),
+    }
+    print(f"{args.preset}: {n_params / 1e6:.1f}M params ({non_embed / 1e6:.1f}M non-embedding), fp32 CPU, "
+          f"{torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"SFT @512   useful tok/s: ours {sft_ours:.0f} vs baseline {sft_base:.0f} -> {sft_ours / sft_base:.2f}x "
+          f"(row fill {sft_fill_ours:.0%} vs {sft_fill_base:.0%})")
+    print(f"pretrain @768 useful tok/s: ours {pre_ours:.0f} vs baseline {pre_base:.0f} -> {pre_ours / pre_base:.2f}x; "
+          f"corpus share trained {share_ours:.1%} vs {share_base:.1%}")
+    print(f"MFU: SFT {result['mfu_sft_ours']:.1%} vs {result['mfu_sft_baseline']:.1%}; pretrain "
+          f"{result['mfu_pretrain_ours']:.1%} vs {result['mfu_pretrain_baseline']:.1%}; peak RSS {rss_mb:.0f} MB")
+    print(json.dumps(result))
+    sys.stdout.flush()
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Direct Preference Optimisation (Rafailov et al. 2023), from scratch.
+
+For a prompt x with a preferred answer y_w (chosen) and a dispreferred y_l (rejected), a policy pi and a
+frozen reference pi_ref (a copy of the starting model):
+
+    logratio_w = log pi(y_w|x) - log pi_ref(y_w|x)          (sums over the answer tokens only)
+    logratio_l = log pi(y_l|x) - log pi_ref(y_l|x)
+    loss       = -log sigmoid(beta * (logratio_w - logratio_l))        (mean over pairs)
+
+With pi == pi_ref both log-ratios are 0 and the loss is exactly ln 2 = 0.6931; it falls as soon as the
+policy moves mass from y_l to y_w. (The original's "stuck at 0.693", minimind #674, is what lr 4e-8 looks
+like; the loss here is the same formula, see the trl parity test.) Logged: implicit rewards
+``beta * logratio`` for chosen / rejected, their margin, and accuracy = fraction with chosen > rejected.
+Optional conservative DPO label smoothing eps: ``-(1-eps) logsig(beta d) - eps logsig(-beta d)``.
+
+Batch layout (as trl): ``input_ids`` (2B, T) = [chosen rows; rejected rows], every row = prompt tokens +
+answer tokens, right-padded; ``completion_mask`` (2B, T) marks the answer tokens. Chosen and rejected
+share the same prompt rendering (:func:`minimind_hf.native.rl_common.render_pair`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import load_records
+from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
+from .loop import Algorithm, TrainConfig, TrainResult, train
+from .rl_common import pad, render_pair
+from .stages import register_stage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DPO", "DPOCollator", "DPOConfig", "build_dpo", "dpo_loss", "dpo_step", "make_reference", "run_dpo",
+           "sequence_logps"]
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    """The ``dpo`` stage: loop settings + data + DPO hyper-parameters (the original's beta 0.15, lr 4e-8;
+    our default lr 1e-6 moves a real model visibly in one epoch)."""
+
+    data: list[str] = field(default_factory=list)  # dpo records: chosen/rejected (+ prompt) jsonl/parquet
+    eval_data: list[str] = field(default_factory=list)
+    eval_ratio: float = 0.0
+    max_pairs: int = 0  # 0 = all
+    skip_invalid: bool = False
+    beta: float = 0.15
+    label_smoothing: float = 0.0  # conservative DPO; 0 = plain DPO
+    max_length: int = 1024  # prompt + answer tokens
+    max_prompt_length: int = 512  # prompts are cut from the left
+    open_thinking: bool = False  # render prompts ending in "<think>\n" (answers then start with reasoning)
+    learning_rate: float = 1e-6
+    batch_size: int = 4  # pairs per micro-batch
+
+    def validate(self) -> list[str]:
+        p = super().validate()
+        p += check_data_files("data", self.data)
+        p += check_data_files("eval_data", self.eval_data, required=False)
+        if self.model is None:
+            p.append("DPO needs `model` (an SFT output folder): the policy and the frozen reference start there")
+        if self.beta <= 0:
+            p.append(f"beta must be > 0, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            p.append(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0 < self.max_prompt_length < self.max_length:
+            p.append(f"need 0 < max_prompt_length < max_length, got {self.max_prompt_length}, {self.max_length}")
+        return p
+
+
+def make_reference(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``model``: eval mode, no gradients (the DPO / GRPO / PPO reference)."""
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.15,
+             label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The DPO loss from sequence log-probs, all (B,). Returns ``(mean loss, metrics)``.
+
+    metrics (detached): ``rewards/chosen``, ``rewards/rejected`` (B,) = beta * log-ratios,
+    ``rewards/margins`` (B,), ``rewards/accuracies`` (B,) in {0, 1}, ``losses`` (B,)."""
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps  # (B,)
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps  # (B,)
+    logits = beta * (chosen_logratios - rejected_logratios)  # (B,)
+    losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)  # (B,)
+    chosen_rewards = beta * chosen_logratios.detach()
+    rejected_rewards = beta * rejected_logratios.detach()
+    metrics = {
+        "rewards/chosen": chosen_rewards,
+        "rewards/rejected": rejected_rewards,
+        "rewards/margins": chosen_rewards - rejected_rewards,
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+        "losses": losses.detach(),
+    }
+    return losses.mean(), metrics
+
+
+def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   completion_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log pi(token) over the tokens marked by ``completion_mask``. All (N, T) -> (N,).
+
+    One forward pass; the LM head runs only on the positions that predict completion tokens (from the
+    earliest completion column on, ``logits_to_keep``), so prompt logits are never built."""
+    # columns that hold completion tokens in any row; the logits before them are never needed
+    first = int(completion_mask.argmax(dim=1).min())  # earliest completion column
+    keep = input_ids.size(1) - first + 1  # logits at positions first-1 .. T-1
+    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
+    logits = out.logits[:, :-1, :].float()  # (N, K, V) predicts columns first .. T-1
+    targets = input_ids[:, first:]  # (N, K)
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (N, K)
+    del logits, out
+    return (logp * completion_mask[:, first:]).sum(dim=1)  # (N,)
+
+
+def dpo_step(policy, reference, batch: dict[str, torch.Tensor], beta: float = 0.15, label_smoothing: float = 0.0,
+             num_items: float | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """One DPO forward: ``(sum of pair losses / num_items, logged metrics)``; the caller does backward.
+
+    ``batch``: ``input_ids``, ``attention_mask``, ``completion_mask`` (2B, T), chosen rows first.
+    ``num_items``: pairs in the whole optimiser step (the loop's normaliser; default B, i.e. the mean).
+    Reference log-probs come from ``batch["ref_chosen_logps"]``/``["ref_rejected_logps"]`` if precomputed."""
+    logps = sequence_logps(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])  # (2B,)
+    chosen_logps, rejected_logps = logps.chunk(2)  # (B,), (B,)
+    if "ref_chosen_logps" in batch:
+        ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+    else:
+        with torch.no_grad():
+            ref = sequence_logps(reference, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        ref_chosen, ref_rejected = ref.chunk(2)
+    mean_loss, m = dpo_loss(chosen_logps, rejected_logps, ref_chosen, ref_rejected, beta, label_smoothing)
+    if num_items is None:
+        loss = mean_loss
+    else:  # the pair losses' sum over the step's normaliser (same gradient as the global mean)
+        loss = mean_loss * chosen_logps.size(0) / torch.as_tensor(num_items, dtype=mean_loss.dtype)
+    logs = {k: float(v.mean()) for k, v in m.items() if k != "losses"}
+    logs["logps/chosen"] = float(chosen_logps.detach().mean())
+    logs["logps/rejected"] = float(rejected_logps.detach().mean())
+    return loss, logs
+
+
+class DPOCollator:
+    """``dpo`` records (prompt / chosen / rejected / tools) -> a DPO batch (chosen rows, then rejected rows).
+
+    Prompt and answers are tokenised separately (the prompt once, shared by both answers): the prompt is
+    left-truncated to ``max_prompt_length``, each answer right-truncated to fit ``max_length``."""
+
+    def __init__(self, tokenizer, config: Any = None):
+        self.tok = tokenizer
+        self.cfg = config or DPOConfig()
+
+    def encode(self, record: dict) -> tuple[list[int], list[int], list[int]]:
+        """``(prompt_ids, chosen_ids, rejected_ids)`` for one record."""
+        tools = record.get("tools")
+        p_text, c_text = render_pair(self.tok, record["prompt"], record["chosen"], tools, self.cfg.open_thinking)
+        _, r_text = render_pair(self.tok, record["prompt"], record["rejected"], tools, self.cfg.open_thinking)
+        enc = lambda s: self.tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        prompt = enc(p_text)[-self.cfg.max_prompt_length:]
+        room = max(self.cfg.max_length - len(prompt), 1)
+        return prompt, enc(c_text)[:room], enc(r_text)[:room]
+
+    def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
+        rows, comp = [], []
+        encoded = [self.encode(r) for r in records]
+        for part in (1, 2):  # chosen rows, then rejected rows
+            for prompt, chosen, rejected in encoded:
+                answer = chosen if part == 1 else rejected
+                rows.append(prompt + answer)
+                comp.append([0] * len(prompt) + [1] * len(answer))
+        ids, mask = pad(rows, self.tok.pad_token_id, side="right")
+        completion_mask, _ = pad(comp, 0, side="right")
+        return {"input_ids": ids, "attention_mask": mask, "completion_mask": completion_mask}
+
+
+LN2 = math.log(2.0)
+
+
+class DPO(Algorithm):
+    """The loop's DPO: a frozen reference copy of the starting model; the step's loss is
+    ``sum over pairs of -log sigmoid(beta * margin) / pairs in the step``."""
+
+    name = "dpo"
+
+    def __init__(self, cfg: DPOConfig, model, tokenizer, train_dataset, eval_dataset=None, reference=None):
+        super().__init__(cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn=DPOCollator(tokenizer, cfg))
+        self.reference = reference if reference is not None else make_reference(model)
+
+    def setup(self, accelerator) -> None:
+        super().setup(accelerator)
+        self.reference.to(self.device).eval()
+
+    def num_items(self, batch: dict) -> int:
+        return batch["input_ids"].size(0) // 2  # pairs
+
+    def compute_loss(self, model, batch: dict, num_items_in_batch: torch.Tensor):
+        return dpo_step(model, self.reference, batch, self.cfg.beta, self.cfg.label_smoothing, num_items_in_batch)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Mean DPO loss, reward margin and accuracy over the eval pairs (this process's share)."""
+        if self.eval_dataset is None or len(self.eval_dataset) == 0:
+            return {}
+        sums: dict[str, float] = {}
+        n = 0
+        bs = self.cfg.batch_size
+        for start in range(0, len(self.eval_dataset), bs):
+            if self.cfg.eval_max_batches and start // bs >= self.cfg.eval_max_batches:
+                break
+            rows = [self.eval_dataset[i] for i in range(start, min(start + bs, len(self.eval_dataset)))]
+            batch = {k: v.to(self.device) for k, v in self.collate_fn(rows).items()}
+            loss, logs = dpo_step(model, self.reference, batch, self.cfg.beta, self.cfg.label_smoothing)
+            for k, v in {"loss": float(loss), **logs}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(rows)
+            n += len(rows)
+        return {f"eval/{k}": v / n for k, v in sums.items()}
+
+
+def build_dpo(cfg: DPOConfig) -> DPO:
+    seed_everything(cfg.seed)
+    records = load_records("dpo", cfg.data, skip_invalid=cfg.skip_invalid)
+    if cfg.max_pairs:
+        records = records.select(range(min(cfg.max_pairs, len(records))))
+    if cfg.eval_data:
+        eval_records = load_records("dpo", cfg.eval_data, skip_invalid=cfg.skip_invalid)
+    else:
+        records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
+    tokenizer = load_tokenizer(cfg)
+    model = build_model(cfg, tokenizer)
+    logger.info("dpo: %d pairs, beta %g", len(records), cfg.beta)
+    return DPO(cfg, model, tokenizer, records, eval_records)
+
+
+def run_dpo(cfg: DPOConfig) -> TrainResult:
+    return train(cfg, build_dpo(cfg))
+
+
+register_stage("dpo", DPOConfig, run_dpo, help="direct preference optimisation against a frozen reference")

@@ -1,0 +1,374 @@
+"""Group Relative Policy Optimisation (Shao et al. 2024, DeepSeekMath) and its CISPO variant, from scratch.
+
+One rollout: each of P prompts is sampled G times (a *group*); every completion i gets a scalar reward r_i.
+
+    advantage  A_i = (r_i - mean_group(r)) / (std_group(r) + 1e-4)    same A_i for every token of i
+               ("batch" scaling uses the std of the whole batch, "none" only centres)
+    ratio      rho_t = exp(log pi(y_t) - log pi_old(y_t))              pi_old = the policy that sampled
+    GRPO       l_t = -min(rho_t A, clip(rho_t, 1 - eps_low, 1 + eps_high) A)
+    CISPO      l_t = -sg(min(rho_t, eps_max)) * A * log pi(y_t)       (MiniMax-M1: clip the IS *weight*,
+                                                                       keep every token's gradient)
+    KL (k3)    kl_t = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 >= 0,   l_t += beta * kl_t
+               (``kl_ratio_correction``: beta * rho_t * kl_t, trl's default ``use_bias_correction_kl``)
+
+Token-level normalisation (``loss_type``; m = completion mask, B rows, L_max = max completion length):
+
+    "grpo"     mean_i( sum_t m l / sum_t m )       per-sequence mean, then mean (the paper; long answers
+                                                    weigh less per token)
+    "bnpo"     sum m l / sum m                      token mean (trl: per micro-batch, then averaged over
+                                                    accumulation; here over the step, i.e. as "dapo")
+    "dr_grpo"  sum m l / (B * L_max)                constant normaliser (Dr. GRPO: no length bias)
+    "dapo"     sum m l / N_tokens                   token mean over the whole optimiser step
+
+In the loop every micro-batch's loss is its sum of row contributions divided by the *step's* count
+(:func:`grpo_num_items` summed over micro-batches and processes), so accumulation gives the full-batch loss.
+    "cispo"    CISPO's per-token loss with the "dapo" normalisation (as trl)
+
+Each rollout is reused for ``num_iterations`` optimiser passes (pi_old = the log-probs at sampling time);
+with one pass rho = 1 and the clip is inactive, as in trl. Original defaults: 2 prompts x 6 samples,
+beta 0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data import load_records
+from ..rewards import REWARDS, get_rewards
+from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
+from .dpo import make_reference
+from .loop import Algorithm, TrainConfig, TrainResult, train
+from .rl_common import RolloutCache, per_token_logps, render_prompt, sample_completions
+from .stages import register_stage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GRPO", "LOSS_TYPES", "GRPOConfig", "build_grpo", "grpo_loss", "run_grpo", "grpo_num_items", "grpo_rollout", "rewards_from_config", "grpo_step", "group_advantages",
+           "k3_kl"]
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
+
+
+@dataclass
+class GRPOConfig(TrainConfig):
+    """The ``grpo`` stage: loop settings + rl data + GRPO / CISPO hyper-parameters.
+
+    ``batch_size`` counts *prompts* per micro-batch (each sampled ``num_generations`` times); defaults are
+    the original's 2 prompts x 6 samples, KL beta 0.1, lr 3e-7."""
+
+    data: list[str] = field(default_factory=list)  # rl records (prompt, ground_truth, tools)
+    eval_data: list[str] = field(default_factory=list)
+    eval_ratio: float = 0.0
+    max_prompts: int = 0  # 0 = all
+    skip_invalid: bool = False
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "think_format"])  # minimind_hf.rewards names
+    reward_options: dict = field(default_factory=dict)  # {name: {option: value}}, e.g. {length: {max_length: 256}}
+    reward_weights: list[float] = field(default_factory=list)  # empty = all 1
+    num_generations: int = 6  # G, samples per prompt
+    max_new_tokens: int = 256
+    max_prompt_length: int = 512  # prompts are cut from the left
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.1  # k3 KL coefficient; 0 = no reference model
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2  # for cispo: the IS-weight cap (trl's cispo default is 5.0)
+    loss_type: str = "grpo"  # grpo | bnpo | dr_grpo | dapo | cispo
+    kl_ratio_correction: bool = False  # k3 KL times rho (trl's use_bias_correction_kl)
+    scale_rewards: str = "group"  # group | batch | none
+    num_iterations: int = 1  # optimiser steps per rollout (pi_old stays the sampling policy)
+    open_thinking: bool = False  # prompts end in "<think>\n": the model writes its reasoning
+    generation_chunk: int = 16  # rows sampled at once
+    logprob_chunk: int = 16  # rows per no-grad log-prob pass (old / reference)
+    learning_rate: float = 3e-7
+    batch_size: int = 2
+
+    def validate(self) -> list[str]:
+        p = super().validate()
+        p += check_data_files("data", self.data)
+        p += check_data_files("eval_data", self.eval_data, required=False)
+        if self.model is None:
+            p.append("GRPO needs `model` (an SFT output folder)")
+        if self.loss_type not in LOSS_TYPES:
+            p.append(f"loss_type {self.loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            p.append(f"scale_rewards {self.scale_rewards!r}; valid: group, batch, none")
+        if self.num_generations < 2:
+            p.append(f"num_generations must be >= 2 (advantages compare samples of a prompt), got "
+                     f"{self.num_generations}")
+        unknown = [r for r in self.rewards if r not in REWARDS]
+        if unknown:
+            p.append(f"rewards: unknown {unknown}; valid: {', '.join(sorted(REWARDS))}")
+        else:
+            try:
+                rewards_from_config(self)
+            except (KeyError, TypeError, ValueError) as e:
+                p.append(f"rewards / reward_options: {e}")
+        if self.reward_weights and len(self.reward_weights) != len(self.rewards):
+            p.append(f"reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} rewards")
+        for name in ("num_iterations", "max_new_tokens", "generation_chunk", "logprob_chunk"):
+            if getattr(self, name) <= 0:
+                p.append(f"{name} must be > 0, got {getattr(self, name)}")
+        return p
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group",
+                     eps: float = 1e-4) -> torch.Tensor:
+    """``(r - group mean) / (std + eps)`` for rewards (P*G,) ordered prompt-major. std is unbiased (as trl);
+    ``scale="batch"`` divides by the std of all rewards, ``"none"`` only centres. Returns (P*G,)."""
+    grouped = rewards.view(-1, group_size)  # (P, G)
+    centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)  # (P*G,)
+    if scale == "none":
+        return centred
+    std = grouped.std(dim=1).repeat_interleave(group_size) if scale == "group" else rewards.std().expand_as(rewards)
+    return centred / (std + eps)
+
+
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || pi_ref) per token: ``exp(d) - d - 1``, d = ref - logp. (B, K)"""
+    d = ref_logps - logps
+    return torch.exp(d) - d - 1
+
+
+def grpo_num_items(mask: torch.Tensor, loss_type: str, max_completion_length: int | None = None) -> int:
+    """The normaliser of one micro-batch for ``loss_type``: rows ("grpo"), completion tokens ("bnpo",
+    "dapo", "cispo") or rows * L_max ("dr_grpo"). The loop sums it over the step's micro-batches and
+    processes, which turns "grpo"/"dr_grpo" into the mean over all rows of the step and "bnpo"/"dapo"/
+    "cispo" into the token mean over the whole step."""
+    if loss_type == "grpo":
+        return int(mask.size(0))
+    if loss_type == "dr_grpo":
+        return int(mask.size(0) * (max_completion_length or mask.size(1)))
+    if loss_type in ("bnpo", "dapo", "cispo"):
+        return int(mask.sum())
+    raise ValueError(f"loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+
+
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, advantages: torch.Tensor,
+              mask: torch.Tensor, *, ref_logps: torch.Tensor | None = None, beta: float = 0.0,
+              loss_type: str = "grpo", epsilon_low: float = 0.2, epsilon_high: float = 0.2,
+              num_items: float | torch.Tensor | None = None, max_completion_length: int | None = None,
+              kl_ratio_correction: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO / CISPO loss (module docstring) of one micro-batch, as ``sum of contributions / num_items``.
+
+    logps, old_logps, ref_logps, mask: (B, K); advantages: (B,). ``old_logps=None`` means on-policy
+    (``logps.detach()``, ratio 1 with the policy's gradient). A row contributes its masked token *mean*
+    ("grpo") or its masked token *sum* (the others). ``num_items`` defaults to
+    :func:`grpo_num_items` of this micro-batch, which gives exactly the formulas in the module docstring;
+    the loop passes the whole step's count. ``kl_ratio_correction``: multiply the k3 term by rho_t (the
+    samples come from pi_old, not pi; trl's ``use_bias_correction_kl``, on by default there; off here and in
+    the original, where the two coincide on-policy). Returns ``(loss, metrics)``."""
+    mask = mask.to(logps.dtype)
+    old_logps = logps.detach() if old_logps is None else old_logps
+    A = advantages.unsqueeze(1)  # (B, 1)
+    ratio = torch.exp(logps - old_logps)  # (B, K)
+    if loss_type == "cispo":
+        per_token = -torch.clamp(ratio, max=epsilon_high).detach() * A * logps  # (B, K)
+        clipped = (ratio > epsilon_high) & (A > 0)
+    elif loss_type in LOSS_TYPES:
+        clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+        per_token = -torch.min(ratio * A, clipped_ratio * A)  # (B, K)
+        clipped = ((ratio < 1 - epsilon_low) & (A < 0)) | ((ratio > 1 + epsilon_high) & (A > 0))
+    else:
+        raise ValueError(f"loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+    metrics: dict[str, float] = {}
+    if beta != 0.0:
+        if ref_logps is None:
+            raise ValueError("beta != 0 needs ref_logps")
+        kl = k3_kl(logps, ref_logps)  # (B, K)
+        if kl_ratio_correction:
+            kl = kl * ratio
+        per_token = per_token + beta * kl
+        metrics["kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
+
+    if loss_type == "grpo":
+        contributions = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,) per-sequence means
+    else:
+        contributions = (per_token * mask).sum(-1)  # (B,) per-sequence sums
+    if num_items is None:
+        num_items = grpo_num_items(mask, loss_type, max_completion_length)
+    denom = torch.as_tensor(num_items, dtype=per_token.dtype, device=per_token.device).clamp(min=1.0)
+    loss = contributions.sum() / denom
+    metrics["clip_ratio"] = float((clipped.float() * mask).sum() / mask.sum().clamp(min=1))
+    return loss, metrics
+
+
+RewardFn = Callable[..., list[float]]
+
+
+def reward_options(cfg) -> dict[str, dict]:
+    """``cfg.reward_options`` as ``{reward: {option: value}}``; accepts the nested YAML form and the flat
+    ``name.option`` keys that command-line overrides (``reward_options.length.max_length=256``) produce."""
+    out: dict[str, dict] = {}
+    for key, value in (cfg.reward_options or {}).items():
+        if "." in key:
+            name, option = key.split(".", 1)
+            out.setdefault(name, {})[option] = value
+        elif isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        else:
+            raise ValueError(f"reward_options.{key}: expected a mapping of options, got {value!r}")
+    return out
+
+
+def rewards_from_config(cfg) -> list[RewardFn]:
+    """The reward functions named in ``cfg.rewards`` with ``cfg.reward_options`` bound (errors list the
+    valid names / options)."""
+    return get_rewards(list(cfg.rewards), reward_options(cfg))
+
+
+@torch.no_grad()
+def grpo_rollout(policy, reference, tokenizer, records: Sequence[dict], reward_funcs: Sequence[RewardFn],
+                 cfg: GRPOConfig) -> dict:
+    """Sample G completions for each ``rl`` record (prompt / ground_truth / tools), score and normalise them.
+
+    Returns the rollout batch: ``input_ids``/``attention_mask`` (N, P+K) with N = len(records) * G,
+    ``completion_mask`` (N, K), ``advantages`` (N,), ``old_logps`` (N, K) when ``num_iterations > 1``,
+    ``ref_logps`` (N, K) when ``beta != 0``, ``rewards`` (N,) and
+    ``completions`` (decoded text)."""
+    G = cfg.num_generations
+    prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length:] for p in prompts]
+    s = sample_completions(policy, prompt_ids, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.eos_token_id, num_samples=G, max_new_tokens=cfg.max_new_tokens,
+                           temperature=cfg.temperature, top_p=cfg.top_p, generation_chunk=cfg.generation_chunk)
+    c_ids, c_mask = s["completion_ids"], s["completion_mask"]  # (N, K)
+    completion_lists = [ids[m.bool()].tolist() for ids, m in zip(c_ids, c_mask, strict=True)]
+    texts = tokenizer.batch_decode(completion_lists, skip_special_tokens=True)
+
+    # rewards: every function sees the dataset columns repeated per sample (trl's convention)
+    columns = {k: [r.get(k) for r in records for _ in range(G)] for k in records[0] if k != "prompt"}
+    columns["prompts"] = [r["prompt"] for r in records for _ in range(G)]
+    per_func = [torch.tensor(f(texts, completion_ids=completion_lists, **columns), dtype=torch.float32)
+                for f in reward_funcs]  # each (N,)
+    weights = torch.tensor(cfg.reward_weights or [1.0] * len(per_func))
+    rewards = (torch.stack(per_func, dim=1) * weights).sum(dim=1)  # (N,)
+    advantages = group_advantages(rewards, G, cfg.scale_rewards)  # (N,)
+
+    input_ids = torch.cat([s["prompt_ids"], c_ids], dim=1)  # (N, P+K)
+    attention_mask = torch.cat([s["prompt_mask"], c_mask], dim=1)
+    K = c_ids.size(1)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": c_mask,
+             "advantages": advantages.to(input_ids.device), "rewards": rewards, "completions": texts,
+             "max_completion_length": cfg.max_new_tokens}
+    if cfg.num_iterations > 1:
+        batch["old_logps"] = per_token_logps(policy, input_ids, attention_mask, K, cfg.logprob_chunk,
+                                             cfg.temperature)
+    if cfg.beta != 0.0:
+        batch["ref_logps"] = per_token_logps(reference, input_ids, attention_mask, K, cfg.logprob_chunk,
+                                             cfg.temperature)
+    for name, r in zip((getattr(f, "__name__", str(i)) for i, f in enumerate(reward_funcs)), per_func, strict=True):
+        batch[f"rewards/{name}"] = float(r.mean())
+    return batch
+
+
+def grpo_step(policy, batch: dict, cfg: GRPOConfig,
+              num_items: float | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of a rollout micro-batch: one forward pass with gradients (through ``policy(...)``, so a
+    DDP-wrapped policy synchronises gradients), then :func:`grpo_loss`. ``num_items``: the step's count."""
+    ids, am, cm = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+    logps = per_token_logps(policy, ids, am, cm.size(1), None, cfg.temperature)  # (b, K)
+    loss, metrics = grpo_loss(
+        logps, batch.get("old_logps"), batch["advantages"], cm, ref_logps=batch.get("ref_logps"), beta=cfg.beta,
+        loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
+        num_items=num_items, max_completion_length=batch.get("max_completion_length"),
+        kl_ratio_correction=cfg.kl_ratio_correction)
+    metrics["reward"] = float(batch["rewards"].mean())
+    metrics["completion_length"] = float(cm.sum(1).float().mean())
+    return loss, metrics
+
+
+class GRPO(Algorithm):
+    """The loop's GRPO: ``prepare_batch`` samples and scores a rollout for the micro-batch's prompts (with the
+    unwrapped policy, no gradients, in chunks), ``compute_loss`` runs one forward through the (DDP-wrapped)
+    policy, so gradients are averaged over processes by the loop (the original bypassed this, #853).
+
+    Each rollout is reused for ``num_iterations`` optimiser steps; the loop's rows for the reused steps are
+    not sampled (use more epochs / ``max_steps`` accordingly). A resumed run starts with a new rollout."""
+
+    name = "grpo"
+
+    def __init__(self, cfg: GRPOConfig, model, tokenizer, train_dataset, eval_dataset=None,
+                 reward_funcs: Sequence[RewardFn] | None = None, reference=None):
+        super().__init__(cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn=list)
+        self.reward_funcs = list(reward_funcs) if reward_funcs is not None else rewards_from_config(cfg)
+        if cfg.beta != 0.0:
+            self.reference = reference if reference is not None else make_reference(model)
+        else:
+            self.reference = None
+        self.rollouts = RolloutCache(cfg.num_iterations)
+
+    def setup(self, accelerator) -> None:
+        super().setup(accelerator)
+        self.rollouts.micro_per_step = self.grad_accum_steps
+        if self.reference is not None:
+            self.reference.to(self.device).eval()
+
+    def prepare_batch(self, model, batch: list[dict]) -> dict:
+        policy = self._unwrap(model)
+        return self.rollouts.get(lambda: grpo_rollout(policy, self.reference, self.tokenizer, batch,
+                                                      self.reward_funcs, self.cfg))
+
+    def num_items(self, batch: dict) -> int:
+        return grpo_num_items(batch["completion_mask"], self.cfg.loss_type, self.cfg.max_new_tokens)
+
+    def compute_loss(self, model, batch: dict, num_items_in_batch: torch.Tensor):
+        loss, metrics = grpo_step(model, batch, self.cfg, num_items_in_batch)
+        metrics.update({k: v for k, v in batch.items() if k.startswith("rewards/")})
+        return loss, metrics
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Mean reward of one greedy completion per eval prompt."""
+        if self.eval_dataset is None or len(self.eval_dataset) == 0:
+            return {}
+        return {"eval/reward": mean_reward(self._unwrap(model), self.tokenizer, list(self.eval_dataset),
+                                           self.reward_funcs, self.cfg, greedy=True)}
+
+
+@torch.no_grad()
+def mean_reward(policy, tokenizer, records: Sequence[dict], reward_funcs: Sequence[RewardFn], cfg,
+                samples: int = 1, greedy: bool = False) -> float:
+    """The mean total reward of ``samples`` completions per record (greedy if asked)."""
+    prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length:] for p in prompts]
+    s = sample_completions(policy, prompt_ids, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.eos_token_id, num_samples=samples,
+                           max_new_tokens=cfg.max_new_tokens, temperature=0.0 if greedy else cfg.temperature,
+                           top_p=cfg.top_p, generation_chunk=cfg.generation_chunk)
+    comp = [ids[m.bool()].tolist() for ids, m in zip(s["completion_ids"], s["completion_mask"], strict=True)]
+    texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
+    columns = {k: [r.get(k) for r in records for _ in range(samples)] for k in records[0] if k != "prompt"}
+    columns["prompts"] = [r["prompt"] for r in records for _ in range(samples)]
+    weights = list(getattr(cfg, "reward_weights", None) or [1.0] * len(reward_funcs))
+    total = [0.0] * len(texts)
+    for w, f in zip(weights, reward_funcs, strict=True):
+        for i, r in enumerate(f(texts, completion_ids=comp, **columns)):
+            total[i] += w * r
+    return sum(total) / max(len(total), 1)
+
+
+def build_grpo(cfg: GRPOConfig) -> GRPO:
+    seed_everything(cfg.seed)
+    records = load_records("rl", cfg.data, skip_invalid=cfg.skip_invalid)
+    if cfg.max_prompts:
+        records = records.select(range(min(cfg.max_prompts, len(records))))
+    if cfg.eval_data:
+        eval_records = load_records("rl", cfg.eval_data, skip_invalid=cfg.skip_invalid)
+    else:
+        records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
+    tokenizer = load_tokenizer(cfg)
+    model = build_model(cfg, tokenizer)
+    logger.info("grpo: %d prompts x %d samples, loss %s, rewards %s", len(records), cfg.num_generations,
+                cfg.loss_type, cfg.rewards)
+    return GRPO(cfg, model, tokenizer, records, eval_records)
+
+
+def run_grpo(cfg: GRPOConfig) -> TrainResult:
+    return train(cfg, build_grpo(cfg))
+
+
+register_stage("grpo", GRPOConfig, run_grpo, help="GRPO / CISPO with rule rewards (minimind_hf.rewards)")

@@ -1,0 +1,562 @@
+"""The one training loop every native algorithm runs on (pretrain, SFT, LoRA, DPO, PPO, GRPO, distillation).
+
+An algorithm is a subclass of `Algorithm` that says how to turn a batch into a loss; `train(cfg, algo)` does
+everything else: accelerate (device placement, DDP, bf16 autocast on GPUs that have it, fp32 on CPU), AdamW
+(no weight decay on norms, biases, embeddings), linear warmup + cosine to ``min_lr_ratio * lr`` stepped per
+optimizer step, gradient clipping, gradient accumulation normalised by token count, tqdm progress
+(loss, lr, tokens/s), trackers (tensorboard by default; wandb/swanlab if installed), evaluation on a
+held-out split, atomic checkpoints that resume exactly, and the final Hugging Face folder in ``output_dir``.
+
+How an algorithm plugs in
+-------------------------
+Subclass `Algorithm` and override what differs (defaults implement plain causal-LM training on batches
+holding ``input_ids``/``labels`` and optionally ``position_ids``/``attention_mask``)::
+
+    class DPO(Algorithm):
+        def setup(self, accelerator):             # once, after accelerate is ready: move ref/teacher models
+            super().setup(accelerator)            #   (self.accelerator, self.device, self.world_size,
+            self.ref.to(self.device).eval()       #    self.grad_accum_steps are set by super().setup)
+        def num_items(self, batch) -> int:        # what the step's loss is normalised by (tokens, pairs, ...)
+            return batch["chosen_ids"].shape[0]
+        def compute_loss(self, model, batch, num_items_in_batch):
+            ...                                   # loss = (sum over this micro-batch) / num_items_in_batch
+            return loss, {"rewards/margin": margin.mean()}
+
+One optimizer step, as the loop runs it::
+
+    micro = [algo.prepare_batch(model, b) for b in this_rank's grad_accum_steps micro-batches]
+    N = all_reduce_sum(sum(algo.num_items(b) for b in micro))       # global count over ranks and micro-batches
+    for b in micro: (algo.compute_loss(model, b, N)[0] * world_size).backward()   # DDP averages -> x world
+    clip_grad_norm_(max_grad_norm); optimizer.step(); scheduler.step(); zero_grad()
+
+so the gradient is exactly d/dθ [ Σ_items loss_i / N ] whatever the split into processes and micro-batches:
+2 DDP processes give the same step as 1 process with the same global batch. ``N`` is clamped to >= 1, so a
+step whose labels are all masked gives loss 0, never NaN.
+
+Hooks (all optional except what your batches need):
+
+- ``prepare_batch(model, batch)``: runs before counting, e.g. RL rollouts (generate, score, compute
+  advantages). `model` may be DDP-wrapped: generate with ``self.accelerator.unwrap_model(model)`` under
+  ``torch.no_grad()``. Return the batch to train on (any dict; tensors in it are already on the device).
+- ``num_items(batch)``: the normalisation count of one micro-batch (default: label tokens after the shift).
+- ``compute_loss(model, batch, num_items_in_batch)``: ``(loss, metrics)``. ``loss`` must be the micro-batch's
+  summed loss divided by ``num_items_in_batch`` (a 0-d tensor). ``metrics``: name -> float/0-d tensor; the
+  loop logs each metric's mean over micro-batches and processes.
+- ``param_groups(model)``: optimizer param groups (default: decay / no-decay split; a group may set its
+  own ``lr``, the schedule scales it).
+- ``evaluate(model)``: dict of eval metrics (default: token-weighted ``eval/loss`` over ``eval_dataset``).
+  Called every ``eval_every`` steps and at the end; call ``super().evaluate(model)`` to keep the loss.
+- ``save_model(model, path)`` / ``load_model(model, path)``: write/read a HF folder (default:
+  `save_pretrained` + tokenizer / the safetensors weights). LoRA overrides these to save adapters/merge.
+- ``state_dict()`` / ``load_state_dict(state)``: extra algorithm state to checkpoint (tensors, numbers).
+
+Data: ``train_dataset`` is any map-style dataset (``len`` + ``__getitem__``; a `datasets.Dataset` works) and
+``collate_fn`` turns a list of rows into a batch. The loop draws batches itself: each epoch is a permutation
+seeded with ``seed + epoch``, every optimizer step consumes the next ``batch_size * grad_accum_steps *
+world_size`` rows (the incomplete tail of an epoch is skipped), so the data position is a function of the
+step and resuming at step ``s`` continues with exactly the rows an uninterrupted run would see.
+
+Outputs in ``output_dir``: the final HF folder (config, safetensors, tokenizer, model code),
+``train_log.jsonl`` (one line per logged step and per evaluation), ``checkpoints/`` (see `checkpoint`),
+``train_result.json``, and tracker logs under ``output_dir/runs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.collate import IGNORE_INDEX, collate_rows
+from . import checkpoint as ckpt
+from .config import config_to_dict
+from .schedule import CosineSchedule
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Algorithm", "TrainConfig", "TrainResult", "default_param_groups", "train"]
+
+TRACKERS = ("tensorboard", "wandb", "swanlab", "none")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every stage (each stage's config subclasses this and adds its data fields)."""
+
+    output_dir: str = "runs/native"  # the final HF folder; checkpoints/ and logs go inside it
+    # model
+    model: str | None = None  # HF folder to start from (e.g. the pretrain output); None = new model from preset
+    preset: str = "tiny"  # MiniMindConfig.from_preset name when `model` is None
+    model_overrides: dict = field(default_factory=dict)  # extra MiniMindConfig fields, e.g. {hidden_size: 128}
+    tokenizer: str | None = None  # tokenizer folder; default: the `model` folder
+    attn_implementation: str = "sdpa"  # eager | sdpa | flex_attention | flash_attention_2
+    gradient_checkpointing: bool = False
+    # optimisation
+    learning_rate: float = 5e-4
+    min_lr_ratio: float = 0.1  # cosine decays to min_lr_ratio * learning_rate (MiniMind: 0.1)
+    warmup_steps: int = 0
+    weight_decay: float = 0.01  # not applied to norms, biases and embeddings
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    batch_size: int = 8  # rows per micro-batch per process
+    grad_accum_steps: int = 1
+    num_epochs: int = 1
+    max_steps: int = 0  # optimizer steps; 0 = num_epochs over the data
+    mixed_precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | no | bf16 | fp16
+    seed: int = 42
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default (1 helps tiny models on a busy machine)
+    # evaluation, logging, checkpoints
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    eval_max_batches: int = 0  # 0 = the whole eval split
+    log_every: int = 1
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = none
+    keep_last: int = 2  # checkpoints kept
+    resume: str = "auto"  # auto (latest checkpoint in output_dir if any) | never | a checkpoint folder
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard | wandb | swanlab | none
+    run_name: str | None = None
+    progress: bool = True  # tqdm bar
+
+    def validate(self) -> list[str]:
+        """Problems with the values (types were checked already); an empty list means valid."""
+        p = []
+        positive = ["learning_rate", "batch_size", "grad_accum_steps", "num_epochs", "log_every", "keep_last"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                p.append(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ["warmup_steps", "max_steps", "num_threads", "eval_every", "eval_max_batches", "save_every",
+                     "weight_decay", "max_grad_norm"]:
+            if getattr(self, name) < 0:
+                p.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            p.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.mixed_precision not in PRECISIONS:
+            p.append(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
+        bad = [t for t in self.report_to if t not in TRACKERS]
+        if bad:
+            p.append(f"report_to: unknown tracker(s) {bad}; valid: {', '.join(TRACKERS)}")
+        if self.model is not None and not Path(self.model).is_dir():
+            p.append(f"model: no such folder {self.model!r} (a Hugging Face model folder, e.g. a pretrain output_dir)")
+        if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
+            p.append(f"tokenizer: no such folder {self.tokenizer!r}")
+        if self.resume not in ("auto", "never") and not (Path(self.resume) / "trainer_state.json").is_file():
+            p.append(f"resume: {self.resume!r} is not a checkpoint folder (use auto, never, or "
+                     f"output_dir/checkpoints/step_NNNNNN)")
+        if self.model is None:
+            from ..configuration_minimind import PRESETS
+
+            if self.preset not in PRESETS:
+                p.append(f"preset: unknown {self.preset!r}; valid: {', '.join(PRESETS)}")
+        return p
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    steps: int
+    losses: list[float]  # training loss of every optimizer step run in this process (not the resumed-over ones)
+    eval: dict[str, float]
+    seconds: float
+    resumed_from: str | None = None
+
+
+def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only; none on norms, biases and embeddings (incl. a tied lm_head)."""
+    decay, no_decay, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if p.ndim < 2 or "embed" in name or "norm" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], torch.Tensor):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+class Algorithm:
+    """Plain causal-LM training (the default hooks); subclass and override to make another algorithm.
+
+    Attributes set by the constructor: `cfg`, `model`, `tokenizer`, `train_dataset`, `eval_dataset`,
+    `collate_fn`. Set by `setup`: `accelerator`, `device`, `world_size`, `grad_accum_steps`.
+    """
+
+    name = "lm"
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, tokenizer: Any, train_dataset: Sequence,
+                 eval_dataset: Sequence | None = None, collate_fn: Callable[[list], dict] | None = None):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.collate_fn = collate_fn or collate_rows
+
+    # ----- set-up
+    def setup(self, accelerator: Any) -> None:
+        self.accelerator = accelerator
+        self.device = accelerator.device
+        self.world_size = accelerator.num_processes
+        self.grad_accum_steps = self.cfg.grad_accum_steps
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        return default_param_groups(model, self.cfg.weight_decay)
+
+    # ----- one micro-batch
+    def prepare_batch(self, model: nn.Module, batch: dict) -> dict:
+        return batch
+
+    def num_items(self, batch: dict) -> int:
+        return int((batch["labels"][..., 1:] != IGNORE_INDEX).sum())
+
+    def compute_loss(self, model: nn.Module, batch: dict, num_items_in_batch: torch.Tensor
+                     ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Causal LM: mean token cross-entropy over the step's label tokens (shifted inside the model).
+
+            loss = Σ_{t: label_t != -100} -log p(label_t | tokens_<t) / num_items_in_batch
+        """
+        out = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch.get("position_ids"),
+            attention_mask=batch.get("attention_mask"),
+            labels=batch["labels"],
+            num_items_in_batch=num_items_in_batch,
+        )
+        loss = out.loss
+        metrics = {}
+        aux = getattr(out, "aux_loss", None)
+        if aux is not None and model.training:
+            # MoE: the model added coef * aux to this micro-batch's loss; average it over the step's
+            # micro-batches and processes instead of summing it.
+            coef = self._unwrap(model).config.router_aux_loss_coef
+            loss = loss - coef * aux + coef * aux / (self.grad_accum_steps * self.world_size)
+            metrics["aux_loss"] = aux.detach()
+        return loss, metrics
+
+    # ----- evaluation and saving
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Token-weighted mean loss over `eval_dataset` (sharded over processes): Σ loss / Σ tokens."""
+        if self.eval_dataset is None or len(self.eval_dataset) == 0:
+            return {}
+        acc = self.accelerator
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        idx = list(range(acc.process_index, len(self.eval_dataset), acc.num_processes))
+        bs = self.cfg.batch_size
+        for n, start in enumerate(range(0, len(idx), bs)):
+            if self.cfg.eval_max_batches and n >= self.cfg.eval_max_batches:
+                break
+            batch = self.collate_fn([self.eval_dataset[i] for i in idx[start:start + bs]])
+            batch = self.prepare_batch(model, _to_device(batch, self.device))
+            count = self.num_items(batch)
+            if count == 0:
+                continue
+            one = torch.ones((), device=self.device)
+            loss_sum, _ = self.compute_loss(model, batch, one)  # divided by 1 = the summed loss
+            total += torch.stack([loss_sum.double(), torch.tensor(float(count), device=self.device, dtype=torch.float64)])
+        total = acc.reduce(total, "sum") if acc.num_processes > 1 else total
+        if total[1] == 0:
+            return {}
+        loss = (total[0] / total[1]).item()
+        return {"eval/loss": loss, "eval/ppl": math.exp(min(loss, 50.0)), "eval/tokens": int(total[1].item())}
+
+    def _unwrap(self, model: nn.Module) -> nn.Module:
+        return self.accelerator.unwrap_model(model) if hasattr(self, "accelerator") else model
+
+    def save_model(self, model: nn.Module, path: str | Path) -> None:
+        """Write a Hugging Face folder: safetensors + config + model code + tokenizer."""
+        model.save_pretrained(path, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+
+    def load_model(self, model: nn.Module, path: str | Path) -> None:
+        ckpt.load_model_weights(model, path)
+
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _trackers(names: list[str]) -> list[str]:
+    want = [n for n in names if n != "none"]
+    out = []
+    for n in want:
+        module = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "swanlab": ("swanlab",)}[n]
+        if any(importlib.util.find_spec(m) is not None for m in module):
+            out.append(n)
+        else:
+            logger.warning("tracker %r is not installed (pip install %s); logging to train_log.jsonl only", n, module[0])
+    return out
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def _flat_config(cfg: Any) -> dict:
+    out = {}
+    for k, v in config_to_dict(cfg).items():
+        out[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+    return out
+
+
+def _rows(dataset: Sequence, indices: list[int]) -> list:
+    return [dataset[i] for i in indices]
+
+
+def _mean(values: list) -> float:
+    vals = [float(v.detach().float().mean()) if isinstance(v, torch.Tensor) else float(v) for v in values]
+    return sum(vals) / len(vals)
+
+
+class _JsonlLog:
+    """``train_log.jsonl``: one JSON object per line (main process only)."""
+
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            path.write_text("", encoding="utf-8")
+        elif path.exists():  # drop what the interrupted run logged after the checkpoint
+            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            ckpt.write_atomic(path, "".join(line + "\n" for line in keep))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- train
+def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
+    """Train `algo.model` with `cfg`; write the HF folder to ``cfg.output_dir``; return a `TrainResult`."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    from tqdm.auto import tqdm
+
+    t_start = time.time()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out_dir = Path(cfg.output_dir)
+    trackers = _trackers(cfg.report_to)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # also makes torchrun-launched CPU processes one gloo DDP group
+        mixed_precision=_mixed_precision(cfg.mixed_precision),
+        log_with=trackers or None,
+        project_dir=str(out_dir / "runs"),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+    )
+    main = accelerator.is_main_process
+    world = accelerator.num_processes
+    algo.setup(accelerator)
+
+    # --- data bookkeeping: the step fully determines the data position
+    n_rows = len(algo.train_dataset)
+    global_batch = cfg.batch_size * cfg.grad_accum_steps * world
+    steps_per_epoch = n_rows // global_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set has {n_rows} rows, fewer than one optimizer step needs "
+                         f"(batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} x "
+                         f"{world} process(es) = {global_batch}): lower batch_size or add data")
+    total_steps = cfg.max_steps or cfg.num_epochs * steps_per_epoch
+
+    # --- resume: weights first (before the optimizer exists), the rest after
+    resume_path = None
+    if cfg.resume == "auto":
+        resume_path = ckpt.find_latest_checkpoint(out_dir)
+    elif cfg.resume != "never":
+        resume_path = Path(cfg.resume)
+    model = algo.model
+    if resume_path is not None:
+        logger.info("resuming from %s", resume_path)
+        algo.load_model(model, resume_path / "model")
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(accelerator.device)
+    model.train()
+    optimizer = torch.optim.AdamW(algo.param_groups(model), lr=cfg.learning_rate,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = CosineSchedule(optimizer, total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    step, tokens_seen = 0, 0
+    if resume_path is not None:
+        state, extra = ckpt.load_training_state(resume_path, optimizer, scheduler, accelerator.process_index)
+        step, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
+        if extra is not None:
+            algo.load_state_dict(extra)
+        changed = {k for k, v in _flat_config(cfg).items() if state.get("config", {}).get(k, v) != v}
+        changed -= {"resume", "max_steps", "num_epochs", "save_every", "eval_every", "progress", "report_to"}
+        if changed:
+            logger.warning("resuming with changed settings: %s", ", ".join(sorted(changed)))
+        if int(state.get("world_size", world)) != world:
+            logger.warning("resuming with %d processes, the checkpoint had %s: the global batch and hence the "
+                           "data order differ from an uninterrupted run", world, state.get("world_size"))
+    start_step = step
+    model, optimizer = accelerator.prepare(model, optimizer)
+    algo.model = model
+    if resume_path is not None:  # last: nothing after this may consume randomness before training
+        rng = ckpt.load_rng(resume_path, accelerator.process_index)
+        if rng is not None:
+            ckpt.restore_rng_state(*rng)
+
+    if trackers:
+        accelerator.init_trackers(cfg.run_name or getattr(algo, "name", "train"), config=_flat_config(cfg))
+    log = _JsonlLog(out_dir / "train_log.jsonl", step if resume_path is not None else None, main)
+    if main:
+        logger.info("%s: %d rows, %d steps/epoch, %d steps (global batch %d rows, %d process(es)), start at %d",
+                    algo.name, n_rows, steps_per_epoch, total_steps, global_batch, world, step)
+
+    def save(at_step: int) -> None:
+        epoch, in_epoch = divmod(at_step, steps_per_epoch)
+        state = {"step": at_step, "epoch": epoch, "batches_in_epoch": in_epoch, "tokens_seen": tokens_seen,
+                 "total_steps": total_steps, "world_size": world, "config": _flat_config(cfg)}
+        ckpt.save_checkpoint(out_dir, at_step, accelerator=accelerator,
+                             save_model=lambda p: algo.save_model(accelerator.unwrap_model(model), p),
+                             optimizer=optimizer, scheduler=scheduler, trainer_state=state,
+                             extra_state=algo.state_dict(), keep_last=cfg.keep_last)
+
+    def run_eval(at_step: int) -> dict:
+        model.eval()
+        metrics = algo.evaluate(model)
+        model.train()
+        if metrics:
+            log.write({"step": at_step, **metrics})
+            if trackers:
+                accelerator.log(metrics, step=at_step)
+            if main:
+                logger.info("step %d eval: %s", at_step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return metrics
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (main and cfg.progress), desc=algo.name,
+               dynamic_ncols=True)
+    losses: list[float] = []
+    perm_epoch, perm = -1, None
+    rank = accelerator.process_index
+    t_window, tokens_window = time.time(), 0
+    while step < total_steps:
+        epoch, k = divmod(step, steps_per_epoch)
+        if epoch != perm_epoch:
+            g = torch.Generator().manual_seed(cfg.seed + epoch)
+            perm, perm_epoch = torch.randperm(n_rows, generator=g).tolist(), epoch
+        step_rows = perm[k * global_batch:(k + 1) * global_batch]
+        micro = []
+        for m in range(cfg.grad_accum_steps):
+            lo = (m * world + rank) * cfg.batch_size
+            batch = _to_device(algo.collate_fn(_rows(algo.train_dataset, step_rows[lo:lo + cfg.batch_size])),
+                               accelerator.device)
+            micro.append(algo.prepare_batch(model, batch))
+
+        # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
+        count = torch.tensor(float(sum(algo.num_items(b) for b in micro)), device=accelerator.device)
+        global_count = accelerator.reduce(count, "sum") if world > 1 else count
+        denom = global_count.clamp(min=1.0)
+        step_loss = torch.zeros((), device=accelerator.device)
+        metric_values: dict[str, list] = {}
+        n_tokens = 0
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
+                loss, metrics = algo.compute_loss(model, batch, denom)
+                accelerator.backward(loss * world)  # DDP averages gradients over processes; undo it
+            step_loss += loss.detach().float()
+            for name, value in metrics.items():
+                metric_values.setdefault(name, []).append(value)
+            if isinstance(batch, dict) and isinstance(batch.get("input_ids"), torch.Tensor):
+                n_tokens += batch["input_ids"].numel()
+        grad_norm = None
+        if cfg.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        if world > 1:
+            step_loss = accelerator.reduce(step_loss, "sum")
+            n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
+        tokens_seen += n_tokens
+        tokens_window += n_tokens
+        loss_value = step_loss.item()
+        losses.append(loss_value)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"step {step}: loss is {loss_value}; lower learning_rate or check the data")
+        if step % cfg.log_every == 0 or step == total_steps:
+            elapsed = max(time.time() - t_window, 1e-9)
+            record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": lr,
+                      "items": int(global_count.item()), "tokens_per_sec": tokens_window / elapsed,
+                      "tokens_seen": tokens_seen}
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            for name, values in metric_values.items():
+                value = _mean(values)
+                if world > 1:
+                    value = float(accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean"))
+                record[name] = value
+            log.write(record)
+            if trackers:
+                accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_sec']:.0f}")
+            t_window, tokens_window = time.time(), 0
+        bar.update(1)
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+            run_eval(step)
+        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+            save(step)
+    bar.close()
+    if cfg.save_every and not (resume_path is not None and step == start_step):
+        save(step)  # so that `resume=auto` on a finished run has nothing left to redo
+
+    eval_metrics = run_eval(step)
+    accelerator.wait_for_everyone()
+    if main:
+        algo.save_model(accelerator.unwrap_model(model), out_dir)
+        result_json = {"steps": step, "final_loss": losses[-1] if losses else None, "eval": eval_metrics,
+                       "tokens_seen": tokens_seen, "seconds": round(time.time() - t_start, 2),
+                       "resumed_from": str(resume_path) if resume_path else None, "config": config_to_dict(cfg)}
+        (out_dir / "train_result.json").write_text(json.dumps(result_json, indent=2), encoding="utf-8")
+        logger.info("saved the model to %s", out_dir)
+    accelerator.wait_for_everyone()
+    if trackers:
+        accelerator.end_training()
+    return TrainResult(output_dir=str(out_dir), steps=step, losses=losses, eval=eval_metrics,
+                       seconds=time.time() - t_start, resumed_from=str(resume_path) if resume_path else None)
+
+
+def replace_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """`dataclasses.replace` for configs (handy in tests and scripts)."""
+    return dataclasses.replace(cfg, **changes)

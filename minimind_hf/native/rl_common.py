@@ -1,0 +1,178 @@
+"""Shared pieces of the preference / RL trainers (DPO, GRPO, PPO): rendering, padding, log-probs, sampling.
+
+Memory rules (the original's GRPO ran out of memory, minimind #758/#845):
+
+- log-probs are computed with ``logits_to_keep`` (only completion positions reach the LM head) and in row
+  chunks; each chunk's ``(b, K, V)`` logits are reduced to ``(b, K)`` at once and never kept;
+- sampling runs ``generation_chunk`` rows at a time.
+
+Positions: prompts are left-padded, so ``position_ids = cumsum(attention_mask) - 1`` -- the same positions
+``generate`` uses -- are passed to every forward pass, so scored log-probs match the sampled ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RolloutCache",
+    "pad",
+    "per_token_logps",
+    "position_ids_from_mask",
+    "render_pair",
+    "render_prompt",
+    "sample_completions",
+]
+
+
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None, open_thinking: bool = False) -> str:
+    """The prompt text the model continues: chat template with the generation prompt.
+
+    ``open_thinking=True`` ends it in ``<think>\\n`` (the model writes its reasoning), ``False`` in the closed
+    empty block ``<think>\\n\\n</think>\\n\\n``."""
+    return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False, add_generation_prompt=True,
+                                         open_thinking=open_thinking)
+
+
+def render_pair(tokenizer, prompt: list[dict], completion: list[dict], tools: list[dict] | None = None,
+                open_thinking: bool = False) -> tuple[str, str]:
+    """``(prompt_text, completion_text)`` with ``prompt_text + completion_text`` == the rendered conversation.
+
+    The prompt text is exactly :func:`render_prompt`'s, so every completion of a prompt (DPO's chosen and
+    rejected, RL samples) continues the same tokens. The completion ends with the eos token (``<|im_end|>``);
+    the newline the template writes after it is not part of the completion."""
+    prompt_text = render_prompt(tokenizer, prompt, tools, open_thinking)
+    full = tokenizer.apply_chat_template(list(prompt) + list(completion), tools=tools or None, tokenize=False)
+    if not full.startswith(prompt_text):
+        raise ValueError(
+            "the rendered conversation does not start with the rendered prompt, so the completion cannot be cut "
+            f"off it (open_thinking={open_thinking}); prompt ends {prompt_text[-40:]!r}, conversation has "
+            f"{full[len(prompt_text) - 40:len(prompt_text)]!r} there. Check the record's assistant turn.")
+    completion_text = full[len(prompt_text):]
+    eos = tokenizer.eos_token
+    if eos and eos in completion_text:
+        completion_text = completion_text[: completion_text.rindex(eos) + len(eos)]
+    return prompt_text, completion_text
+
+
+def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)``, both ``(B, max_len)`` long tensors; ``side`` is "left" (prompts) or "right"."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if not len(s):
+            continue
+        sl = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+        ids[i, sl] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``cumsum(mask) - 1`` with padding positions set to 0, as ``generate`` computes them. (B, T)"""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits)[..., index]`` without materialising the log-softmax: ``logit - logsumexp``.
+
+    logits (B, K, V), index (B, K) -> (B, K), computed in float32."""
+    logits = logits.float()
+    picked = logits.gather(-1, index.unsqueeze(-1)).squeeze(-1)  # (B, K)
+    return picked - torch.logsumexp(logits, dim=-1)  # (B, K)
+
+
+def per_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                    chunk_rows: int | None = None, temperature: float = 1.0,
+                    return_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the last ``logits_to_keep`` tokens of each row under ``model``.
+
+    input_ids, attention_mask: (B, T) with the completion in the last K = ``logits_to_keep`` columns.
+    Returns (B, K) float32 (and the (B, K) entropy if asked). Logits are divided by ``temperature`` (use the
+    sampling temperature so ratios refer to the sampling distribution). Gradients flow when enabled."""
+    K = logits_to_keep
+    rows = chunk_rows or input_ids.size(0)
+    logps, entropies = [], []
+    for start in range(0, input_ids.size(0), rows):
+        ids = input_ids[start:start + rows]  # (b, T)
+        mask = attention_mask[start:start + rows]  # (b, T)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                    logits_to_keep=K + 1, use_cache=False)
+        logits = out.logits[:, :-1, :]  # (b, K, V): position t predicts token t + 1
+        if temperature != 1.0:
+            logits = logits / temperature
+        logps.append(selective_log_softmax(logits, ids[:, -K:]))  # (b, K)
+        if return_entropy:
+            with torch.no_grad():
+                p = F.softmax(logits.float(), dim=-1)
+                entropies.append(-(p * F.log_softmax(logits.float(), dim=-1)).sum(-1))  # (b, K)
+        del out, logits
+    logp = torch.cat(logps, dim=0)
+    return (logp, torch.cat(entropies, dim=0)) if return_entropy else logp
+
+
+def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
+    """1 up to and including the first eos of each row, 0 after it. (B, K) -> (B, K) long."""
+    eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
+                              device=completion_ids.device)
+    is_eos = torch.isin(completion_ids, eos_ids)  # (B, K)
+    # number of eos strictly before position t; keep t while it is 0
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    return (eos_before == 0).long()
+
+
+@torch.no_grad()
+def sample_completions(model, prompt_ids: Sequence[Sequence[int]], *, pad_token_id: int,
+                       eos_token_id: int | Sequence[int], num_samples: int = 1, max_new_tokens: int = 64,
+                       temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                       generation_chunk: int = 8) -> dict[str, torch.Tensor]:
+    """Sample ``num_samples`` completions per prompt, ``generation_chunk`` rows at a time.
+
+    Rows are ordered prompt-major: ``[p0 s0, p0 s1, ..., p1 s0, ...]`` (a GRPO group is contiguous).
+    Returns left-padded ``prompt_ids``/``prompt_mask`` (N, P) and right-padded ``completion_ids``/
+    ``completion_mask`` (N, K) with the mask covering tokens up to and including the first eos."""
+    was_training = model.training
+    model.eval()
+    rows = [list(p) for p in prompt_ids for _ in range(num_samples)]
+    p_ids, p_mask = pad(rows, pad_token_id, side="left")  # (N, P)
+    device = next(model.parameters()).device
+    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
+    outs = []
+    for start in range(0, len(rows), generation_chunk):
+        ids, mask = p_ids[start:start + generation_chunk], p_mask[start:start + generation_chunk]
+        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=temperature > 0,
+                             temperature=temperature if temperature > 0 else None, top_p=top_p,
+                             top_k=top_k or None, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id,
+                             eos_token_id=eos_token_id)
+        outs.append(gen[:, ids.size(1):])  # (b, k) completion part only
+    width = max(o.size(1) for o in outs)
+    c_ids = torch.cat([F.pad(o, (0, width - o.size(1)), value=pad_token_id) for o in outs], dim=0)  # (N, K)
+    c_mask = completion_mask_from_ids(c_ids, eos_token_id)
+    c_ids = c_ids.masked_fill(c_mask == 0, pad_token_id)
+    model.train(was_training)
+    return {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": c_ids, "completion_mask": c_mask}
+
+
+class RolloutCache:
+    """Reuse each micro-batch's rollout for ``reuse`` consecutive optimiser steps (GRPO ``num_iterations``,
+    PPO ``ppo_epochs``): ``get(make)`` calls ``make()`` on the first step of each window, else returns the
+    rollout made for the same micro-batch index. ``micro_per_step`` = the loop's grad_accum_steps."""
+
+    def __init__(self, reuse: int = 1, micro_per_step: int = 1):
+        self.reuse, self.micro_per_step = max(1, reuse), micro_per_step
+        self.calls = 0
+        self.cache: dict[int, dict] = {}
+
+    def get(self, make):
+        step, micro = divmod(self.calls, self.micro_per_step)
+        self.calls += 1
+        if step % self.reuse == 0 or micro not in self.cache:
+            self.cache[micro] = make()
+        return self.cache[micro]

@@ -1,0 +1,88 @@
+"""Shared, cached set-up for the native trainer tests (imported by test modules; not a conftest so that it
+never collides with other test files in this folder).
+
+Everything is tiny: the built-in demo corpus at a few hundred rows, a 400-token tokenizer, the `tiny`
+preset (hidden 64, 2 layers). Subprocesses run with one torch thread (the CI machine is shared).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(tempfile.mkdtemp(prefix="mm_native_tests_"))
+VOCAB = 400
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+@functools.cache
+def corpus() -> dict[str, Path]:
+    from minimind_hf.data.demo_corpus import write_demo_corpus
+
+    return write_demo_corpus(ROOT / "corpus", {"pretrain": 300, "sft": 240, "rl": 10, "heldout": 10})
+
+
+@functools.cache
+def tokenizer_dir() -> Path:
+    from minimind_hf.data import load_records
+    from minimind_hf.tokenizer import train_tokenizer
+
+    texts = load_records("pretrain", corpus()["pretrain"])["text"]
+    tok = train_tokenizer(texts, vocab_size=VOCAB, show_progress=False)
+    out = ROOT / "tokenizer"
+    tok.save_pretrained(out)
+    return out
+
+
+@functools.cache
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir())
+
+
+def base_config(**overrides) -> dict:
+    """Common keys for a tiny, quiet, CPU run."""
+    cfg = {"tokenizer": str(tokenizer_dir()), "preset": "tiny", "report_to": ["none"], "progress": False,
+           "num_threads": 1, "seed": 0}
+    cfg.update(overrides)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
+def cli(*args: str, timeout: float = 180, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minimind_hf.native.cli", *args], env=_env(),
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def popen_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "minimind_hf.native.cli", *args], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_log(output_dir: Path) -> list[dict]:
+    lines = (Path(output_dir) / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def train_losses(output_dir: Path) -> list[float]:
+    return [r["loss"] for r in read_log(output_dir) if "loss" in r]
+
+
+def env() -> dict:
+    return _env()

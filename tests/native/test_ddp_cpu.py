@@ -1,0 +1,41 @@
+"""DDP: 2 CPU processes (gloo) give the same per-step losses and weights as 1 process with the same global
+batch, on SFT rows of very different label counts (so a per-process mean would not match)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from _native_helpers import base_config, corpus, env, train_losses, write_config
+from safetensors.torch import load_file
+
+from minimind_hf.native.config import load_config
+from minimind_hf.native.sft import SFTConfig, run_sft
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    common = dict(data=[str(corpus()["sft"])], max_conversations=64, packing=False, max_length=128, max_steps=3,
+                  learning_rate=3e-3, grad_accum_steps=2, resume="never")
+    one = tmp_path / "one"
+    run_sft(load_config(SFTConfig, None, base_config(output_dir=str(one), batch_size=4, **common)))
+
+    two = tmp_path / "two"
+    cfg = write_config(tmp_path / "ddp.json", base_config(output_dir=str(two), batch_size=2, **common))
+    launch_env = env()
+    launch_env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes, gloo backend
+    # On a machine without GPUs, `--multi_gpu` makes accelerate start the processes with torchrun; the loop's
+    # Accelerator(cpu=True) then joins them into one gloo group. (`accelerate launch --cpu` alone starts one.)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+           "-m", "minimind_hf.native.cli", "train", "sft", "--config", str(cfg)]
+    proc = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+
+    l1, l2 = train_losses(one), train_losses(two)
+    assert len(l1) == len(l2) == 3
+    torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-5, atol=1e-5)
+    w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-4)  # Adam amplifies float-order noise

@@ -1,0 +1,113 @@
+"""PPO: per-token rewards, GAE, clipped policy / value losses and the KL penalty against numbers worked out by
+hand, and a few optimiser steps of policy + critic through the native loop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+from minimind_hf.data import demo_corpus, load_records
+from minimind_hf.native.grpo import k3_kl
+from minimind_hf.native.loop import train
+from minimind_hf.native.ppo import PPO, PPOConfig, compute_gae, masked_whiten, ppo_losses, token_rewards
+from minimind_hf.tokenizer import train_tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared, loaded 2-core machine: one intra-op thread is ~50x faster than two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_token_rewards_put_the_score_on_the_last_token_and_kl_everywhere():
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    r = token_rewards(torch.tensor([2.0, -1.0]), mask)
+    assert r.tolist() == [[0, 0, 2.0], [0, -1.0, 0]]
+    logps, ref = torch.tensor([[-1.0, -2.0, -1.0], [-1.0, -1.0, -5.0]]), torch.tensor([[-1.5, -2.0, -1.0]] * 2)
+    r = token_rewards(torch.tensor([2.0, -1.0]), mask, logps, ref, kl_coef=0.1)
+    torch.testing.assert_close(r, torch.tensor([[-0.05, 0.0, 2.0], [-0.05, -1.0 - 0.1, 0.0]]))
+
+
+def test_gae_by_hand():
+    """gamma 1, lambda 0.95, rewards [0, 0, 1], values [0.5, 0.6, 0.7] (V after the end = 0):
+    delta = [0 + 0.6 - 0.5, 0 + 0.7 - 0.6, 1 + 0 - 0.7] = [0.1, 0.1, 0.3]
+    A_2 = 0.3; A_1 = 0.1 + 0.95 * 0.3 = 0.385; A_0 = 0.1 + 0.95 * 0.385 = 0.46575; R = A + V."""
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7], [1.0, 1.0, 9.0]])  # row 2: last position is padding
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    adv, ret = compute_gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    assert adv[0].tolist() == pytest.approx([0.46575, 0.385, 0.3])
+    assert ret[0].tolist() == pytest.approx([0.96575, 0.985, 1.0])
+    # row 2 ends at t=1: delta_1 = 2 - 1 = 1, delta_0 = 0 + 1 - 1 = 0 -> A_0 = 0.95; padding stays 0
+    assert adv[1].tolist() == pytest.approx([0.95, 1.0, 0.0])
+    assert ret[1].tolist() == pytest.approx([1.95, 2.0, 0.0])
+    # gamma < 1 discounts: one step, delta_0 = 0 + 0.9 * 2 - 1
+    adv, _ = compute_gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 2.0]]), torch.ones(1, 2), 0.9, 1.0)
+    assert adv[0].tolist() == pytest.approx([0.9 * 2 - 1 + 0.9 * (1 - 2), 1 - 2])
+
+
+def test_clipped_losses_by_hand():
+    """ratio = e^{logp - old}: token 0 ratio 1.5 (A=+1, clipped to 1.2), token 1 ratio 0.5 (A=+1, unclipped
+    min -> 0.5), token 2 ratio 0.5 (A=-1, clipped at 0.8 -> loss 0.8 since max(-A r, -A clip))."""
+    old = torch.zeros(1, 3)
+    logps = torch.log(torch.tensor([[1.5, 0.5, 0.5]]))
+    adv = torch.tensor([[1.0, 1.0, -1.0]])
+    values = torch.tensor([[1.0, 0.0, 2.0]])
+    old_values = torch.tensor([[0.5, 0.0, 2.0]])
+    returns = torch.tensor([[2.0, 1.0, 2.0]])
+    mask = torch.ones(1, 3)
+    pg, vf, m = ppo_losses(logps, old, adv, values, old_values, returns, mask, clip_range=0.2, clip_range_value=0.2)
+    # per token: max(-A r, -A clip(r)): [-1.2, -0.5, 0.8]
+    assert pg.item() == pytest.approx((-1.2 - 0.5 + 0.8) / 3)
+    # values: token 0 moved 0.5 -> 1.0, clipped to 0.7: max((1-2)^2, (0.7-2)^2) = 1.69; token 1: 1; token 2: 0
+    assert vf.item() == pytest.approx(0.5 * (1.69 + 1.0 + 0.0) / 3)
+    assert m["clipfrac"] == pytest.approx(2 / 3) and m["vf_clipfrac"] == pytest.approx(1 / 3)
+    # the k3 KL used in "loss" mode: exp(d) - d - 1 with d = ref - logp
+    assert k3_kl(torch.tensor([0.0]), torch.tensor([math.log(2)])).item() == pytest.approx(2 - math.log(2) - 1)
+
+
+def test_masked_whiten():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    w = masked_whiten(x, mask)
+    assert w[0, :3].tolist() == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-4) and w[0, 3] == 0
+
+
+def test_ppo_through_the_loop_trains_policy_and_critic(tmp_path):
+    tok = train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
+    rows = demo_corpus.rl_prompts(4)
+    path = tmp_path / "rl.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    recs = load_records("rl", str(path))
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+
+    def digits(completions, **kw):
+        return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+    cfg = PPOConfig(output_dir=str(tmp_path / "out"), data=[], batch_size=2, max_new_tokens=6, learning_rate=1e-3,
+                    critic_learning_rate=1e-2, max_steps=4, ppo_epochs=2, report_to=["none"], progress=False,
+                    resume="never")
+    algo = PPO(cfg, model, tok, recs, reward_funcs=[digits])
+    policy_before = {n: p.detach().clone() for n, p in algo.model.policy.named_parameters()}
+    head_before = algo.model.critic.value_head.weight.detach().clone()
+    result = train(cfg, algo)
+    ac = algo.accelerator.unwrap_model(algo.model)
+    assert len(result.losses) == 4 and all(math.isfinite(x) for x in result.losses)
+    changed = [n for n, p in ac.policy.named_parameters() if not torch.equal(policy_before[n], p.detach())]
+    assert len(changed) == len(policy_before)  # every policy parameter moved
+    assert not torch.equal(head_before, ac.critic.value_head.weight.detach())  # and the critic learned
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert {"policy_loss", "value_loss", "kl", "reward", "clipfrac"} <= set(log[-1])
+    assert (tmp_path / "out" / "value_model.safetensors").is_file()
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    # the saved policy is a plain MiniMind folder
+    reloaded = MiniMindForCausalLM.from_pretrained(tmp_path / "out")
+    torch.testing.assert_close(reloaded.lm_head.weight, ac.policy.lm_head.weight)
