@@ -108,9 +108,10 @@ class MiniMindConfig(PreTrainedConfig):
             computed as `p / p.detach()`: still exactly 1.0 in the forward pass (so logits, exports and
             llama.cpp agree), but d(weight)/dp = 1/p lets the LM loss train the router. Set `False` to
             reproduce the original's training dynamics for imported checkpoints.
-        router_aux_loss_coef (`float`, defaults to 5e-4):
-            Weight of the load-balancing loss added to the LM loss in training. The aux loss is the
-            original's: per MoE layer `num_experts * sum_e(f_e * P_e)`, summed over layers.
+        router_aux_loss_coef (`float`, *optional*):
+            Weight of the load-balancing loss added to the LM loss in training (default 5e-4 with `use_moe`,
+            0.0 for dense models: trl enables its MoE aux-loss path whenever this is non-zero). The aux loss
+            is the original's: per MoE layer `num_experts * sum_e(f_e * P_e)`, summed over layers.
         output_router_logits (`bool`, defaults to `False`):
             Return each MoE layer's router logits (always computed when training with labels).
         pad_token_id / bos_token_id / eos_token_id (`int`, defaults to 0 / 1 / 2):
@@ -171,7 +172,7 @@ class MiniMindConfig(PreTrainedConfig):
     moe_intermediate_size: int | None = None
     norm_topk_prob: bool = True
     router_top1_gradient: bool = True
-    router_aux_loss_coef: float = 5e-4
+    router_aux_loss_coef: float | None = None
     output_router_logits: bool = False
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
@@ -187,6 +188,8 @@ class MiniMindConfig(PreTrainedConfig):
             self.intermediate_size = default_intermediate_size(self.hidden_size)
         if self.moe_intermediate_size is None:
             self.moe_intermediate_size = self.intermediate_size
+        if self.router_aux_loss_coef is None:
+            self.router_aux_loss_coef = 5e-4 if self.use_moe else 0.0
         # Checkpoints of the original carry `rope_scaling` with `"type": "yarn"` or the bool switch only.
         if self.inference_rope_scaling and not (self.rope_parameters or kwargs.get("rope_scaling")):
             self.rope_parameters = dict(MINIMIND_YARN)

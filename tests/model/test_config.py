@@ -31,6 +31,9 @@ def test_preset_shapes():
     moe = MiniMindConfig.from_preset("minimind3-moe")
     assert moe.use_moe and moe.num_experts == 4 and moe.num_experts_per_tok == 1 and moe.norm_topk_prob
     assert moe.router_aux_loss_coef == 5e-4
+    # Dense models declare no aux loss: trl turns its MoE aux-loss path on whenever the coefficient is non-zero.
+    assert c.router_aux_loss_coef == 0.0
+    assert MiniMindConfig.from_preset("minimind3", router_aux_loss_coef=0.01).router_aux_loss_coef == 0.01
     assert MiniMindConfig.from_preset("tiny", hidden_size=128, head_dim=32).hidden_size == 128
 
 
