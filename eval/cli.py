@@ -1,0 +1,227 @@
+"""Command line: ``minimind-hf eval ...`` (also ``python -m minimind_hf.eval.cli ...``).
+
+    minimind-hf eval [run] MODEL [--tasks T ...] [--data-dir DIR] [--num-fewshot N] [--limit N]
+                               [--apply-chat-template] [--batch-size N] [--out DIR]
+    minimind-hf eval ppl MODEL --data FILE [FILE ...] [--max-length N] [--stride N] [--out FILE.json]
+    minimind-hf eval tasks
+
+``run`` is the default: ``minimind-hf eval MODEL`` runs C-Eval and CMMLU through lm-eval.
+``add_eval_commands(subparsers)`` registers the ``eval`` group on the main CLI's argparse subparsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class _AnyWord(dict):
+    """``choices`` of the ``eval`` subcommands: every word passes argparse's check; ``__call__`` routes it."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+class _DefaultToRun(argparse._SubParsersAction):
+    """``eval MODEL ...`` is parsed as ``eval run MODEL ...`` (unless MODEL is a command name)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyWord()  # argparse checks the first word against choices before calling us
+
+    def add_parser(self, name, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        self.choices[name] = parser
+        return parser
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values and values[0] not in self._name_parser_map:
+            values = ["run", *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    from .catalog import DEFAULT_TASKS
+
+    p = commands.add_parser(
+        "run",
+        help="C-Eval / CMMLU (or any lm-eval task) with lm-eval on a model folder (the default command)",
+        description="lm-eval's simple_evaluate with HFLM(trust_remote_code=True) and our tasks (eval/tasks). "
+        "Writes OUT/results.json (lm-eval's results) and OUT/results.md (a table per category).",
+    )
+    p.add_argument("model", metavar="MODEL", help="model folder (or Hugging Face Hub name)")
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
+                   help=f"task/group names (default: {' '.join(DEFAULT_TASKS)}); `eval tasks` lists ours, "
+                   "lm-eval's own names work too; comma-separated also accepted")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder holding ceval/{val,dev}/*.csv and cmmlu/{test,dev}/*.csv (official CSVs); "
+                   "default $MINIMIND_EVAL_DATA, else the Hugging Face Hub (ceval/ceval-exam, haonan-li/cmmlu)")
+    p.add_argument("--num-fewshot", type=int, default=None, metavar="N",
+                   help="few-shot examples from the dev split (default: the task's, 0; 5 for *_5shot tasks)")
+    p.add_argument("--limit", type=float, default=None, metavar="N",
+                   help="documents per subject (a fraction if < 1): quick checks only, not comparable scores")
+    p.add_argument("--apply-chat-template", action="store_true",
+                   help="wrap prompts in the tokenizer's chat template (for SFT/chat models)")
+    p.add_argument("--no-fewshot-as-multiturn", dest="fewshot_as_multiturn", action="store_false",
+                   help="with --apply-chat-template, put few-shot examples in one user turn instead of several turns")
+    p.add_argument("--system-instruction", default=None, metavar="TEXT", help="system prompt prepended to each prompt")
+    p.add_argument("--batch-size", default="8", metavar="N", help="batch size, or 'auto' (default 8)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, ... (default auto)")
+    p.add_argument("--out", default="runs/eval", metavar="DIR", help="output folder (default runs/eval)")
+    p.add_argument("--log-samples", action="store_true", help="also write every prompt and score, samples_<task>.jsonl")
+    p.add_argument("--seed", type=int, default=1234)
+    p.set_defaults(func=_run)
+
+
+def _add_ppl(commands: argparse._SubParsersAction) -> None:
+    from .perplexity import DEFAULT_MAX_LENGTH
+
+    p = commands.add_parser(
+        "ppl",
+        help="perplexity and bits-per-byte of a model on text (sliding window, every token scored once)",
+        description="Scores each document's text tokens once (a BOS/EOS prefix is context only); bits-per-byte "
+        "divides by the UTF-8 bytes of the text, so models with different tokenizers compare.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model folder (or Hugging Face Hub name)")
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE",
+                   help=".jsonl/.json/.parquet with a 'text' field (one document per row), or .txt (one document)")
+    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, metavar="N",
+                   help=f"window length in tokens, e.g. the training context (default {DEFAULT_MAX_LENGTH})")
+    p.add_argument("--stride", type=int, default=None, metavar="N",
+                   help="window step (default max-length/2; max-length - 1 = lm-eval's disjoint rolling windows)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N")
+    p.add_argument("--prefix", choices=("auto", "bos", "eos"), default="auto",
+                   help="context token before each document (auto: BOS if the tokenizer has one, else EOS)")
+    p.add_argument("--score-eos", action="store_true", help="also score an EOS after each document")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N documents of each file only")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON")
+    p.set_defaults(func=_ppl)
+
+
+def _add_tasks(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("tasks", help="list our lm-eval task and group names")
+    p.set_defaults(func=_list_tasks)
+
+
+def add_eval_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``eval`` (``run`` by default, ``ppl``, ``tasks``) on ``subparsers``; return its parser."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="eval_command", metavar="{run,ppl,tasks}", required=True, action=_DefaultToRun)
+    _add_run(commands)
+    _add_ppl(commands)
+    _add_tasks(commands)
+    return parser
+
+
+def _split_tasks(values: list[str]) -> list[str]:
+    return [t for v in values for t in v.split(",") if t]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .catalog import TaskSelectionError
+    from .data import EvalDataError
+    from .runner import EvalSettings, run_lm_eval
+
+    batch = args.batch_size if args.batch_size.startswith("auto") else int(args.batch_size)
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    settings = EvalSettings(
+        model=args.model, tasks=_split_tasks(args.tasks), data_dir=args.data_dir, out_dir=Path(args.out),
+        num_fewshot=args.num_fewshot, limit=limit, apply_chat_template=args.apply_chat_template,
+        fewshot_as_multiturn=args.fewshot_as_multiturn, system_instruction=args.system_instruction,
+        batch_size=batch, device=args.device, dtype=args.dtype, log_samples=args.log_samples, seed=args.seed,
+    )
+    try:
+        outcome = run_lm_eval(settings)
+    except Exception as err:
+        # lm-eval imports tasks/utils.py under its own module name: its EvalDataError is a twin of ours
+        if isinstance(err, (EvalDataError, TaskSelectionError)) or type(err).__name__ == "EvalDataError":
+            logger.error("%s", err)
+            return EXIT_USAGE
+        raise
+    print(outcome.markdown)
+    print(f"Results: {outcome.json_path} (lm-eval JSON), {outcome.markdown_path} (tables)")
+    return EXIT_OK
+
+
+def _ppl(args: argparse.Namespace) -> int:
+    from .perplexity import load_model, perplexity, read_texts, write_result
+
+    try:
+        texts = [t for f in args.data for t in read_texts(f, limit=args.limit)]
+    except (FileNotFoundError, ValueError) as err:
+        logger.error("--data: %s", err)
+        return EXIT_USAGE
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    try:
+        result = perplexity(model, tokenizer, texts, max_length=args.max_length, stride=args.stride,
+                            batch_size=args.batch_size, prefix=args.prefix, score_eos=args.score_eos)
+    except ValueError as err:
+        logger.error("%s", err)
+        return EXIT_USAGE
+    print(f"model {args.model} on {' '.join(args.data)}: {result.documents} documents, {result.tokens} tokens, "
+          f"{result.bytes} bytes (window {result.max_length}, stride {result.stride})")
+    print(f"perplexity {result.perplexity:.4f}  bits/token {result.bits_per_token:.4f}  "
+          f"bits/byte {result.bits_per_byte:.4f}")
+    if args.out:
+        path = write_result(result, args.out, {"model": args.model, "data": args.data, "prefix": args.prefix,
+                                                "score_eos": args.score_eos})
+        print(f"Result: {path}")
+    return EXIT_OK
+
+
+def _list_tasks(args: argparse.Namespace) -> int:
+    from .catalog import group_members, subject_tasks
+
+    print("groups:")
+    for name, members in group_members().items():
+        print(f"  {name}  ({len(members)} members)")
+    print(f"subject tasks ({len(subject_tasks())}):")
+    for name in subject_tasks():
+        print(f"  {name}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone parser whose only command is ``eval`` (for ``python -m minimind_hf.eval.cli``)."""
+    parser = argparse.ArgumentParser(prog="python -m minimind_hf.eval.cli",
+                                     description="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_eval_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m minimind_hf.eval.cli [eval] run|ppl|tasks ...`` ("eval" may be omitted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    if first == len(argv) and any(a in ("-h", "--help") for a in argv):
+        pass  # top-level help
+    elif first == len(argv) or argv[first] != "eval":
+        argv.insert(first, "eval")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Run C-Eval / CMMLU (or any lm-eval task) on a model folder with lm-eval's ``simple_evaluate``.
+
+The model side is lm-eval's own ``HFLM`` (``pretrained=<folder or hub name>, trust_remote_code=True``), so
+the scores are computed exactly as ``lm_eval --model hf`` would. The task side is ``eval/tasks`` (our include
+path); lm-eval's ~15k built-in tasks are only indexed when a requested name is not one of ours (indexing
+them takes ~20 s). Results go to ``<out>/results.json`` (lm-eval's results dict) and ``<out>/results.md``
+(tables per category, see ``report.py``); with ``log_samples`` also ``<out>/samples_<task>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .catalog import DEFAULT_TASKS, TASK_PREFIX, TaskSelectionError, expand
+from .data import TASKS_DIR, check_data_dir
+from .report import markdown_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    """Everything ``run_lm_eval`` needs; defaults run both benchmarks 0-shot on the CPU."""
+
+    model: str  # a model folder (or a Hub name)
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    data_dir: str | None = None  # folder holding ceval/ and cmmlu/; None: $MINIMIND_EVAL_DATA, else the Hub
+    out_dir: Path = Path("runs/eval")
+    num_fewshot: int | None = None  # None: the task's own (0, or 5 for the *_5shot tasks)
+    limit: float | None = None  # documents per subject (a fraction if < 1); for smoke tests only
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = True  # only used with apply_chat_template
+    system_instruction: str | None = None
+    batch_size: int | str = 8
+    device: str = "cpu"
+    dtype: str = "auto"
+    log_samples: bool = False
+    seed: int = 1234
+
+
+@dataclass
+class EvalOutcome:
+    """What a run produced."""
+
+    results: dict[str, Any]
+    json_path: Path
+    markdown_path: Path
+    markdown: str
+
+
+class _DropCustomDatasetNotice(logging.Filter):
+    """lm-eval logs the same "Custom kwargs can be passed to `--metadata`" hint once per task (119 times)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def build_task_manager(tasks: list[str], data_dir: str | None):
+    """A ``TaskManager`` over our tasks (plus lm-eval's built-ins only if a requested name needs them)."""
+    from lm_eval.tasks import TaskManager
+
+    subjects, foreign = expand(tasks)
+    check_data_dir(data_dir, subjects)  # fail before loading anything, naming the missing file
+    unknown = [t for t in foreign if t.startswith(TASK_PREFIX)]  # ours are all known: no need to index lm-eval's
+    metadata = {"data_dir": str(data_dir)} if data_dir else None
+    manager = None
+    if not unknown:
+        manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=bool(foreign), metadata=metadata)
+        unknown = [t for t in foreign if t not in manager.all_tasks]
+    if unknown:
+        ours = ", ".join(DEFAULT_TASKS)
+        raise TaskSelectionError(
+            f"unknown task(s): {', '.join(unknown)}. Ours: {ours} (+ _5shot, _<category>, _<subject>; "
+            "`minimind-hf eval tasks` lists them); any lm-eval task name also works."
+        )
+    return manager
+
+
+def load_lm(settings: EvalSettings):
+    """lm-eval's ``HFLM`` on the model folder, with ``trust_remote_code=True``."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(
+        pretrained=settings.model,
+        trust_remote_code=True,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        dtype=settings.dtype,
+    )
+
+
+def evaluate(settings: EvalSettings, lm=None) -> dict[str, Any]:
+    """Run ``simple_evaluate`` and return lm-eval's results dict (``lm``: an already built lm-eval LM)."""
+    from lm_eval import simple_evaluate
+
+    task_logger = logging.getLogger("lm_eval.api.task")
+    notice = _DropCustomDatasetNotice()
+    task_logger.addFilter(notice)
+    try:
+        manager = build_task_manager(settings.tasks, settings.data_dir)
+        if lm is None:
+            lm = load_lm(settings)
+        results = simple_evaluate(
+            model=lm,
+            tasks=list(settings.tasks),
+            num_fewshot=settings.num_fewshot,
+            limit=settings.limit,
+            task_manager=manager,
+            apply_chat_template=settings.apply_chat_template,
+            fewshot_as_multiturn=settings.fewshot_as_multiturn and settings.apply_chat_template,
+            system_instruction=settings.system_instruction,
+            log_samples=settings.log_samples,
+            random_seed=settings.seed,
+            numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed,
+            fewshot_random_seed=settings.seed,
+        )
+    finally:
+        task_logger.removeFilter(notice)
+    if results is None:  # non-zero rank in a distributed run
+        return {}
+    results["config"]["model_args"] = {"pretrained": settings.model, "trust_remote_code": True}
+    results["config"]["data_dir"] = settings.data_dir
+    results["config"]["apply_chat_template"] = settings.apply_chat_template
+    return results
+
+
+def write_outputs(results: dict[str, Any], settings: EvalSettings) -> EvalOutcome:
+    """Write ``results.json`` (samples apart, one jsonl per task) and ``results.md`` into ``settings.out_dir``."""
+    from lm_eval.utils import handle_non_serializable
+
+    out = Path(settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = results.pop("samples", None)
+    json_path = out / "results.json"
+    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=handle_non_serializable), encoding="utf-8")
+    if samples:
+        for task, rows in samples.items():
+            with (out / f"samples_{task}.jsonl").open("w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False, default=handle_non_serializable) + "\n")
+    title = {
+        "model": settings.model,
+        "limit": settings.limit,
+        "chat template": settings.apply_chat_template,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
+    markdown = markdown_report(results, title)
+    md_path = out / "results.md"
+    md_path.write_text(markdown, encoding="utf-8")
+    logger.info("wrote %s and %s", json_path, md_path)
+    if samples:
+        results["samples"] = samples
+    return EvalOutcome(results=results, json_path=json_path, markdown_path=md_path, markdown=markdown)
+
+
+def run_lm_eval(settings: EvalSettings, lm=None) -> EvalOutcome:
+    """Evaluate, then write lm-eval's JSON and the markdown tables next to it."""
+    return write_outputs(evaluate(settings, lm=lm), settings)

@@ -1,0 +1,46 @@
+"""``add_eval_commands`` wired into a main parser the way ``minimind-hf`` does it: ``eval MODEL`` defaults to
+``run``, ``eval ppl`` and ``eval tasks`` are subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from minimind_hf.eval import cli
+
+
+@pytest.fixture
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="minimind-hf")
+    main.add_argument("-v", "--verbose", action="store_true")
+    sub = main.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("quickstart")
+    cli.add_eval_commands(sub)
+    return main
+
+
+def test_run_is_the_default(parser):
+    explicit = parser.parse_args(["eval", "run", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"])
+    implicit = parser.parse_args(["eval", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"])
+    for args in (explicit, implicit):
+        assert args.func is cli._run and args.model == "runs/model" and args.limit == 5.0
+        assert args.tasks == ["minimind_ceval_law"] and args.num_fewshot is None and not args.apply_chat_template
+    defaults = parser.parse_args(["eval", "m"])
+    assert defaults.tasks == ["minimind_ceval", "minimind_cmmlu"] and defaults.out == "runs/eval"
+
+
+def test_ppl_and_tasks_subcommands(parser):
+    args = parser.parse_args(["-v", "eval", "ppl", "m", "--data", "a.jsonl", "b.txt", "--max-length", "256"])
+    assert args.func is cli._ppl and args.data == ["a.jsonl", "b.txt"] and args.max_length == 256 and args.verbose
+    assert parser.parse_args(["eval", "tasks"]).func is cli._list_tasks
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "ppl", "m"])  # --data is required
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval"])  # a model or a command is required
+
+
+def test_tasks_lists_our_names(capsys):
+    assert cli.main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "minimind_cmmlu_china_specific" in out and "minimind_ceval_5shot_accountant" in out
+    assert "subject tasks (238)" in out
