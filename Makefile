@@ -1,31 +1,55 @@
 # The front door. `make quickstart` and `make test` each install what they need into .venv first.
 # torch is installed before the package on purpose: a bare `torch` requirement can pull a multi-GB
-# CUDA build. Override TORCH for your hardware, e.g. `make install TORCH="torch --index-url ..."`.
+# CUDA build. Override TORCH for your hardware, e.g. `make install TORCH="torch==2.13.0 --index-url ..."`.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# llama.cpp's Python bindings are built from source (6-9 minutes on 2 cores the first time; pip caches
+# the wheel). GGML_NATIVE=OFF: the cached wheel must not depend on this machine's CPU features.
+LLAMA_CPP ?= llama-cpp-python>=0.3.30
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+CORE := $(VENV)/.installed-core
+DEV := $(VENV)/.installed-dev
 
-.PHONY: install quickstart test lint clean
+.PHONY: install install-dev quickstart test eval lint bench clean
 
-install: $(STAMP)
+install: $(CORE)
 
-$(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(CORE): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
-	touch $(STAMP)
+	$(PY) -m pip install -q -e .
+	touch $(CORE)
+
+# Everything the test suite exercises: lm-eval, gguf + llama.cpp, the server stack, the openai client.
+install-dev: $(DEV)
+
+$(DEV): $(CORE)
+	$(PY) -m pip install -q -e ".[test,eval,gguf,serve]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q "$(LLAMA_CPP)"
+	touch $(DEV)
 
 quickstart: install
 	$(VENV)/bin/minimind-hf quickstart --out runs/quickstart
 
-test: install
+test: install-dev
 	$(PY) -m pytest -q
 
-lint: install
-	$(VENV)/bin/ruff check minimind_hf tests
+# C-Eval + CMMLU (0-shot) on the quickstart model; DATA is a folder holding ceval/ and cmmlu/ CSVs.
+MODEL ?= runs/quickstart/pretrain
+DATA ?= ../shared/data
+eval: install-dev
+	$(VENV)/bin/minimind-hf eval run $(MODEL) --data-dir $(DATA) --out runs/eval
+
+bench: install-dev
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/decode_throughput.py
+	$(PY) benchmarks/serve_throughput.py
+
+lint: install-dev
+	$(VENV)/bin/ruff check minimind_hf eval convert tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

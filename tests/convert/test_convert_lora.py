@@ -1,0 +1,101 @@
+"""merge-lora: the merged folder reproduces peft's own (unmerged) adapted forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from convert_helpers import load_minimind, max_abs_diff
+from minimind_hf.convert import ConversionError, merge_lora, to_qwen3
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _make_adapter(base_folder, out, **lora_kwargs):
+    """A peft adapter with non-zero B (init_lora_weights=False), saved the usual way."""
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(init_lora_weights=False, **lora_kwargs))
+    with torch.no_grad():  # make the update large enough to matter
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(5)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def _peft_logits(base_folder, adapter, ids):
+    base = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        return peft_model(ids).logits, base  # base: peft wraps it in place
+
+
+CASES = {
+    "all-linear": dict(r=4, lora_alpha=8, target_modules=ALL_LINEAR),
+    "rslora-patterns-modules_to_save": dict(
+        r=4, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "v_proj", "down_proj"],
+        rank_pattern={"down_proj": 2}, alpha_pattern={"layers.1.self_attn.v_proj": 3},
+        modules_to_save=["norm"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_merge_matches_peft_forward(case, trained, tmp_path):
+    base = trained["dense"]
+    adapter = _make_adapter(base, tmp_path / "adapter", **CASES[case])
+    merged = merge_lora(base, adapter, tmp_path / "merged")
+    assert (merged / "tokenizer.json").is_file() and (merged / "modeling_minimind.py").is_file()
+
+    ids = torch.randint(3, 1000, (2, 32), generator=torch.Generator().manual_seed(0))
+    expected, _ = _peft_logits(base, adapter, ids)
+    plain = load_minimind(base)
+    got = load_minimind(merged)
+    with torch.no_grad():
+        base_logits = plain(ids).logits
+        merged_logits = got(ids).logits
+    assert max_abs_diff(expected, base_logits) > 1e-2, "the adapter should change the logits"
+    diff = max_abs_diff(merged_logits, expected)
+    assert diff < 1e-4, f"{case}: merged vs peft forward max abs diff {diff:.2e}"
+
+
+def test_merge_into_qwen3_base(trained, tmp_path):
+    """A base exported with to-qwen3 merges into a plain Qwen3 folder."""
+    base = to_qwen3(trained["moe"], tmp_path / "qwen3")
+    adapter = _make_adapter(base, tmp_path / "adapter", r=2, lora_alpha=4, target_modules=["q_proj", "o_proj"])
+    merged = merge_lora(base, adapter, tmp_path / "merged")
+    ids = torch.randint(3, 1000, (1, 24), generator=torch.Generator().manual_seed(0))
+    expected, _ = _peft_logits(base, adapter, ids)
+    got = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    assert type(got).__name__ == "Qwen3MoeForCausalLM"
+    with torch.no_grad():
+        assert max_abs_diff(got(ids).logits, expected) < 1e-4
+
+
+def test_unsupported_adapters_are_refused(trained, tmp_path):
+    base = trained["dense"]
+    dora = _make_adapter(base, tmp_path / "dora", r=2, lora_alpha=4, target_modules=["q_proj"], use_dora=True)
+    with pytest.raises(ConversionError, match="DoRA"):
+        merge_lora(base, dora, tmp_path / "out")
+    with pytest.raises(ConversionError, match="not a known LoRA adapter"):
+        merge_lora(base, trained["moe"], tmp_path / "out")
+    # An adapter for another architecture: its target module does not exist in the base.
+    other = _make_adapter(base, tmp_path / "q-adapter", r=2, lora_alpha=4, target_modules=["q_proj"])
+    with pytest.raises(ConversionError, match="not a weight of the base model"):
+        merge_lora(base, _rename(other, tmp_path), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _rename(adapter, tmp_path):
+    """Copy an adapter, renaming its modules to ones the dense base does not have."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    dst = tmp_path / "renamed"
+    shutil.copytree(adapter, dst)
+    weights = load_file(dst / "adapter_model.safetensors")
+    save_file({k.replace("self_attn", "cross_attn"): v for k, v in weights.items()}, dst / "adapter_model.safetensors")
+    return dst
