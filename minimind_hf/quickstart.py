@@ -1,13 +1,25 @@
-"""The quickstart: from nothing to a Hugging Face model folder that generates text, on a CPU.
+"""The quickstart: from nothing to a GRPO-tuned Hugging Face model folder, on a CPU.
 
-Steps: write the built-in generated corpus (or use `--data` files for pretraining) -> train the ByteLevel
-BPE tokenizer -> pretrain a small MiniMind on packed text with the native trainer
-(`minimind_hf.native.pretrain`: documents never attend to each other) -> supervised fine-tuning on the
-built-in conversations (`minimind_hf.native.sft`: loss on assistant tokens only, packed) -> a
-self-contained model folder (weights + config + tokenizer + model code) -> reload it with
-`AutoModelForCausalLM(..., trust_remote_code=True)` and answer held-out arithmetic problems in chat form.
+Stages (each one's wall time is in the summary's ``stage_seconds``):
 
-GRPO with the math reward (`minimind_hf.native.grpo`) is the next step to wire in here.
+1. write the built-in generated corpus (`minimind_hf.data.demo_corpus`: pretrain text, SFT conversations,
+   RL prompts with ground truths); ``--data`` files replace the *pretrain text only*;
+2. train the ByteLevel BPE tokenizer;
+3. pretrain a small MiniMind on packed text with the native trainer (`minimind_hf.native.pretrain`:
+   documents never attend to each other);
+4. supervised fine-tuning on the built-in conversations (`minimind_hf.native.sft`: loss on assistant tokens
+   only, packed) -> ``out/sft``;
+5. held-out accuracy of the SFT model: ``eval_problems`` generated problems from reserved keys
+   (`heldout_problems`, never produced by any training generator), chat template with the closed think
+   block, greedy, batched with left padding, scored by the ``accuracy`` reward (`minimind_hf.rewards`);
+6. native GRPO (`minimind_hf.native.grpo`) on the corpus's ``rl.jsonl`` with the ``accuracy`` reward ->
+   ``out/model``, the final self-contained folder (weights + config + tokenizer + model code);
+7. the same held-out accuracy again -- same problems, same greedy decoding, same reward -- on the folder
+   reloaded with ``AutoModelForCausalLM(..., trust_remote_code=True)``, and a few sample answers.
+
+``out/quickstart.json`` holds the summary (``heldout_accuracy_before`` / ``heldout_accuracy_after``).
+``sft_steps=0`` skips SFT (GRPO then starts from the pretrained model); ``grpo_steps=0`` skips GRPO (the
+SFT folder is the final model and both accuracies are the SFT model's).
 """
 
 import json
@@ -47,13 +59,21 @@ class QuickstartSettings:
     sft_learning_rate: float = 1e-3
     sft_conversations: int = 3000
     pretrain_docs: int = 12_000
-    samples: int = 6
+    # GRPO on the corpus's rl.jsonl with the accuracy reward
+    grpo_steps: int = 40  # optimizer steps; 0 = skip GRPO
+    grpo_prompts: int = 4  # prompts per step (each sampled grpo_group times)
+    grpo_group: int = 8  # G, samples per prompt
+    grpo_learning_rate: float = 5e-5  # 1e-4 drifted down (reward 0.07 -> 0.02 over 40 steps) on the default run
+    grpo_beta: float = 0.0  # k3 KL coefficient (0 = no reference model)
+    grpo_temperature: float = 1.0
+    max_new_tokens: int = 96  # completion budget of GRPO samples and of the held-out evaluation
+    rl_prompts: int = 2000
+    # held-out evaluation
+    eval_problems: int = 100  # generated held-out problems scored before and after GRPO (0 = skip)
+    eval_batch: int = 50  # rows generated at once
+    samples: int = 6  # sample answers shown (the first `samples` held-out problems)
+    threads: int = 0  # torch CPU threads; 0 = torch's default (1 is often faster on a busy machine)
     seed: int = 0
-
-
-def _prompt_for(question: str, lang: str) -> str:
-    """The corpus's own worked-example layout (`问：…\n答：` / `Q: …\nA:`), so a pretrained model can answer."""
-    return f"问：{question}\n答：" if lang == "zh" else f"Q: {question}\nA:"
 
 
 _ANSWER = re.compile(r"(?:答案是|answer is)\s*(-?\d+)")
@@ -65,31 +85,61 @@ def stated_answer(completion: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _chat_answer(model, tokenizer, question: str, max_new_tokens: int = 48) -> str:
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+@torch.no_grad()
+def heldout_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 96,
+                     batch: int = 50) -> tuple[float, list[dict]]:
+    """Greedy chat-form answers to ``problems`` (batched, left-padded), scored by the ``accuracy`` reward.
+
+    Prompts are rendered exactly as GRPO renders its prompts (chat template, closed think block). Returns
+    ``(accuracy in [0, 1], [{"prompt", "completion", "answer", "correct", "stated"}, ...])``; ``stated``:
+    the answer was given in the corpus's own phrase (`stated_answer`), not just as the last number."""
+    from .native.rl_common import render_prompt, sample_completions
+    from .rewards import get_reward
+
+    if not problems:
+        return 0.0, []
+    reward = get_reward("accuracy")
+    prompts = [render_prompt(tokenizer, [{"role": "user", "content": p["question"]}]) for p in problems]
+    prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
+    s = sample_completions(model, prompt_ids, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.eos_token_id, num_samples=1, max_new_tokens=max_new_tokens,
+                           temperature=0.0, generation_chunk=batch)
+    comp = [ids[m.bool()].tolist() for ids, m in zip(s["completion_ids"], s["completion_mask"], strict=True)]
+    texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
+    scores = reward(texts, ground_truth=[p["answer"] for p in problems])
+    rows = [{"prompt": p["question"], "completion": t, "answer": p["answer"], "correct": bool(r),
+             "stated": stated_answer(t) == p["answer"]} for p, t, r in zip(problems, texts, scores, strict=True)]
+    return sum(scores) / len(scores), rows
 
 
 def run_quickstart(settings: QuickstartSettings) -> dict:
     """Run every step; return a summary dict (also written to `out_dir/quickstart.json`)."""
-    from transformers import AutoModelForCausalLM, pipeline
+    from transformers import AutoModelForCausalLM
 
     from .native.config import load_config
+    from .native.grpo import GRPOConfig, run_grpo
     from .native.pretrain import PretrainConfig, run_pretrain
     from .native.sft import SFTConfig, run_sft
 
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
-    summary: dict = {"out_dir": str(out)}
-    t0 = time.time()
+    summary: dict = {"out_dir": str(out), "stage_seconds": {}}
+    stages = summary["stage_seconds"]
+    t0 = clock = time.time()
 
-    # 1. corpus (the built-in one is always written: SFT uses its conversations)
-    paths = write_demo_corpus(out / "corpus", {"pretrain": settings.pretrain_docs, "sft": settings.sft_conversations})
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.time()
+        stages[name] = round(now - clock, 1)
+        clock = now
+        logger.info("quickstart: %s done in %.1fs", name, stages[name])
+
+    # 1. corpus (the built-in one is always written: SFT and GRPO use its conversations and prompts)
+    paths = write_demo_corpus(out / "corpus", {"pretrain": settings.pretrain_docs, "sft": settings.sft_conversations,
+                                               "rl": settings.rl_prompts})
     if settings.data:
         pretrain_files = [str(p) for p in settings.data]
         logger.info("using pretrain data from %s", ", ".join(pretrain_files))
@@ -97,18 +147,20 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         pretrain_files = [str(paths["pretrain"])]
         logger.info("wrote the built-in corpus to %s", out / "corpus")
     texts = load_records("pretrain", pretrain_files)
+    lap("corpus")
 
     # 2. tokenizer
     tokenizer = train_tokenizer(texts["text"], vocab_size=settings.vocab_size)
     tokenizer.save_pretrained(out / "tokenizer")
     summary["vocab_size"] = len(tokenizer)
     summary["corpus_documents"] = len(texts)
+    lap("tokenizer")
 
-    # 3 + 4. native pretraining on packed rows (no padding; documents never attend to each other)
+    # 3. native pretraining on packed rows (no padding; documents never attend to each other)
     model_overrides = {} if settings.preset else dict(QUICKSTART_MODEL)
     common = dict(tokenizer=str(out / "tokenizer"), preset=settings.preset or "tiny", model_overrides=model_overrides,
                   seed=settings.seed, report_to=["none"], resume="never", weight_decay=0.01, max_grad_norm=1.0,
-                  log_every=max(1, settings.max_steps // 20))
+                  log_every=max(1, settings.max_steps // 20), num_threads=settings.threads)
     pre_cfg = load_config(PretrainConfig, None, dict(
         common, data=pretrain_files, output_dir=str(out / "pretrain"), seq_len=settings.seq_len,
         batch_size=settings.batch_size, max_steps=settings.max_steps, learning_rate=settings.learning_rate,
@@ -118,40 +170,82 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     summary.update(first_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None,
                    train_seconds=round(pre.seconds, 1))
     model_dir = out / "pretrain"
+    lap("pretrain")
+    common.pop("tokenizer")
+    common["model_overrides"] = {}
 
-    # 5. native SFT: the model learns to answer in chat form (loss on assistant tokens only, packed rows)
+    # 4. native SFT: the model learns to answer in chat form (loss on assistant tokens only, packed rows)
     sft_steps = settings.max_steps // 2 if settings.sft_steps is None else settings.sft_steps
     if sft_steps > 0:
-        common.pop("tokenizer")
         sft_cfg = load_config(SFTConfig, None, dict(
-            common, model=str(model_dir), data=[str(paths["sft"])], output_dir=str(out / "model"),
+            common, model=str(model_dir), data=[str(paths["sft"])], output_dir=str(out / "sft"),
             max_length=settings.seq_len, batch_size=settings.batch_size, max_steps=sft_steps,
-            learning_rate=settings.sft_learning_rate, warmup_steps=max(1, sft_steps // 20), model_overrides={}))
+            learning_rate=settings.sft_learning_rate, warmup_steps=max(1, sft_steps // 20),
+            log_every=max(1, sft_steps // 20)))
         sft = run_sft(sft_cfg)
         summary.update(sft_first_loss=sft.losses[0], sft_final_loss=sft.losses[-1],
                        sft_seconds=round(sft.seconds, 1))
+        model_dir = out / "sft"
+        lap("sft")
+
+    # 5. held-out accuracy before GRPO (the same problems and greedy decoding as after)
+    problems = heldout_problems(max(settings.eval_problems, settings.samples))
+    eval_set = problems[:settings.eval_problems]
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    acc_before, rows_before = heldout_accuracy(policy, tokenizer, eval_set, settings.max_new_tokens,
+                                               settings.eval_batch)
+    summary.update(eval_problems=len(eval_set), heldout_accuracy_before=acc_before,
+                   heldout_stated_accuracy_before=_mean([r["stated"] for r in rows_before]))
+    logger.info("held-out accuracy before GRPO: %.1f%% of %d", 100 * acc_before, len(eval_set))
+    del policy
+    lap("eval_before")
+
+    # 6. native GRPO with the math reward on the corpus's rl prompts -> the final folder
+    if settings.grpo_steps > 0:
+        grpo_cfg = load_config(GRPOConfig, None, dict(
+            common, model=str(model_dir), data=[str(paths["rl"])], output_dir=str(out / "model"),
+            rewards=["accuracy"], num_generations=settings.grpo_group, batch_size=settings.grpo_prompts,
+            max_steps=settings.grpo_steps, learning_rate=settings.grpo_learning_rate, beta=settings.grpo_beta,
+            temperature=settings.grpo_temperature, max_new_tokens=settings.max_new_tokens,
+            warmup_steps=max(1, settings.grpo_steps // 10), min_lr_ratio=0.5, loss_type="dapo",
+            generation_chunk=settings.grpo_prompts * settings.grpo_group,
+            logprob_chunk=settings.grpo_prompts * settings.grpo_group, log_every=1))
+        grpo = run_grpo(grpo_cfg)
+        log = [json.loads(line) for line in (out / "model" / "train_log.jsonl").read_text().splitlines()]
+        rewards = [r["reward"] for r in log if "reward" in r]
+        summary.update(grpo_steps=grpo.steps, grpo_seconds=round(grpo.seconds, 1),
+                       grpo_reward_first=rewards[0] if rewards else None,
+                       grpo_reward_last=rewards[-1] if rewards else None,
+                       grpo_reward_mean_first_quarter=_mean(rewards[:max(1, len(rewards) // 4)]),
+                       grpo_reward_mean_last_quarter=_mean(rewards[-max(1, len(rewards) // 4):]))
         model_dir = out / "model"
+        lap("grpo")
     summary["model_dir"] = str(model_dir)
-    reloaded = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
+
+    # 7. reload the final folder the way a user would; the same held-out problems again; sample answers
+    reloaded = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
     summary["parameters"] = sum(p.numel() for p in reloaded.parameters())
     logger.info("model: %.2fM parameters", summary["parameters"] / 1e6)
-
-    # 6. reload the folder the way a user would, and answer held-out problems (never seen in training)
-    reloaded.eval()
-    samples = []
-    generator = None if sft_steps > 0 else pipeline("text-generation", model=reloaded, tokenizer=tokenizer)
-    for problem in heldout_problems(settings.samples):
-        if generator is None:
-            prompt = problem["question"]
-            text = _chat_answer(reloaded, tokenizer, prompt)
-        else:
-            prompt = _prompt_for(problem["question"], problem["lang"])
-            text = generator(prompt, max_new_tokens=32, do_sample=False, return_full_text=False)[0]["generated_text"]
-        samples.append({"prompt": prompt, "completion": text, "answer": problem["answer"],
-                        "correct": stated_answer(text) == problem["answer"]})
-    summary["samples"] = samples
-    summary["heldout_correct"] = sum(s["correct"] for s in samples)
+    if settings.grpo_steps > 0:
+        acc_after, rows_after = heldout_accuracy(reloaded, tokenizer, eval_set, settings.max_new_tokens,
+                                                 settings.eval_batch)
+    else:
+        acc_after, rows_after = acc_before, rows_before
+    summary.update(heldout_accuracy_after=acc_after,
+                   heldout_stated_accuracy_after=_mean([r["stated"] for r in rows_after]))
+    logger.info("held-out accuracy after GRPO: %.1f%% of %d", 100 * acc_after, len(eval_set))
+    shown = rows_after[:settings.samples]
+    if len(shown) < settings.samples:  # more samples asked than evaluated problems
+        shown += heldout_accuracy(reloaded, tokenizer, problems[len(shown):settings.samples],
+                                  settings.max_new_tokens, settings.eval_batch)[1]
+    summary["samples"] = shown
+    summary["heldout_correct"] = sum(s["correct"] for s in shown)
+    lap("eval_after")
     summary["seconds"] = round(time.time() - t0, 1)
     summary["perplexity_last"] = math.exp(losses[-1]) if losses else None
     (out / "quickstart.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     return summary
+
+
+def _mean(xs: list) -> float | None:
+    return sum(xs) / len(xs) if xs else None

@@ -19,17 +19,32 @@ CLI = [sys.executable, "-m", "minimind_hf.cli"]
 def test_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs"
     cmd = CLI + ["quickstart", "--out", str(out), "--max-steps", "30", "--pretrain-docs", "600",
-                 "--vocab-size", "700", "--seq-len", "128", "--batch-size", "8", "--samples", "2"]
+                 "--vocab-size", "700", "--seq-len", "128", "--batch-size", "8", "--samples", "2",
+                 "--sft-steps", "8", "--sft-conversations", "200", "--grpo-steps", "2", "--grpo-prompts", "2",
+                 "--grpo-group", "3", "--eval-problems", "4", "--max-new-tokens", "16", "--threads", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Held-out problems" in proc.stdout and "trust_remote_code=True" in proc.stdout
+    assert "held-out accuracy:" in proc.stdout and "after GRPO" in proc.stdout
 
     summary = json.loads((out / "quickstart.json").read_text(encoding="utf-8"))
     assert summary["vocab_size"] == 700
     assert summary["final_loss"] < summary["first_loss"] - 1.0, summary
     assert len(summary["samples"]) == 2
+    # held-out accuracy of the SFT model and of the GRPO model, on the same 4 problems
+    assert summary["eval_problems"] == 4
+    for key in ("heldout_accuracy_before", "heldout_accuracy_after"):
+        assert isinstance(summary[key], float) and 0.0 <= summary[key] <= 1.0, (key, summary[key])
+    assert set(summary["stage_seconds"]) >= {"pretrain", "sft", "eval_before", "grpo", "eval_after"}
 
+    # the GRPO stage ran, and its output is the final folder
     model_dir = Path(summary["model_dir"])
+    assert model_dir == out / "model"
+    log = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2], log
+    assert all(0.0 <= r["reward"] <= 1.0 for r in steps)
+    assert summary["grpo_steps"] == 2
     for name in ("config.json", "model.safetensors", "modeling_minimind.py", "configuration_minimind.py",
                  "tokenizer.json", "chat_template.jinja"):
         assert (model_dir / name).is_file(), name
