@@ -19,6 +19,8 @@ import argparse
 import logging
 import sys
 
+from minimind_hf.cli_logging import configure_logging
+
 logger = logging.getLogger("minimind_hf.convert")
 
 EXIT_OK = 0
@@ -197,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["convert"]:
         argv = argv[1:]
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(args.verbose)
     return args.func(args)
 
 

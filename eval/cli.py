@@ -16,6 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
+from minimind_hf.cli_logging import configure_logging
+
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
@@ -215,11 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     elif first == len(argv) or argv[first] != "eval":
         argv.insert(first, "eval")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(args.verbose)
     return args.func(args)
 
 

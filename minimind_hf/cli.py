@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli_logging import configure_logging
 from .convert.cli import add_convert_commands
 from .eval.cli import add_eval_commands
 from .native.cli import add_train_commands
@@ -120,11 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(args.verbose)
     return args.func(args)
 
 

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..cli_logging import configure_logging
+
 logger = logging.getLogger("minimind_hf.serve")
 
 API_KEY_ENV = "MINIMIND_API_KEY"
@@ -236,11 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(args.verbose)
     return args.func(args)
 
 

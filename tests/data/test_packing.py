@@ -32,7 +32,7 @@ def test_long_document_is_split_not_dropped():
     doc = list(range(100, 113))  # 13 tokens + eos = 14 -> rows of 6: 6, 6, 2 (+4 pad)
     rows = list(pack_documents([doc], seq_len=6, eos_token_id=EOS))
     assert [r["position_ids"] for r in rows][:2] == [[0, 1, 2, 3, 4, 5]] * 2
-    kept = [t for r in rows for t, lab in zip(r["input_ids"], r["position_ids"])][:14]
+    kept = [t for r in rows for t in r["input_ids"]][:14]
     assert kept == doc + [EOS]
 
 
