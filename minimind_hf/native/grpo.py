@@ -37,12 +37,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import load_records
 from ..rewards import REWARDS, get_rewards
-from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
+from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
 from .loop import Algorithm, TrainConfig, TrainResult, train
-from .rl_common import RolloutCache, per_token_logps, render_prompt, sample_completions
+from .rl_common import RolloutCache, load_rl_prompts, per_token_logps, render_prompt, sample_completions
 from .stages import register_stage
 
 logger = logging.getLogger(__name__)
@@ -353,13 +352,7 @@ def mean_reward(policy, tokenizer, records: Sequence[dict], reward_funcs: Sequen
 
 def build_grpo(cfg: GRPOConfig) -> GRPO:
     seed_everything(cfg.seed)
-    records = load_records("rl", cfg.data, skip_invalid=cfg.skip_invalid)
-    if cfg.max_prompts:
-        records = records.select(range(min(cfg.max_prompts, len(records))))
-    if cfg.eval_data:
-        eval_records = load_records("rl", cfg.eval_data, skip_invalid=cfg.skip_invalid)
-    else:
-        records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
+    records, eval_records = load_rl_prompts(cfg)
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, tokenizer)
     logger.info("grpo: %d prompts x %d samples, loss %s, rewards %s", len(records), cfg.num_generations,

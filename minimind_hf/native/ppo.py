@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import load_records
 from ..rewards import REWARDS
 from .checkpoint import load_model_weights
-from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
+from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
 from .grpo import k3_kl, mean_reward, rewards_from_config
 from .loop import Algorithm, TrainConfig, TrainResult, default_param_groups, train
 from .rl_common import (
     RolloutCache,
+    load_rl_prompts,
     per_token_logps,
     position_ids_from_mask,
     render_prompt,
@@ -330,13 +330,7 @@ class PPO(Algorithm):
 
 def build_ppo(cfg: PPOConfig) -> PPO:
     seed_everything(cfg.seed)
-    records = load_records("rl", cfg.data, skip_invalid=cfg.skip_invalid)
-    if cfg.max_prompts:
-        records = records.select(range(min(cfg.max_prompts, len(records))))
-    if cfg.eval_data:
-        eval_records = load_records("rl", cfg.eval_data, skip_invalid=cfg.skip_invalid)
-    else:
-        records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
+    records, eval_records = load_rl_prompts(cfg)
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, tokenizer)
     return PPO(cfg, model, tokenizer, records, eval_records)

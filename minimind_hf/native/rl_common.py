@@ -176,3 +176,17 @@ class RolloutCache:
         if step % self.reuse == 0 or micro not in self.cache:
             self.cache[micro] = make()
         return self.cache[micro]
+
+
+def load_rl_prompts(cfg) -> tuple:
+    """Train and eval prompt records of an RL stage (GRPO, PPO): `cfg.data` (capped at `cfg.max_prompts`),
+    and `cfg.eval_data` or an `eval_ratio` split of it."""
+    from ..data import load_records
+    from .common import split_records
+
+    records = load_records("rl", cfg.data, skip_invalid=cfg.skip_invalid)
+    if cfg.max_prompts:
+        records = records.select(range(min(cfg.max_prompts, len(records))))
+    if cfg.eval_data:
+        return records, load_records("rl", cfg.eval_data, skip_invalid=cfg.skip_invalid)
+    return split_records(records, cfg.eval_ratio, cfg.seed)
