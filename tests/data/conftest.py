@@ -4,33 +4,11 @@ the real data shipped beside the repository (``../shared/data``; override with M
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from minimind_hf.data import load_records
-
-
-def _shared_data_dir() -> Path | None:
-    repo = Path(__file__).resolve().parents[2]
-    candidates = [
-        os.environ.get("MINIMIND_SHARED_DATA"),
-        repo.parent / "shared" / "data",
-        "/work/shared/data",
-    ]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "README.md").is_file():
-            return Path(candidate)
-    return None
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = _shared_data_dir()
-    if path is None:
-        pytest.skip("real data not found: set MINIMIND_SHARED_DATA to the shared/data folder")
-    return path
 
 
 @pytest.fixture(scope="session")

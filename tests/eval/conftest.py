@@ -5,7 +5,6 @@ each built once per session."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -18,26 +17,12 @@ from minimind_hf.tokenizer import train_tokenizer
 VOCAB_SIZE = 512
 
 
-def _shared_data_dir() -> Path | None:
-    repo = Path(__file__).resolve().parents[2]
-    candidates = [
-        os.environ.get("MINIMIND_SHARED_DATA"),
-        repo.parent / "shared" / "data",
-        "/work/shared/data",
-    ]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "README.md").is_file():
-            return Path(candidate)
-    return None
-
-
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder holding ceval/ and cmmlu/ (the official CSVs) and pretrain/."""
-    path = _shared_data_dir()
-    if path is None or not (path / "ceval").is_dir() or not (path / "cmmlu").is_dir():
-        pytest.skip("real data not found: set MINIMIND_SHARED_DATA to the shared/data folder")
-    return path
+def shared_data(shared_data: Path) -> Path:
+    """The root fixture's folder, which must hold ceval/ and cmmlu/ (the official CSVs) and pretrain/."""
+    if not (shared_data / "ceval").is_dir() or not (shared_data / "cmmlu").is_dir():
+        pytest.skip(f"no ceval/ and cmmlu/ in {shared_data}")
+    return shared_data
 
 
 @pytest.fixture(autouse=True)
