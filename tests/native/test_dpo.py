@@ -19,13 +19,7 @@ from minimind_hf.tokenizer import train_tokenizer
 BETA = 0.15
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared, loaded 2-core machine: one intra-op thread is ~50x faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +29,7 @@ def tok():
 
 def tiny_model(tok, seed=0):
     torch.manual_seed(seed)
-    # router_aux_loss_coef=0: a dense model has no router; trl otherwise asks for router logits (see parity test)
-    return MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok), router_aux_loss_coef=0.0))
+    return MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
 
 
 def pair_records(n, seed=0):

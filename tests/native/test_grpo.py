@@ -17,14 +17,7 @@ from minimind_hf.native.loop import train
 from minimind_hf.native.rl_common import pad, per_token_logps, sample_completions
 from minimind_hf.tokenizer import train_tokenizer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared, loaded 2-core machine: one intra-op thread is ~50x faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def tok():
 
 def tiny_model(tok, seed=0):
     torch.manual_seed(seed)
-    return MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok), router_aux_loss_coef=0.0))
+    return MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
 
 
 def test_group_advantages_and_k3_by_hand():

@@ -27,13 +27,7 @@ from minimind_hf.tokenizer import train_tokenizer
 TARGETS = ["q_proj", "o_proj", "down_proj"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared, loaded 2-core machine: one intra-op thread is ~50x faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def tiny(seed=0, vocab=300):

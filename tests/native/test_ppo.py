@@ -16,14 +16,7 @@ from minimind_hf.native.loop import train
 from minimind_hf.native.ppo import PPO, PPOConfig, compute_gae, masked_whiten, ppo_losses, token_rewards
 from minimind_hf.tokenizer import train_tokenizer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared, loaded 2-core machine: one intra-op thread is ~50x faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_token_rewards_put_the_score_on_the_last_token_and_kl_everywhere():
