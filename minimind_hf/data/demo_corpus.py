@@ -46,12 +46,12 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_SIZES", "HELDOUT_BUCKETS", "Problem", "heldout_problems", "is_heldout_key", "math_problems",
-    "pretrain_texts", "rl_prompts", "sft_conversations", "write_demo_corpus",
+    "dpo_pairs", "pretrain_texts", "rl_prompts", "sft_conversations", "write_demo_corpus",
 ]
 
 HELDOUT_BUCKETS = 10  # one key in ten is reserved for evaluation
 ZH_RATIO = 0.5
-DEFAULT_SIZES: dict[str, int] = {"pretrain": 12_000, "sft": 6_000, "rl": 2_000, "heldout": 200}
+DEFAULT_SIZES: dict[str, int] = {"pretrain": 12_000, "sft": 6_000, "rl": 2_000, "dpo": 1_000, "heldout": 200}
 _FAMILY_WEIGHTS = {"add": 3, "sub": 3, "mul": 2, "convert": 2, "word": 3}
 
 
@@ -590,6 +590,30 @@ def rl_prompts(n: int, seed: int = 2) -> list[dict]:
             for p in math_problems(n, seed, stream="rl")]
 
 
+def _wrong_answer(rng: random.Random, answer: str) -> str:
+    """A plausible wrong number near ``answer`` (off by a small amount, never equal, never negative)."""
+    value = int(float(answer))
+    offsets = [d for d in (-10, -2, -1, 1, 2, 10) if value + d >= 0]
+    return str(value + rng.choice(offsets))
+
+
+def dpo_pairs(n: int, seed: int = 3) -> list[dict]:
+    """``n`` preference pairs ``{"chosen": [user, assistant], "rejected": [user, assistant]}`` on training-key
+    math problems: both answers show the equation, the chosen one ends in the right number, the rejected one
+    in a wrong one (a small offset), so a DPO-trained model should prefer correct arithmetic."""
+    rng = random.Random(f"dpo:{seed}")
+    rows = []
+    for p in math_problems(n, seed, stream="dpo"):
+        user = {"role": "user", "content": p.question}
+        sep = "" if p.lang == "zh" else " "
+        wrong = Problem(**{**p.__dict__, "answer": _wrong_answer(rng, p.answer)})
+        good = p.short() + sep + p.answer_line()
+        bad = wrong.equation.rsplit("=", 1)[0] + "= " + wrong.answer + ("。" if p.lang == "zh" else ".")
+        rows.append({"chosen": [user, {"role": "assistant", "content": good}],
+                     "rejected": [user, {"role": "assistant", "content": bad + sep + wrong.answer_line()}]})
+    return rows
+
+
 def heldout_problems(n: int, seed: int = 1234) -> list[dict]:
     """``n`` evaluation problems ``{"question", "answer", "lang", "family"}`` drawn only from reserved keys
     (see :func:`is_heldout_key`), hence disjoint from everything the training generators can produce."""
@@ -597,21 +621,27 @@ def heldout_problems(n: int, seed: int = 1234) -> list[dict]:
             for p in math_problems(n, seed, heldout=True, stream="heldout")]
 
 
-def write_demo_corpus(out_dir: str | Path, sizes: dict[str, int] | None = None) -> dict[str, Path]:
-    """Write ``pretrain.jsonl`` (``{"text"}``), ``sft.jsonl``, ``rl.jsonl`` and ``heldout.jsonl`` to ``out_dir``.
+def write_demo_corpus(out_dir: str | Path, sizes: dict[str, int] | None = None,
+                      parts: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Write ``pretrain.jsonl`` (``{"text"}``), ``sft.jsonl``, ``rl.jsonl``, ``dpo.jsonl`` and ``heldout.jsonl``
+    to ``out_dir`` (only the parts named in ``parts``; default all).
 
     ``sizes`` overrides entries of :data:`DEFAULT_SIZES` (pretrain 12,000 docs ~2.8M chars; sft 6,000
-    conversations ~0.74M chars; rl 2,000 prompts; heldout 200 problems). Takes ~2 s at default sizes.
-    Returns ``{"pretrain": path, "sft": path, "rl": path, "heldout": path}``.
+    conversations ~0.74M chars; rl 2,000 prompts; dpo 1,000 pairs; heldout 200 problems). Takes ~2 s at
+    default sizes. Returns ``{"pretrain": path, "sft": path, ...}`` for the parts written.
     """
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = {"pretrain": [{"text": t} for t in pretrain_texts(sizes["pretrain"])],
-            "sft": sft_conversations(sizes["sft"]), "rl": rl_prompts(sizes["rl"]),
-            "heldout": heldout_problems(sizes["heldout"])}
+    makers: dict[str, Callable[[int], list]] = {
+        "pretrain": lambda k: [{"text": t} for t in pretrain_texts(k)], "sft": sft_conversations,
+        "rl": rl_prompts, "dpo": dpo_pairs, "heldout": heldout_problems}
+    unknown = set(parts or ()) - set(makers)
+    if unknown:
+        raise ValueError(f"unknown demo corpus part(s) {sorted(unknown)}; valid: {', '.join(makers)}")
     paths = {}
-    for name, data in rows.items():
+    for name in parts or makers:
+        data = makers[name](sizes[name])
         paths[name] = out / f"{name}.jsonl"
         with paths[name].open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in data)

@@ -1,8 +1,11 @@
 """Where records come from: resolving a `source` and reading raw rows with their line/row numbers.
 
 A source is a ``.jsonl`` / ``.json`` / ``.parquet`` file (``.jsonl.gz`` and ``.json.gz`` too), a
-directory (searched recursively for those files, hidden files skipped), a list of those, or a
-Hugging Face Hub dataset name. A string that is neither an existing path nor *looks* like one (has
+directory (searched recursively for those files, hidden files skipped), a list of those, a
+Hugging Face Hub dataset name, or ``demo:PART[:N]`` - the package's generated corpus
+(`minimind_hf.data.demo_corpus`: ``pretrain``, ``sft``, ``rl``, ``dpo``, ``heldout``; ``N`` rows, default
+its standard size), written once to ``$MINIMIND_HF_CACHE/demo`` (default ``~/.cache/minimind_hf/demo``)
+so recipes and tests run with no downloaded data. A string that is neither an existing path nor *looks* like one (has
 a data-file extension, starts with ``.``, ``/`` or ``~``, or has more than one ``/``) is treated as
 a hub name; one that looks local but does not exist raises `FileNotFoundError` instead of a
 confusing hub lookup.
@@ -26,7 +29,7 @@ from typing import Any
 
 from .errors import RecordError
 
-__all__ = ["DATA_SUFFIXES", "Source", "iter_rows", "resolve_sources"]
+__all__ = ["DATA_SUFFIXES", "Source", "demo_source", "iter_rows", "resolve_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +87,35 @@ def resolve_sources(source: SourceLike, split: str = "train", streaming: bool = 
     return resolved
 
 
+def demo_source(spec: str) -> Path:
+    """The file behind ``demo:PART[:N]``, generating it on first use (atomically: concurrent DDP ranks are safe)."""
+    from .demo_corpus import DEFAULT_SIZES, write_demo_corpus
+
+    _, _, rest = spec.partition(":")
+    part, _, count = rest.partition(":")
+    if part not in DEFAULT_SIZES or (count and not count.isdigit()):
+        raise ValueError(f"{spec!r}: expected demo:PART or demo:PART:N with PART one of "
+                         f"{', '.join(DEFAULT_SIZES)} and N a row count")
+    n = int(count) if count else DEFAULT_SIZES[part]
+    cache = Path(os.environ.get("MINIMIND_HF_CACHE", Path.home() / ".cache" / "minimind_hf")).expanduser()
+    target = cache / "demo" / f"{part}-{n}.jsonl"
+    if not target.is_file():
+        import tempfile
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            written = write_demo_corpus(tmp, sizes={part: n}, parts=(part,))[part]
+            os.replace(written, target)
+        logger.info("generated the built-in %s corpus (%d rows) at %s", part, n, target)
+    return target
+
+
 def _resolve_one(item: str | os.PathLike, split: str, streaming: bool) -> list[Source]:
     if not isinstance(item, (str, os.PathLike)):
         raise TypeError(f"a source must be a path or a hub dataset name, got {type(item).__name__}")
     text = os.fspath(item)
+    if isinstance(item, str) and text.startswith("demo:"):
+        return [Source(name=text, path=demo_source(text))]
     path = Path(text).expanduser()
     if path.is_file():
         if not _is_data_file(path):

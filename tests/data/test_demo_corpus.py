@@ -51,14 +51,14 @@ def _sft_texts(row: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, list[dict]]:
     paths = dc.write_demo_corpus(tmp_path_factory.mktemp("demo"))
-    assert set(paths) == {"pretrain", "sft", "rl", "heldout"}
+    assert set(paths) == {"pretrain", "sft", "rl", "dpo", "heldout"}
     for name, p in paths.items():
         assert p.name == f"{name}.jsonl" and p.exists()
     return {name: _read(p) for name, p in paths.items()}
 
 
 def test_determinism_and_seeds():
-    for fn in (dc.pretrain_texts, dc.sft_conversations, dc.rl_prompts, dc.heldout_problems):
+    for fn in (dc.pretrain_texts, dc.sft_conversations, dc.rl_prompts, dc.dpo_pairs, dc.heldout_problems):
         assert fn(50) == fn(50)
         assert fn(50, seed=7) == fn(50, seed=7)
         assert fn(50, seed=7) != fn(50, seed=8)
@@ -209,3 +209,38 @@ def test_sizes_override(tmp_path):
     paths = dc.write_demo_corpus(tmp_path, sizes={"pretrain": 30, "sft": 20, "rl": 10, "heldout": 5})
     assert [len(_read(paths[k])) for k in ("pretrain", "sft", "rl", "heldout")] == [30, 20, 10, 5]
     assert "答案是" in paths["sft"].read_text(encoding="utf-8") or "The answer is" in paths["sft"].read_text(encoding="utf-8")
+
+
+def _final_number(text: str) -> int:
+    return int(re.findall(r"\d+", text)[-1])
+
+
+def test_dpo_pairs_prefer_the_correct_arithmetic(corpus):
+    """Chosen and rejected share the question; the chosen equation is true (re-evaluated here), the rejected
+    one ends in a different number, and both state their own result as the answer."""
+    rows = corpus["dpo"]
+    assert len(rows) == dc.DEFAULT_SIZES["dpo"]
+    for row in rows:
+        assert row["chosen"][0] == row["rejected"][0] and row["chosen"][0]["role"] == "user"
+        good, bad = row["chosen"][1]["content"], row["rejected"][1]["content"]
+        equation = re.split(r"[。.] ?(?:答案|The answer)", good)[0]
+        left, right = equation.rsplit("=", 1)
+        value = eval(left.replace("×", "*").replace("÷", "//"))  # noqa: S307 - digits and operators only
+        assert value == int(right) == _final_number(good), good
+        assert _final_number(bad) != _final_number(good) and _final_number(bad) >= 0
+        assert bad.split("=")[0] == good.split("=")[0]  # same left-hand side: only the result differs
+
+
+def test_demo_source_generates_once_and_loads(tmp_path, monkeypatch):
+    from minimind_hf.data import load_records
+
+    monkeypatch.setenv("MINIMIND_HF_CACHE", str(tmp_path))
+    ds = load_records("dpo", "demo:dpo:20")
+    assert len(ds) == 20 and set(ds.column_names) >= {"prompt", "chosen", "rejected"}
+    cached = tmp_path / "demo" / "dpo-20.jsonl"
+    assert cached.is_file()
+    mtime = cached.stat().st_mtime_ns
+    assert len(load_records("rl", "demo:rl:7")) == 7 and len(load_records("dpo", "demo:dpo:20")) == 20
+    assert cached.stat().st_mtime_ns == mtime  # reused, not regenerated
+    with pytest.raises(ValueError, match="demo:PART"):
+        load_records("sft", "demo:nope")
