@@ -57,6 +57,8 @@ class DPOConfig(TrainConfig):
     max_length: int = 1024  # prompt + answer tokens
     max_prompt_length: int = 512  # prompts are cut from the left
     open_thinking: bool = False  # render prompts ending in "<think>\n" (answers then start with reasoning)
+    precompute_ref_logps: bool = False  # score every pair with the reference once, then free it (trl's
+    #   precompute_ref_log_probs): one model in memory while training, no reference forward per step
     learning_rate: float = 1e-6
     batch_size: int = 4  # pairs per micro-batch
 
@@ -178,7 +180,11 @@ class DPOCollator:
                 comp.append([0] * len(prompt) + [1] * len(answer))
         ids, mask = pad(rows, self.tok.pad_token_id, side="right")
         completion_mask, _ = pad(comp, 0, side="right")
-        return {"input_ids": ids, "attention_mask": mask, "completion_mask": completion_mask}
+        batch = {"input_ids": ids, "attention_mask": mask, "completion_mask": completion_mask}
+        if records and "ref_chosen_logps" in records[0]:  # precomputed reference scores travel with the rows
+            for key in ("ref_chosen_logps", "ref_rejected_logps"):
+                batch[key] = torch.tensor([float(r[key]) for r in records], dtype=torch.float32)
+        return batch
 
 
 LN2 = math.log(2.0)
@@ -197,6 +203,35 @@ class DPO(Algorithm):
     def setup(self, accelerator) -> None:
         super().setup(accelerator)
         self.reference.to(self.device).eval()
+        if self.cfg.precompute_ref_logps:
+            self.train_dataset = self.with_reference_logps(self.train_dataset)
+            if self.eval_dataset is not None:
+                self.eval_dataset = self.with_reference_logps(self.eval_dataset)
+            self.reference = None  # never needed again: free its memory
+            logger.info("dpo: reference log-probs precomputed for %d pairs; reference model freed",
+                        len(self.train_dataset))
+
+    @torch.no_grad()
+    def with_reference_logps(self, dataset):
+        """``dataset`` plus columns ``ref_chosen_logps`` / ``ref_rejected_logps`` (the frozen reference's summed
+        answer log-probs), computed once in eval mode; every process scores every row, so no communication."""
+        from tqdm.auto import tqdm
+
+        chosen, rejected = [], []
+        bs = self.cfg.batch_size
+        main = getattr(self.accelerator, "is_main_process", True)
+        for start in tqdm(range(0, len(dataset), bs), desc="reference log-probs", disable=not main):
+            rows = [dataset[i] for i in range(start, min(start + bs, len(dataset)))]
+            batch = {k: v.to(self.device) for k, v in self.collate_fn(rows).items()}
+            logps = sequence_logps(self.reference, batch["input_ids"], batch["attention_mask"],
+                                   batch["completion_mask"])
+            c, r = logps.float().cpu().chunk(2)
+            chosen += c.tolist()
+            rejected += r.tolist()
+        if hasattr(dataset, "add_column"):  # a datasets.Dataset
+            return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+        return [{**dataset[i], "ref_chosen_logps": c, "ref_rejected_logps": r}
+                for i, (c, r) in enumerate(zip(chosen, rejected, strict=True))]
 
     def num_items(self, batch: dict) -> int:
         return batch["input_ids"].size(0) // 2  # pairs
