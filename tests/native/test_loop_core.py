@@ -183,3 +183,26 @@ def test_moe_aux_loss_is_averaged_over_micro_batches_and_logged(tmp_path):
     assert all(math.isfinite(x) for x in result.losses)
     router = load_file(tmp_path / "moe" / "model.safetensors")
     assert any("mlp.gate" in k for k in router)
+
+
+def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path):
+    """The default tracker: event files under output_dir/runs hold train/loss for every logged step and the
+    eval loss, readable with tensorboard's own reader (what `tensorboard --logdir` shows)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tmp_path, "tb", report_to=["tensorboard"], max_steps=4, batch_size=4, run_name="tb_test")
+    model = _tiny_model()
+    train(cfg, Algorithm(cfg, model, None, _rows(16), _rows(8, seed=1)))
+    events = list((tmp_path / "tb" / "runs").rglob("events.out.tfevents.*"))
+    assert events, "no tensorboard event file written"
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train/loss" in tags and "train/lr" in tags, tags
+    losses = acc.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4]
+    logged = [json.loads(line) for line in (tmp_path / "tb" / "train_log.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r["loss"] for r in logged if "loss" in r}
+    for e in losses:
+        assert e.value == pytest.approx(by_step[e.step], rel=1e-6)
+    assert any(t.startswith("eval") for t in tags), tags
