@@ -1,0 +1,276 @@
+"""What every recipe shares: the recipe arguments, the parser, data, model/tokenizer loading and saving.
+
+A recipe is ``main(recipe_args, training_args, model_args)`` plus a `parse_recipe` call, in the style of
+alignment-handbook / trl's own scripts::
+
+    recipe_args, training_args, model_args = parse_recipe(SFTConfig)     # YAML + --flag overrides
+    if recipe_args.backend == "native": return run_native("sft", ...)    # same YAML, our trainer
+    ...                                                                    # else: trl / peft
+
+The YAML holds keys of three dataclasses at once: `RecipeArguments` (ours: backend, data, preset...), the
+trl config of the stage (``SFTConfig``, ``DPOConfig``, ...: learning_rate, per_device_train_batch_size...)
+and trl's ``ModelConfig`` (model_name_or_path, attn_implementation, lora_r...). Unknown keys are rejected,
+command-line flags (``--learning_rate 1e-4``) override the YAML, and `check_recipe` reports every problem
+in one error before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("minimind_hf.recipes")
+
+__all__ = ["BACKENDS", "RecipeArguments", "RecipeError", "build_or_load_model", "check_recipe", "is_main_process",
+           "dry_run", "load_split", "native_weight_decay", "load_tokenizer_for", "parse_recipe", "prepare_runtime", "run_cli", "save_final",
+           "setup_logging"]
+
+BACKENDS = ("trl", "native")
+
+
+class RecipeError(ValueError):
+    """One or more problems with a recipe's arguments; the message lists them all."""
+
+    def __init__(self, problems: Sequence[str], source: str = "recipe"):
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n" +
+                         "\n".join(f"  - {p}" for p in self.problems))
+
+
+@dataclass
+class RecipeArguments:
+    """Recipe keys that are ours (the rest of the YAML belongs to trl's stage config and ModelConfig)."""
+
+    backend: str = field(default="trl", metadata={"help": "trl (trl/peft trainers) or native (minimind_hf.native)"})
+    data: list[str] = field(default_factory=list, metadata={
+        "help": "training data: local .jsonl/.json/.parquet files or folders, hub dataset names, or the "
+                "built-in generated corpus demo:PART[:N] (PART = pretrain, sft, dpo, rl)"})
+    eval_data: list[str] = field(default_factory=list, metadata={"help": "held-out data (same forms as data)"})
+    eval_ratio: float = field(default=0.0, metadata={"help": "fraction of `data` held out when eval_data is empty"})
+    max_records: int = field(default=0, metadata={"help": "use only the first N records (0 = all)"})
+    skip_invalid: bool = field(default=False, metadata={"help": "drop (and count) malformed records"})
+    preset: str = field(default="tiny", metadata={
+        "help": "MiniMindConfig preset for a new model (when model_name_or_path is not set)"})
+    model_overrides: str | None = field(default=None, metadata={
+        "help": "extra MiniMindConfig fields for a new model: a YAML mapping or a JSON string"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "tokenizer folder (default: the model folder; pretrain trains one when neither is given)"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads per process (0 = torch's default)"})
+    dry_run: bool = field(default=False, metadata={
+        "help": "validate the configuration (for backend native: also its translation), print it and exit"})
+
+    def overrides(self) -> dict:
+        value = self.model_overrides
+        if value is None or value == "":
+            return {}
+        if isinstance(value, dict):
+            return dict(value)
+        parsed = json.loads(value)
+        if not isinstance(parsed, dict):
+            raise ValueError(f"model_overrides must be a mapping, got {value!r}")
+        return parsed
+
+
+def setup_logging() -> None:
+    """INFO logs on the main process, warnings elsewhere (transformers/datasets follow the same rule)."""
+    level = logging.INFO if is_main_process() else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def parse_recipe(stage_config_cls: type, argv: Sequence[str] | None = None,
+                 extra_dataclasses: Sequence[type] = ()) -> tuple:
+    """Parse ``--config FILE`` plus ``--flag value`` overrides into (RecipeArguments, stage config, ModelConfig,
+    *extra). Unknown keys in the YAML or on the command line are an error (listing nothing is silently ignored)."""
+    from trl import ModelConfig, TrlParser
+
+    use_cpu_when_no_accelerator()
+    parser = TrlParser((RecipeArguments, stage_config_cls, ModelConfig, *extra_dataclasses))
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parsed = parser.parse_args_and_config(args, fail_with_unknown_args=True)
+    except ValueError as e:  # trl's "Unknown arguments from config file", transformers' value checks
+        message = str(e)
+        if "bf16" in message:  # trl defaults bf16 to true; CPUs (and old GPUs) need it off
+            message += " (on a CPU set `bf16: false` in the YAML or pass --bf16 false)"
+        raise RecipeError([message], _config_name(args)) from None
+    return tuple(parsed)
+
+
+def use_cpu_when_no_accelerator() -> None:
+    """Several processes on a machine without GPUs: make transformers' Trainer join them into one gloo group.
+
+    ``recipes/accelerate/cpu_2proc.yaml`` starts the processes with torchrun (accelerate's ``--cpu`` launcher
+    starts only one unless MPI is set up); without this, each Trainer would think it runs alone."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def _config_name(argv: Sequence[str]) -> str:
+    argv = list(argv)
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else "command line"
+
+
+def check_recipe(recipe_args: RecipeArguments, training_args: Any, model_args: Any,
+                 needs_model: str | None = None, extra: Sequence[str] = ()) -> None:
+    """Validate what all recipes share; raise `RecipeError` listing every problem (plus `extra`)."""
+    from minimind_hf.configuration_minimind import PRESETS
+    from minimind_hf.native.common import check_data_files
+
+    p = list(extra)
+    if recipe_args.backend not in BACKENDS:
+        p.append(f"backend must be one of {', '.join(BACKENDS)}, got {recipe_args.backend!r}")
+    p += check_data_files("data", recipe_args.data)
+    p += check_data_files("eval_data", recipe_args.eval_data, required=False)
+    if not 0.0 <= recipe_args.eval_ratio < 1.0:
+        p.append(f"eval_ratio must be in [0, 1), got {recipe_args.eval_ratio}")
+    try:
+        recipe_args.overrides()
+    except (ValueError, json.JSONDecodeError) as e:
+        p.append(f"model_overrides: {e}")
+    model = model_args.model_name_or_path
+    if needs_model and not model:
+        p.append(f"model_name_or_path is required: {needs_model}")
+    if model and _looks_local(model) and not Path(model).is_dir():
+        p.append(f"model_name_or_path: no such folder {model!r}")
+    if not model and recipe_args.preset not in PRESETS:
+        p.append(f"preset: unknown {recipe_args.preset!r}; valid: {', '.join(PRESETS)}")
+    if recipe_args.tokenizer and _looks_local(recipe_args.tokenizer) and not Path(recipe_args.tokenizer).is_dir():
+        p.append(f"tokenizer: no such folder {recipe_args.tokenizer!r}")
+    if not training_args.output_dir:
+        p.append("output_dir is required")
+    if p:
+        raise RecipeError(p)
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).exists()
+
+
+def load_split(kind: str, recipe_args: RecipeArguments, seed: int) -> tuple[Any, Any]:
+    """(train, eval) `datasets.Dataset` of validated records (`minimind_hf.data.load_records`); eval may be None.
+
+    Both backends call this with the same arguments, so they see the same records and the same split."""
+    from minimind_hf.data import load_records
+    from minimind_hf.native.common import split_records
+
+    records = load_records(kind, recipe_args.data, skip_invalid=recipe_args.skip_invalid)
+    if recipe_args.max_records:
+        records = records.select(range(min(recipe_args.max_records, len(records))))
+    if recipe_args.eval_data:
+        return records, load_records(kind, recipe_args.eval_data, skip_invalid=recipe_args.skip_invalid)
+    return split_records(records, recipe_args.eval_ratio, seed)
+
+
+def load_tokenizer_for(recipe_args: RecipeArguments, model_args: Any):
+    """The tokenizer from ``tokenizer`` or else the model folder/hub name; None when neither is set."""
+    from transformers import AutoTokenizer
+
+    source = recipe_args.tokenizer or model_args.model_name_or_path
+    if source is None:
+        return None
+    return AutoTokenizer.from_pretrained(source)
+
+
+def prepare_runtime(recipe_args: RecipeArguments) -> None:
+    """Process-wide settings every recipe applies first (logging, CPU threads)."""
+    import torch
+
+    setup_logging()
+    if recipe_args.num_threads > 0:
+        torch.set_num_threads(recipe_args.num_threads)
+
+
+def build_or_load_model(recipe_args: RecipeArguments, model_args: Any, tokenizer: Any,
+                        trust_remote_code: bool = False):
+    """``model_name_or_path`` loaded with AutoModelForCausalLM (fp32 unless ``dtype`` says otherwise), or a new
+    MiniMind from ``preset`` + ``model_overrides`` sized to the tokenizer. (MiniMind folders need no
+    ``trust_remote_code`` here: importing minimind_hf registers the Auto classes.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+
+    attn = model_args.attn_implementation or "sdpa"
+    if model_args.model_name_or_path:
+        dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
+        model = AutoModelForCausalLM.from_pretrained(
+            model_args.model_name_or_path, dtype=getattr(torch, dtype), attn_implementation=attn,
+            trust_remote_code=trust_remote_code, revision=model_args.model_revision)
+        if recipe_args.overrides():
+            logger.warning("model_overrides are ignored when starting from %s", model_args.model_name_or_path)
+    else:
+        overrides = recipe_args.overrides()
+        overrides.setdefault("vocab_size", len(tokenizer))
+        config = MiniMindConfig.from_preset(recipe_args.preset, **overrides)
+        model = MiniMindForCausalLM(config)
+        model.config._attn_implementation = attn
+    if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} "
+                         "embeddings: use the tokenizer the model was trained with")
+    logger.info("model: %.2fM parameters (%s)", sum(p.numel() for p in model.parameters()) / 1e6,
+                model_args.model_name_or_path or f"new {recipe_args.preset}")
+    return model
+
+
+def dry_run(recipe_args: RecipeArguments, training_args: Any, model_args: Any) -> bool:
+    """With ``--dry_run``: print the parsed configuration as JSON and return True (the caller stops)."""
+    if not recipe_args.dry_run:
+        return False
+    import dataclasses
+
+    shown = {"recipe": dataclasses.asdict(recipe_args), "model": dataclasses.asdict(model_args),
+             "training": training_args.to_dict()}
+    print(json.dumps(shown, indent=2, default=str))
+    return True
+
+
+def run_cli(main: Any, parse_args: Any) -> None:
+    """A recipe's ``__main__``: parse, run, and turn configuration and data errors into one clear message
+    (file:line:field for bad records) and exit status 2 instead of a traceback."""
+    from minimind_hf.data import RecordError
+    from minimind_hf.native.config import ConfigError
+
+    try:
+        main(*parse_args())
+    except (RecipeError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except RecordError as e:
+        print(f"error: invalid data: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def native_weight_decay(trainer_cls: type) -> type:
+    """``trainer_cls`` with the native loop's AdamW grouping: no weight decay on embeddings either.
+
+    transformers' Trainer exempts only biases and norms, so the tied ``embed_tokens`` / ``lm_head`` matrix would
+    decay under trl and not under the native backend; with this subclass the same YAML gives the same
+    optimizer steps on both (tests/recipes/test_parity_sft.py)."""
+
+    class NativeDecayTrainer(trainer_cls):
+        def get_decay_parameter_names(self, model):
+            return [n for n in super().get_decay_parameter_names(model) if "embed" not in n]
+
+    NativeDecayTrainer.__name__ = NativeDecayTrainer.__qualname__ = trainer_cls.__name__
+    return NativeDecayTrainer
+
+
+def save_final(trainer: Any, output_dir: str) -> None:
+    """Save the trained model as a Hugging Face folder (weights, config with auto_map, code, tokenizer)."""
+    trainer.save_model(output_dir)
+    trainer.save_state()  # trainer_state.json (the log history) beside the model, even with save_strategy: no
+    if trainer.accelerator.is_main_process:
+        logger.info("saved %s (loads with AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))",
+                    output_dir)
