@@ -1,0 +1,73 @@
+"""REINFORCE Leave-One-Out (Ahmadian et al. 2024) with rule rewards, through trl's ``RLOOTrainer``.
+
+    accelerate launch recipes/rloo.py --config recipes/configs/tiny/rloo.yaml
+    accelerate launch -m minimind_hf.recipes.rloo --config ...          # after pip install
+
+A second library-backed on-policy option beside GRPO, with the same data (`load_split("rl", ...)`: ``prompt``
+messages + ``ground_truth``), the same reward keys (``rewards``, ``reward_options`` from
+`minimind_hf.recipes.grpo.RLArguments`, trl's ``reward_weights``) and the same batch semantics
+(``per_device_train_batch_size`` counts completions; ``num_generations`` completions per prompt). The
+advantage of a completion is its reward minus the mean reward of the *other* completions of its prompt
+(no std scaling unless ``normalize_advantages``); trl adds the KL to the reference as a reward penalty
+(``beta``, default 0.05).
+
+There is no native RLOO: ``backend: native`` is an error pointing to grpo.py / ppo.py, the native on-policy
+trainers (GRPO with ``scale_rewards: none`` is the closest: mean-centred group advantages).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
+from minimind_hf.recipes.grpo import RLArguments, open_thinking, reward_funcs, reward_problems, trl_prompts
+
+logger = logging.getLogger("minimind_hf.recipes")
+
+NO_NATIVE = ("backend native: there is no native RLOO trainer. Use recipes/grpo.py (closest: scale_rewards: none, "
+             "mean-centred group advantages) or recipes/ppo.py with --backend native, or keep backend: trl here")
+
+
+def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = None) -> None:
+    rl_args = rl_args or RLArguments()
+    common.prepare_runtime(recipe_args)
+    problems = reward_problems(rl_args, training_args.reward_weights)
+    if recipe_args.backend == "native":
+        problems.insert(0, NO_NATIVE)
+    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
+                        needs_model="RLOO starts from an SFT folder (e.g. the sft recipe's output_dir)")
+
+    if common.dry_run(recipe_args, training_args, model_args):
+        return
+    from trl import RLOOTrainer
+
+    if rl_args.max_prompt_length:
+        logger.warning("max_prompt_length=%d: trl 1.16's RLOOTrainer does not truncate prompts",
+                       rl_args.max_prompt_length)
+    think = open_thinking(rl_args, training_args)
+    if think:
+        training_args.chat_template_kwargs = {**(training_args.chat_template_kwargs or {}), "open_thinking": True}
+    tokenizer = common.load_tokenizer_for(recipe_args, model_args)
+    train, evaluation = common.load_split("rl", recipe_args, training_args.seed)
+    model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)
+    trainer = common.native_weight_decay(RLOOTrainer)(
+        model=model,
+        reward_funcs=reward_funcs(rl_args),
+        args=training_args,
+        train_dataset=trl_prompts(train, tokenizer, think),
+        eval_dataset=trl_prompts(evaluation, tokenizer, think) if evaluation is not None else None,
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    common.save_final(trainer, training_args.output_dir)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple:
+    """(RecipeArguments, trl RLOOConfig, trl ModelConfig, RLArguments) from ``--config FILE`` and ``--key value``."""
+    from trl import RLOOConfig
+
+    return common.parse_recipe(RLOOConfig, argv, extra_dataclasses=(RLArguments,))
+
+
+if __name__ == "__main__":
+    common.run_cli(main, parse_args)
