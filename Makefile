@@ -45,11 +45,12 @@ eval: install-dev
 
 bench: install-dev
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/sft_backends.py
 	$(PY) benchmarks/decode_throughput.py
 	$(PY) benchmarks/serve_throughput.py
 
 lint: install-dev
-	$(VENV)/bin/ruff check minimind_hf eval convert tests benchmarks
+	$(VENV)/bin/ruff check minimind_hf eval convert recipes tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,7 +5,7 @@ from a file and command-line overrides and reports **all** problems at once in o
 unknown keys (with the list of valid ones), values of the wrong type, and whatever the dataclass's own
 ``validate()`` finds (missing data files, negative learning rates...).
 
-    cfg = load_config(SFTConfig, "recipes/configs/tiny/sft.yaml", ["learning_rate=1e-4", "max_steps=20"])
+    cfg = load_config(SFTConfig, "sft.yaml", ["learning_rate=1e-4", "max_steps=20"])
 
 Override values are parsed as YAML scalars (``max_steps=20`` -> int, ``data=[a.jsonl,b.jsonl]`` -> list,
 ``resume=null`` -> None); dict fields take dotted keys: ``model_overrides.hidden_size=128``.
