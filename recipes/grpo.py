@@ -85,6 +85,8 @@ def reward_options_dict(rl_args: RLArguments) -> dict[str, dict]:
     ``name.option`` keys)."""
     import yaml
 
+    from minimind_hf.native.grpo import parse_reward_options
+
     value = rl_args.reward_options
     if value is None or value == "":
         return {}
@@ -92,16 +94,7 @@ def reward_options_dict(rl_args: RLArguments) -> dict[str, dict]:
         value = yaml.safe_load(value)
     if not isinstance(value, dict):
         raise ValueError(f"reward_options must be a mapping {{reward: {{option: value}}}}, got {value!r}")
-    out: dict[str, dict] = {}
-    for key, options in value.items():
-        if "." in key:
-            name, option = key.split(".", 1)
-            out.setdefault(name, {})[option] = options
-        elif isinstance(options, dict):
-            out.setdefault(key, {}).update(options)
-        else:
-            raise ValueError(f"reward_options.{key}: expected a mapping of options, got {options!r}")
-    return out
+    return parse_reward_options(value)
 
 
 def reward_problems(rl_args: RLArguments, reward_weights: list[float] | None = None) -> list[str]:
@@ -242,15 +235,20 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
         return
     from trl import GRPOTrainer
 
+    run_trl(GRPOTrainer, recipe_args, training_args, model_args, rl_args, think)
+
+
+def run_trl(trainer_cls: type, recipe_args, training_args, model_args, rl_args: RLArguments, think: bool) -> None:
+    """The trl side of grpo.py and rloo.py: prompts, registry rewards, ``trainer_cls`` (GRPO/RLOO), save."""
     if rl_args.max_prompt_length:
-        logger.warning("max_prompt_length=%d: trl 1.16's GRPOTrainer does not truncate prompts (native only)",
-                       rl_args.max_prompt_length)
+        logger.warning("max_prompt_length=%d: trl 1.16's %s does not truncate prompts (native only)",
+                       rl_args.max_prompt_length, trainer_cls.__name__)
     if think:
         training_args.chat_template_kwargs = {**(training_args.chat_template_kwargs or {}), "open_thinking": True}
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
     train, evaluation = common.load_split("rl", recipe_args, training_args.seed)
     model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)
-    trainer = common.native_weight_decay(GRPOTrainer)(
+    trainer = common.native_weight_decay(trainer_cls)(
         model=model,
         reward_funcs=reward_funcs(rl_args),
         args=training_args,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
-from minimind_hf.recipes.grpo import RLArguments, open_thinking, reward_funcs, reward_problems, trl_prompts
+from minimind_hf.recipes.grpo import RLArguments, open_thinking, reward_problems, run_trl
 
 logger = logging.getLogger("minimind_hf.recipes")
 
@@ -41,25 +41,7 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
         return
     from trl import RLOOTrainer
 
-    if rl_args.max_prompt_length:
-        logger.warning("max_prompt_length=%d: trl 1.16's RLOOTrainer does not truncate prompts",
-                       rl_args.max_prompt_length)
-    think = open_thinking(rl_args, training_args)
-    if think:
-        training_args.chat_template_kwargs = {**(training_args.chat_template_kwargs or {}), "open_thinking": True}
-    tokenizer = common.load_tokenizer_for(recipe_args, model_args)
-    train, evaluation = common.load_split("rl", recipe_args, training_args.seed)
-    model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)
-    trainer = common.native_weight_decay(RLOOTrainer)(
-        model=model,
-        reward_funcs=reward_funcs(rl_args),
-        args=training_args,
-        train_dataset=trl_prompts(train, tokenizer, think),
-        eval_dataset=trl_prompts(evaluation, tokenizer, think) if evaluation is not None else None,
-        processing_class=tokenizer,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    common.save_final(trainer, training_args.output_dir)
+    run_trl(RLOOTrainer, recipe_args, training_args, model_args, rl_args, open_thinking(rl_args, training_args))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

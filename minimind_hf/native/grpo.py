@@ -201,8 +201,13 @@ RewardFn = Callable[..., list[float]]
 def reward_options(cfg) -> dict[str, dict]:
     """``cfg.reward_options`` as ``{reward: {option: value}}``; accepts the nested YAML form and the flat
     ``name.option`` keys that command-line overrides (``reward_options.length.max_length=256``) produce."""
+    return parse_reward_options(cfg.reward_options)
+
+
+def parse_reward_options(mapping: dict | None) -> dict[str, dict]:
+    """``{name: {option: value}}`` or flat ``{"name.option": value}`` -> ``{name: {option: value}}``."""
     out: dict[str, dict] = {}
-    for key, value in (cfg.reward_options or {}).items():
+    for key, value in (mapping or {}).items():
         if "." in key:
             name, option = key.split(".", 1)
             out.setdefault(name, {})[option] = value
