@@ -79,12 +79,25 @@ def _read_chat_template(folder: Path) -> str | None:
     return None
 
 
+def _is_qwen2_split(pre: dict) -> bool:
+    from minimind_hf.tokenizer.train import QWEN2_SPLIT_REGEX
+
+    steps = pre.get("pretokenizers") or []
+    return (pre.get("type") == "Sequence" and len(steps) == 2 and steps[0].get("type") == "Split"
+            and (steps[0].get("pattern") or {}).get("Regex") == QWEN2_SPLIT_REGEX
+            and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")
+            and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex")
+            and not steps[1].get("add_prefix_space"))
+
+
 def detect_pre_tokenizer(tokenizer_json: dict) -> str:
     """llama.cpp pre-tokenizer name for a tokenizers.json, or a ConversionError saying what to pass."""
     normalizer = tokenizer_json.get("normalizer")
     pre = tokenizer_json.get("pre_tokenizer") or {}
     if normalizer is None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
         return "gpt-2"  # ByteLevel(use_regex=True) is exactly GPT-2's split regex
+    if normalizer is None and _is_qwen2_split(pre):
+        return "qwen2"  # train_tokenizer(split_digits=True): Qwen2's regex, one digit per piece
     raise ConversionError(
         f"the tokenizer's pre-tokenizer ({pre.get('type')}, normalizer {normalizer and normalizer.get('type')}) is not "
         "MiniMind's ByteLevel/GPT-2 one; pass pre_tokenizer= (--pre-tokenizer NAME, a name llama.cpp knows, e.g. qwen2) "

@@ -4,6 +4,11 @@ The recipe follows the original MiniMind: byte-level BPE with GPT-2's pre-tokeni
 (``add_prefix_space=False``, no normalizer), 6400 tokens by default, and 36 reserved tokens at ids
 0..35 (see :mod:`.special_tokens`). The result is a ``PreTrainedTokenizerFast`` with the chat
 template attached, ready for ``save_pretrained``.
+
+``split_digits=True`` swaps GPT-2's regex for Qwen2's, which isolates every digit (`` 68`` becomes the
+pieces `` ``, ``6``, ``8`` instead of one opaque number token): arithmetic then works on digits the model
+can combine, which is what lets a tiny model generalise to numbers it has not seen together. The regex is
+exactly Qwen2's, so a GGUF export declares llama.cpp's ``qwen2`` pre-tokenizer.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .corpus import check_files, count_records, iter_files_texts, looks_like_files
@@ -38,10 +43,20 @@ MODEL_MAX_LENGTH = 32768
 MIN_VOCAB_SIZE = NUM_RESERVED + 256
 
 
-def _build_backend() -> Tokenizer:
+# Qwen2's split regex (its tokenizer.json): one digit per piece (\p{N}), otherwise GPT-2-like.
+QWEN2_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                     r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _build_backend(split_digits: bool = False) -> Tokenizer:
     tok = Tokenizer(models.BPE())
-    # GPT-2's exact regex (use_regex=True), so a GGUF export can declare the `gpt-2` pre-tokenizer.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if split_digits:  # exactly Qwen2's pre-tokenizer, so a GGUF export can declare llama.cpp's `qwen2`
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
+        ])
+    else:  # GPT-2's exact regex (use_regex=True), so a GGUF export can declare the `gpt-2` pre-tokenizer.
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     return tok
 
@@ -105,6 +120,7 @@ def train_tokenizer(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     show_progress: bool = True,
     min_frequency: int = 0,
+    split_digits: bool = False,
 ) -> PreTrainedTokenizerFast:
     """Train a MiniMind tokenizer.
 
@@ -115,6 +131,8 @@ def train_tokenizer(
         show_progress: show the ``tokenizers`` progress bar.
         min_frequency: minimum pair frequency for a merge. 0 (the original's setting) always fills
             ``vocab_size`` when the corpus allows, so model configs can rely on it.
+        split_digits: pre-tokenize with Qwen2's regex, one digit per piece (default: the original's
+            GPT-2 regex, where a number like 2024 can become one token).
 
     Raises:
         ValueError: if ``vocab_size`` < 292 (reserved tokens + 256 bytes) or a file is missing,
@@ -133,7 +151,7 @@ def train_tokenizer(
         special_tokens=reserved_added_tokens(),  # trainer assigns ids in this order: 0..35
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    backend = _build_backend()
+    backend = _build_backend(split_digits)
     logger.info("training byte-level BPE tokenizer (vocab_size=%d) on %s texts", vocab_size, length or "?")
     backend.train_from_iterator(texts, trainer=trainer, length=length)
     got = backend.get_vocab_size()

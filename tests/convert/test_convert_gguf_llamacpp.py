@@ -194,6 +194,29 @@ def test_tokenization_matches_transformers(trained, gguf_file):
         assert llm.detokenize(theirs, special=True).decode("utf-8") == hf.decode(ours) == text
 
 
+def test_digit_splitting_tokenizer_exports_as_qwen2_and_tokenizes_like_llama_cpp(tmp_path):
+    """train_tokenizer(split_digits=True) uses Qwen2's regex: the export declares llama.cpp's `qwen2`
+    pre-tokenizer and llama.cpp then splits every text (digits one by one) exactly like transformers."""
+    from minimind_hf.data.demo_corpus import pretrain_texts
+    from minimind_hf.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(pretrain_texts(800) + TOKENIZER_TEXTS * 10, vocab_size=700, show_progress=False,
+                          split_digits=True)
+    assert [tok.decode([i]) for i in tok(" 2024", add_special_tokens=False)["input_ids"]] == [" ", "2", "0", "2", "4"]
+    src = tmp_path / "model"
+    MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok))).save_pretrained(src)
+    tok.save_pretrained(src)
+    out = to_gguf(src, tmp_path / "m.gguf", outtype="f16")
+    reader = gguf.GGUFReader(str(out))
+    field = reader.fields["tokenizer.ggml.pre"]
+    assert bytes(field.parts[field.data[0]]).decode() == "qwen2"
+    llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False)
+    for text in TOKENIZER_TEXTS:
+        ours = tok(text, add_special_tokens=False)["input_ids"]
+        theirs = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        assert theirs == ours, f"{text!r}:\n llama.cpp {theirs}\n transformers {ours}"
+
+
 # ------------------------------------------------------------------------------------------ chat template
 
 CONVERSATIONS = {

@@ -217,3 +217,18 @@ def test_generator_input(corpus):
     tok = train_tokenizer((line for line in corpus[:50]), vocab_size=350, show_progress=False)
     assert len(tok) == 350
     assert tok.convert_tokens_to_ids("<think>") == 25
+
+
+def test_split_digits_uses_qwen2_regex_and_keeps_everything_else(corpus):
+    """split_digits=True: one piece per digit (Qwen2's pre-tokenizer regex), the same reserved tokens, chat
+    template and lossless round trips; the default stays the original's GPT-2 regex."""
+    tok = train_tokenizer(corpus, vocab_size=600, show_progress=False, split_digits=True)
+    _assert_minimind_tokenizer(tok)
+    state = json.loads(tok.backend_tokenizer.to_str())
+    split, byte_level = state["pre_tokenizer"]["pretokenizers"]
+    assert split["pattern"]["Regex"] == train_module.QWEN2_SPLIT_REGEX and byte_level["use_regex"] is False
+    pieces = [tok.decode([i]) for i in tok("答案是 2024。", add_special_tokens=False)["input_ids"]]
+    assert [p for p in pieces if p.strip().isdigit()] == ["2", "0", "2", "4"]
+    for text in ROUND_TRIP:
+        assert tok.decode(tok(text)["input_ids"]) == text
+    assert tok.chat_template == chat_template()
