@@ -38,13 +38,16 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", default=[], metavar="FILE",
                    help="pretrain jsonl files ({'text': ...}) instead of the built-in pretrain text "
                         "(SFT and GRPO still use the built-in conversations and prompts)")
-    p.add_argument("--preset", default=None, help="model preset, e.g. for a GPU (default: a 1.6M-parameter CPU model)")
+    p.add_argument("--preset", default=None, help="model preset, e.g. for a GPU (default: a 1.1M-parameter CPU model)")
     p.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    p.add_argument("--split-digits", action=argparse.BooleanOptionalAction, default=d.split_digits,
+                   help="tokenize numbers digit by digit (Qwen2's pre-tokenizer; default on) or, with "
+                        "--no-split-digits, the original's GPT-2 way (whole numbers as tokens)")
     p.add_argument("--seq-len", type=int, default=d.seq_len)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="pretrain / SFT rows per step")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="pretraining steps")
     p.add_argument("--lr", type=float, default=d.learning_rate, help="pretraining learning rate")
-    p.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default max-steps / 2; 0 = skip)")
+    p.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default 2/3 of max-steps; 0 = skip)")
     p.add_argument("--sft-lr", type=float, default=d.sft_learning_rate)
     p.add_argument("--sft-conversations", type=int, default=d.sft_conversations)
     p.add_argument("--pretrain-docs", type=int, default=d.pretrain_docs,
@@ -74,6 +77,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
             return 2
     settings = QuickstartSettings(
         out_dir=Path(args.out), data=args.data, preset=args.preset, vocab_size=args.vocab_size,
+        split_digits=args.split_digits,
         seq_len=args.seq_len, batch_size=args.batch_size, max_steps=args.max_steps, learning_rate=args.lr,
         sft_steps=args.sft_steps, sft_learning_rate=args.sft_lr, sft_conversations=args.sft_conversations,
         pretrain_docs=args.pretrain_docs, grpo_steps=args.grpo_steps, grpo_prompts=args.grpo_prompts,

@@ -38,7 +38,8 @@ from .tokenizer import train_tokenizer
 
 logger = logging.getLogger(__name__)
 
-# A model that learns the generated corpus in a few CPU minutes: 4 layers, hidden 128, ~1.6M parameters (vocab 6400).
+# A model that learns the generated corpus in a few CPU minutes: 4 layers, hidden 128, ~1.1M parameters (the built-in
+# corpus fills ~2,250 of the 6,400 vocabulary slots, so the embedding stays small).
 QUICKSTART_MODEL = dict(
     hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
     intermediate_size=384,
@@ -51,19 +52,20 @@ class QuickstartSettings:
     data: list[str] = field(default_factory=list)  # pretrain jsonl files; empty = built-in corpus
     preset: str | None = None  # None = QUICKSTART_MODEL on top of "tiny"
     vocab_size: int = 6400
+    split_digits: bool = True  # one token per digit (Qwen2's pre-tokenizer): arithmetic the model can generalise
     seq_len: int = 256
     batch_size: int = 16
-    max_steps: int = 300  # pretraining optimizer steps
+    max_steps: int = 600  # pretraining optimizer steps (300 gave 4% held-out accuracy after SFT, 600 gives ~44%)
     learning_rate: float = 3e-3
-    sft_steps: int | None = None  # None = max_steps // 2; 0 = skip SFT
+    sft_steps: int | None = None  # None = 2/3 of max_steps; 0 = skip SFT
     sft_learning_rate: float = 1e-3
     sft_conversations: int = 3000
     pretrain_docs: int = 12_000
     # GRPO on the corpus's rl.jsonl with the accuracy reward
-    grpo_steps: int = 40  # optimizer steps; 0 = skip GRPO
+    grpo_steps: int = 60  # optimizer steps; 0 = skip GRPO
     grpo_prompts: int = 4  # prompts per step (each sampled grpo_group times)
     grpo_group: int = 8  # G, samples per prompt
-    grpo_learning_rate: float = 5e-5  # 1e-4 drifted down (reward 0.07 -> 0.02 over 40 steps) on the default run
+    grpo_learning_rate: float = 3e-5  # measured on the 44% SFT model: 2e-4 fell to 20%, 1e-4 to 31%, 5e-5 to 41-43%
     grpo_beta: float = 0.0  # k3 KL coefficient (0 = no reference model)
     grpo_temperature: float = 1.0
     max_new_tokens: int = 96  # completion budget of GRPO samples and of the held-out evaluation
@@ -150,7 +152,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     lap("corpus")
 
     # 2. tokenizer
-    tokenizer = train_tokenizer(texts["text"], vocab_size=settings.vocab_size)
+    tokenizer = train_tokenizer(texts["text"], vocab_size=settings.vocab_size, split_digits=settings.split_digits)
     tokenizer.save_pretrained(out / "tokenizer")
     summary["vocab_size"] = len(tokenizer)
     summary["corpus_documents"] = len(texts)
@@ -175,7 +177,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     common["model_overrides"] = {}
 
     # 4. native SFT: the model learns to answer in chat form (loss on assistant tokens only, packed rows)
-    sft_steps = settings.max_steps // 2 if settings.sft_steps is None else settings.sft_steps
+    sft_steps = settings.max_steps * 2 // 3 if settings.sft_steps is None else settings.sft_steps
     if sft_steps > 0:
         sft_cfg = load_config(SFTConfig, None, dict(
             common, model=str(model_dir), data=[str(paths["sft"])], output_dir=str(out / "sft"),
