@@ -35,6 +35,7 @@ from pathlib import Path
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
 from minimind_hf.recipes.native_bridge import run_native
+from minimind_hf.recipes.sft import SFT_MAPPED, native_sft_keys, sft_trainer
 
 logger = logging.getLogger("minimind_hf.recipes")
 
@@ -150,35 +151,19 @@ def main(recipe_args, training_args, model_args, lora_args=None) -> None:
                         needs_model="LoRA adapts a trained model (e.g. the SFT recipe's output_dir)")
     if recipe_args.backend == "native":
         run_native("lora", recipe_args, training_args, model_args, {
-            "max_length": training_args.max_length,
-            "packing": training_args.packing,
-            "max_conversations": recipe_args.max_records,
-            "num_proc": training_args.dataset_num_proc or 0,
+            **native_sft_keys(recipe_args, training_args),
             "lora_rank": model_args.lora_r,
             "lora_alpha": float(model_args.lora_alpha),
             "lora_dropout": model_args.lora_dropout,
             "lora_target_modules": target_modules(model_args),
-        }, stage_mapped={"max_length", "packing", "packing_strategy", "assistant_only_loss", "dataset_num_proc"})
+        }, stage_mapped=SFT_MAPPED)
         if common.is_main_process() and not recipe_args.dry_run:
             relayout_native(training_args.output_dir, model_args.model_name_or_path, lora_args.merge)
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
         return
-    from minimind_hf.recipes.sft import sft_messages
-    from trl import SFTTrainer
-
-    tokenizer = common.load_tokenizer_for(recipe_args, model_args)
-    train, evaluation = common.load_split("sft", recipe_args, training_args.seed)
-    model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)
-    trainer = common.native_weight_decay(SFTTrainer)(
-        model=model,
-        args=training_args,
-        train_dataset=sft_messages(train),
-        eval_dataset=sft_messages(evaluation) if evaluation is not None else None,
-        processing_class=tokenizer,
-        peft_config=peft_config(model_args),
-    )
+    trainer, tokenizer = sft_trainer(recipe_args, training_args, model_args, peft_config=peft_config(model_args))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     common.save_final(trainer, training_args.output_dir)  # a PeftModel saves the adapter only
     if lora_args.merge and trainer.accelerator.is_main_process:

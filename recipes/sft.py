@@ -23,24 +23,19 @@ def sft_messages(records):
     return records.rename_column("conversations", "messages")
 
 
-def main(recipe_args, training_args, model_args) -> None:
-    common.prepare_runtime(recipe_args)
-    problems = []
-    if not training_args.assistant_only_loss:
-        problems.append("assistant_only_loss: false trains on prompts too; MiniMind SFT recipes keep it true")
-    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
-                        needs_model="SFT starts from a pretrained folder (e.g. the pretrain recipe's output_dir)")
-    if recipe_args.backend == "native":
-        run_native("sft", recipe_args, training_args, model_args, {
-            "max_length": training_args.max_length,
-            "packing": training_args.packing,
-            "max_conversations": recipe_args.max_records,
-            "num_proc": training_args.dataset_num_proc or 0,
-        }, stage_mapped={"max_length", "packing", "packing_strategy", "assistant_only_loss", "dataset_num_proc"})
-        return
+# trl keys the native SFT translation consumes (so they are not reported as unused)
+SFT_MAPPED = frozenset({"max_length", "packing", "packing_strategy", "assistant_only_loss", "dataset_num_proc"})
 
-    if common.dry_run(recipe_args, training_args, model_args):
-        return
+
+def native_sft_keys(recipe_args, training_args) -> dict:
+    """The native SFT stage's own keys (LoRA adds its adapter keys to these)."""
+    return {"max_length": training_args.max_length, "packing": training_args.packing,
+            "max_conversations": recipe_args.max_records, "num_proc": training_args.dataset_num_proc or 0}
+
+
+def sft_trainer(recipe_args, training_args, model_args, **trainer_kwargs):
+    """(trl SFTTrainer with the native weight-decay grouping, tokenizer) on the recipe's data and model;
+    ``trainer_kwargs`` go to SFTTrainer (LoRA passes ``peft_config``)."""
     from trl import SFTTrainer
 
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
@@ -52,7 +47,26 @@ def main(recipe_args, training_args, model_args) -> None:
         train_dataset=sft_messages(train),
         eval_dataset=sft_messages(evaluation) if evaluation is not None else None,
         processing_class=tokenizer,
+        **trainer_kwargs,
     )
+    return trainer, tokenizer
+
+
+def main(recipe_args, training_args, model_args) -> None:
+    common.prepare_runtime(recipe_args)
+    problems = []
+    if not training_args.assistant_only_loss:
+        problems.append("assistant_only_loss: false trains on prompts too; MiniMind SFT recipes keep it true")
+    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
+                        needs_model="SFT starts from a pretrained folder (e.g. the pretrain recipe's output_dir)")
+    if recipe_args.backend == "native":
+        run_native("sft", recipe_args, training_args, model_args, native_sft_keys(recipe_args, training_args),
+                   stage_mapped=SFT_MAPPED)
+        return
+
+    if common.dry_run(recipe_args, training_args, model_args):
+        return
+    trainer, _ = sft_trainer(recipe_args, training_args, model_args)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     common.save_final(trainer, training_args.output_dir)
 
