@@ -17,12 +17,8 @@ trainers (GRPO with ``scale_rewards: none`` is the closest: mean-centred group a
 
 from __future__ import annotations
 
-import logging
-
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
 from minimind_hf.recipes.grpo import RLArguments, open_thinking, reward_problems, run_trl
-
-logger = logging.getLogger("minimind_hf.recipes")
 
 NO_NATIVE = ("backend native: there is no native RLOO trainer. Use recipes/grpo.py (closest: scale_rewards: none, "
              "mean-centred group advantages) or recipes/ppo.py with --backend native, or keep backend: trl here")

@@ -19,6 +19,7 @@ count it like any other invalid record. Blank lines are skipped.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -98,7 +99,9 @@ def demo_source(spec: str) -> Path:
                          f"{', '.join(DEFAULT_SIZES)} and N a row count")
     n = int(count) if count else DEFAULT_SIZES[part]
     cache = Path(os.environ.get("MINIMIND_HF_CACHE", Path.home() / ".cache" / "minimind_hf")).expanduser()
-    target = cache / "demo" / f"{part}-{n}.jsonl"
+    # keyed by the generator's source, so editing demo_corpus.py never serves a stale file
+    generator = hashlib.sha256((Path(__file__).parent / "demo_corpus.py").read_bytes()).hexdigest()[:12]
+    target = cache / "demo" / generator / f"{part}-{n}.jsonl"
     if not target.is_file():
         import tempfile
 

@@ -237,8 +237,7 @@ def test_demo_source_generates_once_and_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMIND_HF_CACHE", str(tmp_path))
     ds = load_records("dpo", "demo:dpo:20")
     assert len(ds) == 20 and set(ds.column_names) >= {"prompt", "chosen", "rejected"}
-    cached = tmp_path / "demo" / "dpo-20.jsonl"
-    assert cached.is_file()
+    (cached,) = (tmp_path / "demo").glob("*/dpo-20.jsonl")  # demo/<generator hash>/dpo-20.jsonl
     mtime = cached.stat().st_mtime_ns
     assert len(load_records("rl", "demo:rl:7")) == 7 and len(load_records("dpo", "demo:dpo:20")) == 20
     assert cached.stat().st_mtime_ns == mtime  # reused, not regenerated
