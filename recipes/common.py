@@ -213,9 +213,8 @@ def build_or_load_model(recipe_args: RecipeArguments, model_args: Any, tokenizer
     else:
         overrides = recipe_args.overrides()
         overrides.setdefault("vocab_size", len(tokenizer))
-        config = MiniMindConfig.from_preset(recipe_args.preset, **overrides)
-        model = MiniMindForCausalLM(config)
-        model.config._attn_implementation = attn
+        overrides.setdefault("attn_implementation", attn)
+        model = MiniMindForCausalLM(MiniMindConfig.from_preset(recipe_args.preset, **overrides))
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} "
                          "embeddings: use the tokenizer the model was trained with")
