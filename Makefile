@@ -49,8 +49,10 @@ bench: install-dev
 	$(PY) benchmarks/decode_throughput.py
 	$(PY) benchmarks/serve_throughput.py
 
+LINT_PATHS := minimind_hf eval convert recipes tests benchmarks
 lint: install-dev
-	$(VENV)/bin/ruff check minimind_hf eval convert recipes tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -37,7 +37,9 @@ def _tokenizer(model_dir: str | None, vocab_size: int):
     from minimind_hf.tokenizer import train_tokenizer
 
     # The generated demo corpus supports ~2.4k merges; the GGUF pads the vocabulary up to the model's size.
-    return train_tokenizer(pretrain_texts(4000, seed=0), vocab_size=min(vocab_size, 2048), show_progress=False)
+    return train_tokenizer(
+        pretrain_texts(4000, seed=0), vocab_size=min(vocab_size, 2048), show_progress=False
+    )
 
 
 def _timed_generate(model, ids: torch.Tensor, new_tokens: int) -> float:
@@ -95,7 +97,9 @@ class LlamaCppGreedy:
 
     def _argmax(self, i: int) -> int:
         ptr = self.L.llama_get_logits_ith(self.ctx, i)
-        return int(np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), (self.n_vocab,)).argmax())
+        return int(
+            np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), (self.n_vocab,)).argmax()
+        )
 
     def generate(self, prompt: list[int], new_tokens: int) -> list[list[int]]:
         self.L.llama_memory_clear(self.L.llama_get_memory(self.ctx), True)
@@ -119,7 +123,9 @@ class LlamaCppGreedy:
         self.L.llama_model_free(self.model)
 
 
-def _llama_rate(path: Path, prompt: list[int], batch: int, new_tokens: int, threads: int) -> tuple[float, list[int]]:
+def _llama_rate(
+    path: Path, prompt: list[int], batch: int, new_tokens: int, threads: int
+) -> tuple[float, list[int]]:
     engine = LlamaCppGreedy(path, batch, len(prompt) + new_tokens + 8, threads)
     try:
         engine.generate(prompt, 4)  # warm-up
@@ -134,7 +140,9 @@ def _llama_rate(path: Path, prompt: list[int], batch: int, new_tokens: int, thre
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="minimind3")
-    parser.add_argument("--model", default=None, help="a MiniMind folder (default: random weights of --preset)")
+    parser.add_argument(
+        "--model", default=None, help="a MiniMind folder (default: random weights of --preset)"
+    )
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -163,16 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     qwen = AutoModelForCausalLM.from_pretrained(to_qwen3(src, work / "qwen3"), dtype=torch.float32).eval()
     prompt = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
     n_params = sum(p.numel() for p in ours.parameters())
-    print(f"model: {args.model or args.preset} ({n_params / 1e6:.1f}M params, {type(qwen).__name__} reference), "
-          f"prompt {len(prompt)} tokens, {args.new_tokens} new tokens, {args.threads} threads")
+    print(
+        f"model: {args.model or args.preset} ({n_params / 1e6:.1f}M params, {type(qwen).__name__} reference), "
+        f"prompt {len(prompt)} tokens, {args.new_tokens} new tokens, {args.threads} threads"
+    )
 
     results: dict[str, float] = {}
     for b in args.batches:
         ids = torch.tensor([prompt] * b)
         results[f"minimind_b{b}"] = _timed_generate(ours, ids, args.new_tokens)
         results[f"qwen3_b{b}"] = _timed_generate(qwen, ids, args.new_tokens)
-        print(f"batch {b}: minimind {results[f'minimind_b{b}']:.1f} tok/s, "
-              f"transformers {type(qwen).__name__} {results[f'qwen3_b{b}']:.1f} tok/s")
+        print(
+            f"batch {b}: minimind {results[f'minimind_b{b}']:.1f} tok/s, "
+            f"transformers {type(qwen).__name__} {results[f'qwen3_b{b}']:.1f} tok/s"
+        )
 
     llama_note = None
     if not args.no_llama_cpp:
@@ -182,16 +194,22 @@ def main(argv: list[str] | None = None) -> int:
             llama_note = "llama_cpp not installed"
         else:
             with torch.no_grad():
-                ref_tokens = ours.generate(torch.tensor([prompt]), max_new_tokens=args.new_tokens,
-                                           min_new_tokens=args.new_tokens, do_sample=False)[0, len(prompt):].tolist()
+                ref_tokens = ours.generate(
+                    torch.tensor([prompt]),
+                    max_new_tokens=args.new_tokens,
+                    min_new_tokens=args.new_tokens,
+                    do_sample=False,
+                )[0, len(prompt) :].tolist()
             for outtype in ("f16", "q8_0"):
                 path = to_gguf(src, work / f"model-{outtype}.gguf", outtype=outtype)
                 for b in args.batches:
                     rate, first = _llama_rate(path, prompt, b, args.new_tokens, args.threads)
                     results[f"llamacpp_{outtype}_b{b}"] = rate
                     same = sum(x == y for x, y in zip(first, ref_tokens, strict=True))
-                    print(f"batch {b}: llama.cpp {outtype} {rate:.1f} tok/s "
-                          f"({same}/{args.new_tokens} greedy tokens equal to transformers)")
+                    print(
+                        f"batch {b}: llama.cpp {outtype} {rate:.1f} tok/s "
+                        f"({same}/{args.new_tokens} greedy tokens equal to transformers)"
+                    )
 
     ratios = {}
     for b in args.batches:
@@ -203,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
     summary = {
-        "benchmark": "decode_throughput", "model": args.model or args.preset, "params": n_params,
-        "prompt_tokens": len(prompt), "new_tokens": args.new_tokens, "threads": args.threads,
+        "benchmark": "decode_throughput",
+        "model": args.model or args.preset,
+        "params": n_params,
+        "prompt_tokens": len(prompt),
+        "new_tokens": args.new_tokens,
+        "threads": args.threads,
         "tokens_per_s": {k: round(v, 2) for k, v in results.items()},
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "goal_minimind_vs_qwen3": ">= 1.0",

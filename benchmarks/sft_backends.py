@@ -53,7 +53,9 @@ def new_model(preset: str, vocab_size: int, seed: int):
     from minimind_hf.modeling_minimind import MiniMindForCausalLM
 
     torch.manual_seed(seed)
-    return MiniMindForCausalLM(MiniMindConfig.from_preset(preset, vocab_size=vocab_size, attn_implementation="sdpa"))
+    return MiniMindForCausalLM(
+        MiniMindConfig.from_preset(preset, vocab_size=vocab_size, attn_implementation="sdpa")
+    )
 
 
 def run_trl(records, tok, args, out: Path) -> dict:
@@ -79,22 +81,50 @@ def run_trl(records, tok, args, out: Path) -> dict:
 
     total = args.warmup + args.steps
     cfg = SFTConfig(
-        output_dir=str(out), max_length=args.max_length, packing=True, packing_strategy="bfd",
-        assistant_only_loss=True, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-        learning_rate=1e-5, lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
-        weight_decay=0.01, adam_beta2=0.95, max_grad_norm=1.0, max_steps=total, logging_steps=1,
-        save_strategy="no", report_to=[], use_cpu=True, bf16=False, seed=args.seed, disable_tqdm=True,
+        output_dir=str(out),
+        max_length=args.max_length,
+        packing=True,
+        packing_strategy="bfd",
+        assistant_only_loss=True,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-5,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        weight_decay=0.01,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        max_steps=total,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        seed=args.seed,
+        disable_tqdm=True,
         dataloader_num_workers=0,
     )
     model = new_model(args.preset, len(tok), args.seed)
-    trainer = Counting(model=model, args=cfg, train_dataset=records.rename_column("conversations", "messages"),
-                       processing_class=tok, callbacks=[Clock()])
-    fill = sum(sum(r["seq_lengths"]) for r in trainer.train_dataset) / (len(trainer.train_dataset) * args.max_length)
+    trainer = Counting(
+        model=model,
+        args=cfg,
+        train_dataset=records.rename_column("conversations", "messages"),
+        processing_class=tok,
+        callbacks=[Clock()],
+    )
+    fill = sum(sum(r["seq_lengths"]) for r in trainer.train_dataset) / (
+        len(trainer.train_dataset) * args.max_length
+    )
     trainer.train()
     seconds = marks[total] - marks[args.warmup]
     useful = sum(counts[s] for s in range(args.warmup + 1, total + 1))
-    return {"useful_tok_s": useful / seconds, "seconds": seconds, "useful_tokens": useful, "row_fill": fill,
-            "rows": len(trainer.train_dataset)}
+    return {
+        "useful_tok_s": useful / seconds,
+        "seconds": seconds,
+        "useful_tokens": useful,
+        "row_fill": fill,
+        "rows": len(trainer.train_dataset),
+    }
 
 
 def run_native(records, tok, args, out: Path) -> dict:
@@ -106,11 +136,29 @@ def run_native(records, tok, args, out: Path) -> dict:
     from minimind_hf.native.sft import SFT, SFTConfig
 
     total = args.warmup + args.steps
-    cfg = SFTConfig(data=[], output_dir=str(out), max_length=args.max_length, packing=True,
-                    batch_size=args.batch_size, grad_accum_steps=1, learning_rate=1e-5, min_lr_ratio=0.1,
-                    weight_decay=0.01, adam_beta2=0.95, max_grad_norm=1.0, max_steps=total, seed=args.seed,
-                    mixed_precision="no", report_to=["none"], progress=False, resume="never", log_every=1)
-    rows = pack_sequences(tokenize_conversations(records, tok, args.max_length), args.max_length, tok.pad_token_id)
+    cfg = SFTConfig(
+        data=[],
+        output_dir=str(out),
+        max_length=args.max_length,
+        packing=True,
+        batch_size=args.batch_size,
+        grad_accum_steps=1,
+        learning_rate=1e-5,
+        min_lr_ratio=0.1,
+        weight_decay=0.01,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        max_steps=total,
+        seed=args.seed,
+        mixed_precision="no",
+        report_to=["none"],
+        progress=False,
+        resume="never",
+        log_every=1,
+    )
+    rows = pack_sequences(
+        tokenize_conversations(records, tok, args.max_length), args.max_length, tok.pad_token_id
+    )
     model = new_model(args.preset, len(tok), args.seed)
     algo = SFT(cfg, model, tok, rows, collate_fn=partial(collate_rows, pad_token_id=tok.pad_token_id))
     train(cfg, algo)
@@ -121,17 +169,28 @@ def run_native(records, tok, args, out: Path) -> dict:
     seconds = sum((seen[i + 1] - seen[i]) / log[i]["tokens_per_sec"] for i in timed)
     useful = sum(log[i]["items"] for i in timed)
     fill = float(np.mean(rows.input_ids != tok.pad_token_id))
-    return {"useful_tok_s": useful / seconds, "seconds": seconds, "useful_tokens": useful, "row_fill": fill,
-            "rows": len(rows)}
+    return {
+        "useful_tok_s": useful / seconds,
+        "seconds": seconds,
+        "useful_tokens": useful,
+        "row_fill": fill,
+        "rows": len(rows),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_data(), help="SFT file/folder or demo:sft:N (default: the shared "
-                    "sft_mix.jsonl if present, else demo:sft:3000)")
+    ap.add_argument(
+        "--data",
+        default=default_data(),
+        help="SFT file/folder or demo:sft:N (default: the shared "
+        "sft_mix.jsonl if present, else demo:sft:3000)",
+    )
     ap.add_argument("--preset", default="minimind3", help="MiniMindConfig preset (tiny for a quick run)")
     ap.add_argument("--max-length", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=2, help="packed rows per optimizer step (both backends)")
+    ap.add_argument(
+        "--batch-size", type=int, default=2, help="packed rows per optimizer step (both backends)"
+    )
     ap.add_argument("--steps", type=int, default=4, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
     ap.add_argument("--records", type=int, default=1500, help="conversations read from --data")
@@ -178,27 +237,46 @@ def main(argv: list[str] | None = None) -> dict:
     trl, nat = results["trl"], results["native"]
     ratio = nat["useful_tok_s"] / trl["useful_tok_s"]
     result = {
-        "preset": args.preset, "params_m": round(n_params / 1e6, 2), "non_embedding_params_m": round(non_embed / 1e6, 2),
-        "data": str(args.data), "records": len(records), "max_length": args.max_length, "batch_rows": args.batch_size,
-        "timed_steps": args.steps, "warmup_steps": args.warmup, "threads": torch.get_num_threads(),
-        "order": args.order, "matmul_peak_gflops": round(peak / 1e9, 1),
-        "trl_useful_tok_s": round(trl["useful_tok_s"], 1), "native_useful_tok_s": round(nat["useful_tok_s"], 1),
+        "preset": args.preset,
+        "params_m": round(n_params / 1e6, 2),
+        "non_embedding_params_m": round(non_embed / 1e6, 2),
+        "data": str(args.data),
+        "records": len(records),
+        "max_length": args.max_length,
+        "batch_rows": args.batch_size,
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "threads": torch.get_num_threads(),
+        "order": args.order,
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "trl_useful_tok_s": round(trl["useful_tok_s"], 1),
+        "native_useful_tok_s": round(nat["useful_tok_s"], 1),
         "native_over_trl": round(ratio, 3),
-        "trl_row_fill": round(trl["row_fill"], 3), "native_row_fill": round(nat["row_fill"], 3),
-        "trl_rows": trl["rows"], "native_rows": nat["rows"],
-        "trl_timed_seconds": round(trl["seconds"], 2), "native_timed_seconds": round(nat["seconds"], 2),
-        "trl_useful_tokens": trl["useful_tokens"], "native_useful_tokens": nat["useful_tokens"],
+        "trl_row_fill": round(trl["row_fill"], 3),
+        "native_row_fill": round(nat["row_fill"], 3),
+        "trl_rows": trl["rows"],
+        "native_rows": nat["rows"],
+        "trl_timed_seconds": round(trl["seconds"], 2),
+        "native_timed_seconds": round(nat["seconds"], 2),
+        "trl_useful_tokens": trl["useful_tokens"],
+        "native_useful_tokens": nat["useful_tokens"],
         "mfu_trl": round(6 * non_embed * trl["useful_tok_s"] / peak, 4),
         "mfu_native": round(6 * non_embed * nat["useful_tok_s"] / peak, 4),
         "seconds": round(time.time() - t0, 1),
     }
-    print(f"{args.preset}: {n_params / 1e6:.1f}M params, fp32 CPU, {torch.get_num_threads()} threads, "
-          f"{len(records)} conversations, max_length {args.max_length}, {args.batch_size} packed rows/step, "
-          f"{args.steps} timed steps after {args.warmup} warm-up")
-    print(f"trl    (SFTTrainer, bfd + padding-free): {trl['useful_tok_s']:8.1f} useful tok/s "
-          f"({trl['useful_tokens']} label tokens in {trl['seconds']:.1f}s; {trl['rows']} rows, fill {trl['row_fill']:.0%})")
-    print(f"native (packed rows, no mask)          : {nat['useful_tok_s']:8.1f} useful tok/s "
-          f"({nat['useful_tokens']} label tokens in {nat['seconds']:.1f}s; {nat['rows']} rows, fill {nat['row_fill']:.0%})")
+    print(
+        f"{args.preset}: {n_params / 1e6:.1f}M params, fp32 CPU, {torch.get_num_threads()} threads, "
+        f"{len(records)} conversations, max_length {args.max_length}, {args.batch_size} packed rows/step, "
+        f"{args.steps} timed steps after {args.warmup} warm-up"
+    )
+    print(
+        f"trl    (SFTTrainer, bfd + padding-free): {trl['useful_tok_s']:8.1f} useful tok/s "
+        f"({trl['useful_tokens']} label tokens in {trl['seconds']:.1f}s; {trl['rows']} rows, fill {trl['row_fill']:.0%})"
+    )
+    print(
+        f"native (packed rows, no mask)          : {nat['useful_tok_s']:8.1f} useful tok/s "
+        f"({nat['useful_tokens']} label tokens in {nat['seconds']:.1f}s; {nat['rows']} rows, fill {nat['row_fill']:.0%})"
+    )
     print(f"native / trl = {ratio:.2f}x  (MFU {result['mfu_native']:.1%} vs {result['mfu_trl']:.1%})")
     print(json.dumps(result))
     sys.stdout.flush()

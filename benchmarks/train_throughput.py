@@ -57,6 +57,7 @@ def compare(model, optimizer, ours: list[dict], base: list[dict], steps: int) ->
 
     One warm-up step each, then the timed steps alternate ours/baseline, so that load from other
     processes on a shared machine hits both alike."""
+
     def one(batch, attn) -> tuple[float, int]:
         model.set_attn_implementation(attn)
         t = time.perf_counter()
@@ -96,9 +97,9 @@ def padded_batch(rows: list[tuple[list[int], list[int]]], length: int, pad: int)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     for i, (x, y) in enumerate(rows):
         x, y = x[:length], y[:length]
-        ids[i, :len(x)] = torch.tensor(x)
-        labels[i, :len(y)] = torch.tensor(y)
-        mask[i, :len(x)] = 1
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
@@ -153,16 +154,23 @@ def main(argv: list[str] | None = None) -> dict:
     enc = tokenize_conversations(sft, tok, max_length=L)
     packed = pack_sequences(enc, L, pad)
     ours_rows = rng.sample(range(len(packed)), n_batches * bs)
-    ours = [packed_batch(packed, ours_rows[i * bs:(i + 1) * bs]) for i in range(n_batches)]
+    ours = [packed_batch(packed, ours_rows[i * bs : (i + 1) * bs]) for i in range(n_batches)]
     full = [encode_conversation(tok, c, t) for c, t in zip(sft["conversations"], sft["tools"], strict=False)]
     base_rows = rng.sample(range(len(full)), n_batches * bs)
-    base = [padded_batch([(full[j]["input_ids"], full[j]["labels"]) for j in base_rows[i * bs:(i + 1) * bs]], L, pad)
-            for i in range(n_batches)]
+    base = [
+        padded_batch(
+            [(full[j]["input_ids"], full[j]["labels"]) for j in base_rows[i * bs : (i + 1) * bs]], L, pad
+        )
+        for i in range(n_batches)
+    ]
     sft_t = compare(model, optimizer, ours, base, args.steps)
     sft_ours, sft_base = sft_t["ours"]["useful_tok_s"], sft_t["base"]["useful_tok_s"]
-    sft_ours_exp = expected_rate(sft_t["ours"], float(np.mean([label_count(packed[i]["labels"])
-                                                               for i in range(len(packed))])), bs)
-    sft_base_exp = expected_rate(sft_t["base"], float(np.mean([label_count(f["labels"][:L]) for f in full])), bs)
+    sft_ours_exp = expected_rate(
+        sft_t["ours"], float(np.mean([label_count(packed[i]["labels"]) for i in range(len(packed))])), bs
+    )
+    sft_base_exp = expected_rate(
+        sft_t["base"], float(np.mean([label_count(f["labels"][:L]) for f in full])), bs
+    )
     peak = max(peak, matmul_peak())
     sft_fill_ours = float(np.mean(packed.input_ids != pad)) if pad is not None else None
     sft_fill_base = float(np.mean([min(len(f["input_ids"]), L) / L for f in full]))
@@ -173,15 +181,20 @@ def main(argv: list[str] | None = None) -> dict:
     corpus_tokens = sum(len(d) + 2 for d in ids)  # bos + text + eos, the original's document
     packed_pre = pack_token_ids(ids, S, eos)
     ours_rows = rng.sample(range(len(packed_pre)), n_batches * bs)
-    ours = [packed_batch(packed_pre, ours_rows[i * bs:(i + 1) * bs]) for i in range(n_batches)]
+    ours = [packed_batch(packed_pre, ours_rows[i * bs : (i + 1) * bs]) for i in range(n_batches)]
     docs = [[bos] + d + [eos] for d in ids]
     base_rows = rng.sample(range(len(docs)), n_batches * bs)
-    base = [padded_batch([(docs[j], docs[j]) for j in base_rows[i * bs:(i + 1) * bs]], S, pad)
-            for i in range(n_batches)]
+    base = [
+        padded_batch([(docs[j], docs[j]) for j in base_rows[i * bs : (i + 1) * bs]], S, pad)
+        for i in range(n_batches)
+    ]
     pre_t = compare(model, optimizer, ours, base, args.steps)
     pre_ours, pre_base = pre_t["ours"]["useful_tok_s"], pre_t["base"]["useful_tok_s"]
-    pre_ours_exp = expected_rate(pre_t["ours"], float(np.mean([label_count(packed_pre[i]["labels"])
-                                                               for i in range(len(packed_pre))])), bs)
+    pre_ours_exp = expected_rate(
+        pre_t["ours"],
+        float(np.mean([label_count(packed_pre[i]["labels"]) for i in range(len(packed_pre))])),
+        bs,
+    )
     pre_base_exp = expected_rate(pre_t["base"], float(np.mean([min(len(d), S) - 1 for d in docs])), bs)
     peak = max(peak, matmul_peak())
     share_ours = (sum(len(d) + 1 for d in ids)) / sum(len(d) + 1 for d in ids)  # every token is in some row
@@ -189,17 +202,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
-        "preset": args.preset, "params_m": round(n_params / 1e6, 2), "non_embedding_params_m": round(non_embed / 1e6, 2),
-        "threads": torch.get_num_threads(), "batch_rows": bs, "timed_steps": args.steps,
+        "preset": args.preset,
+        "params_m": round(n_params / 1e6, 2),
+        "non_embedding_params_m": round(non_embed / 1e6, 2),
+        "threads": torch.get_num_threads(),
+        "batch_rows": bs,
+        "timed_steps": args.steps,
         "matmul_peak_gflops": round(peak / 1e9, 1),
-        "sft_useful_tok_s_ours": round(sft_ours, 1), "sft_useful_tok_s_baseline": round(sft_base, 1),
+        "sft_useful_tok_s_ours": round(sft_ours, 1),
+        "sft_useful_tok_s_baseline": round(sft_base, 1),
         "sft_speedup": round(sft_ours / sft_base, 2),
         "sft_useful_tok_s_ours_expected": round(sft_ours_exp, 1),
         "sft_useful_tok_s_baseline_expected": round(sft_base_exp, 1),
         "sft_speedup_expected": round(sft_ours_exp / sft_base_exp, 2),
         "pretrain_speedup_expected": round(pre_ours_exp / pre_base_exp, 2),
-        "sft_row_fill_ours": round(sft_fill_ours, 3), "sft_row_fill_baseline": round(sft_fill_base, 3),
-        "pretrain_useful_tok_s_ours": round(pre_ours, 1), "pretrain_useful_tok_s_baseline": round(pre_base, 1),
+        "sft_row_fill_ours": round(sft_fill_ours, 3),
+        "sft_row_fill_baseline": round(sft_fill_base, 3),
+        "pretrain_useful_tok_s_ours": round(pre_ours, 1),
+        "pretrain_useful_tok_s_baseline": round(pre_base, 1),
         "pretrain_speedup": round(pre_ours / pre_base, 2),
         "pretrain_corpus_share_trained_ours": round(share_ours, 4),
         "pretrain_corpus_share_trained_baseline": round(share_base, 4),
@@ -207,18 +227,27 @@ def main(argv: list[str] | None = None) -> dict:
         "mfu_sft_baseline": round(6 * non_embed * sft_base / peak, 4),
         "mfu_pretrain_ours": round(6 * non_embed * pre_ours / peak, 4),
         "mfu_pretrain_baseline": round(6 * non_embed * pre_base / peak, 4),
-        "peak_rss_mb": round(rss_mb, 1), "seconds": round(time.time() - t0, 1),
+        "peak_rss_mb": round(rss_mb, 1),
+        "seconds": round(time.time() - t0, 1),
     }
-    print(f"{args.preset}: {n_params / 1e6:.1f}M params ({non_embed / 1e6:.1f}M non-embedding), fp32 CPU, "
-          f"{torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"SFT @512   useful tok/s: ours {sft_ours:.0f} vs baseline {sft_base:.0f} -> {sft_ours / sft_base:.2f}x "
-          f"(row fill {sft_fill_ours:.0%} vs {sft_fill_base:.0%}); at the dataset's average useful tokens per "
-          f"row: {sft_ours_exp:.0f} vs {sft_base_exp:.0f} -> {sft_ours_exp / sft_base_exp:.2f}x")
-    print(f"pretrain @768 useful tok/s: ours {pre_ours:.0f} vs baseline {pre_base:.0f} -> {pre_ours / pre_base:.2f}x "
-          f"(dataset average: {pre_ours_exp / pre_base_exp:.2f}x); corpus share trained {share_ours:.1%} vs "
-          f"{share_base:.1%}")
-    print(f"MFU: SFT {result['mfu_sft_ours']:.1%} vs {result['mfu_sft_baseline']:.1%}; pretrain "
-          f"{result['mfu_pretrain_ours']:.1%} vs {result['mfu_pretrain_baseline']:.1%}; peak RSS {rss_mb:.0f} MB")
+    print(
+        f"{args.preset}: {n_params / 1e6:.1f}M params ({non_embed / 1e6:.1f}M non-embedding), fp32 CPU, "
+        f"{torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"SFT @512   useful tok/s: ours {sft_ours:.0f} vs baseline {sft_base:.0f} -> {sft_ours / sft_base:.2f}x "
+        f"(row fill {sft_fill_ours:.0%} vs {sft_fill_base:.0%}); at the dataset's average useful tokens per "
+        f"row: {sft_ours_exp:.0f} vs {sft_base_exp:.0f} -> {sft_ours_exp / sft_base_exp:.2f}x"
+    )
+    print(
+        f"pretrain @768 useful tok/s: ours {pre_ours:.0f} vs baseline {pre_base:.0f} -> {pre_ours / pre_base:.2f}x "
+        f"(dataset average: {pre_ours_exp / pre_base_exp:.2f}x); corpus share trained {share_ours:.1%} vs "
+        f"{share_base:.1%}"
+    )
+    print(
+        f"MFU: SFT {result['mfu_sft_ours']:.1%} vs {result['mfu_sft_baseline']:.1%}; pretrain "
+        f"{result['mfu_pretrain_ours']:.1%} vs {result['mfu_pretrain_baseline']:.1%}; peak RSS {rss_mb:.0f} MB"
+    )
     print(json.dumps(result))
     sys.stdout.flush()
     return result

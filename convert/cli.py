@@ -33,9 +33,13 @@ def _common(p: argparse.ArgumentParser, dtype_default: str | None = "auto", toke
     if dtype_default is not None:
         p.add_argument("--dtype", default=dtype_default, help=f"{_DTYPE_HELP} (default {dtype_default})")
     if tokenizer:
-        p.add_argument("--tokenizer", metavar="DIR", default=None,
-                       help="take the tokenizer files (tokenizer.json, tokenizer_config.json, chat template) from "
-                       "DIR instead of the source folder")
+        p.add_argument(
+            "--tokenizer",
+            metavar="DIR",
+            default=None,
+            help="take the tokenizer files (tokenizer.json, tokenizer_config.json, chat template) from "
+            "DIR instead of the source folder",
+        )
     p.add_argument("--force", action="store_true", help="replace an existing output")
 
 
@@ -59,22 +63,30 @@ def add_convert_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
 def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="convert_command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("to-qwen3", help="MiniMind folder -> plain transformers Qwen3/Qwen3-MoE/Llama folder (vLLM)",
-                       description="The result loads with AutoModelForCausalLM (no trust_remote_code) and serves "
-                       "with `vllm serve OUT`.")
+    p = sub.add_parser(
+        "to-qwen3",
+        help="MiniMind folder -> plain transformers Qwen3/Qwen3-MoE/Llama folder (vLLM)",
+        description="The result loads with AutoModelForCausalLM (no trust_remote_code) and serves "
+        "with `vllm serve OUT`.",
+    )
     p.add_argument("src", help="MiniMind model folder")
     p.add_argument("out", help="output folder")
     _common(p)
     p.set_defaults(convert_func=_to_qwen3)
 
-    p = sub.add_parser("from-qwen3", help="plain transformers Qwen3/Qwen3-MoE/Llama/Mixtral folder -> MiniMind folder")
+    p = sub.add_parser(
+        "from-qwen3", help="plain transformers Qwen3/Qwen3-MoE/Llama/Mixtral folder -> MiniMind folder"
+    )
     p.add_argument("src", help="transformers model folder")
     p.add_argument("out", help="output folder")
     _common(p)
     p.set_defaults(convert_func=_from_qwen3)
 
-    p = sub.add_parser("from-pth", help="original MiniMind .pth state dict -> MiniMind folder",
-                       description="The .pth has no config: give --preset or --config (ours or the original's).")
+    p = sub.add_parser(
+        "from-pth",
+        help="original MiniMind .pth state dict -> MiniMind folder",
+        description="The .pth has no config: give --preset or --config (ours or the original's).",
+    )
     p.add_argument("pth", help="native checkpoint, e.g. out/full_sft_768.pth")
     p.add_argument("out", help="output folder")
     group = p.add_mutually_exclusive_group(required=True)
@@ -82,8 +94,12 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", metavar="JSON", help="config.json (ours or the original MiniMind's)")
     p.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocab size")
     p.add_argument("--inference-rope-scaling", action="store_true", help="enable MiniMind's YaRN (factor 16)")
-    p.add_argument("--tokenizer", metavar="DIR", required=True,
-                   help="tokenizer folder (the original repository's model/ folder, or any MiniMind model folder)")
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        required=True,
+        help="tokenizer folder (the original repository's model/ folder, or any MiniMind model folder)",
+    )
     _common(p, tokenizer=False)
     p.set_defaults(convert_func=_from_pth)
 
@@ -102,15 +118,21 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     from .gguf_export import OUTTYPES
 
-    p = sub.add_parser("to-gguf", help="model folder -> GGUF for llama.cpp (tokenizer and chat template inside)")
+    p = sub.add_parser(
+        "to-gguf", help="model folder -> GGUF for llama.cpp (tokenizer and chat template inside)"
+    )
     p.add_argument("src", help="MiniMind (or Qwen3-family) model folder")
     p.add_argument("out", help="output .gguf file")
     p.add_argument("--outtype", choices=OUTTYPES, default="f16", help="tensor type (default f16)")
-    p.add_argument("--pre-tokenizer", default=None, help="llama.cpp pre-tokenizer name (default: detected, gpt-2)")
+    p.add_argument(
+        "--pre-tokenizer", default=None, help="llama.cpp pre-tokenizer name (default: detected, gpt-2)"
+    )
     _common(p, dtype_default=None)
     p.set_defaults(convert_func=_to_gguf)
 
-    p = sub.add_parser("to-ollama", help="model folder -> folder with model.gguf + Modelfile for `ollama create`")
+    p = sub.add_parser(
+        "to-ollama", help="model folder -> folder with model.gguf + Modelfile for `ollama create`"
+    )
     p.add_argument("src", help="MiniMind (or Qwen3-family) model folder")
     p.add_argument("out", help="output folder")
     p.add_argument("--outtype", choices=OUTTYPES, default="q8_0", help="GGUF tensor type (default q8_0)")
@@ -127,7 +149,9 @@ def _to_qwen3(a):
     from .hf import to_qwen3
 
     out = to_qwen3(a.src, a.out, dtype=a.dtype, tokenizer=a.tokenizer, force=a.force)
-    print(f"Wrote {out}. Load with AutoModelForCausalLM.from_pretrained({str(out)!r}); serve with: vllm serve {out}")
+    print(
+        f"Wrote {out}. Load with AutoModelForCausalLM.from_pretrained({str(out)!r}); serve with: vllm serve {out}"
+    )
 
 
 def _from_qwen3(a):
@@ -145,8 +169,16 @@ def _from_pth(a):
         overrides["vocab_size"] = a.vocab_size
     if a.inference_rope_scaling:
         overrides["inference_rope_scaling"] = True
-    out = from_pth(a.pth, a.out, preset=a.preset, config=a.config, tokenizer=a.tokenizer, dtype=a.dtype,
-                   force=a.force, **overrides)
+    out = from_pth(
+        a.pth,
+        a.out,
+        preset=a.preset,
+        config=a.config,
+        tokenizer=a.tokenizer,
+        dtype=a.dtype,
+        force=a.force,
+        **overrides,
+    )
     print(f"Wrote {out}")
 
 
@@ -166,16 +198,27 @@ def _merge_lora(a):
 def _to_gguf(a):
     from .gguf_export import to_gguf
 
-    out = to_gguf(a.src, a.out, outtype=a.outtype, tokenizer=a.tokenizer, pre_tokenizer=a.pre_tokenizer,
-                  force=a.force)
-    print(f"Wrote {out}. Run it with llama.cpp, e.g. llama-cli -m {out} -cnv (or llama_cpp.Llama(model_path=...))")
+    out = to_gguf(
+        a.src, a.out, outtype=a.outtype, tokenizer=a.tokenizer, pre_tokenizer=a.pre_tokenizer, force=a.force
+    )
+    print(
+        f"Wrote {out}. Run it with llama.cpp, e.g. llama-cli -m {out} -cnv (or llama_cpp.Llama(model_path=...))"
+    )
 
 
 def _to_ollama(a):
     from .ollama import to_ollama
 
-    out = to_ollama(a.src, a.out, outtype=a.outtype, name=a.name, system=a.system, num_ctx=a.num_ctx,
-                    tokenizer=a.tokenizer, force=a.force)
+    out = to_ollama(
+        a.src,
+        a.out,
+        outtype=a.outtype,
+        name=a.name,
+        system=a.system,
+        num_ctx=a.num_ctx,
+        tokenizer=a.tokenizer,
+        force=a.force,
+    )
     print(f"Wrote {out}. Next:\n  cd {out} && ollama create {a.name} -f Modelfile && ollama run {a.name}")
 
 

@@ -171,7 +171,9 @@ def _check_target(target: Path, force: bool) -> None:
     if target.exists() and not force:
         non_empty = target.is_file() or any(target.iterdir())
         if non_empty:
-            raise ConversionError(f"{target} already exists and is not empty; pass --force (force=True) to replace it")
+            raise ConversionError(
+                f"{target} already exists and is not empty; pass --force (force=True) to replace it"
+            )
 
 
 @contextlib.contextmanager

@@ -83,18 +83,29 @@ def _is_qwen2_split(pre: dict) -> bool:
     from minimind_hf.tokenizer.train import QWEN2_SPLIT_REGEX
 
     steps = pre.get("pretokenizers") or []
-    return (pre.get("type") == "Sequence" and len(steps) == 2 and steps[0].get("type") == "Split"
-            and (steps[0].get("pattern") or {}).get("Regex") == QWEN2_SPLIT_REGEX
-            and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")
-            and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex")
-            and not steps[1].get("add_prefix_space"))
+    return (
+        pre.get("type") == "Sequence"
+        and len(steps) == 2
+        and steps[0].get("type") == "Split"
+        and (steps[0].get("pattern") or {}).get("Regex") == QWEN2_SPLIT_REGEX
+        and steps[0].get("behavior") == "Isolated"
+        and not steps[0].get("invert")
+        and steps[1].get("type") == "ByteLevel"
+        and not steps[1].get("use_regex")
+        and not steps[1].get("add_prefix_space")
+    )
 
 
 def detect_pre_tokenizer(tokenizer_json: dict) -> str:
     """llama.cpp pre-tokenizer name for a tokenizers.json, or a ConversionError saying what to pass."""
     normalizer = tokenizer_json.get("normalizer")
     pre = tokenizer_json.get("pre_tokenizer") or {}
-    if normalizer is None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
+    if (
+        normalizer is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and not pre.get("add_prefix_space")
+    ):
         return "gpt-2"  # ByteLevel(use_regex=True) is exactly GPT-2's split regex
     if normalizer is None and _is_qwen2_split(pre):
         return "qwen2"  # train_tokenizer(split_digits=True): Qwen2's regex, one digit per piece
@@ -121,7 +132,9 @@ def tokenizer_metadata(folder: Path, n_vocab: int, pre_tokenizer: str | None = N
         )
     tj = json.loads(path.read_text(encoding="utf-8"))
     if tj.get("model", {}).get("type") != "BPE":
-        raise ConversionError(f"{path}: tokenizer model {tj.get('model', {}).get('type')!r}; only byte-level BPE is supported")
+        raise ConversionError(
+            f"{path}: tokenizer model {tj.get('model', {}).get('type')!r}; only byte-level BPE is supported"
+        )
     decoder = (tj.get("decoder") or {}).get("type")
     if decoder != "ByteLevel":
         raise ConversionError(f"{path}: decoder {decoder!r} is not ByteLevel")
@@ -131,7 +144,9 @@ def tokenizer_metadata(folder: Path, n_vocab: int, pre_tokenizer: str | None = N
     added = {t["id"]: t for t in tj.get("added_tokens", [])}
     size = max([*vocab.values(), *added.keys()]) + 1
     if size > n_vocab:
-        raise ConversionError(f"{path}: the tokenizer has {size} tokens but the model's vocab_size is {n_vocab}")
+        raise ConversionError(
+            f"{path}: the tokenizer has {size} tokens but the model's vocab_size is {n_vocab}"
+        )
     tokens = [f"[PAD{i}]" for i in range(n_vocab)]
     types = [gguf.TokenType.UNUSED] * n_vocab
     for token, i in vocab.items():
@@ -256,7 +271,9 @@ def _add_hparams(writer, config, arch_name: str) -> None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope["factor"]))
     elif rope_type != "default":
-        raise ConversionError(f"rope_type {rope_type!r} cannot be expressed in GGUF here (default, linear, yarn)")
+        raise ConversionError(
+            f"rope_type {rope_type!r} cannot be expressed in GGUF here (default, linear, yarn)"
+        )
     if config.use_moe:
         if not config.norm_topk_prob:
             raise ConversionError(
@@ -282,7 +299,9 @@ def to_gguf(
     import gguf
 
     if outtype not in OUTTYPES:
-        raise ConversionError(f"outtype {outtype!r}: use one of {', '.join(OUTTYPES)} (K-quants need rows of 256)")
+        raise ConversionError(
+            f"outtype {outtype!r}: use one of {', '.join(OUTTYPES)} (K-quants need rows of 256)"
+        )
     src = Path(src)
     config, state = read_model_folder(src)
     if config.attention_bias:

@@ -40,9 +40,23 @@ from .folders import (
 logger = logging.getLogger(__name__)
 
 _COMMON = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-    "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache",
-    "tie_word_embeddings", "attention_bias", "attention_dropout", "pad_token_id", "bos_token_id", "eos_token_id",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "max_position_embeddings",
+    "initializer_range",
+    "rms_norm_eps",
+    "use_cache",
+    "tie_word_embeddings",
+    "attention_bias",
+    "attention_dropout",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
 )
 
 
@@ -60,7 +74,9 @@ def reference_config(config):
     common = {k: getattr(config, k) for k in _COMMON}
     common["rope_parameters"] = dict(config.rope_parameters)
     if config.dropout:
-        logger.warning("MiniMind's residual dropout (%s) has no transformers equivalent; dropped", config.dropout)
+        logger.warning(
+            "MiniMind's residual dropout (%s) has no transformers equivalent; dropped", config.dropout
+        )
     kind = target_model_type(config)
     if kind == "qwen3":
         return Qwen3Config(intermediate_size=config.intermediate_size, **common)
@@ -104,20 +120,28 @@ def minimind_config_from_hf(raw: dict, source: str = "config.json"):
 
     model_type = raw.get("model_type")
     if model_type not in ("qwen3", "qwen3_moe", "llama", "mixtral"):
-        raise ConversionError(f"{source}: model_type {model_type!r} is not qwen3, qwen3_moe, llama or mixtral")
+        raise ConversionError(
+            f"{source}: model_type {model_type!r} is not qwen3, qwen3_moe, llama or mixtral"
+        )
     hf = CONFIG_MAPPING[model_type].from_dict(raw)  # normalises legacy rope_theta / rope_scaling
     problems = []
     if getattr(hf, "hidden_act", "silu") != "silu":
         problems.append(f"hidden_act is {hf.hidden_act!r}, MiniMind uses silu")
-    if getattr(hf, "use_sliding_window", False) or (model_type == "mixtral" and getattr(hf, "sliding_window", None)):
+    if getattr(hf, "use_sliding_window", False) or (
+        model_type == "mixtral" and getattr(hf, "sliding_window", None)
+    ):
         problems.append("sliding-window attention is not supported")
     if getattr(hf, "mlp_bias", False):
         problems.append("mlp_bias=True is not supported")
     if model_type == "qwen3_moe":
         if hf.mlp_only_layers or hf.decoder_sparse_step != 1:
-            problems.append("dense layers inside a MoE model (mlp_only_layers / decoder_sparse_step) are not supported")
+            problems.append(
+                "dense layers inside a MoE model (mlp_only_layers / decoder_sparse_step) are not supported"
+            )
     if problems:
-        raise ConversionError(f"{source}: cannot express this {model_type} model as MiniMind: " + "; ".join(problems))
+        raise ConversionError(
+            f"{source}: cannot express this {model_type} model as MiniMind: " + "; ".join(problems)
+        )
 
     fields = {k: getattr(hf, k) for k in _COMMON if getattr(hf, k, None) is not None}
     fields["head_dim"] = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
@@ -129,15 +153,23 @@ def minimind_config_from_hf(raw: dict, source: str = "config.json"):
     fields["use_qk_norm"] = model_type in ("qwen3", "qwen3_moe")
     if model_type == "qwen3_moe":
         fields.update(
-            use_moe=True, num_experts=hf.num_experts, num_experts_per_tok=hf.num_experts_per_tok,
-            moe_intermediate_size=hf.moe_intermediate_size, intermediate_size=hf.intermediate_size,
-            norm_topk_prob=hf.norm_topk_prob, router_aux_loss_coef=hf.router_aux_loss_coef,
+            use_moe=True,
+            num_experts=hf.num_experts,
+            num_experts_per_tok=hf.num_experts_per_tok,
+            moe_intermediate_size=hf.moe_intermediate_size,
+            intermediate_size=hf.intermediate_size,
+            norm_topk_prob=hf.norm_topk_prob,
+            router_aux_loss_coef=hf.router_aux_loss_coef,
         )
     elif model_type == "mixtral":
         fields.update(
-            use_moe=True, num_experts=hf.num_local_experts, num_experts_per_tok=hf.num_experts_per_tok,
-            moe_intermediate_size=hf.intermediate_size, intermediate_size=hf.intermediate_size,
-            norm_topk_prob=True, router_aux_loss_coef=hf.router_aux_loss_coef,
+            use_moe=True,
+            num_experts=hf.num_local_experts,
+            num_experts_per_tok=hf.num_experts_per_tok,
+            moe_intermediate_size=hf.intermediate_size,
+            intermediate_size=hf.intermediate_size,
+            norm_topk_prob=True,
+            router_aux_loss_coef=hf.router_aux_loss_coef,
         )
     else:
         fields["intermediate_size"] = hf.intermediate_size
@@ -212,7 +244,9 @@ def to_qwen3(
     check_tokenizer_arg(tokenizer)
     kind = model_type_of(src)
     if kind != "minimind":
-        raise ConversionError(f"{src} is already a plain transformers model (model_type {kind!r}); nothing to do")
+        raise ConversionError(
+            f"{src} is already a plain transformers model (model_type {kind!r}); nothing to do"
+        )
     config, state = read_model_folder(src)
     target = target_model_type(config)
     model = build_model(target, reference_config(config), state, parse_dtype(dtype) or floating_dtype(state))

@@ -61,7 +61,9 @@ class Adapter:
 ADAPTER_FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], Adapter]]] = {}
 
 
-def register_adapter_format(name: str, detect: Callable[[Path], bool], read: Callable[[Path], Adapter]) -> None:
+def register_adapter_format(
+    name: str, detect: Callable[[Path], bool], read: Callable[[Path], Adapter]
+) -> None:
     """Teach `merge-lora` a new adapter format."""
     ADAPTER_FORMATS[name] = (detect, read)
 
@@ -139,7 +141,9 @@ def _read_peft(path: Path) -> Adapter:
 
     for module, ab in sorted(pairs.items()):
         if set(ab) != {"A", "B"}:
-            raise ConversionError(f"{path}: {module} has lora_{''.join(ab)} only; need both lora_A and lora_B")
+            raise ConversionError(
+                f"{path}: {module} has lora_{''.join(ab)} only; need both lora_A and lora_B"
+            )
         rank = _pattern_value(cfg.get("rank_pattern"), module, cfg["r"])
         alpha = _pattern_value(cfg.get("alpha_pattern"), module, cfg["lora_alpha"])
         if ab["A"].shape[0] != rank or ab["B"].shape[1] != rank:

@@ -35,7 +35,9 @@ from .folders import (
 
 logger = logging.getLogger(__name__)
 
-_EXPERT_KEY = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+_EXPERT_KEY = re.compile(
+    r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$"
+)
 # Prefixes a checkpoint picks up from DDP or torch.compile wrappers.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # Rotary tables some versions of the original registered as buffers; recomputed from the config here.
@@ -43,8 +45,18 @@ _IGNORED_KEYS = re.compile(r"(^|\.)(freqs_cos|freqs_sin|rotary_emb\.inv_freq)$")
 
 # Original MiniMind config field -> ours (fields that are the same are passed through).
 _ORIGINAL_ALIASES = {"n_routed_experts": "num_experts", "aux_loss_alpha": "router_aux_loss_coef"}
-_ORIGINAL_ONLY = {"flash_attn", "scoring_func", "seq_aux", "n_shared_experts", "architectures", "auto_map",
-                  "transformers_version", "torch_dtype", "dtype", "model_type"}
+_ORIGINAL_ONLY = {
+    "flash_attn",
+    "scoring_func",
+    "seq_aux",
+    "n_shared_experts",
+    "architectures",
+    "auto_map",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "model_type",
+}
 
 
 def config_from_original(raw: dict):
@@ -125,7 +137,9 @@ def read_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, non-tensor objects refused by weights_only
-        raise ConversionError(f"{path}: not a loadable weights-only state dict ({type(e).__name__}: {e})") from e
+        raise ConversionError(
+            f"{path}: not a loadable weights-only state dict ({type(e).__name__}: {e})"
+        ) from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a resume checkpoint {"model": ..., "optimizer": ...}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -134,7 +148,7 @@ def read_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for key, value in obj.items():
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         if _IGNORED_KEYS.search(key):
             continue
         state[key] = value
@@ -152,7 +166,9 @@ def fuse_experts(state: dict[str, torch.Tensor], num_experts: int) -> dict[str, 
             out[key] = value
     for prefix, parts in experts.items():
         try:
-            gate_up = [torch.cat([parts[(e, "gate_proj")], parts[(e, "up_proj")]], dim=0) for e in range(num_experts)]
+            gate_up = [
+                torch.cat([parts[(e, "gate_proj")], parts[(e, "up_proj")]], dim=0) for e in range(num_experts)
+            ]
             down = [parts[(e, "down_proj")] for e in range(num_experts)]
         except KeyError as e:
             raise ConversionError(
@@ -161,7 +177,9 @@ def fuse_experts(state: dict[str, torch.Tensor], num_experts: int) -> dict[str, 
             ) from None
         extra = sorted({i for i, _ in parts} - set(range(num_experts)))
         if extra:
-            raise ConversionError(f"{prefix}: checkpoint has experts {extra} beyond num_experts={num_experts}")
+            raise ConversionError(
+                f"{prefix}: checkpoint has experts {extra} beyond num_experts={num_experts}"
+            )
         out[f"{prefix}.gate_up_proj"] = torch.stack(gate_up)
         out[f"{prefix}.down_proj"] = torch.stack(down)
     return out
@@ -186,7 +204,9 @@ def split_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def state_dict_from_pth(state: dict[str, torch.Tensor], config, source: str = ".pth") -> dict[str, torch.Tensor]:
+def state_dict_from_pth(
+    state: dict[str, torch.Tensor], config, source: str = ".pth"
+) -> dict[str, torch.Tensor]:
     """Check an original state dict against `config` and return it in our layout (tied lm_head dropped)."""
     original = state
     state = dict(state)
@@ -205,18 +225,26 @@ def state_dict_from_pth(state: dict[str, torch.Tensor], config, source: str = ".
         shapes.pop("lm_head.weight", None)
     missing = sorted(set(shapes) - set(state))
     unexpected = sorted(set(state) - set(shapes))
-    wrong = [(k, tuple(state[k].shape), shapes[k]) for k in shapes if k in state and tuple(state[k].shape) != shapes[k]]
+    wrong = [
+        (k, tuple(state[k].shape), shapes[k])
+        for k in shapes
+        if k in state and tuple(state[k].shape) != shapes[k]
+    ]
     if missing or unexpected or wrong:
         lines = [f"{source} does not match the given config:"]
         lines += [f"  {k}: checkpoint has shape {got}, config expects {want}" for k, got, want in wrong[:10]]
         if missing:
             lines.append(f"  missing keys: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
         if unexpected:
-            lines.append(f"  unexpected keys: {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}")
+            lines.append(
+                f"  unexpected keys: {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
+            )
         if "model.embed_tokens.weight" in original:
             candidates = _matching_presets(original)
             if candidates:
-                lines.append(f"  this checkpoint matches preset(s): {', '.join(candidates)} (try --preset {candidates[0]})")
+                lines.append(
+                    f"  this checkpoint matches preset(s): {', '.join(candidates)} (try --preset {candidates[0]})"
+                )
         if any(_EXPERT_KEY.match(k) for k in unexpected) and not config.use_moe:
             lines.append("  per-expert keys found: this is a MoE checkpoint (try --preset minimind3-moe)")
         raise ConversionError("\n".join(lines))

@@ -65,7 +65,9 @@ def group_members() -> dict[str, tuple[str, ...]]:
     for b in BENCHMARKS.values():
         for v in VARIANTS:
             for c in b.categories:
-                groups[group_name(b.name, c, v)] = tuple(task_name(b.name, s.name, v) for s in b.subjects if c in s.categories)
+                groups[group_name(b.name, c, v)] = tuple(
+                    task_name(b.name, s.name, v) for s in b.subjects if c in s.categories
+                )
             groups[group_name(b.name, variant=v)] = tuple(group_name(b.name, c, v) for c in MAIN_CATEGORIES)
     return groups
 

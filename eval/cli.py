@@ -59,26 +59,56 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "Writes OUT/results.json (lm-eval's results) and OUT/results.md (a table per category).",
     )
     p.add_argument("model", metavar="MODEL", help="model folder (or Hugging Face Hub name)")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
-                   help=f"task/group names (default: {' '.join(DEFAULT_TASKS)}); `eval tasks` lists ours, "
-                   "lm-eval's own names work too; comma-separated also accepted")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="folder holding ceval/{val,dev}/*.csv and cmmlu/{test,dev}/*.csv (official CSVs); "
-                   "default $MINIMIND_EVAL_DATA, else the Hugging Face Hub (ceval/ceval-exam, haonan-li/cmmlu)")
-    p.add_argument("--num-fewshot", type=int, default=None, metavar="N",
-                   help="few-shot examples from the dev split (default: the task's, 0; 5 for *_5shot tasks)")
-    p.add_argument("--limit", type=float, default=None, metavar="N",
-                   help="documents per subject (a fraction if < 1): quick checks only, not comparable scores")
-    p.add_argument("--apply-chat-template", action="store_true",
-                   help="wrap prompts in the tokenizer's chat template (for SFT/chat models)")
-    p.add_argument("--no-fewshot-as-multiturn", dest="fewshot_as_multiturn", action="store_false",
-                   help="with --apply-chat-template, put few-shot examples in one user turn instead of several turns")
-    p.add_argument("--system-instruction", default=None, metavar="TEXT", help="system prompt prepended to each prompt")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(DEFAULT_TASKS),
+        metavar="TASK",
+        help=f"task/group names (default: {' '.join(DEFAULT_TASKS)}); `eval tasks` lists ours, "
+        "lm-eval's own names work too; comma-separated also accepted",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="folder holding ceval/{val,dev}/*.csv and cmmlu/{test,dev}/*.csv (official CSVs); "
+        "default $MINIMIND_EVAL_DATA, else the Hugging Face Hub (ceval/ceval-exam, haonan-li/cmmlu)",
+    )
+    p.add_argument(
+        "--num-fewshot",
+        type=int,
+        default=None,
+        metavar="N",
+        help="few-shot examples from the dev split (default: the task's, 0; 5 for *_5shot tasks)",
+    )
+    p.add_argument(
+        "--limit",
+        type=float,
+        default=None,
+        metavar="N",
+        help="documents per subject (a fraction if < 1): quick checks only, not comparable scores",
+    )
+    p.add_argument(
+        "--apply-chat-template",
+        action="store_true",
+        help="wrap prompts in the tokenizer's chat template (for SFT/chat models)",
+    )
+    p.add_argument(
+        "--no-fewshot-as-multiturn",
+        dest="fewshot_as_multiturn",
+        action="store_false",
+        help="with --apply-chat-template, put few-shot examples in one user turn instead of several turns",
+    )
+    p.add_argument(
+        "--system-instruction", default=None, metavar="TEXT", help="system prompt prepended to each prompt"
+    )
     p.add_argument("--batch-size", default="8", metavar="N", help="batch size, or 'auto' (default 8)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, ... (default auto)")
     p.add_argument("--out", default="runs/eval", metavar="DIR", help="output folder (default runs/eval)")
-    p.add_argument("--log-samples", action="store_true", help="also write every prompt and score, samples_<task>.jsonl")
+    p.add_argument(
+        "--log-samples", action="store_true", help="also write every prompt and score, samples_<task>.jsonl"
+    )
     p.add_argument("--seed", type=int, default=1234)
     p.set_defaults(func=_run)
 
@@ -93,15 +123,34 @@ def _add_ppl(commands: argparse._SubParsersAction) -> None:
         "divides by the UTF-8 bytes of the text, so models with different tokenizers compare.",
     )
     p.add_argument("model", metavar="MODEL", help="model folder (or Hugging Face Hub name)")
-    p.add_argument("--data", nargs="+", required=True, metavar="FILE",
-                   help=".jsonl/.json/.parquet with a 'text' field (one document per row), or .txt (one document)")
-    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, metavar="N",
-                   help=f"window length in tokens, e.g. the training context (default {DEFAULT_MAX_LENGTH})")
-    p.add_argument("--stride", type=int, default=None, metavar="N",
-                   help="window step (default max-length/2; max-length - 1 = lm-eval's disjoint rolling windows)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help=".jsonl/.json/.parquet with a 'text' field (one document per row), or .txt (one document)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=DEFAULT_MAX_LENGTH,
+        metavar="N",
+        help=f"window length in tokens, e.g. the training context (default {DEFAULT_MAX_LENGTH})",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="N",
+        help="window step (default max-length/2; max-length - 1 = lm-eval's disjoint rolling windows)",
+    )
     p.add_argument("--batch-size", type=int, default=8, metavar="N")
-    p.add_argument("--prefix", choices=("auto", "bos", "eos"), default="auto",
-                   help="context token before each document (auto: BOS if the tokenizer has one, else EOS)")
+    p.add_argument(
+        "--prefix",
+        choices=("auto", "bos", "eos"),
+        default="auto",
+        help="context token before each document (auto: BOS if the tokenizer has one, else EOS)",
+    )
     p.add_argument("--score-eos", action="store_true", help="also score an EOS after each document")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N documents of each file only")
     p.add_argument("--device", default="cpu")
@@ -123,7 +172,9 @@ def add_eval_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="eval_command", metavar="{run,ppl,tasks}", required=True, action=_DefaultToRun)
+    commands = parser.add_subparsers(
+        dest="eval_command", metavar="{run,ppl,tasks}", required=True, action=_DefaultToRun
+    )
     _add_run(commands)
     _add_ppl(commands)
     _add_tasks(commands)
@@ -142,10 +193,20 @@ def _run(args: argparse.Namespace) -> int:
     batch = args.batch_size if args.batch_size.startswith("auto") else int(args.batch_size)
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     settings = EvalSettings(
-        model=args.model, tasks=_split_tasks(args.tasks), data_dir=args.data_dir, out_dir=Path(args.out),
-        num_fewshot=args.num_fewshot, limit=limit, apply_chat_template=args.apply_chat_template,
-        fewshot_as_multiturn=args.fewshot_as_multiturn, system_instruction=args.system_instruction,
-        batch_size=batch, device=args.device, dtype=args.dtype, log_samples=args.log_samples, seed=args.seed,
+        model=args.model,
+        tasks=_split_tasks(args.tasks),
+        data_dir=args.data_dir,
+        out_dir=Path(args.out),
+        num_fewshot=args.num_fewshot,
+        limit=limit,
+        apply_chat_template=args.apply_chat_template,
+        fewshot_as_multiturn=args.fewshot_as_multiturn,
+        system_instruction=args.system_instruction,
+        batch_size=batch,
+        device=args.device,
+        dtype=args.dtype,
+        log_samples=args.log_samples,
+        seed=args.seed,
     )
     try:
         outcome = run_lm_eval(settings)
@@ -170,18 +231,33 @@ def _ppl(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     try:
-        result = perplexity(model, tokenizer, texts, max_length=args.max_length, stride=args.stride,
-                            batch_size=args.batch_size, prefix=args.prefix, score_eos=args.score_eos)
+        result = perplexity(
+            model,
+            tokenizer,
+            texts,
+            max_length=args.max_length,
+            stride=args.stride,
+            batch_size=args.batch_size,
+            prefix=args.prefix,
+            score_eos=args.score_eos,
+        )
     except ValueError as err:
         logger.error("%s", err)
         return EXIT_USAGE
-    print(f"model {args.model} on {' '.join(args.data)}: {result.documents} documents, {result.tokens} tokens, "
-          f"{result.bytes} bytes (window {result.max_length}, stride {result.stride})")
-    print(f"perplexity {result.perplexity:.4f}  bits/token {result.bits_per_token:.4f}  "
-          f"bits/byte {result.bits_per_byte:.4f}")
+    print(
+        f"model {args.model} on {' '.join(args.data)}: {result.documents} documents, {result.tokens} tokens, "
+        f"{result.bytes} bytes (window {result.max_length}, stride {result.stride})"
+    )
+    print(
+        f"perplexity {result.perplexity:.4f}  bits/token {result.bits_per_token:.4f}  "
+        f"bits/byte {result.bits_per_byte:.4f}"
+    )
     if args.out:
-        path = write_result(result, args.out, {"model": args.model, "data": args.data, "prefix": args.prefix,
-                                                "score_eos": args.score_eos})
+        path = write_result(
+            result,
+            args.out,
+            {"model": args.model, "data": args.data, "prefix": args.prefix, "score_eos": args.score_eos},
+        )
         print(f"Result: {path}")
     return EXIT_OK
 
@@ -200,8 +276,10 @@ def _list_tasks(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """A stand-alone parser whose only command is ``eval`` (for ``python -m minimind_hf.eval.cli``)."""
-    parser = argparse.ArgumentParser(prog="python -m minimind_hf.eval.cli",
-                                     description="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte.")
+    parser = argparse.ArgumentParser(
+        prog="python -m minimind_hf.eval.cli",
+        description="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_eval_commands(sub)

@@ -63,5 +63,7 @@ def check_data_dir(
             for split in (bench.eval_split, bench.fewshot_split):
                 path = utils.csv_path(root, name, subject, split)
                 if not path.is_file():
-                    raise utils.EvalDataError(f"{path}: file not found ({bench.title} subject {subject!r}, split {split})")
+                    raise utils.EvalDataError(
+                        f"{path}: file not found ({bench.title} subject {subject!r}, split {split})"
+                    )
     return root

@@ -124,10 +124,16 @@ def render_tasks() -> dict[str, str]:
             folder = f"{bench.name}{variant}"
             setting = f"{shots}-shot" if shots else "0-shot unless --num-fewshot is given"
             for s in bench.subjects:
-                body = _subject_yaml(bench, s.name, s.zh) if shots is None else _fewshot_yaml(bench, s.name, variant, shots)
+                body = (
+                    _subject_yaml(bench, s.name, s.zh)
+                    if shots is None
+                    else _fewshot_yaml(bench, s.name, variant, shots)
+                )
                 files[f"{folder}/{task_name(bench.name, s.name, variant)}.yaml"] = body
             for category in bench.categories:
-                members = [task_name(bench.name, s.name, variant) for s in bench.subjects if category in s.categories]
+                members = [
+                    task_name(bench.name, s.name, variant) for s in bench.subjects if category in s.categories
+                ]
                 name = group_name(bench.name, category, variant)
                 comment = f"{bench.title} {CATEGORY_TITLES[category]}: {len(members)} subjects, {setting}."
                 files[f"{folder}/_{name}.yaml"] = _group_yaml(name, members, comment)
@@ -186,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         problems = out_of_sync(args.out)
         for p in problems:
             print(p)
-        print("out of date: run python -m minimind_hf.eval.generate_tasks" if problems else "task files up to date")
+        print(
+            "out of date: run python -m minimind_hf.eval.generate_tasks"
+            if problems
+            else "task files up to date"
+        )
         return 1 if problems else 0
     print(f"wrote {write_tasks(args.out)} files under {args.out}")
     return 0

@@ -99,7 +99,9 @@ def _prefix_id(tokenizer, prefix: str) -> int:
     if choice == "bad":
         raise ValueError(f"prefix must be auto, bos or eos, got {prefix!r}")
     if choice is None:
-        raise ValueError(f"prefix={prefix!r} but the tokenizer has no {prefix if prefix != 'auto' else 'bos or eos'} token")
+        raise ValueError(
+            f"prefix={prefix!r} but the tokenizer has no {prefix if prefix != 'auto' else 'bos or eos'} token"
+        )
     return int(choice)
 
 
@@ -165,13 +167,21 @@ def perplexity(
     windows.sort(key=lambda w: w[2] - w[1], reverse=True)  # similar lengths together: less padding
     nll = 0.0
     try:
-        for i in tqdm(range(0, len(windows), batch_size), desc="perplexity", unit="batch", disable=not progress):
+        for i in tqdm(
+            range(0, len(windows), batch_size), desc="perplexity", unit="batch", disable=not progress
+        ):
             nll += _score_batch(model, windows[i : i + batch_size], pad_id)
     finally:
         model.train(was_training)
     result = PerplexityResult(documents, tokens, n_bytes, nll, max_length, stride)
-    logger.info("%d documents, %d tokens, %d bytes: ppl %.3f, %.4f bits/byte", documents, tokens, n_bytes,
-                result.perplexity, result.bits_per_byte)
+    logger.info(
+        "%d documents, %d tokens, %d bytes: ppl %.3f, %.4f bits/byte",
+        documents,
+        tokens,
+        n_bytes,
+        result.perplexity,
+        result.bits_per_byte,
+    )
     return result
 
 
@@ -195,7 +205,9 @@ def load_model(model_dir: str, device: str = "cpu", dtype: str = "float32"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, trust_remote_code=True, dtype=getattr(torch, dtype)
+    )
     return model.to(device).eval(), tokenizer
 
 
@@ -203,5 +215,7 @@ def write_result(result: PerplexityResult, path: str | Path, extra: dict | None 
     """Write the result (plus ``extra`` fields such as the model and data paths) as JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**(extra or {}), **result.to_dict()}, indent=2, ensure_ascii=False), encoding="utf-8")
+    path.write_text(
+        json.dumps({**(extra or {}), **result.to_dict()}, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     return path

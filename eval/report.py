@@ -42,7 +42,9 @@ class Score:
         return total / self.questions if self.questions else float("nan")
 
 
-def _subject_rows(results: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, tuple[int, float, float, Any]]]:
+def _subject_rows(
+    results: Mapping[str, Any],
+) -> dict[tuple[str, str], dict[str, tuple[int, float, float, Any]]]:
     """``{(benchmark, variant): {subject: (n, acc, acc_norm, n_shot)}}`` for our subject tasks present."""
     table: dict[tuple[str, str], dict[str, tuple[int, float, float, Any]]] = {}
     names = subject_tasks()
@@ -53,12 +55,17 @@ def _subject_rows(results: Mapping[str, Any]) -> dict[tuple[str, str], dict[str,
         n = int(results.get("n-samples", {}).get(task, {}).get("effective", 0))
         shots = results.get("n-shot", {}).get(task)
         table.setdefault((ref.benchmark, ref.variant), {})[ref.subject] = (
-            n, float(metrics["acc,none"]), float(metrics.get("acc_norm,none", float("nan"))), shots,
+            n,
+            float(metrics["acc,none"]),
+            float(metrics.get("acc_norm,none", float("nan"))),
+            shots,
         )
     return table
 
 
-def category_scores(subject_scores: Mapping[str, tuple[int, float, float, Any]], benchmark: str) -> dict[str, Score]:
+def category_scores(
+    subject_scores: Mapping[str, tuple[int, float, float, Any]], benchmark: str
+) -> dict[str, Score]:
     """Per-category and ``"average"`` scores (size-weighted) from ``{subject: (n, acc, acc_norm, ...)}``."""
     bench = BENCHMARKS[benchmark]
     scores = {c: Score() for c in bench.categories}
@@ -91,14 +98,22 @@ def benchmark_table(benchmark: str, rows: Mapping[str, tuple[int, float, float, 
         s = scores[c]
         if s.subjects:
             note = " (overlaps)" if c == CHINA_SPECIFIC else ""
-            out.append(f"| {CATEGORY_TITLES[c]}{note} | {s.subjects} | {s.questions} | {_pct(s.mean('acc'))} | {_pct(s.mean('acc_norm'))} |\n")
+            out.append(
+                f"| {CATEGORY_TITLES[c]}{note} | {s.subjects} | {s.questions} | {_pct(s.mean('acc'))} | {_pct(s.mean('acc_norm'))} |\n"
+            )
     s = scores["average"]
-    out.append(f"| **Average** | {s.subjects} | {s.questions} | **{_pct(s.mean('acc'))}** | {_pct(s.mean('acc_norm'))} |\n")
-    out.append("\n<details><summary>per subject</summary>\n\n| subject | category | questions | acc | acc_norm |\n|---|---|---:|---:|---:|\n")
+    out.append(
+        f"| **Average** | {s.subjects} | {s.questions} | **{_pct(s.mean('acc'))}** | {_pct(s.mean('acc_norm'))} |\n"
+    )
+    out.append(
+        "\n<details><summary>per subject</summary>\n\n| subject | category | questions | acc | acc_norm |\n|---|---|---:|---:|---:|\n"
+    )
     for subject in bench.subjects:
         if subject.name in rows:
             n, acc, acc_norm, _ = rows[subject.name]
-            out.append(f"| {subject.name} ({subject.zh}) | {CATEGORY_TITLES[subject.category]} | {n} | {_pct(acc)} | {_pct(acc_norm)} |\n")
+            out.append(
+                f"| {subject.name} ({subject.zh}) | {CATEGORY_TITLES[subject.category]} | {n} | {_pct(acc)} | {_pct(acc_norm)} |\n"
+            )
     out.append("\n</details>\n\n")
     return "".join(out)
 
@@ -112,8 +127,12 @@ def markdown_report(results: Mapping[str, Any], header: Mapping[str, Any] | None
     if header:
         parts.append(" · ".join(f"{k}: `{v}`" for k, v in header.items()) + "\n\n")
         if header.get("limit"):
-            parts.append(f"**limit={header['limit']} documents per subject: not comparable with full-set scores.**\n\n")
-    parts.append("Accuracy in %, weighted by the number of questions (lm-eval's group aggregation); chance is 25.\n\n")
+            parts.append(
+                f"**limit={header['limit']} documents per subject: not comparable with full-set scores.**\n\n"
+            )
+    parts.append(
+        "Accuracy in %, weighted by the number of questions (lm-eval's group aggregation); chance is 25.\n\n"
+    )
     tables = _subject_rows(results)
     for benchmark in BENCHMARKS:
         for (b, _variant), rows in sorted(tables.items()):

@@ -66,7 +66,9 @@ def build_task_manager(tasks: list[str], data_dir: str | None):
 
     subjects, foreign = expand(tasks)
     check_data_dir(data_dir, subjects)  # fail before loading anything, naming the missing file
-    unknown = [t for t in foreign if t.startswith(TASK_PREFIX)]  # ours are all known: no need to index lm-eval's
+    unknown = [
+        t for t in foreign if t.startswith(TASK_PREFIX)
+    ]  # ours are all known: no need to index lm-eval's
     metadata = {"data_dir": str(data_dir)} if data_dir else None
     manager = None
     if not unknown:
@@ -138,7 +140,9 @@ def write_outputs(results: dict[str, Any], settings: EvalSettings) -> EvalOutcom
     out.mkdir(parents=True, exist_ok=True)
     samples = results.pop("samples", None)
     json_path = out / "results.json"
-    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=handle_non_serializable), encoding="utf-8")
+    json_path.write_text(
+        json.dumps(results, indent=2, ensure_ascii=False, default=handle_non_serializable), encoding="utf-8"
+    )
     if samples:
         for task, rows in samples.items():
             with (out / f"samples_{task}.jsonl").open("w", encoding="utf-8") as fh:

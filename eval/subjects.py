@@ -59,7 +59,9 @@ class Benchmark:
         for s in self.subjects:
             if s.name == name:
                 return s
-        raise KeyError(f"{self.title} has no subject {name!r}; subjects: {', '.join(s.name for s in self.subjects)}")
+        raise KeyError(
+            f"{self.title} has no subject {name!r}; subjects: {', '.join(s.name for s in self.subjects)}"
+        )
 
 
 _CEVAL = {

@@ -32,38 +32,67 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         "quickstart",
         help="tokenizer -> pretrain -> SFT -> GRPO on a built-in corpus on this CPU, then held-out accuracy",
         description="Built-in corpus -> tokenizer -> packed pretraining -> SFT -> GRPO with the math reward -> "
-                    "Hugging Face folder -> sample answers and held-out accuracy before/after GRPO.",
+        "Hugging Face folder -> sample answers and held-out accuracy before/after GRPO.",
     )
     p.add_argument("--out", default=str(d.out_dir), help=f"output folder (default {d.out_dir})")
-    p.add_argument("--data", nargs="+", default=[], metavar="FILE",
-                   help="pretrain jsonl files ({'text': ...}) instead of the built-in pretrain text "
-                        "(SFT and GRPO still use the built-in conversations and prompts)")
-    p.add_argument("--preset", default=None, help="model preset, e.g. for a GPU (default: a 1.1M-parameter CPU model)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="pretrain jsonl files ({'text': ...}) instead of the built-in pretrain text "
+        "(SFT and GRPO still use the built-in conversations and prompts)",
+    )
+    p.add_argument(
+        "--preset", default=None, help="model preset, e.g. for a GPU (default: a 1.1M-parameter CPU model)"
+    )
     p.add_argument("--vocab-size", type=int, default=d.vocab_size)
-    p.add_argument("--split-digits", action=argparse.BooleanOptionalAction, default=d.split_digits,
-                   help="tokenize numbers digit by digit (Qwen2's pre-tokenizer; default on) or, with "
-                        "--no-split-digits, the original's GPT-2 way (whole numbers as tokens)")
+    p.add_argument(
+        "--split-digits",
+        action=argparse.BooleanOptionalAction,
+        default=d.split_digits,
+        help="tokenize numbers digit by digit (Qwen2's pre-tokenizer; default on) or, with "
+        "--no-split-digits, the original's GPT-2 way (whole numbers as tokens)",
+    )
     p.add_argument("--seq-len", type=int, default=d.seq_len)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="pretrain / SFT rows per step")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="pretraining steps")
     p.add_argument("--lr", type=float, default=d.learning_rate, help="pretraining learning rate")
-    p.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default 2/3 of max-steps; 0 = skip)")
+    p.add_argument(
+        "--sft-steps", type=int, default=None, help="SFT steps (default 2/3 of max-steps; 0 = skip)"
+    )
     p.add_argument("--sft-lr", type=float, default=d.sft_learning_rate)
     p.add_argument("--sft-conversations", type=int, default=d.sft_conversations)
-    p.add_argument("--pretrain-docs", type=int, default=d.pretrain_docs,
-                   help="size of the generated pretrain corpus (documents)")
+    p.add_argument(
+        "--pretrain-docs",
+        type=int,
+        default=d.pretrain_docs,
+        help="size of the generated pretrain corpus (documents)",
+    )
     p.add_argument("--grpo-steps", type=int, default=d.grpo_steps, help="GRPO steps (0 = skip)")
     p.add_argument("--grpo-prompts", type=int, default=d.grpo_prompts, help="GRPO prompts per step")
     p.add_argument("--grpo-group", type=int, default=d.grpo_group, help="GRPO samples per prompt")
     p.add_argument("--grpo-lr", type=float, default=d.grpo_learning_rate)
     p.add_argument("--grpo-beta", type=float, default=d.grpo_beta, help="KL coefficient (0 = no reference)")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
-                   help="completion budget for GRPO samples and the held-out evaluation")
-    p.add_argument("--eval-problems", type=int, default=d.eval_problems,
-                   help="held-out problems scored before and after GRPO (greedy)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=d.max_new_tokens,
+        help="completion budget for GRPO samples and the held-out evaluation",
+    )
+    p.add_argument(
+        "--eval-problems",
+        type=int,
+        default=d.eval_problems,
+        help="held-out problems scored before and after GRPO (greedy)",
+    )
     p.add_argument("--samples", type=int, default=d.samples, help="sample answers printed at the end")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch CPU threads (0 = default; 1 is often faster on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch CPU threads (0 = default; 1 is often faster on a busy machine)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.set_defaults(func=_run_quickstart)
 
@@ -76,37 +105,67 @@ def _run_quickstart(args: argparse.Namespace) -> int:
             logging.getLogger("minimind_hf").error("--data: no such file: %s", f)
             return 2
     settings = QuickstartSettings(
-        out_dir=Path(args.out), data=args.data, preset=args.preset, vocab_size=args.vocab_size,
+        out_dir=Path(args.out),
+        data=args.data,
+        preset=args.preset,
+        vocab_size=args.vocab_size,
         split_digits=args.split_digits,
-        seq_len=args.seq_len, batch_size=args.batch_size, max_steps=args.max_steps, learning_rate=args.lr,
-        sft_steps=args.sft_steps, sft_learning_rate=args.sft_lr, sft_conversations=args.sft_conversations,
-        pretrain_docs=args.pretrain_docs, grpo_steps=args.grpo_steps, grpo_prompts=args.grpo_prompts,
-        grpo_group=args.grpo_group, grpo_learning_rate=args.grpo_lr, grpo_beta=args.grpo_beta,
-        max_new_tokens=args.max_new_tokens, eval_problems=args.eval_problems, samples=args.samples,
-        threads=args.threads, seed=args.seed,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        max_steps=args.max_steps,
+        learning_rate=args.lr,
+        sft_steps=args.sft_steps,
+        sft_learning_rate=args.sft_lr,
+        sft_conversations=args.sft_conversations,
+        pretrain_docs=args.pretrain_docs,
+        grpo_steps=args.grpo_steps,
+        grpo_prompts=args.grpo_prompts,
+        grpo_group=args.grpo_group,
+        grpo_learning_rate=args.grpo_lr,
+        grpo_beta=args.grpo_beta,
+        max_new_tokens=args.max_new_tokens,
+        eval_problems=args.eval_problems,
+        samples=args.samples,
+        threads=args.threads,
+        seed=args.seed,
     )
     summary = run_quickstart(settings)
-    print(f"\nModel folder: {summary['model_dir']}  ({summary['parameters'] / 1e6:.2f}M parameters, "
-          f"vocab {summary['vocab_size']})")
-    print(f"Pretraining loss: {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} "
-          f"in {summary['train_seconds']}s")
+    print(
+        f"\nModel folder: {summary['model_dir']}  ({summary['parameters'] / 1e6:.2f}M parameters, "
+        f"vocab {summary['vocab_size']})"
+    )
+    print(
+        f"Pretraining loss: {summary['first_loss']:.3f} -> {summary['final_loss']:.3f} "
+        f"in {summary['train_seconds']}s"
+    )
     if "sft_final_loss" in summary:
-        print(f"SFT loss: {summary['sft_first_loss']:.3f} -> {summary['sft_final_loss']:.3f} "
-              f"in {summary['sft_seconds']}s")
+        print(
+            f"SFT loss: {summary['sft_first_loss']:.3f} -> {summary['sft_final_loss']:.3f} "
+            f"in {summary['sft_seconds']}s"
+        )
     if "grpo_seconds" in summary:
-        print(f"GRPO: {summary['grpo_steps']} steps, mean reward {summary['grpo_reward_mean_first_quarter']:.2f} "
-              f"(first quarter) -> {summary['grpo_reward_mean_last_quarter']:.2f} (last quarter) "
-              f"in {summary['grpo_seconds']}s")
+        print(
+            f"GRPO: {summary['grpo_steps']} steps, mean reward {summary['grpo_reward_mean_first_quarter']:.2f} "
+            f"(first quarter) -> {summary['grpo_reward_mean_last_quarter']:.2f} (last quarter) "
+            f"in {summary['grpo_seconds']}s"
+        )
     print("Held-out problems (never seen in training):")
     for s in summary["samples"]:
         mark = "ok " if s["correct"] else "   "
         print(f"  [{mark}] {s['prompt']!r} -> {s['completion'].strip()[:120]!r} (answer {s['answer']})")
     n = summary["eval_problems"]
-    print(f"held-out accuracy: {100 * summary['heldout_accuracy_before']:.1f}% -> "
-          f"{100 * summary['heldout_accuracy_after']:.1f}% after GRPO ({n} problems, greedy)")
-    print("Stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items())
-          + f"; total {summary['seconds']}s")
-    print(f"Load it anywhere: AutoModelForCausalLM.from_pretrained({summary['model_dir']!r}, trust_remote_code=True)")
+    print(
+        f"held-out accuracy: {100 * summary['heldout_accuracy_before']:.1f}% -> "
+        f"{100 * summary['heldout_accuracy_after']:.1f}% after GRPO ({n} problems, greedy)"
+    )
+    print(
+        "Stage seconds: "
+        + ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items())
+        + f"; total {summary['seconds']}s"
+    )
+    print(
+        f"Load it anywhere: AutoModelForCausalLM.from_pretrained({summary['model_dir']!r}, trust_remote_code=True)"
+    )
     return 0
 
 

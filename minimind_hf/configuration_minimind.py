@@ -182,7 +182,11 @@ class MiniMindConfig(PreTrainedConfig):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         # Left as None when it cannot be derived, so validation reports it with the other problems.
-        if self.head_dim is None and self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads == 0:
+        if (
+            self.head_dim is None
+            and self.num_attention_heads > 0
+            and self.hidden_size % self.num_attention_heads == 0
+        ):
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.intermediate_size is None:
             self.intermediate_size = default_intermediate_size(self.hidden_size)
@@ -202,7 +206,13 @@ class MiniMindConfig(PreTrainedConfig):
     def _check_architecture(self) -> None:
         """Check the architecture fields together and raise one ValueError listing every problem."""
         errors = []
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+        ):
             if getattr(self, name) <= 0:
                 errors.append(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_attention_heads > 0:
@@ -263,25 +273,53 @@ def _rope_errors(rope: dict | None) -> list[str]:
 PRESETS: dict[str, dict[str, Any]] = {
     # For tests and the CPU quickstart: 2 layers, hidden 64.
     "tiny": dict(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
         intermediate_size=192,
     ),
     "minimind3": dict(
-        hidden_size=768, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, head_dim=96,
+        hidden_size=768,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=96,
         intermediate_size=2432,
     ),
     "minimind3-moe": dict(
-        hidden_size=768, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, head_dim=96,
-        intermediate_size=2432, use_moe=True, num_experts=4, num_experts_per_tok=1, moe_intermediate_size=2432,
+        hidden_size=768,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=96,
+        intermediate_size=2432,
+        use_moe=True,
+        num_experts=4,
+        num_experts_per_tok=1,
+        moe_intermediate_size=2432,
     ),
     # minimind2 used FFN = 64 * ceil(8 * hidden / 3 / 64), no q/k norm and eps 1e-5.
     "minimind2-small": dict(
-        hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2, head_dim=64,
-        intermediate_size=1408, use_qk_norm=False, rms_norm_eps=1e-5,
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+        intermediate_size=1408,
+        use_qk_norm=False,
+        rms_norm_eps=1e-5,
     ),
     "minimind2": dict(
-        hidden_size=768, num_hidden_layers=16, num_attention_heads=8, num_key_value_heads=2, head_dim=96,
-        intermediate_size=2048, use_qk_norm=False, rms_norm_eps=1e-5,
+        hidden_size=768,
+        num_hidden_layers=16,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=96,
+        intermediate_size=2048,
+        use_qk_norm=False,
+        rms_norm_eps=1e-5,
     ),
 }
 

@@ -179,10 +179,18 @@ class MiniMindAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.is_causal = True
 
-        self.q_proj = nn.Linear(config.hidden_size, config.num_attention_heads * self.head_dim, bias=config.attention_bias)
-        self.k_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=config.attention_bias)
-        self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=config.attention_bias)
-        self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
+        self.q_proj = nn.Linear(
+            config.hidden_size, config.num_attention_heads * self.head_dim, bias=config.attention_bias
+        )
+        self.k_proj = nn.Linear(
+            config.hidden_size, config.num_key_value_heads * self.head_dim, bias=config.attention_bias
+        )
+        self.v_proj = nn.Linear(
+            config.hidden_size, config.num_key_value_heads * self.head_dim, bias=config.attention_bias
+        )
+        self.o_proj = nn.Linear(
+            config.num_attention_heads * self.head_dim, config.hidden_size, bias=config.attention_bias
+        )
         # Identity (no parameters, no state-dict keys) when off, so minimind2 checkpoints load as they are.
         if config.use_qk_norm:
             self.q_norm = MiniMindRMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -202,8 +210,12 @@ class MiniMindAttention(nn.Module):
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
 
-        query_states = self.q_norm(self.q_proj(hidden_states).view(hidden_shape)).transpose(1, 2)  # (B, H, T, D)
-        key_states = self.k_norm(self.k_proj(hidden_states).view(hidden_shape)).transpose(1, 2)  # (B, Hkv, T, D)
+        query_states = self.q_norm(self.q_proj(hidden_states).view(hidden_shape)).transpose(
+            1, 2
+        )  # (B, H, T, D)
+        key_states = self.k_norm(self.k_proj(hidden_states).view(hidden_shape)).transpose(
+            1, 2
+        )  # (B, Hkv, T, D)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, Hkv, T, D)
 
         cos, sin = position_embeddings
@@ -265,11 +277,15 @@ class MiniMindExperts(nn.Module):
         self.num_experts = config.num_experts
         self.hidden_dim = config.hidden_size
         self.intermediate_dim = config.moe_intermediate_size
-        self.gate_up_proj = nn.Parameter(torch.empty(self.num_experts, 2 * self.intermediate_dim, self.hidden_dim))
+        self.gate_up_proj = nn.Parameter(
+            torch.empty(self.num_experts, 2 * self.intermediate_dim, self.hidden_dim)
+        )
         self.down_proj = nn.Parameter(torch.empty(self.num_experts, self.hidden_dim, self.intermediate_dim))
         self.act_fn = ACT2FN[config.hidden_act]
 
-    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+    ) -> torch.Tensor:
         """Eager path: sort the (token, expert) pairs by expert, run each expert once on its contiguous slice.
 
         One host sync per layer (the group sizes), not one per expert. The default `grouped_mm` path that
@@ -306,7 +322,9 @@ class MiniMindSparseMoeBlock(nn.Module):
         batch_size, sequence_length, hidden_dim = hidden_states.shape
         flat = hidden_states.view(-1, hidden_dim)
         _, routing_weights, selected_experts = self.gate(flat)
-        return self.experts(flat, selected_experts, routing_weights).reshape(batch_size, sequence_length, hidden_dim)
+        return self.experts(flat, selected_experts, routing_weights).reshape(
+            batch_size, sequence_length, hidden_dim
+        )
 
 
 def load_balancing_loss(
@@ -409,7 +427,9 @@ class MiniMindPreTrainedModel(PreTrainedModel):
         # MoE aux loss would carry no gradient: the load-balancing term would silently train nothing.
         ckpt_kwargs = dict(activation_checkpointing_kwargs or {"use_reentrant": False})
         if self.config.use_moe and ckpt_kwargs.get("use_reentrant", False):
-            logger.warning("MiniMind MoE: use_reentrant=True would detach the aux loss; using use_reentrant=False")
+            logger.warning(
+                "MiniMind MoE: use_reentrant=True would detach the aux loss; using use_reentrant=False"
+            )
             ckpt_kwargs["use_reentrant"] = False
         return super()._activation_checkpointing_enable(ckpt_kwargs, *args, **kwargs)
 
@@ -459,7 +479,9 @@ class MiniMindModel(MiniMindPreTrainedModel):
             cache = DynamicCache(config=self.config)
         if position_ids is None:
             past_seen_tokens = cache.get_seq_length() if cache is not None else 0
-            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
+            position_ids = (
+                torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
+            )
             position_ids = position_ids.unsqueeze(0)
 
         # A 2-D padding mask becomes the backend's causal mask. With no mask and packed position_ids
@@ -553,11 +575,17 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+            )
 
         aux_loss = None
         if want_aux:
-            mask = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
+            mask = (
+                attention_mask
+                if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2
+                else None
+            )
             aux_loss = load_balancing_loss(
                 outputs.router_logits, self.config.num_experts, self.config.num_experts_per_tok, mask
             )

@@ -41,7 +41,11 @@ logger = logging.getLogger(__name__)
 # A model that learns the generated corpus in a few CPU minutes: 4 layers, hidden 128, ~1.1M parameters (the built-in
 # corpus fills ~2,250 of the 6,400 vocabulary slots, so the embedding stays small).
 QUICKSTART_MODEL = dict(
-    hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=32,
     intermediate_size=384,
 )
 
@@ -52,10 +56,14 @@ class QuickstartSettings:
     data: list[str] = field(default_factory=list)  # pretrain jsonl files; empty = built-in corpus
     preset: str | None = None  # None = QUICKSTART_MODEL on top of "tiny"
     vocab_size: int = 6400
-    split_digits: bool = True  # one token per digit (Qwen2's pre-tokenizer): arithmetic the model can generalise
+    split_digits: bool = (
+        True  # one token per digit (Qwen2's pre-tokenizer): arithmetic the model can generalise
+    )
     seq_len: int = 256
     batch_size: int = 16
-    max_steps: int = 600  # pretraining optimizer steps (300 gave 4% held-out accuracy after SFT, 600 gives ~44%)
+    max_steps: int = (
+        600  # pretraining optimizer steps (300 gave 4% held-out accuracy after SFT, 600 gives ~44%)
+    )
     learning_rate: float = 3e-3
     sft_steps: int | None = None  # None = 2/3 of max_steps; 0 = skip SFT
     sft_learning_rate: float = 1e-3
@@ -65,7 +73,9 @@ class QuickstartSettings:
     grpo_steps: int = 60  # optimizer steps; 0 = skip GRPO
     grpo_prompts: int = 4  # prompts per step (each sampled grpo_group times)
     grpo_group: int = 8  # G, samples per prompt
-    grpo_learning_rate: float = 3e-5  # measured on the 44% SFT model: 2e-4 fell to 20%, 1e-4 to 31%, 5e-5 to 41-43%
+    grpo_learning_rate: float = (
+        3e-5  # measured on the 44% SFT model: 2e-4 fell to 20%, 1e-4 to 31%, 5e-5 to 41-43%
+    )
     grpo_beta: float = 0.0  # k3 KL coefficient (0 = no reference model)
     grpo_temperature: float = 1.0
     max_new_tokens: int = 96  # completion budget of GRPO samples and of the held-out evaluation
@@ -88,8 +98,9 @@ def stated_answer(completion: str) -> str | None:
 
 
 @torch.no_grad()
-def heldout_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 96,
-                     batch: int = 50) -> tuple[float, list[dict]]:
+def heldout_accuracy(
+    model, tokenizer, problems: list[dict], max_new_tokens: int = 96, batch: int = 50
+) -> tuple[float, list[dict]]:
     """Greedy chat-form answers to ``problems`` (batched, left-padded), scored by the ``accuracy`` reward.
 
     Prompts are rendered exactly as GRPO renders its prompts (chat template, closed think block). Returns
@@ -103,14 +114,29 @@ def heldout_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int
     reward = get_reward("accuracy")
     prompts = [render_prompt(tokenizer, [{"role": "user", "content": p["question"]}]) for p in problems]
     prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
-    s = sample_completions(model, prompt_ids, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.eos_token_id, num_samples=1, max_new_tokens=max_new_tokens,
-                           temperature=0.0, generation_chunk=batch)
+    s = sample_completions(
+        model,
+        prompt_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        num_samples=1,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        generation_chunk=batch,
+    )
     comp = [ids[m.bool()].tolist() for ids, m in zip(s["completion_ids"], s["completion_mask"], strict=True)]
     texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
     scores = reward(texts, ground_truth=[p["answer"] for p in problems])
-    rows = [{"prompt": p["question"], "completion": t, "answer": p["answer"], "correct": bool(r),
-             "stated": stated_answer(t) == p["answer"]} for p, t, r in zip(problems, texts, scores, strict=True)]
+    rows = [
+        {
+            "prompt": p["question"],
+            "completion": t,
+            "answer": p["answer"],
+            "correct": bool(r),
+            "stated": stated_answer(t) == p["answer"],
+        }
+        for p, t, r in zip(problems, texts, scores, strict=True)
+    ]
     return sum(scores) / len(scores), rows
 
 
@@ -140,8 +166,10 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         logger.info("quickstart: %s done in %.1fs", name, stages[name])
 
     # 1. corpus (the built-in one is always written: SFT and GRPO use its conversations and prompts)
-    paths = write_demo_corpus(out / "corpus", {"pretrain": settings.pretrain_docs, "sft": settings.sft_conversations,
-                                               "rl": settings.rl_prompts})
+    paths = write_demo_corpus(
+        out / "corpus",
+        {"pretrain": settings.pretrain_docs, "sft": settings.sft_conversations, "rl": settings.rl_prompts},
+    )
     if settings.data:
         pretrain_files = [str(p) for p in settings.data]
         logger.info("using pretrain data from %s", ", ".join(pretrain_files))
@@ -152,7 +180,9 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     lap("corpus")
 
     # 2. tokenizer
-    tokenizer = train_tokenizer(texts["text"], vocab_size=settings.vocab_size, split_digits=settings.split_digits)
+    tokenizer = train_tokenizer(
+        texts["text"], vocab_size=settings.vocab_size, split_digits=settings.split_digits
+    )
     tokenizer.save_pretrained(out / "tokenizer")
     summary["vocab_size"] = len(tokenizer)
     summary["corpus_documents"] = len(texts)
@@ -160,17 +190,39 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
 
     # 3. native pretraining on packed rows (no padding; documents never attend to each other)
     model_overrides = {} if settings.preset else dict(QUICKSTART_MODEL)
-    common = dict(tokenizer=str(out / "tokenizer"), preset=settings.preset or "tiny", model_overrides=model_overrides,
-                  seed=settings.seed, report_to=["none"], resume="never", weight_decay=0.01, max_grad_norm=1.0,
-                  log_every=max(1, settings.max_steps // 20), num_threads=settings.threads)
-    pre_cfg = load_config(PretrainConfig, None, dict(
-        common, data=pretrain_files, output_dir=str(out / "pretrain"), seq_len=settings.seq_len,
-        batch_size=settings.batch_size, max_steps=settings.max_steps, learning_rate=settings.learning_rate,
-        warmup_steps=max(1, settings.max_steps // 20)))
+    common = dict(
+        tokenizer=str(out / "tokenizer"),
+        preset=settings.preset or "tiny",
+        model_overrides=model_overrides,
+        seed=settings.seed,
+        report_to=["none"],
+        resume="never",
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        log_every=max(1, settings.max_steps // 20),
+        num_threads=settings.threads,
+    )
+    pre_cfg = load_config(
+        PretrainConfig,
+        None,
+        dict(
+            common,
+            data=pretrain_files,
+            output_dir=str(out / "pretrain"),
+            seq_len=settings.seq_len,
+            batch_size=settings.batch_size,
+            max_steps=settings.max_steps,
+            learning_rate=settings.learning_rate,
+            warmup_steps=max(1, settings.max_steps // 20),
+        ),
+    )
     pre = run_pretrain(pre_cfg)
     losses = pre.losses
-    summary.update(first_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None,
-                   train_seconds=round(pre.seconds, 1))
+    summary.update(
+        first_loss=losses[0] if losses else None,
+        final_loss=losses[-1] if losses else None,
+        train_seconds=round(pre.seconds, 1),
+    )
     model_dir = out / "pretrain"
     lap("pretrain")
     common.pop("tokenizer")
@@ -179,47 +231,82 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     # 4. native SFT: the model learns to answer in chat form (loss on assistant tokens only, packed rows)
     sft_steps = settings.max_steps * 2 // 3 if settings.sft_steps is None else settings.sft_steps
     if sft_steps > 0:
-        sft_cfg = load_config(SFTConfig, None, dict(
-            common, model=str(model_dir), data=[str(paths["sft"])], output_dir=str(out / "sft"),
-            max_length=settings.seq_len, batch_size=settings.batch_size, max_steps=sft_steps,
-            learning_rate=settings.sft_learning_rate, warmup_steps=max(1, sft_steps // 20),
-            log_every=max(1, sft_steps // 20)))
+        sft_cfg = load_config(
+            SFTConfig,
+            None,
+            dict(
+                common,
+                model=str(model_dir),
+                data=[str(paths["sft"])],
+                output_dir=str(out / "sft"),
+                max_length=settings.seq_len,
+                batch_size=settings.batch_size,
+                max_steps=sft_steps,
+                learning_rate=settings.sft_learning_rate,
+                warmup_steps=max(1, sft_steps // 20),
+                log_every=max(1, sft_steps // 20),
+            ),
+        )
         sft = run_sft(sft_cfg)
-        summary.update(sft_first_loss=sft.losses[0], sft_final_loss=sft.losses[-1],
-                       sft_seconds=round(sft.seconds, 1))
+        summary.update(
+            sft_first_loss=sft.losses[0], sft_final_loss=sft.losses[-1], sft_seconds=round(sft.seconds, 1)
+        )
         model_dir = out / "sft"
         lap("sft")
 
     # 5. held-out accuracy before GRPO (the same problems and greedy decoding as after)
     problems = heldout_problems(max(settings.eval_problems, settings.samples))
-    eval_set = problems[:settings.eval_problems]
+    eval_set = problems[: settings.eval_problems]
     policy = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
-    acc_before, rows_before = heldout_accuracy(policy, tokenizer, eval_set, settings.max_new_tokens,
-                                               settings.eval_batch)
-    summary.update(eval_problems=len(eval_set), heldout_accuracy_before=acc_before,
-                   heldout_stated_accuracy_before=_mean([r["stated"] for r in rows_before]))
+    acc_before, rows_before = heldout_accuracy(
+        policy, tokenizer, eval_set, settings.max_new_tokens, settings.eval_batch
+    )
+    summary.update(
+        eval_problems=len(eval_set),
+        heldout_accuracy_before=acc_before,
+        heldout_stated_accuracy_before=_mean([r["stated"] for r in rows_before]),
+    )
     logger.info("held-out accuracy before GRPO: %.1f%% of %d", 100 * acc_before, len(eval_set))
     del policy
     lap("eval_before")
 
     # 6. native GRPO with the math reward on the corpus's rl prompts -> the final folder
     if settings.grpo_steps > 0:
-        grpo_cfg = load_config(GRPOConfig, None, dict(
-            common, model=str(model_dir), data=[str(paths["rl"])], output_dir=str(out / "model"),
-            rewards=["accuracy"], num_generations=settings.grpo_group, batch_size=settings.grpo_prompts,
-            max_steps=settings.grpo_steps, learning_rate=settings.grpo_learning_rate, beta=settings.grpo_beta,
-            temperature=settings.grpo_temperature, max_new_tokens=settings.max_new_tokens,
-            warmup_steps=max(1, settings.grpo_steps // 10), min_lr_ratio=0.5, loss_type="dapo",
-            generation_chunk=settings.grpo_prompts * settings.grpo_group,
-            logprob_chunk=settings.grpo_prompts * settings.grpo_group, log_every=1))
+        grpo_cfg = load_config(
+            GRPOConfig,
+            None,
+            dict(
+                common,
+                model=str(model_dir),
+                data=[str(paths["rl"])],
+                output_dir=str(out / "model"),
+                rewards=["accuracy"],
+                num_generations=settings.grpo_group,
+                batch_size=settings.grpo_prompts,
+                max_steps=settings.grpo_steps,
+                learning_rate=settings.grpo_learning_rate,
+                beta=settings.grpo_beta,
+                temperature=settings.grpo_temperature,
+                max_new_tokens=settings.max_new_tokens,
+                warmup_steps=max(1, settings.grpo_steps // 10),
+                min_lr_ratio=0.5,
+                loss_type="dapo",
+                generation_chunk=settings.grpo_prompts * settings.grpo_group,
+                logprob_chunk=settings.grpo_prompts * settings.grpo_group,
+                log_every=1,
+            ),
+        )
         grpo = run_grpo(grpo_cfg)
         log = [json.loads(line) for line in (out / "model" / "train_log.jsonl").read_text().splitlines()]
         rewards = [r["reward"] for r in log if "reward" in r]
-        summary.update(grpo_steps=grpo.steps, grpo_seconds=round(grpo.seconds, 1),
-                       grpo_reward_first=rewards[0] if rewards else None,
-                       grpo_reward_last=rewards[-1] if rewards else None,
-                       grpo_reward_mean_first_quarter=_mean(rewards[:max(1, len(rewards) // 4)]),
-                       grpo_reward_mean_last_quarter=_mean(rewards[-max(1, len(rewards) // 4):]))
+        summary.update(
+            grpo_steps=grpo.steps,
+            grpo_seconds=round(grpo.seconds, 1),
+            grpo_reward_first=rewards[0] if rewards else None,
+            grpo_reward_last=rewards[-1] if rewards else None,
+            grpo_reward_mean_first_quarter=_mean(rewards[: max(1, len(rewards) // 4)]),
+            grpo_reward_mean_last_quarter=_mean(rewards[-max(1, len(rewards) // 4) :]),
+        )
         model_dir = out / "model"
         lap("grpo")
     summary["model_dir"] = str(model_dir)
@@ -229,17 +316,25 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     summary["parameters"] = sum(p.numel() for p in reloaded.parameters())
     logger.info("model: %.2fM parameters", summary["parameters"] / 1e6)
     if settings.grpo_steps > 0:
-        acc_after, rows_after = heldout_accuracy(reloaded, tokenizer, eval_set, settings.max_new_tokens,
-                                                 settings.eval_batch)
+        acc_after, rows_after = heldout_accuracy(
+            reloaded, tokenizer, eval_set, settings.max_new_tokens, settings.eval_batch
+        )
     else:
         acc_after, rows_after = acc_before, rows_before
-    summary.update(heldout_accuracy_after=acc_after,
-                   heldout_stated_accuracy_after=_mean([r["stated"] for r in rows_after]))
+    summary.update(
+        heldout_accuracy_after=acc_after,
+        heldout_stated_accuracy_after=_mean([r["stated"] for r in rows_after]),
+    )
     logger.info("held-out accuracy after GRPO: %.1f%% of %d", 100 * acc_after, len(eval_set))
-    shown = rows_after[:settings.samples]
+    shown = rows_after[: settings.samples]
     if len(shown) < settings.samples:  # more samples asked than evaluated problems
-        shown += heldout_accuracy(reloaded, tokenizer, problems[len(shown):settings.samples],
-                                  settings.max_new_tokens, settings.eval_batch)[1]
+        shown += heldout_accuracy(
+            reloaded,
+            tokenizer,
+            problems[len(shown) : settings.samples],
+            settings.max_new_tokens,
+            settings.eval_batch,
+        )[1]
     summary["samples"] = shown
     summary["heldout_correct"] = sum(s["correct"] for s in shown)
     lap("eval_after")

@@ -124,7 +124,9 @@ def completion_text(completion: str | list[dict] | dict) -> str:
 _NUMBER = r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?%?"
 _NUMBER_RE = re.compile(_NUMBER)
 _GSM8K_RE = re.compile(r"####\s*(" + _NUMBER + ")")
-_ANSWER_IS_RE = re.compile(r"(?:answer\s*(?:is|:)|答案\s*(?:是|为|:))\s*[:：]?\s*\$?\s*(" + _NUMBER + ")", re.IGNORECASE)
+_ANSWER_IS_RE = re.compile(
+    r"(?:answer\s*(?:is|:)|答案\s*(?:是|为|:))\s*[:：]?\s*\$?\s*(" + _NUMBER + ")", re.IGNORECASE
+)
 _FRAC_RE = re.compile(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 
 
@@ -203,7 +205,9 @@ def answers_match(predicted: str | None, truth: str | float | int) -> bool:
 
 
 @register_reward("accuracy")
-def accuracy_reward(completions: list, ground_truth: Sequence[Any] | None = None, **kwargs: Any) -> list[float]:
+def accuracy_reward(
+    completions: list, ground_truth: Sequence[Any] | None = None, **kwargs: Any
+) -> list[float]:
     """1.0 when the extracted final number equals ``ground_truth`` (one per completion), else 0.0.
 
     A missing ground truth (None) scores 0.0 and is logged once per call."""
@@ -217,18 +221,24 @@ def accuracy_reward(completions: list, ground_truth: Sequence[Any] | None = None
             continue
         out.append(1.0 if answers_match(extract_answer(completion_text(completion)), truth) else 0.0)
     if missing:
-        logger.warning("accuracy reward: %d of %d completions have no ground_truth; scored 0", missing, len(out))
+        logger.warning(
+            "accuracy reward: %d of %d completions have no ground_truth; scored 0", missing, len(out)
+        )
     return out
 
 
 # <think>\n{reasoning}\n</think>\n\n{answer}: exactly one think block, non-empty reasoning and answer.
-_THINK_RE = re.compile(r"\A<think>\n(?P<reasoning>(?:(?!<think>|</think>).)*?\S(?:(?!<think>|</think>).)*?)\n"
-                       r"</think>\n\n(?P<answer>(?:(?!<think>|</think>).)*\S(?:(?!<think>|</think>).)*)\Z",
-                       re.DOTALL)
+_THINK_RE = re.compile(
+    r"\A<think>\n(?P<reasoning>(?:(?!<think>|</think>).)*?\S(?:(?!<think>|</think>).)*?)\n"
+    r"</think>\n\n(?P<answer>(?:(?!<think>|</think>).)*\S(?:(?!<think>|</think>).)*)\Z",
+    re.DOTALL,
+)
 
 
 @register_reward("think_format")
-def think_format_reward(completions: list, *, think_in_prompt: bool | None = None, **kwargs: Any) -> list[float]:
+def think_format_reward(
+    completions: list, *, think_in_prompt: bool | None = None, **kwargs: Any
+) -> list[float]:
     """1.0 for ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}`` (one block, non-empty parts, no stray tags).
 
     With ``open_thinking=True`` the generation prompt already ends in ``<think>\\n``, so the completion starts
@@ -246,17 +256,28 @@ def think_format_reward(completions: list, *, think_in_prompt: bool | None = Non
 
 
 @register_reward("length")
-def length_penalty(completions: list, *, max_length: int = 1024, cache: int = 256,
-                   completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float]:
+def length_penalty(
+    completions: list,
+    *,
+    max_length: int = 1024,
+    cache: int = 256,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    **kwargs: Any,
+) -> list[float]:
     """DAPO's soft over-long punishment, in ``[-1, 0]``.
 
     ``L`` is the token count when ``completion_ids`` is passed (trl and the native trainers pass it), else
     the character count. ``0`` if ``L <= max_length - cache``; ``-(L - (max_length - cache)) / cache`` up to
     ``max_length``; ``-1`` beyond."""
     if not 0 < cache <= max_length:
-        raise ValueError(f"length reward: need 0 < cache <= max_length, got cache={cache}, max_length={max_length}")
-    lengths = ([len(ids) for ids in completion_ids] if completion_ids is not None
-               else [len(completion_text(c)) for c in completions])
+        raise ValueError(
+            f"length reward: need 0 < cache <= max_length, got cache={cache}, max_length={max_length}"
+        )
+    lengths = (
+        [len(ids) for ids in completion_ids]
+        if completion_ids is not None
+        else [len(completion_text(c)) for c in completions]
+    )
     free = max_length - cache
     return [0.0 if n <= free else max(-1.0, -(n - free) / cache) for n in lengths]
 
@@ -274,14 +295,16 @@ def _units(text: str) -> list[str]:
 
 
 @register_reward("repetition")
-def repetition_penalty(completions: list, *, ngram: int = 3, max_penalty: float = -1.0, **kwargs: Any) -> list[float]:
+def repetition_penalty(
+    completions: list, *, ngram: int = 3, max_penalty: float = -1.0, **kwargs: Any
+) -> list[float]:
     """``max_penalty * (1 - distinct / total)`` over the completion's n-grams (0 when shorter than ``ngram``)."""
     if max_penalty > 0:
         raise ValueError(f"repetition reward: max_penalty must be <= 0, got {max_penalty}")
     out = []
     for completion in completions:
         units = _units(completion_text(completion))
-        grams = [tuple(units[i:i + ngram]) for i in range(len(units) - ngram + 1)]
+        grams = [tuple(units[i : i + ngram]) for i in range(len(units) - ngram + 1)]
         out.append(0.0 if not grams else max_penalty * (1.0 - len(set(grams)) / len(grams)))
     return out
 
@@ -311,9 +334,16 @@ def _conversation(prompt: Any, completion: Any) -> list[dict]:
 
 
 @register_reward("reward_model")
-def reward_model_reward(completions: list, prompts: Sequence[Any] | None = None, *, model: str = "",
-                        batch_size: int = 8, max_length: int = 2048, device: str | None = None,
-                        **kwargs: Any) -> list[float]:
+def reward_model_reward(
+    completions: list,
+    prompts: Sequence[Any] | None = None,
+    *,
+    model: str = "",
+    batch_size: int = 8,
+    max_length: int = 2048,
+    device: str | None = None,
+    **kwargs: Any,
+) -> list[float]:
     """Score ``prompt + completion`` with ``AutoModelForSequenceClassification.from_pretrained(model)``.
 
     The conversation is rendered with the reward model's own chat template (plain ``role: content`` lines
@@ -334,8 +364,14 @@ def reward_model_reward(completions: list, prompts: Sequence[Any] | None = None,
     padding_side, tok.padding_side = tok.padding_side, "right"
     try:
         for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                      max_length=max_length, add_special_tokens=False).to(rm.device)
+            enc = tok(
+                texts[i : i + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                add_special_tokens=False,
+            ).to(rm.device)
             with torch.no_grad():
                 logits = rm(**enc).logits  # (b, num_labels)
             scores.extend(logits[:, 0].float().tolist())

@@ -27,9 +27,23 @@ from typing import Any
 
 logger = logging.getLogger("minimind_hf.recipes")
 
-__all__ = ["BACKENDS", "RecipeArguments", "RecipeError", "build_or_load_model", "check_recipe", "is_main_process",
-           "dry_run", "load_split", "native_weight_decay", "load_tokenizer_for", "parse_recipe", "prepare_runtime", "run_cli", "save_final",
-           "setup_logging"]
+__all__ = [
+    "BACKENDS",
+    "RecipeArguments",
+    "RecipeError",
+    "build_or_load_model",
+    "check_recipe",
+    "is_main_process",
+    "dry_run",
+    "load_split",
+    "native_weight_decay",
+    "load_tokenizer_for",
+    "parse_recipe",
+    "prepare_runtime",
+    "run_cli",
+    "save_final",
+    "setup_logging",
+]
 
 BACKENDS = ("trl", "native")
 
@@ -39,31 +53,56 @@ class RecipeError(ValueError):
 
     def __init__(self, problems: Sequence[str], source: str = "recipe"):
         self.problems = list(problems)
-        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n" +
-                         "\n".join(f"  - {p}" for p in self.problems))
+        super().__init__(
+            f"{len(self.problems)} problem(s) in {source}:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        )
 
 
 @dataclass
 class RecipeArguments:
     """Recipe keys that are ours (the rest of the YAML belongs to trl's stage config and ModelConfig)."""
 
-    backend: str = field(default="trl", metadata={"help": "trl (trl/peft trainers) or native (minimind_hf.native)"})
-    data: list[str] = field(default_factory=list, metadata={
-        "help": "training data: local .jsonl/.json/.parquet files or folders, hub dataset names, or the "
-                "built-in generated corpus demo:PART[:N] (PART = pretrain, sft, dpo, rl)"})
-    eval_data: list[str] = field(default_factory=list, metadata={"help": "held-out data (same forms as data)"})
-    eval_ratio: float = field(default=0.0, metadata={"help": "fraction of `data` held out when eval_data is empty"})
+    backend: str = field(
+        default="trl", metadata={"help": "trl (trl/peft trainers) or native (minimind_hf.native)"}
+    )
+    data: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "training data: local .jsonl/.json/.parquet files or folders, hub dataset names, or the "
+            "built-in generated corpus demo:PART[:N] (PART = pretrain, sft, dpo, rl)"
+        },
+    )
+    eval_data: list[str] = field(
+        default_factory=list, metadata={"help": "held-out data (same forms as data)"}
+    )
+    eval_ratio: float = field(
+        default=0.0, metadata={"help": "fraction of `data` held out when eval_data is empty"}
+    )
     max_records: int = field(default=0, metadata={"help": "use only the first N records (0 = all)"})
     skip_invalid: bool = field(default=False, metadata={"help": "drop (and count) malformed records"})
-    preset: str = field(default="tiny", metadata={
-        "help": "MiniMindConfig preset for a new model (when model_name_or_path is not set)"})
-    model_overrides: str | None = field(default=None, metadata={
-        "help": "extra MiniMindConfig fields for a new model: a YAML mapping or a JSON string"})
-    tokenizer: str | None = field(default=None, metadata={
-        "help": "tokenizer folder (default: the model folder; pretrain trains one when neither is given)"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads per process (0 = torch's default)"})
-    dry_run: bool = field(default=False, metadata={
-        "help": "validate the configuration (for backend native: also its translation), print it and exit"})
+    preset: str = field(
+        default="tiny",
+        metadata={"help": "MiniMindConfig preset for a new model (when model_name_or_path is not set)"},
+    )
+    model_overrides: str | None = field(
+        default=None,
+        metadata={"help": "extra MiniMindConfig fields for a new model: a YAML mapping or a JSON string"},
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "tokenizer folder (default: the model folder; pretrain trains one when neither is given)"
+        },
+    )
+    num_threads: int = field(
+        default=0, metadata={"help": "torch CPU threads per process (0 = torch's default)"}
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "validate the configuration (for backend native: also its translation), print it and exit"
+        },
+    )
 
     def overrides(self) -> dict:
         value = self.model_overrides
@@ -80,15 +119,18 @@ class RecipeArguments:
 def setup_logging() -> None:
     """INFO logs on the main process, warnings elsewhere (transformers/datasets follow the same rule)."""
     level = logging.INFO if is_main_process() else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def parse_recipe(stage_config_cls: type, argv: Sequence[str] | None = None,
-                 extra_dataclasses: Sequence[type] = ()) -> tuple:
+def parse_recipe(
+    stage_config_cls: type, argv: Sequence[str] | None = None, extra_dataclasses: Sequence[type] = ()
+) -> tuple:
     """Parse ``--config FILE`` plus ``--flag value`` overrides into (RecipeArguments, stage config, ModelConfig,
     *extra). Unknown keys in the YAML or on the command line are an error (listing nothing is silently ignored)."""
     from trl import ModelConfig, TrlParser
@@ -122,8 +164,13 @@ def _config_name(argv: Sequence[str]) -> str:
     return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else "command line"
 
 
-def check_recipe(recipe_args: RecipeArguments, training_args: Any, model_args: Any,
-                 needs_model: str | None = None, extra: Sequence[str] = ()) -> None:
+def check_recipe(
+    recipe_args: RecipeArguments,
+    training_args: Any,
+    model_args: Any,
+    needs_model: str | None = None,
+    extra: Sequence[str] = (),
+) -> None:
     """Validate what all recipes share; raise `RecipeError` listing every problem (plus `extra`)."""
     from minimind_hf.configuration_minimind import PRESETS
     from minimind_hf.native.common import check_data_files
@@ -146,7 +193,11 @@ def check_recipe(recipe_args: RecipeArguments, training_args: Any, model_args: A
         p.append(f"model_name_or_path: no such folder {model!r}")
     if not model and recipe_args.preset not in PRESETS:
         p.append(f"preset: unknown {recipe_args.preset!r}; valid: {', '.join(PRESETS)}")
-    if recipe_args.tokenizer and _looks_local(recipe_args.tokenizer) and not Path(recipe_args.tokenizer).is_dir():
+    if (
+        recipe_args.tokenizer
+        and _looks_local(recipe_args.tokenizer)
+        and not Path(recipe_args.tokenizer).is_dir()
+    ):
         p.append(f"tokenizer: no such folder {recipe_args.tokenizer!r}")
     if not training_args.output_dir:
         p.append("output_dir is required")
@@ -192,8 +243,9 @@ def prepare_runtime(recipe_args: RecipeArguments) -> None:
         torch.set_num_threads(recipe_args.num_threads)
 
 
-def build_or_load_model(recipe_args: RecipeArguments, model_args: Any, tokenizer: Any,
-                        trust_remote_code: bool = False):
+def build_or_load_model(
+    recipe_args: RecipeArguments, model_args: Any, tokenizer: Any, trust_remote_code: bool = False
+):
     """``model_name_or_path`` loaded with AutoModelForCausalLM (fp32 unless ``dtype`` says otherwise), or a new
     MiniMind from ``preset`` + ``model_overrides`` sized to the tokenizer. (MiniMind folders need no
     ``trust_remote_code`` here: importing minimind_hf registers the Auto classes.)"""
@@ -206,8 +258,12 @@ def build_or_load_model(recipe_args: RecipeArguments, model_args: Any, tokenizer
     if model_args.model_name_or_path:
         dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
         model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path, dtype=getattr(torch, dtype), attn_implementation=attn,
-            trust_remote_code=trust_remote_code, revision=model_args.model_revision)
+            model_args.model_name_or_path,
+            dtype=getattr(torch, dtype),
+            attn_implementation=attn,
+            trust_remote_code=trust_remote_code,
+            revision=model_args.model_revision,
+        )
         if recipe_args.overrides():
             logger.warning("model_overrides are ignored when starting from %s", model_args.model_name_or_path)
     else:
@@ -216,10 +272,15 @@ def build_or_load_model(recipe_args: RecipeArguments, model_args: Any, tokenizer
         overrides.setdefault("attn_implementation", attn)
         model = MiniMindForCausalLM(MiniMindConfig.from_preset(recipe_args.preset, **overrides))
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} "
-                         "embeddings: use the tokenizer the model was trained with")
-    logger.info("model: %.2fM parameters (%s)", sum(p.numel() for p in model.parameters()) / 1e6,
-                model_args.model_name_or_path or f"new {recipe_args.preset}")
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} "
+            "embeddings: use the tokenizer the model was trained with"
+        )
+    logger.info(
+        "model: %.2fM parameters (%s)",
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        model_args.model_name_or_path or f"new {recipe_args.preset}",
+    )
     return model
 
 
@@ -229,8 +290,11 @@ def dry_run(recipe_args: RecipeArguments, training_args: Any, model_args: Any) -
         return False
     import dataclasses
 
-    shown = {"recipe": dataclasses.asdict(recipe_args), "model": dataclasses.asdict(model_args),
-             "training": training_args.to_dict()}
+    shown = {
+        "recipe": dataclasses.asdict(recipe_args),
+        "model": dataclasses.asdict(model_args),
+        "training": training_args.to_dict(),
+    }
     print(json.dumps(shown, indent=2, default=str))
     return True
 
@@ -271,5 +335,7 @@ def save_final(trainer: Any, output_dir: str) -> None:
     trainer.save_model(output_dir)
     trainer.save_state()  # trainer_state.json (the log history) beside the model, even with save_strategy: no
     if trainer.accelerator.is_main_process:
-        logger.info("saved %s (loads with AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))",
-                    output_dir)
+        logger.info(
+            "saved %s (loads with AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))",
+            output_dir,
+        )

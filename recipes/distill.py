@@ -43,17 +43,27 @@ logger = logging.getLogger("minimind_hf.recipes")
 class DistillArguments:
     """Distillation keys trl's DistillationConfig does not have (used by the native backend)."""
 
-    alpha: float = field(default=0.5, metadata={
-        "help": "native backend: weight of the hard-label CE; 1 - alpha on T^2 KL (trl's loss has no CE term)"})
-    max_length: int = field(default=340, metadata={
-        "help": "native backend: tokens per conversation and per packed row (trl: prompts + max_completion_length)"})
+    alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "native backend: weight of the hard-label CE; 1 - alpha on T^2 KL (trl's loss has no CE term)"
+        },
+    )
+    max_length: int = field(
+        default=340,
+        metadata={
+            "help": "native backend: tokens per conversation and per packed row (trl: prompts + max_completion_length)"
+        },
+    )
 
 
 def distill_problems(recipe_args, training_args, model_args, distill_args) -> list[str]:
     p = []
     teacher = training_args.teacher_model_name_or_path
     if not teacher:
-        p.append("teacher_model_name_or_path is required: the teacher's folder (same tokenizer as the student)")
+        p.append(
+            "teacher_model_name_or_path is required: the teacher's folder (same tokenizer as the student)"
+        )
     elif common._looks_local(teacher) and not Path(teacher).is_dir():
         p.append(f"teacher_model_name_or_path: no such folder {teacher!r}")
     if not 0.0 <= distill_args.alpha <= 1.0:
@@ -61,13 +71,16 @@ def distill_problems(recipe_args, training_args, model_args, distill_args) -> li
     if training_args.temperature <= 0:
         p.append(f"temperature must be > 0, got {training_args.temperature}")
     if recipe_args.backend == "native" and training_args.beta != 0.0:
-        p.append(f"beta {training_args.beta}: the native backend's divergence is forward KL(teacher || student) "
-                 "(beta: 0.0); use backend trl for reverse KL / JSD")
+        p.append(
+            f"beta {training_args.beta}: the native backend's divergence is forward KL(teacher || student) "
+            "(beta: 0.0); use backend trl for reverse KL / JSD"
+        )
     return p
 
 
 def prompts(records):
     """trl's prompt-only form: each conversation up to (without) its last assistant message."""
+
     def cut(record):
         messages = record["conversations"]
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
@@ -82,30 +95,48 @@ def load_teacher(training_args, model_args, student):
 
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
     teacher = AutoModelForCausalLM.from_pretrained(
-        training_args.teacher_model_name_or_path, dtype=getattr(torch, dtype),
-        attn_implementation=model_args.attn_implementation or "sdpa", revision=training_args.teacher_model_revision,
-        trust_remote_code=training_args.trust_remote_code)
+        training_args.teacher_model_name_or_path,
+        dtype=getattr(torch, dtype),
+        attn_implementation=model_args.attn_implementation or "sdpa",
+        revision=training_args.teacher_model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
     if teacher.config.vocab_size != student.config.vocab_size:
-        raise common.RecipeError([f"teacher vocab {teacher.config.vocab_size} != student vocab "
-                                  f"{student.config.vocab_size}: distillation needs the same tokenizer"])
+        raise common.RecipeError(
+            [
+                f"teacher vocab {teacher.config.vocab_size} != student vocab "
+                f"{student.config.vocab_size}: distillation needs the same tokenizer"
+            ]
+        )
     return teacher
 
 
 def main(recipe_args, training_args, model_args, distill_args=None) -> None:
     distill_args = distill_args or DistillArguments()
     common.prepare_runtime(recipe_args)
-    common.check_recipe(recipe_args, training_args, model_args,
-                        extra=distill_problems(recipe_args, training_args, model_args, distill_args),
-                        needs_model="the student to distil into (e.g. the SFT recipe's output_dir)")
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=distill_problems(recipe_args, training_args, model_args, distill_args),
+        needs_model="the student to distil into (e.g. the SFT recipe's output_dir)",
+    )
     if recipe_args.backend == "native":
-        run_native("distill", recipe_args, training_args, model_args, {
-            "teacher": training_args.teacher_model_name_or_path,
-            "alpha": distill_args.alpha,
-            "temperature": training_args.temperature,
-            "max_length": distill_args.max_length,
-            "packing": True,
-            "max_conversations": recipe_args.max_records,
-        }, stage_mapped={"teacher_model_name_or_path", "temperature", "beta"})
+        run_native(
+            "distill",
+            recipe_args,
+            training_args,
+            model_args,
+            {
+                "teacher": training_args.teacher_model_name_or_path,
+                "alpha": distill_args.alpha,
+                "temperature": training_args.temperature,
+                "max_length": distill_args.max_length,
+                "packing": True,
+                "max_conversations": recipe_args.max_records,
+            },
+            stage_mapped={"teacher_model_name_or_path", "temperature", "beta"},
+        )
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
@@ -113,8 +144,10 @@ def main(recipe_args, training_args, model_args, distill_args=None) -> None:
     from trl import DistillationTrainer
 
     if distill_args.alpha != 0.0:
-        logger.warning("backend trl: alpha=%g is ignored (trl's on-policy loss is the divergence alone, no CE term)",
-                       distill_args.alpha)
+        logger.warning(
+            "backend trl: alpha=%g is ignored (trl's on-policy loss is the divergence alone, no CE term)",
+            distill_args.alpha,
+        )
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
     train, evaluation = common.load_split("sft", recipe_args, training_args.seed)
     model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)

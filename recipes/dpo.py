@@ -44,11 +44,17 @@ logger = logging.getLogger("minimind_hf.recipes")
 class DPOArguments:
     """DPO recipe keys that trl 1.16's DPOConfig does not have."""
 
-    max_prompt_length: int | None = field(default=None, metadata={
-        "help": "native backend: prompts are cut from the left to this many tokens (default max_length // 2); "
-                "trl 1.16 has no prompt truncation"})
-    open_thinking: bool = field(default=False, metadata={
-        "help": "render prompts ending in '<think>\\n' (answers then start with their reasoning)"})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "native backend: prompts are cut from the left to this many tokens (default max_length // 2); "
+            "trl 1.16 has no prompt truncation"
+        },
+    )
+    open_thinking: bool = field(
+        default=False,
+        metadata={"help": "render prompts ending in '<think>\\n' (answers then start with their reasoning)"},
+    )
 
 
 def with_template_kwargs(records, open_thinking: bool):
@@ -62,11 +68,18 @@ def native_problems(training_args) -> list[str]:
     """trl options that change the loss and that the native trainer does not implement."""
     t, p = training_args, []
     if list(t.loss_type) != ["sigmoid"]:
-        p.append(f"loss_type {t.loss_type}: the native trainer implements sigmoid DPO (+ label_smoothing) only")
+        p.append(
+            f"loss_type {t.loss_type}: the native trainer implements sigmoid DPO (+ label_smoothing) only"
+        )
     if t.loss_weights:
         p.append("loss_weights: the native trainer has a single loss")
-    for name, default in (("f_divergence_type", "reverse_kl"), ("use_weighting", False), ("ld_alpha", None),
-                          ("sync_ref_model", False), ("truncation_mode", "keep_start")):
+    for name, default in (
+        ("f_divergence_type", "reverse_kl"),
+        ("use_weighting", False),
+        ("ld_alpha", None),
+        ("sync_ref_model", False),
+        ("truncation_mode", "keep_start"),
+    ):
         if getattr(t, name) != default:
             p.append(f"{name}={getattr(t, name)!r}: not supported by the native trainer (use backend: trl)")
     return p
@@ -76,25 +89,52 @@ def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None =
     dpo_args = dpo_args or DPOArguments()
     common.prepare_runtime(recipe_args)
     problems = []
-    if training_args.max_length is not None and dpo_args.max_prompt_length is not None and not (
-            0 < dpo_args.max_prompt_length < training_args.max_length):
-        problems.append(f"need 0 < max_prompt_length < max_length, got {dpo_args.max_prompt_length}, "
-                        f"{training_args.max_length}")
-    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
-                        needs_model="DPO starts from an SFT folder (policy and frozen reference start there)")
+    if (
+        training_args.max_length is not None
+        and dpo_args.max_prompt_length is not None
+        and not (0 < dpo_args.max_prompt_length < training_args.max_length)
+    ):
+        problems.append(
+            f"need 0 < max_prompt_length < max_length, got {dpo_args.max_prompt_length}, "
+            f"{training_args.max_length}"
+        )
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=problems,
+        needs_model="DPO starts from an SFT folder (policy and frozen reference start there)",
+    )
     if recipe_args.backend == "native":
         max_length = training_args.max_length or 1024
-        run_native("dpo", recipe_args, training_args, model_args, {
-            "beta": training_args.beta,
-            "label_smoothing": training_args.label_smoothing,
-            "max_length": max_length,
-            "max_prompt_length": dpo_args.max_prompt_length or max_length // 2,
-            "open_thinking": dpo_args.open_thinking,
-            "max_pairs": recipe_args.max_records,
-            "precompute_ref_logps": bool(training_args.precompute_ref_log_probs),
-        }, problems=native_problems(training_args), stage_mapped={
-            "beta", "label_smoothing", "max_length", "loss_type", "truncation_mode", "precompute_ref_log_probs",
-            "precompute_ref_batch_size", "disable_dropout", "pad_to_multiple_of", "padding_free"})
+        run_native(
+            "dpo",
+            recipe_args,
+            training_args,
+            model_args,
+            {
+                "beta": training_args.beta,
+                "label_smoothing": training_args.label_smoothing,
+                "max_length": max_length,
+                "max_prompt_length": dpo_args.max_prompt_length or max_length // 2,
+                "open_thinking": dpo_args.open_thinking,
+                "max_pairs": recipe_args.max_records,
+                "precompute_ref_logps": bool(training_args.precompute_ref_log_probs),
+            },
+            problems=native_problems(training_args),
+            stage_mapped={
+                "beta",
+                "label_smoothing",
+                "max_length",
+                "loss_type",
+                "truncation_mode",
+                "precompute_ref_log_probs",
+                "precompute_ref_batch_size",
+                "disable_dropout",
+                "pad_to_multiple_of",
+                "padding_free",
+            },
+        )
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
@@ -102,8 +142,11 @@ def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None =
     from trl import DPOTrainer
 
     if dpo_args.max_prompt_length:
-        logger.warning("max_prompt_length=%d: trl 1.16's DPOTrainer has no prompt truncation (it keeps the start of "
-                       "prompt + answer up to max_length); native backend only", dpo_args.max_prompt_length)
+        logger.warning(
+            "max_prompt_length=%d: trl 1.16's DPOTrainer has no prompt truncation (it keeps the start of "
+            "prompt + answer up to max_length); native backend only",
+            dpo_args.max_prompt_length,
+        )
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
     train, evaluation = common.load_split("dpo", recipe_args, training_args.seed)
     model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)

@@ -68,16 +68,32 @@ logger = logging.getLogger("minimind_hf.recipes")
 class RLArguments:
     """Recipe keys shared by the on-policy RL recipes (grpo, rloo, ppo)."""
 
-    rewards: list[str] = field(default_factory=lambda: ["accuracy", "think_format"], metadata={
-        "help": "reward functions by name from minimind_hf.rewards (accuracy, think_format, length, repetition, "
-                "reward_model)"})
-    reward_options: str | None = field(default=None, metadata={
-        "help": "options bound to the rewards: a YAML mapping {name: {option: value}} or a JSON/YAML string"})
-    open_thinking: bool = field(default=False, metadata={
-        "help": "prompts end in '<think>\\n' (the model writes its reasoning); false = closed empty think block"})
-    max_prompt_length: int | None = field(default=None, metadata={
-        "help": "native backend: prompts are cut from the left to this many tokens (default 512); trl 1.16 does "
-                "not truncate prompts"})
+    rewards: list[str] = field(
+        default_factory=lambda: ["accuracy", "think_format"],
+        metadata={
+            "help": "reward functions by name from minimind_hf.rewards (accuracy, think_format, length, repetition, "
+            "reward_model)"
+        },
+    )
+    reward_options: str | None = field(
+        default=None,
+        metadata={
+            "help": "options bound to the rewards: a YAML mapping {name: {option: value}} or a JSON/YAML string"
+        },
+    )
+    open_thinking: bool = field(
+        default=False,
+        metadata={
+            "help": "prompts end in '<think>\\n' (the model writes its reasoning); false = closed empty think block"
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "native backend: prompts are cut from the left to this many tokens (default 512); trl 1.16 does "
+            "not truncate prompts"
+        },
+    )
 
 
 def reward_options_dict(rl_args: RLArguments) -> dict[str, dict]:
@@ -147,8 +163,9 @@ def _drop_none_keys(batch: dict) -> dict:
     """Messages without their null fields (Arrow gives every message every key, e.g. ``tool_calls: None``,
     which trl's ``log_completions`` printer iterates)."""
     batch = dict(batch)
-    batch["prompt"] = [[{k: v for k, v in m.items() if v is not None} for m in messages]
-                       for messages in batch["prompt"]]
+    batch["prompt"] = [
+        [{k: v for k, v in m.items() if v is not None} for m in messages] for messages in batch["prompt"]
+    ]
     return batch
 
 
@@ -156,16 +173,26 @@ def native_rl_problems(training_args: Any) -> list[str]:
     """trl generation options that would change what the native trainer computes."""
     t, p = training_args, []
     if t.steps_per_generation != t.gradient_accumulation_steps:
-        p.append(f"steps_per_generation {t.steps_per_generation} (or generation_batch_size {t.generation_batch_size})"
-                 ": the native trainer samples one rollout per optimiser step; leave both unset")
-    for name, default in (("top_k", 0), ("min_p", None), ("repetition_penalty", 1.0), ("use_vllm", False),
-                          ("mask_truncated_completions", False), ("generation_kwargs", None)):
+        p.append(
+            f"steps_per_generation {t.steps_per_generation} (or generation_batch_size {t.generation_batch_size})"
+            ": the native trainer samples one rollout per optimiser step; leave both unset"
+        )
+    for name, default in (
+        ("top_k", 0),
+        ("min_p", None),
+        ("repetition_penalty", 1.0),
+        ("use_vllm", False),
+        ("mask_truncated_completions", False),
+        ("generation_kwargs", None),
+    ):
         if getattr(t, name, default) != default:
             p.append(f"{name}={getattr(t, name)!r}: not supported by the native trainer (use backend: trl)")
     kwargs = t.chat_template_kwargs or {}
     if isinstance(kwargs, dict) and set(kwargs) - {"open_thinking"}:
-        p.append(f"chat_template_kwargs {sorted(set(kwargs) - {'open_thinking'})}: the native trainer only knows "
-                 "open_thinking")
+        p.append(
+            f"chat_template_kwargs {sorted(set(kwargs) - {'open_thinking'})}: the native trainer only knows "
+            "open_thinking"
+        )
     return p
 
 
@@ -173,15 +200,25 @@ def native_batch_keys(training_args: Any, problems: list[str]) -> dict[str, int]
     """trl's completions per micro-step -> native prompts per micro-batch (see the module docstring)."""
     t, G = training_args, training_args.num_generations
     if t.per_device_train_batch_size % G == 0:
-        return {"batch_size": t.per_device_train_batch_size // G, "grad_accum_steps": t.gradient_accumulation_steps}
+        return {
+            "batch_size": t.per_device_train_batch_size // G,
+            "grad_accum_steps": t.gradient_accumulation_steps,
+        }
     step = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if step % G == 0:
-        logger.info("backend native: %d completions per process and step = %d prompts x %d samples in one "
-                    "micro-batch", step, step // G, G)
+        logger.info(
+            "backend native: %d completions per process and step = %d prompts x %d samples in one "
+            "micro-batch",
+            step,
+            step // G,
+            G,
+        )
         return {"batch_size": step // G, "grad_accum_steps": 1}
-    problems.append(f"per_device_train_batch_size {t.per_device_train_batch_size} (x gradient_accumulation_steps "
-                    f"{t.gradient_accumulation_steps}) is not a multiple of num_generations {G}: the native trainer "
-                    "samples whole groups per process")
+    problems.append(
+        f"per_device_train_batch_size {t.per_device_train_batch_size} (x gradient_accumulation_steps "
+        f"{t.gradient_accumulation_steps}) is not a multiple of num_generations {G}: the native trainer "
+        "samples whole groups per process"
+    )
     return {"batch_size": 1, "grad_accum_steps": 1}
 
 
@@ -189,8 +226,13 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
     rl_args = rl_args or RLArguments()
     common.prepare_runtime(recipe_args)
     problems = reward_problems(rl_args, training_args.reward_weights)
-    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
-                        needs_model="GRPO starts from an SFT folder (e.g. the sft recipe's output_dir)")
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=problems,
+        needs_model="GRPO starts from an SFT folder (e.g. the sft recipe's output_dir)",
+    )
     think = open_thinking(rl_args, training_args)
     if recipe_args.backend == "native":
         t = training_args
@@ -200,35 +242,65 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
         if t.delta is not None:
             problems.append("delta (two-sided clipping): not supported by the native trainer")
         if t.multi_objective_aggregation != "sum_then_normalize" and len(rl_args.rewards) > 1:
-            problems.append("multi_objective_aggregation: the native trainer sums the weighted rewards, then "
-                            "normalises (sum_then_normalize)")
+            problems.append(
+                "multi_objective_aggregation: the native trainer sums the weighted rewards, then "
+                "normalises (sum_then_normalize)"
+            )
         keys = native_batch_keys(t, problems)
-        keys.update({
-            "rewards": list(rl_args.rewards),
-            "reward_options": reward_options_dict(rl_args),
-            "reward_weights": list(t.reward_weights or []),
-            "num_generations": t.num_generations,
-            "max_new_tokens": t.max_completion_length,
-            "temperature": t.temperature,
-            "top_p": t.top_p,
-            "beta": t.beta,
-            "epsilon_low": t.epsilon,
-            "epsilon_high": t.epsilon if t.epsilon_high is None else t.epsilon_high,
-            "loss_type": t.loss_type,
-            "scale_rewards": t.scale_rewards,
-            "kl_ratio_correction": bool(t.use_bias_correction_kl),
-            "num_iterations": t.num_iterations,
-            "open_thinking": think,
-            "max_prompts": recipe_args.max_records,
-        })
+        keys.update(
+            {
+                "rewards": list(rl_args.rewards),
+                "reward_options": reward_options_dict(rl_args),
+                "reward_weights": list(t.reward_weights or []),
+                "num_generations": t.num_generations,
+                "max_new_tokens": t.max_completion_length,
+                "temperature": t.temperature,
+                "top_p": t.top_p,
+                "beta": t.beta,
+                "epsilon_low": t.epsilon,
+                "epsilon_high": t.epsilon if t.epsilon_high is None else t.epsilon_high,
+                "loss_type": t.loss_type,
+                "scale_rewards": t.scale_rewards,
+                "kl_ratio_correction": bool(t.use_bias_correction_kl),
+                "num_iterations": t.num_iterations,
+                "open_thinking": think,
+                "max_prompts": recipe_args.max_records,
+            }
+        )
         if rl_args.max_prompt_length:
             keys["max_prompt_length"] = rl_args.max_prompt_length
-        run_native("grpo", recipe_args, training_args, model_args, keys, problems=problems, stage_mapped={
-            "num_generations", "max_completion_length", "temperature", "top_p", "beta", "epsilon", "epsilon_high",
-            "loss_type", "scale_rewards", "use_bias_correction_kl", "num_iterations", "reward_weights",
-            "chat_template_kwargs", "generation_batch_size", "steps_per_generation", "remove_unused_columns",
-            "log_completions", "num_completions_to_print", "ds3_gather_for_generation", "disable_dropout",
-            "pad_to_multiple_of", "num_generations_eval"})
+        run_native(
+            "grpo",
+            recipe_args,
+            training_args,
+            model_args,
+            keys,
+            problems=problems,
+            stage_mapped={
+                "num_generations",
+                "max_completion_length",
+                "temperature",
+                "top_p",
+                "beta",
+                "epsilon",
+                "epsilon_high",
+                "loss_type",
+                "scale_rewards",
+                "use_bias_correction_kl",
+                "num_iterations",
+                "reward_weights",
+                "chat_template_kwargs",
+                "generation_batch_size",
+                "steps_per_generation",
+                "remove_unused_columns",
+                "log_completions",
+                "num_completions_to_print",
+                "ds3_gather_for_generation",
+                "disable_dropout",
+                "pad_to_multiple_of",
+                "num_generations_eval",
+            },
+        )
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
@@ -238,13 +310,21 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
     run_trl(GRPOTrainer, recipe_args, training_args, model_args, rl_args, think)
 
 
-def run_trl(trainer_cls: type, recipe_args, training_args, model_args, rl_args: RLArguments, think: bool) -> None:
+def run_trl(
+    trainer_cls: type, recipe_args, training_args, model_args, rl_args: RLArguments, think: bool
+) -> None:
     """The trl side of grpo.py and rloo.py: prompts, registry rewards, ``trainer_cls`` (GRPO/RLOO), save."""
     if rl_args.max_prompt_length:
-        logger.warning("max_prompt_length=%d: trl 1.16's %s does not truncate prompts (native only)",
-                       rl_args.max_prompt_length, trainer_cls.__name__)
+        logger.warning(
+            "max_prompt_length=%d: trl 1.16's %s does not truncate prompts (native only)",
+            rl_args.max_prompt_length,
+            trainer_cls.__name__,
+        )
     if think:
-        training_args.chat_template_kwargs = {**(training_args.chat_template_kwargs or {}), "open_thinking": True}
+        training_args.chat_template_kwargs = {
+            **(training_args.chat_template_kwargs or {}),
+            "open_thinking": True,
+        }
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
     train, evaluation = common.load_split("rl", recipe_args, training_args.seed)
     model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)

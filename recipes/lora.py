@@ -41,15 +41,24 @@ logger = logging.getLogger("minimind_hf.recipes")
 
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _KEEP_IN_OUTPUT = {"train_log.jsonl", "train_result.json", "checkpoints", "runs", "merged", "adapter"}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 @dataclass
 class LoraArguments:
     """LoRA-only recipe keys."""
 
-    merge: bool = field(default=True, metadata={
-        "help": "also write output_dir/merged: the base model with the adapter folded in (a plain MiniMind folder)"})
+    merge: bool = field(
+        default=True,
+        metadata={
+            "help": "also write output_dir/merged: the base model with the adapter folded in (a plain MiniMind folder)"
+        },
+    )
 
 
 def target_modules(model_args) -> list[str]:
@@ -63,25 +72,37 @@ def target_modules(model_args) -> list[str]:
 def lora_problems(recipe_args, training_args, model_args) -> list[str]:
     p = []
     if not model_args.use_peft:
-        p.append("use_peft: false would fine-tune every weight; the LoRA recipe needs use_peft: true "
-                 "(for a full fine-tune use recipes/sft.py)")
+        p.append(
+            "use_peft: false would fine-tune every weight; the LoRA recipe needs use_peft: true "
+            "(for a full fine-tune use recipes/sft.py)"
+        )
     targets = target_modules(model_args)
     if not targets:
-        p.append(f"lora_target_modules is required: some of {', '.join(LINEAR_NAMES)} (the original: q_proj, o_proj)")
+        p.append(
+            f"lora_target_modules is required: some of {', '.join(LINEAR_NAMES)} (the original: q_proj, o_proj)"
+        )
     elif targets != ["all-linear"] and (unknown := [t for t in targets if t not in LINEAR_NAMES]):
-        p.append(f"lora_target_modules: unknown {unknown}; MiniMind's linear layers are {', '.join(LINEAR_NAMES)} "
-                 "(or all-linear with backend trl)")
+        p.append(
+            f"lora_target_modules: unknown {unknown}; MiniMind's linear layers are {', '.join(LINEAR_NAMES)} "
+            "(or all-linear with backend trl)"
+        )
     if model_args.lora_r <= 0:
         p.append(f"lora_r must be > 0, got {model_args.lora_r}")
     if not training_args.assistant_only_loss:
         p.append("assistant_only_loss: false trains on prompts too; MiniMind LoRA recipes keep it true")
     if recipe_args.backend == "native":
         unsupported = [k for k in ("use_rslora", "use_dora") if getattr(model_args, k, False)]
-        unsupported += [k for k in ("lora_modules_to_save", "lora_target_parameters") if getattr(model_args, k, None)]
+        unsupported += [
+            k for k in ("lora_modules_to_save", "lora_target_parameters") if getattr(model_args, k, None)
+        ]
         if unsupported:
-            p.append(f"{', '.join(unsupported)}: the native LoRA is plain LoRA; unset them or use backend trl")
+            p.append(
+                f"{', '.join(unsupported)}: the native LoRA is plain LoRA; unset them or use backend trl"
+            )
         if targets == ["all-linear"]:
-            p.append(f"lora_target_modules all-linear: list the names for the native backend ({', '.join(LINEAR_NAMES)})")
+            p.append(
+                f"lora_target_modules all-linear: list the names for the native backend ({', '.join(LINEAR_NAMES)})"
+            )
     return p
 
 
@@ -92,7 +113,8 @@ def peft_config(model_args):
         r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules if target_modules(model_args) == ["all-linear"]
+        target_modules=model_args.lora_target_modules
+        if target_modules(model_args) == ["all-linear"]
         else target_modules(model_args),
         target_parameters=model_args.lora_target_parameters,
         modules_to_save=model_args.lora_modules_to_save,
@@ -146,24 +168,37 @@ def save_merged(trainer, tokenizer, output_dir: str) -> None:
 def main(recipe_args, training_args, model_args, lora_args=None) -> None:
     lora_args = lora_args or LoraArguments()
     common.prepare_runtime(recipe_args)
-    common.check_recipe(recipe_args, training_args, model_args,
-                        extra=lora_problems(recipe_args, training_args, model_args),
-                        needs_model="LoRA adapts a trained model (e.g. the SFT recipe's output_dir)")
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=lora_problems(recipe_args, training_args, model_args),
+        needs_model="LoRA adapts a trained model (e.g. the SFT recipe's output_dir)",
+    )
     if recipe_args.backend == "native":
-        run_native("lora", recipe_args, training_args, model_args, {
-            **native_sft_keys(recipe_args, training_args),
-            "lora_rank": model_args.lora_r,
-            "lora_alpha": float(model_args.lora_alpha),
-            "lora_dropout": model_args.lora_dropout,
-            "lora_target_modules": target_modules(model_args),
-        }, stage_mapped=SFT_MAPPED)
+        run_native(
+            "lora",
+            recipe_args,
+            training_args,
+            model_args,
+            {
+                **native_sft_keys(recipe_args, training_args),
+                "lora_rank": model_args.lora_r,
+                "lora_alpha": float(model_args.lora_alpha),
+                "lora_dropout": model_args.lora_dropout,
+                "lora_target_modules": target_modules(model_args),
+            },
+            stage_mapped=SFT_MAPPED,
+        )
         if common.is_main_process() and not recipe_args.dry_run:
             relayout_native(training_args.output_dir, model_args.model_name_or_path, lora_args.merge)
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
         return
-    trainer, tokenizer = sft_trainer(recipe_args, training_args, model_args, peft_config=peft_config(model_args))
+    trainer, tokenizer = sft_trainer(
+        recipe_args, training_args, model_args, peft_config=peft_config(model_args)
+    )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     common.save_final(trainer, training_args.output_dir)  # a PeftModel saves the adapter only
     if lora_args.merge and trainer.accelerator.is_main_process:

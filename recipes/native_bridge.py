@@ -48,25 +48,71 @@ _SCHEDULERS = ("cosine_with_min_lr", "cosine")
 _OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf")
 # trl/transformers keys that only change logistics, not what is computed: never worth a warning
 _LOGISTICS = {
-    "logging_dir", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "save_only_model",
-    "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
-    "dataloader_drop_last", "remove_unused_columns", "disable_tqdm", "overwrite_output_dir", "push_to_hub",
-    "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "ddp_backend", "ddp_timeout",
-    "ddp_find_unused_parameters", "use_cpu", "dataset_num_proc", "per_device_eval_batch_size", "do_train",
-    "do_eval", "save_safetensors", "log_level", "log_level_replica", "log_on_each_node", "model_init_kwargs",
-    "trust_remote_code", "include_num_input_tokens_seen", "average_tokens_across_devices", "project",
-    "trackio_space_id", "save_strategy", "eval_strategy", "lr_scheduler_type", "lr_scheduler_kwargs", "optim",
-    "bf16", "fp16", "tf32", "torch_compile", "dataset_kwargs", "dataset_text_field", "shuffle_dataset",
-    "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "eval_on_start", "prediction_loss_only",
-    "debug", "pad_to_multiple_of",
+    "logging_dir",
+    "logging_strategy",
+    "logging_first_step",
+    "logging_nan_inf_filter",
+    "save_only_model",
+    "dataloader_num_workers",
+    "dataloader_pin_memory",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+    "dataloader_drop_last",
+    "remove_unused_columns",
+    "disable_tqdm",
+    "overwrite_output_dir",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_token",
+    "hub_private_repo",
+    "ddp_backend",
+    "ddp_timeout",
+    "ddp_find_unused_parameters",
+    "use_cpu",
+    "dataset_num_proc",
+    "per_device_eval_batch_size",
+    "do_train",
+    "do_eval",
+    "save_safetensors",
+    "log_level",
+    "log_level_replica",
+    "log_on_each_node",
+    "model_init_kwargs",
+    "trust_remote_code",
+    "include_num_input_tokens_seen",
+    "average_tokens_across_devices",
+    "project",
+    "trackio_space_id",
+    "save_strategy",
+    "eval_strategy",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "optim",
+    "bf16",
+    "fp16",
+    "tf32",
+    "torch_compile",
+    "dataset_kwargs",
+    "dataset_text_field",
+    "shuffle_dataset",
+    "load_best_model_at_end",
+    "metric_for_best_model",
+    "greater_is_better",
+    "eval_on_start",
+    "prediction_loss_only",
+    "debug",
+    "pad_to_multiple_of",
 }
 
 
 def _min_lr_ratio(training_args: Any, problems: list[str]) -> float:
     sched = str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type))
     if sched not in _SCHEDULERS:
-        problems.append(f"lr_scheduler_type {sched!r}: the native backend implements warmup + cosine only "
-                        f"({' or '.join(_SCHEDULERS)}); use one of those or backend: trl")
+        problems.append(
+            f"lr_scheduler_type {sched!r}: the native backend implements warmup + cosine only "
+            f"({' or '.join(_SCHEDULERS)}); use one of those or backend: trl"
+        )
         return 0.1
     if sched == "cosine":
         return 0.0
@@ -76,12 +122,15 @@ def _min_lr_ratio(training_args: Any, problems: list[str]) -> float:
     return float(kwargs.get("min_lr_rate", 0.0))
 
 
-def _common_keys(recipe_args: RecipeArguments, training_args: Any, model_args: Any,
-                 problems: list[str]) -> dict[str, Any]:
+def _common_keys(
+    recipe_args: RecipeArguments, training_args: Any, model_args: Any, problems: list[str]
+) -> dict[str, Any]:
     t = training_args
     optim = str(getattr(t.optim, "value", t.optim))
     if optim not in _OPTIMIZERS:
-        problems.append(f"optim {optim!r}: the native backend uses torch AdamW; set optim: adamw_torch or backend: trl")
+        problems.append(
+            f"optim {optim!r}: the native backend uses torch AdamW; set optim: adamw_torch or backend: trl"
+        )
     epochs = t.num_train_epochs
     if t.max_steps <= 0 and not float(epochs).is_integer():
         problems.append(f"num_train_epochs {epochs}: the native backend runs whole epochs (or set max_steps)")
@@ -89,14 +138,23 @@ def _common_keys(recipe_args: RecipeArguments, training_args: Any, model_args: A
     warmup = t.warmup_steps
     if 0 < warmup < 1:
         if t.max_steps <= 0:
-            problems.append("warmup_steps as a ratio needs max_steps with the native backend; give a step count")
+            problems.append(
+                "warmup_steps as a ratio needs max_steps with the native backend; give a step count"
+            )
         warmup = math.ceil(warmup * max(t.max_steps, 0))
     precision = "bf16" if t.bf16 else "fp16" if t.fp16 else "auto"
-    save_every = int(t.save_steps) if str(getattr(t.save_strategy, "value", t.save_strategy)) == "steps" else 0
+    save_every = (
+        int(t.save_steps) if str(getattr(t.save_strategy, "value", t.save_strategy)) == "steps" else 0
+    )
     eval_strategy = str(getattr(t.eval_strategy, "value", t.eval_strategy))
     resume = t.resume_from_checkpoint
-    resume = "never" if resume in (None, "", False, "false", "False") else "auto" if resume in (
-        True, "true", "True") else str(resume)
+    resume = (
+        "never"
+        if resume in (None, "", False, "false", "False")
+        else "auto"
+        if resume in (True, "true", "True")
+        else str(resume)
+    )
     report = [r for r in (t.report_to or []) if r in ("tensorboard", "wandb", "swanlab")] or ["none"]
     return {
         "output_dir": t.output_dir,
@@ -151,19 +209,45 @@ def _warn_unmapped(training_args: Any, mapped: set[str]) -> None:
         if value in (None, [], "") and default in (None, [], ""):
             continue
         if default is not None and value != default:
-            logger.warning("backend native: %s=%r is a trl option the native trainer does not use", f.name, value)
+            logger.warning(
+                "backend native: %s=%r is a trl option the native trainer does not use", f.name, value
+            )
 
 
 _TRAINING_KEYS = {
-    "output_dir", "gradient_checkpointing", "learning_rate", "warmup_steps", "weight_decay", "adam_beta1",
-    "adam_beta2", "adam_epsilon", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "num_train_epochs", "max_steps", "seed", "eval_steps", "logging_steps", "save_steps", "save_total_limit",
-    "resume_from_checkpoint", "report_to", "run_name",
+    "output_dir",
+    "gradient_checkpointing",
+    "learning_rate",
+    "warmup_steps",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "seed",
+    "eval_steps",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "resume_from_checkpoint",
+    "report_to",
+    "run_name",
 }
 
 
-def native_config(stage: str, recipe_args: RecipeArguments, training_args: Any, model_args: Any,
-                  stage_keys: dict[str, Any], stage_mapped: set[str] = frozenset(), problems: list[str] | None = None):
+def native_config(
+    stage: str,
+    recipe_args: RecipeArguments,
+    training_args: Any,
+    model_args: Any,
+    stage_keys: dict[str, Any],
+    stage_mapped: set[str] = frozenset(),
+    problems: list[str] | None = None,
+):
     """The native stage config (validated) for this recipe; raise `RecipeError` listing every problem.
 
     ``stage_keys``: the stage's own native keys (e.g. ``{"max_length": training_args.max_length}``) and
@@ -188,8 +272,15 @@ def native_config(stage: str, recipe_args: RecipeArguments, training_args: Any, 
     return cfg
 
 
-def run_native(stage: str, recipe_args: RecipeArguments, training_args: Any, model_args: Any,
-               stage_keys: dict[str, Any], stage_mapped: set[str] = frozenset(), problems: list[str] | None = None):
+def run_native(
+    stage: str,
+    recipe_args: RecipeArguments,
+    training_args: Any,
+    model_args: Any,
+    stage_keys: dict[str, Any],
+    stage_mapped: set[str] = frozenset(),
+    problems: list[str] | None = None,
+):
     """Translate, validate and run a native stage; returns its `TrainResult`."""
     from minimind_hf.native.stages import get_stage
 

@@ -47,9 +47,11 @@ from minimind_hf.recipes.grpo import RLArguments, reward_options_dict, reward_pr
 from minimind_hf.recipes.native_bridge import run_native
 from transformers import TrainingArguments
 
-NO_TRL = ("backend trl: trl 1.16 has no PPO trainer (removed in trl 1.14). Run this recipe with backend: native "
-          "(our PPO), or use recipes/grpo.py (GRPOTrainer) or recipes/rloo.py (RLOOTrainer) for a trl-backed "
-          "on-policy run")
+NO_TRL = (
+    "backend trl: trl 1.16 has no PPO trainer (removed in trl 1.14). Run this recipe with backend: native "
+    "(our PPO), or use recipes/grpo.py (GRPOTrainer) or recipes/rloo.py (RLOOTrainer) for a trl-backed "
+    "on-policy run"
+)
 
 
 @dataclass
@@ -59,7 +61,9 @@ class PPOTrainingArguments(TrainingArguments):
     learning_rate: float = field(default=3e-7, metadata={"help": "actor learning rate (the original's 3e-7)"})
     critic_learning_rate: float = field(default=5e-7, metadata={"help": "value model learning rate"})
     max_completion_length: int = field(default=256, metadata={"help": "new tokens sampled per completion"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (also used for log-probs)"})
+    temperature: float = field(
+        default=1.0, metadata={"help": "sampling temperature (also used for log-probs)"}
+    )
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     num_ppo_epochs: int = field(default=2, metadata={"help": "optimiser steps per rollout"})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
@@ -68,13 +72,30 @@ class PPOTrainingArguments(TrainingArguments):
     cliprange_value: float = field(default=0.2, metadata={"help": "value clip"})
     vf_coef: float = field(default=0.5, metadata={"help": "value loss coefficient"})
     kl_coef: float = field(default=0.02, metadata={"help": "KL coefficient (the original's 0.02)"})
-    kl_mode: str = field(default="loss", metadata={
-        "help": "loss: k3 KL added to the loss (the original) | reward: per-token penalty in the reward"})
+    kl_mode: str = field(
+        default="loss",
+        metadata={
+            "help": "loss: k3 KL added to the loss (the original) | reward: per-token penalty in the reward"
+        },
+    )
     whiten_advantages: bool = field(default=True, metadata={"help": "whiten advantages over each rollout"})
 
 
-PPO_KEYS = {"critic_learning_rate", "max_completion_length", "temperature", "top_p", "num_ppo_epochs", "gamma",
-            "lam", "cliprange", "cliprange_value", "vf_coef", "kl_coef", "kl_mode", "whiten_advantages"}
+PPO_KEYS = {
+    "critic_learning_rate",
+    "max_completion_length",
+    "temperature",
+    "top_p",
+    "num_ppo_epochs",
+    "gamma",
+    "lam",
+    "cliprange",
+    "cliprange_value",
+    "vf_coef",
+    "kl_coef",
+    "kl_mode",
+    "whiten_advantages",
+}
 
 
 def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = None) -> None:
@@ -83,8 +104,13 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
     problems = reward_problems(rl_args)
     if recipe_args.backend == "trl":
         problems.insert(0, NO_TRL)
-    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
-                        needs_model="PPO starts from an SFT folder (actor, critic backbone and reference start there)")
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=problems,
+        needs_model="PPO starts from an SFT folder (actor, critic backbone and reference start there)",
+    )
     t = training_args
     keys = {
         "rewards": list(rl_args.rewards),

@@ -34,20 +34,28 @@ logger = logging.getLogger("minimind_hf.recipes")
 class PretrainArguments:
     """Pretrain-only recipe keys."""
 
-    vocab_size: int = field(default=6400, metadata={
-        "help": "size of the tokenizer trained here when neither `tokenizer` nor `model_name_or_path` is set"})
+    vocab_size: int = field(
+        default=6400,
+        metadata={
+            "help": "size of the tokenizer trained here when neither `tokenizer` nor `model_name_or_path` is set"
+        },
+    )
 
 
 def pretrain_problems(recipe_args, training_args, model_args, pretrain_args) -> list[str]:
     p = []
     if training_args.dataset_text_field != "text":
-        p.append(f"dataset_text_field must be text (pretrain records are {{'text': ...}}), "
-                 f"got {training_args.dataset_text_field!r}")
+        p.append(
+            f"dataset_text_field must be text (pretrain records are {{'text': ...}}), "
+            f"got {training_args.dataset_text_field!r}"
+        )
     if training_args.assistant_only_loss or training_args.completion_only_loss:
         p.append("assistant_only_loss / completion_only_loss: pretraining learns every token; set them false")
     if not training_args.packing:
-        p.append("packing: false would truncate every document to max_length; pretraining packs (packing: true, "
-                 "packing_strategy: bfd_split)")
+        p.append(
+            "packing: false would truncate every document to max_length; pretraining packs (packing: true, "
+            "packing_strategy: bfd_split)"
+        )
     if not (recipe_args.tokenizer or model_args.model_name_or_path) and pretrain_args.vocab_size < 292:
         p.append(f"vocab_size must be >= 292 (36 reserved + 256 byte tokens), got {pretrain_args.vocab_size}")
     return p
@@ -72,15 +80,32 @@ def trained_tokenizer(texts, vocab_size: int, training_args):
 def main(recipe_args, training_args, model_args, pretrain_args=None) -> None:
     pretrain_args = pretrain_args or PretrainArguments()
     common.prepare_runtime(recipe_args)
-    common.check_recipe(recipe_args, training_args, model_args,
-                        extra=pretrain_problems(recipe_args, training_args, model_args, pretrain_args))
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=pretrain_problems(recipe_args, training_args, model_args, pretrain_args),
+    )
     if recipe_args.backend == "native":
-        run_native("pretrain", recipe_args, training_args, model_args, {
-            "seq_len": training_args.max_length,
-            "max_documents": recipe_args.max_records,
-            "vocab_size": pretrain_args.vocab_size,
-            "num_proc": training_args.dataset_num_proc or 0,
-        }, stage_mapped={"max_length", "packing", "packing_strategy", "dataset_text_field", "dataset_num_proc"})
+        run_native(
+            "pretrain",
+            recipe_args,
+            training_args,
+            model_args,
+            {
+                "seq_len": training_args.max_length,
+                "max_documents": recipe_args.max_records,
+                "vocab_size": pretrain_args.vocab_size,
+                "num_proc": training_args.dataset_num_proc or 0,
+            },
+            stage_mapped={
+                "max_length",
+                "packing",
+                "packing_strategy",
+                "dataset_text_field",
+                "dataset_num_proc",
+            },
+        )
         return
 
     if common.dry_run(recipe_args, training_args, model_args):

@@ -20,8 +20,10 @@ from __future__ import annotations
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
 from minimind_hf.recipes.grpo import RLArguments, open_thinking, reward_problems, run_trl
 
-NO_NATIVE = ("backend native: there is no native RLOO trainer. Use recipes/grpo.py (closest: scale_rewards: none, "
-             "mean-centred group advantages) or recipes/ppo.py with --backend native, or keep backend: trl here")
+NO_NATIVE = (
+    "backend native: there is no native RLOO trainer. Use recipes/grpo.py (closest: scale_rewards: none, "
+    "mean-centred group advantages) or recipes/ppo.py with --backend native, or keep backend: trl here"
+)
 
 
 def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = None) -> None:
@@ -30,14 +32,21 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
     problems = reward_problems(rl_args, training_args.reward_weights)
     if recipe_args.backend == "native":
         problems.insert(0, NO_NATIVE)
-    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
-                        needs_model="RLOO starts from an SFT folder (e.g. the sft recipe's output_dir)")
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=problems,
+        needs_model="RLOO starts from an SFT folder (e.g. the sft recipe's output_dir)",
+    )
 
     if common.dry_run(recipe_args, training_args, model_args):
         return
     from trl import RLOOTrainer
 
-    run_trl(RLOOTrainer, recipe_args, training_args, model_args, rl_args, open_thinking(rl_args, training_args))
+    run_trl(
+        RLOOTrainer, recipe_args, training_args, model_args, rl_args, open_thinking(rl_args, training_args)
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

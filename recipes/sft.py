@@ -24,13 +24,19 @@ def sft_messages(records):
 
 
 # trl keys the native SFT translation consumes (so they are not reported as unused)
-SFT_MAPPED = frozenset({"max_length", "packing", "packing_strategy", "assistant_only_loss", "dataset_num_proc"})
+SFT_MAPPED = frozenset(
+    {"max_length", "packing", "packing_strategy", "assistant_only_loss", "dataset_num_proc"}
+)
 
 
 def native_sft_keys(recipe_args, training_args) -> dict:
     """The native SFT stage's own keys (LoRA adds its adapter keys to these)."""
-    return {"max_length": training_args.max_length, "packing": training_args.packing,
-            "max_conversations": recipe_args.max_records, "num_proc": training_args.dataset_num_proc or 0}
+    return {
+        "max_length": training_args.max_length,
+        "packing": training_args.packing,
+        "max_conversations": recipe_args.max_records,
+        "num_proc": training_args.dataset_num_proc or 0,
+    }
 
 
 def sft_trainer(recipe_args, training_args, model_args, **trainer_kwargs):
@@ -57,11 +63,22 @@ def main(recipe_args, training_args, model_args) -> None:
     problems = []
     if not training_args.assistant_only_loss:
         problems.append("assistant_only_loss: false trains on prompts too; MiniMind SFT recipes keep it true")
-    common.check_recipe(recipe_args, training_args, model_args, extra=problems,
-                        needs_model="SFT starts from a pretrained folder (e.g. the pretrain recipe's output_dir)")
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=problems,
+        needs_model="SFT starts from a pretrained folder (e.g. the pretrain recipe's output_dir)",
+    )
     if recipe_args.backend == "native":
-        run_native("sft", recipe_args, training_args, model_args, native_sft_keys(recipe_args, training_args),
-                   stage_mapped=SFT_MAPPED)
+        run_native(
+            "sft",
+            recipe_args,
+            training_args,
+            model_args,
+            native_sft_keys(recipe_args, training_args),
+            stage_mapped=SFT_MAPPED,
+        )
         return
 
     if common.dry_run(recipe_args, training_args, model_args):

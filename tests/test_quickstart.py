@@ -18,11 +18,42 @@ CLI = [sys.executable, "-m", "minimind_hf.cli"]
 @pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs"
-    cmd = CLI + ["quickstart", "--out", str(out), "--max-steps", "30", "--pretrain-docs", "600",
-                 "--vocab-size", "700", "--seq-len", "128", "--batch-size", "8", "--samples", "2",
-                 "--sft-steps", "8", "--sft-conversations", "200", "--grpo-steps", "2", "--grpo-prompts", "2",
-                 "--grpo-group", "3", "--eval-problems", "4", "--max-new-tokens", "16", "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    cmd = CLI + [
+        "quickstart",
+        "--out",
+        str(out),
+        "--max-steps",
+        "30",
+        "--pretrain-docs",
+        "600",
+        "--vocab-size",
+        "700",
+        "--seq-len",
+        "128",
+        "--batch-size",
+        "8",
+        "--samples",
+        "2",
+        "--sft-steps",
+        "8",
+        "--sft-conversations",
+        "200",
+        "--grpo-steps",
+        "2",
+        "--grpo-prompts",
+        "2",
+        "--grpo-group",
+        "3",
+        "--eval-problems",
+        "4",
+        "--max-new-tokens",
+        "16",
+        "--threads",
+        "1",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Held-out problems" in proc.stdout and "trust_remote_code=True" in proc.stdout
     assert "held-out accuracy:" in proc.stdout and "after GRPO" in proc.stdout
@@ -45,8 +76,14 @@ def test_quickstart_end_to_end(tmp_path):
     assert [r["step"] for r in steps] == [1, 2], log
     assert all(0.0 <= r["reward"] <= 1.0 for r in steps)
     assert summary["grpo_steps"] == 2
-    for name in ("config.json", "model.safetensors", "modeling_minimind.py", "configuration_minimind.py",
-                 "tokenizer.json", "chat_template.jinja"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "modeling_minimind.py",
+        "configuration_minimind.py",
+        "tokenizer.json",
+        "chat_template.jinja",
+    ):
         assert (model_dir / name).is_file(), name
     model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -56,7 +93,11 @@ def test_quickstart_end_to_end(tmp_path):
 
 
 def test_quickstart_missing_data_file_is_a_clear_error(tmp_path):
-    proc = subprocess.run(CLI + ["quickstart", "--out", str(tmp_path), "--data", str(tmp_path / "nope.jsonl")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        CLI + ["quickstart", "--out", str(tmp_path), "--data", str(tmp_path / "nope.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "nope.jsonl" in proc.stderr and "Traceback" not in proc.stderr

@@ -62,7 +62,9 @@ def benchmark_dir(root: Path, benchmark: str) -> Path:
     folder = root / benchmark
     expected = ", ".join(f"{benchmark}/{s}/" for s in SPLITS[benchmark])
     if not folder.is_dir():
-        raise EvalDataError(f"{root}: no {benchmark}/ folder; a data dir must hold {expected} (official CSVs)")
+        raise EvalDataError(
+            f"{root}: no {benchmark}/ folder; a data dir must hold {expected} (official CSVs)"
+        )
     for split in SPLITS[benchmark]:
         if not (folder / split).is_dir():
             raise EvalDataError(f"{folder}: no {split}/ folder; expected {expected}")
@@ -96,10 +98,14 @@ def read_csv(path: Path, benchmark: str) -> list[dict[str, str]]:
             if not row:
                 continue
             if len(row) != len(header):
-                raise EvalDataError(f"{path}:{line}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
+                raise EvalDataError(
+                    f"{path}:{line}: {len(row)} fields, expected {len(header)} ({', '.join(header)})"
+                )
             record = {name: row[i] for i, name in keep}
             if record[answer_col] not in ANSWERS:
-                raise EvalDataError(f"{path}:{line}: {answer_col}={record[answer_col]!r}, expected one of A, B, C, D")
+                raise EvalDataError(
+                    f"{path}:{line}: {answer_col}={record[answer_col]!r}, expected one of A, B, C, D"
+                )
             rows.append(record)
     if not rows:
         raise EvalDataError(f"{path}: no rows")
@@ -135,7 +141,10 @@ def load_subject(benchmark: str, subject: str, data_dir: str | os.PathLike | Non
             ) from err
     benchmark_dir(root, benchmark)
     return datasets.DatasetDict(
-        {split: _to_dataset(read_csv(csv_path(root, benchmark, subject, split), benchmark)) for split in SPLITS[benchmark]}
+        {
+            split: _to_dataset(read_csv(csv_path(root, benchmark, subject, split), benchmark))
+            for split in SPLITS[benchmark]
+        }
     )
 
 

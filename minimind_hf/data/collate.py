@@ -27,7 +27,11 @@ import torch
 IGNORE_INDEX = -100
 
 __all__ = [
-    "IGNORE_INDEX", "collate_rows", "encode_conversation", "encode_prompt", "encode_prompt_completion",
+    "IGNORE_INDEX",
+    "collate_rows",
+    "encode_conversation",
+    "encode_prompt",
+    "encode_prompt_completion",
 ]
 
 
@@ -39,23 +43,31 @@ def _as_list(x: Any) -> list:
     return list(x)
 
 
-def collate_rows(rows: Sequence[dict], pad_token_id: int = 0, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+def collate_rows(
+    rows: Sequence[dict], pad_token_id: int = 0, pad_to: int | None = None
+) -> dict[str, torch.Tensor]:
     """Right-pad rows to the longest (or `pad_to`) and stack: input_ids, labels, position_ids (no attention mask)."""
     if not rows:
         raise ValueError("collate_rows got an empty batch")
     first = rows[0]["input_ids"]
-    if pad_to is None and isinstance(first, np.ndarray) and all(
-        isinstance(r["input_ids"], np.ndarray) and len(r["input_ids"]) == len(first) for r in rows
+    if (
+        pad_to is None
+        and isinstance(first, np.ndarray)
+        and all(isinstance(r["input_ids"], np.ndarray) and len(r["input_ids"]) == len(first) for r in rows)
     ):  # fixed-length packed rows: stack without Python loops
-        out = {"input_ids": torch.from_numpy(np.stack([r["input_ids"] for r in rows])).long(),
-               "labels": torch.from_numpy(np.stack([r["labels"] for r in rows])).long()}
+        out = {
+            "input_ids": torch.from_numpy(np.stack([r["input_ids"] for r in rows])).long(),
+            "labels": torch.from_numpy(np.stack([r["labels"] for r in rows])).long(),
+        }
         if rows[0].get("position_ids") is not None:
             out["position_ids"] = torch.from_numpy(np.stack([r["position_ids"] for r in rows])).long()
         return out
     ids = [_as_list(r["input_ids"]) for r in rows]
     labels = [_as_list(r["labels"]) if "labels" in r else list(i) for r, i in zip(rows, ids, strict=False)]
-    positions = [_as_list(r["position_ids"]) if r.get("position_ids") is not None else list(range(len(i)))
-                 for r, i in zip(rows, ids, strict=False)]
+    positions = [
+        _as_list(r["position_ids"]) if r.get("position_ids") is not None else list(range(len(i)))
+        for r, i in zip(rows, ids, strict=False)
+    ]
     width = max(len(i) for i in ids) if pad_to is None else pad_to
     out_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     out_labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -71,14 +83,19 @@ def collate_rows(rows: Sequence[dict], pad_token_id: int = 0, pad_to: int | None
     return {"input_ids": out_ids, "labels": out_labels, "position_ids": out_pos}
 
 
-def encode_conversation(tokenizer: Any, messages: list[dict], tools: list | None = None,
-                        max_length: int | None = None) -> dict[str, list[int]]:
+def encode_conversation(
+    tokenizer: Any, messages: list[dict], tools: list | None = None, max_length: int | None = None
+) -> dict[str, list[int]]:
     """Chat-template a conversation; labels = ids on the assistant-generated tokens, -100 elsewhere.
 
     Truncated to `max_length` tokens from the right. The result may have no label at all (every
     assistant token beyond `max_length`): callers drop such rows (and the loop never divides by 0)."""
     enc = tokenizer.apply_chat_template(
-        messages, tools=tools or None, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+        messages,
+        tools=tools or None,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
     )
     ids = list(enc["input_ids"])
     mask = list(enc["assistant_masks"])
@@ -88,17 +105,32 @@ def encode_conversation(tokenizer: Any, messages: list[dict], tools: list | None
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_prompt(tokenizer: Any, messages: list[dict], tools: list | None = None, open_thinking: bool = False,
-                  ) -> list[int]:
+def encode_prompt(
+    tokenizer: Any,
+    messages: list[dict],
+    tools: list | None = None,
+    open_thinking: bool = False,
+) -> list[int]:
     """Token ids of a prompt ready for generation (ends with the assistant header; with `open_thinking`
     it ends in ``<think>\\n``, otherwise in the closed empty think block)."""
-    enc = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=True, return_dict=True,
-                                        add_generation_prompt=True, open_thinking=open_thinking)
+    enc = tokenizer.apply_chat_template(
+        messages,
+        tools=tools or None,
+        tokenize=True,
+        return_dict=True,
+        add_generation_prompt=True,
+        open_thinking=open_thinking,
+    )
     return list(enc["input_ids"])
 
 
-def encode_prompt_completion(tokenizer: Any, prompt: list[dict], response: list[dict], tools: list | None = None,
-                             max_length: int | None = None) -> dict[str, list[int]]:
+def encode_prompt_completion(
+    tokenizer: Any,
+    prompt: list[dict],
+    response: list[dict],
+    tools: list | None = None,
+    max_length: int | None = None,
+) -> dict[str, list[int]]:
     """Render prompt + response turns; labels only on the response's generated tokens.
 
     The prompt part is rendered by the same template call for every response, so chosen and rejected

@@ -45,8 +45,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "DEFAULT_SIZES", "HELDOUT_BUCKETS", "Problem", "heldout_problems", "is_heldout_key", "math_problems",
-    "dpo_pairs", "pretrain_texts", "rl_prompts", "sft_conversations", "write_demo_corpus",
+    "DEFAULT_SIZES",
+    "HELDOUT_BUCKETS",
+    "Problem",
+    "heldout_problems",
+    "is_heldout_key",
+    "math_problems",
+    "dpo_pairs",
+    "pretrain_texts",
+    "rl_prompts",
+    "sft_conversations",
+    "write_demo_corpus",
 ]
 
 HELDOUT_BUCKETS = 10  # one key in ten is reserved for evaluation
@@ -93,18 +102,54 @@ def _zh_en(lang: str, zh: str, en: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- arithmetic
 _ARITH_TEMPLATES = {
-    "add": {"zh": ["{a} + {b} = ？", "计算 {a} 加 {b}。", "{a} 加 {b} 等于多少？", "请算一算：{a} + {b} 是多少？",
-                   "{a} 和 {b} 的和是多少？"],
-            "en": ["{a} + {b} = ?", "What is {a} plus {b}?", "Compute {a} + {b}.", "Add {a} and {b}.",
-                   "What is the sum of {a} and {b}?"]},
-    "sub": {"zh": ["{a} - {b} = ？", "计算 {a} 减 {b}。", "{a} 减去 {b} 等于多少？", "{a} 比 {b} 多多少？",
-                   "请算一算：{a} - {b} 是多少？"],
-            "en": ["{a} - {b} = ?", "What is {a} minus {b}?", "Subtract {b} from {a}.",
-                   "How much greater is {a} than {b}?", "Compute {a} - {b}."]},
-    "mul": {"zh": ["{a} × {b} = ？", "计算 {a} 乘 {b}。", "{a} 乘以 {b} 等于多少？", "{a} 和 {b} 的积是多少？",
-                   "{b} 个 {a} 相加是多少？"],
-            "en": ["{a} × {b} = ?", "What is {a} times {b}?", "Multiply {a} by {b}.",
-                   "What is the product of {a} and {b}?", "What is {b} groups of {a}?"]},
+    "add": {
+        "zh": [
+            "{a} + {b} = ？",
+            "计算 {a} 加 {b}。",
+            "{a} 加 {b} 等于多少？",
+            "请算一算：{a} + {b} 是多少？",
+            "{a} 和 {b} 的和是多少？",
+        ],
+        "en": [
+            "{a} + {b} = ?",
+            "What is {a} plus {b}?",
+            "Compute {a} + {b}.",
+            "Add {a} and {b}.",
+            "What is the sum of {a} and {b}?",
+        ],
+    },
+    "sub": {
+        "zh": [
+            "{a} - {b} = ？",
+            "计算 {a} 减 {b}。",
+            "{a} 减去 {b} 等于多少？",
+            "{a} 比 {b} 多多少？",
+            "请算一算：{a} - {b} 是多少？",
+        ],
+        "en": [
+            "{a} - {b} = ?",
+            "What is {a} minus {b}?",
+            "Subtract {b} from {a}.",
+            "How much greater is {a} than {b}?",
+            "Compute {a} - {b}.",
+        ],
+    },
+    "mul": {
+        "zh": [
+            "{a} × {b} = ？",
+            "计算 {a} 乘 {b}。",
+            "{a} 乘以 {b} 等于多少？",
+            "{a} 和 {b} 的积是多少？",
+            "{b} 个 {a} 相加是多少？",
+        ],
+        "en": [
+            "{a} × {b} = ?",
+            "What is {a} times {b}?",
+            "Multiply {a} by {b}.",
+            "What is the product of {a} and {b}?",
+            "What is {b} groups of {a}?",
+        ],
+    },
 }
 
 
@@ -116,18 +161,38 @@ def _add_steps(a: int, b: int, lang: str) -> list[str]:
         return [first, _zh_en(lang, f"所以 {a} + {b} = {s}。", f"So {a} + {b} = {s}.")]
     if lo < 10:
         ones = hi % 10 + lo
-        steps = [_zh_en(lang, f"先算个位：{hi % 10} + {lo} = {ones}，再加上整十：{hi - hi % 10} + {ones} = {s}。",
-                        f"First the ones: {hi % 10} + {lo} = {ones}. Then add the tens: {hi - hi % 10} + {ones} = {s}.")]
+        steps = [
+            _zh_en(
+                lang,
+                f"先算个位：{hi % 10} + {lo} = {ones}，再加上整十：{hi - hi % 10} + {ones} = {s}。",
+                f"First the ones: {hi % 10} + {lo} = {ones}. Then add the tens: {hi - hi % 10} + {ones} = {s}.",
+            )
+        ]
     elif a % 10 == 0 or b % 10 == 0:
         tens, ones = a // 10 * 10 + b // 10 * 10, a % 10 + b % 10
-        steps = [_zh_en(lang, f"先算整十：{a // 10 * 10} + {b // 10 * 10} = {tens}。", f"First the tens: {a // 10 * 10} + {b // 10 * 10} = {tens}.")]
+        steps = [
+            _zh_en(
+                lang,
+                f"先算整十：{a // 10 * 10} + {b // 10 * 10} = {tens}。",
+                f"First the tens: {a // 10 * 10} + {b // 10 * 10} = {tens}.",
+            )
+        ]
         if ones:
-            steps.append(_zh_en(lang, f"再加上个位：{tens} + {ones} = {s}。", f"Then add the ones: {tens} + {ones} = {s}."))
+            steps.append(
+                _zh_en(
+                    lang, f"再加上个位：{tens} + {ones} = {s}。", f"Then add the ones: {tens} + {ones} = {s}."
+                )
+            )
     else:
         tens, ones = a // 10 * 10 + b // 10 * 10, a % 10 + b % 10
-        steps = [_zh_en(lang, f"把两个数拆成整十和个位：{a // 10 * 10} + {b // 10 * 10} = {tens}，{a % 10} + {b % 10} = {ones}。",
-                        f"Split into tens and ones: {a // 10 * 10} + {b // 10 * 10} = {tens} and {a % 10} + {b % 10} = {ones}."),
-                 _zh_en(lang, f"再算 {tens} + {ones} = {s}。", f"Then {tens} + {ones} = {s}.")]
+        steps = [
+            _zh_en(
+                lang,
+                f"把两个数拆成整十和个位：{a // 10 * 10} + {b // 10 * 10} = {tens}，{a % 10} + {b % 10} = {ones}。",
+                f"Split into tens and ones: {a // 10 * 10} + {b // 10 * 10} = {tens} and {a % 10} + {b % 10} = {ones}.",
+            ),
+            _zh_en(lang, f"再算 {tens} + {ones} = {s}。", f"Then {tens} + {ones} = {s}."),
+        ]
     return steps + [_zh_en(lang, f"所以 {a} + {b} = {s}。", f"So {a} + {b} = {s}.")]
 
 
@@ -135,16 +200,38 @@ def _sub_steps(a: int, b: int, lang: str) -> list[str]:
     d = a - b
     if b >= 10:
         mid = a - b // 10 * 10
-        steps = [_zh_en(lang, f"先减整十：{a} - {b // 10 * 10} = {mid}。", f"First subtract the tens: {a} - {b // 10 * 10} = {mid}.")]
+        steps = [
+            _zh_en(
+                lang,
+                f"先减整十：{a} - {b // 10 * 10} = {mid}。",
+                f"First subtract the tens: {a} - {b // 10 * 10} = {mid}.",
+            )
+        ]
         if b % 10:
-            steps.append(_zh_en(lang, f"再减个位：{mid} - {b % 10} = {d}。", f"Then subtract the ones: {mid} - {b % 10} = {d}."))
+            steps.append(
+                _zh_en(
+                    lang,
+                    f"再减个位：{mid} - {b % 10} = {d}。",
+                    f"Then subtract the ones: {mid} - {b % 10} = {d}.",
+                )
+            )
     elif a >= 10 and 0 < b <= a % 10:
         x = a % 10 - b
-        steps = [_zh_en(lang, f"个位 {a % 10} - {b} = {x}，整十不变：{a - a % 10} + {x} = {d}。",
-                        f"Ones: {a % 10} - {b} = {x}. The tens stay: {a - a % 10} + {x} = {d}.")]
+        steps = [
+            _zh_en(
+                lang,
+                f"个位 {a % 10} - {b} = {x}，整十不变：{a - a % 10} + {x} = {d}。",
+                f"Ones: {a % 10} - {b} = {x}. The tens stay: {a - a % 10} + {x} = {d}.",
+            )
+        ]
     elif a >= 10 and a % 10:
-        steps = [_zh_en(lang, f"先减去 {a % 10}：{a} - {a % 10} = {a - a % 10}，再减去 {b - a % 10}：{a - a % 10} - {b - a % 10} = {d}。",
-                        f"First take away {a % 10}: {a} - {a % 10} = {a - a % 10}. Then take away {b - a % 10}: {a - a % 10} - {b - a % 10} = {d}.")]
+        steps = [
+            _zh_en(
+                lang,
+                f"先减去 {a % 10}：{a} - {a % 10} = {a - a % 10}，再减去 {b - a % 10}：{a - a % 10} - {b - a % 10} = {d}。",
+                f"First take away {a % 10}: {a} - {a % 10} = {a - a % 10}. Then take away {b - a % 10}: {a - a % 10} - {b - a % 10} = {d}.",
+            )
+        ]
     else:
         steps = [_zh_en(lang, f"从 {a} 往回数 {b} 个数，得到 {d}。", f"Count back {b} from {a} to get {d}.")]
     return steps + [_zh_en(lang, f"所以 {a} - {b} = {d}。", f"So {a} - {b} = {d}.")]
@@ -154,10 +241,17 @@ def _mul_steps(a: int, b: int, lang: str) -> list[str]:
     p = a * b
     if b <= 5:
         chain = " + ".join([str(a)] * b)
-        first = _zh_en(lang, f"{a} × {b} 就是 {b} 个 {a} 相加：{chain} = {p}。", f"{a} × {b} means adding {b} groups of {a}: {chain} = {p}.")
+        first = _zh_en(
+            lang,
+            f"{a} × {b} 就是 {b} 个 {a} 相加：{chain} = {p}。",
+            f"{a} × {b} means adding {b} groups of {a}: {chain} = {p}.",
+        )
     else:
-        first = _zh_en(lang, f"先算 {a} × {b - 1} = {a * (b - 1)}，再加一个 {a}：{a * (b - 1)} + {a} = {p}。",
-                       f"First {a} × {b - 1} = {a * (b - 1)}, then add one more {a}: {a * (b - 1)} + {a} = {p}.")
+        first = _zh_en(
+            lang,
+            f"先算 {a} × {b - 1} = {a * (b - 1)}，再加一个 {a}：{a * (b - 1)} + {a} = {p}。",
+            f"First {a} × {b - 1} = {a * (b - 1)}, then add one more {a}: {a * (b - 1)} + {a} = {p}.",
+        )
     return [first, _zh_en(lang, f"所以 {a} × {b} = {p}。", f"So {a} × {b} = {p}.")]
 
 
@@ -189,7 +283,9 @@ def _gen_arith(rng: random.Random, lang: str, family: str) -> Problem:
         key, ans, steps = ("mul", min(a, b), max(a, b)), a * b, _mul_steps(a, b, lang)
     op = {"add": "+", "sub": "-", "mul": "×"}[family]
     question = rng.choice(_ARITH_TEMPLATES[family][lang]).format(a=a, b=b)
-    return Problem(family, lang, question, str(ans), key, f"{a} {op} {b} = {ans}", steps, {"expr": [a, op, b]})
+    return Problem(
+        family, lang, question, str(ans), key, f"{a} {op} {b} = {ans}", steps, {"expr": [a, op, b]}
+    )
 
 
 # --------------------------------------------------------------------------------------- unit conversion
@@ -204,10 +300,18 @@ _UNITS = [
 _CONVERT_TEMPLATES = {
     ("zh", True): ["{v} {B}等于多少{S}？", "{v} {B}是多少{S}？", "把 {v} {B}换算成{S}。", "{v} {B} = ？{S}"],
     ("zh", False): ["{w} {S}等于多少{B}？", "{w} {S}是多少{B}？", "把 {w} {S}换算成{B}。", "{w} {S} = ？{B}"],
-    ("en", True): ["How many {S} are there in {v} {B}?", "Convert {v} {B} to {S}.", "{v} {B} = ? {S}",
-                   "How many {S} is {v} {B}?"],
-    ("en", False): ["How many {B} is {w} {S}?", "Convert {w} {S} to {B}.", "{w} {S} = ? {B}",
-                    "{w} {S} is how many {B}?"],
+    ("en", True): [
+        "How many {S} are there in {v} {B}?",
+        "Convert {v} {B} to {S}.",
+        "{v} {B} = ? {S}",
+        "How many {S} is {v} {B}?",
+    ],
+    ("en", False): [
+        "How many {B} is {w} {S}?",
+        "Convert {w} {S} to {B}.",
+        "{w} {S} = ? {B}",
+        "{w} {S} is how many {B}?",
+    ],
 }
 
 
@@ -229,18 +333,53 @@ def _gen_convert(rng: random.Random, lang: str) -> Problem:
     else:
         ans, eq = v, f"{v * f} ÷ {f} = {v}"
         how = f"{v * f} {small} = {eq} {big}"
-    step = _zh_en(lang, f"因为 {_unit_fact(unit, lang)}，所以 {how}。", f"Since {_unit_fact(unit, lang)}, {how}.")
-    return Problem("convert", lang, question, str(ans), ("convert", name, v), eq, [step],
-                   {"units": name, "value": v, "to_small": to_small})
+    step = _zh_en(
+        lang, f"因为 {_unit_fact(unit, lang)}，所以 {how}。", f"Since {_unit_fact(unit, lang)}, {how}."
+    )
+    return Problem(
+        "convert",
+        lang,
+        question,
+        str(ans),
+        ("convert", name, v),
+        eq,
+        [step],
+        {"units": name, "value": v, "to_small": to_small},
+    )
 
 
 # ---------------------------------------------------------------------------------------- word problems
-_NAMES = {"zh": [("小明", "他"), ("小红", "她"), ("小华", "他"), ("小丽", "她"), ("小刚", "他"), ("小芳", "她")],
-          "en": [("Tom", "he", "him"), ("Anna", "she", "her"), ("Sam", "he", "him"), ("Lily", "she", "her"),
-                 ("Ben", "he", "him"), ("Emma", "she", "her")]}
-_ITEMS = {"zh": [("苹果", "个"), ("橘子", "个"), ("铅笔", "支"), ("书", "本"), ("糖果", "颗"), ("贴纸", "张"), ("气球", "个")],
-          "en": [("apple", "apples"), ("orange", "oranges"), ("pencil", "pencils"), ("book", "books"),
-                 ("candy", "candies"), ("sticker", "stickers"), ("balloon", "balloons")]}
+_NAMES = {
+    "zh": [("小明", "他"), ("小红", "她"), ("小华", "他"), ("小丽", "她"), ("小刚", "他"), ("小芳", "她")],
+    "en": [
+        ("Tom", "he", "him"),
+        ("Anna", "she", "her"),
+        ("Sam", "he", "him"),
+        ("Lily", "she", "her"),
+        ("Ben", "he", "him"),
+        ("Emma", "she", "her"),
+    ],
+}
+_ITEMS = {
+    "zh": [
+        ("苹果", "个"),
+        ("橘子", "个"),
+        ("铅笔", "支"),
+        ("书", "本"),
+        ("糖果", "颗"),
+        ("贴纸", "张"),
+        ("气球", "个"),
+    ],
+    "en": [
+        ("apple", "apples"),
+        ("orange", "oranges"),
+        ("pencil", "pencils"),
+        ("book", "books"),
+        ("candy", "candies"),
+        ("sticker", "stickers"),
+        ("balloon", "balloons"),
+    ],
+}
 
 
 def _word_numbers(rng: random.Random, kind: str) -> tuple[list, tuple]:
@@ -271,24 +410,42 @@ def _word_numbers(rng: random.Random, kind: str) -> tuple[list, tuple]:
 
 # kind -> (zh question, en question, zh ending, en ending); fields: names, items, numbers a/b/c/p/k and ans
 _WORD_TEMPLATES = {
-    "gain_lose": ("{name}有 {a} {u}{item}，{he}又得到了 {b} {u}，后来送给朋友 {c} {u}。{name}现在有多少{u}{item}？",
-                  "{Name} has {a} {items}. {He} gets {b} more and then gives {c} to a friend. How many {items} does {Name} have now?",
-                  "{name}现在有 {ans} {u}{item}。", "{Name} now has {ans} {items}."),
-    "lose_gain": ("{name}有 {a} {u}{item}，弄丢了 {b} {u}，后来妈妈又给了{he} {c} {u}。{name}现在有多少{u}{item}？",
-                  "{Name} has {a} {items} but loses {b}. Later Mom gives {him} {c} more. How many {items} does {Name} have now?",
-                  "{name}现在有 {ans} {u}{item}。", "{Name} now has {ans} {items}."),
-    "total": ("篮子里有 {a} {u}{item}，桌子上还有 {b} {u}{item}。一共有多少{u}{item}？",
-              "There are {a} {items} in the basket and {b} {items} on the table. How many {items} are there in total?",
-              "一共有 {ans} {u}{item}。", "There are {ans} {items} in total."),
-    "price": ("一{u}{item}卖 {p} 元，{name}买了 {k} {u}，一共要付多少元？",
-              "One {item} costs {p} yuan. {Name} buys {k} {items}. How many yuan does {Name} pay in total?",
-              "{name}一共要付 {ans} 元。", "{Name} pays {ans} yuan in total."),
-    "change": ("{name}带了 {a} 元去商店，买{item}花了 {b} 元。{name}还剩多少元？",
-               "{Name} takes {a} yuan to the shop and spends {b} yuan on {items}. How many yuan does {Name} have left?",
-               "{name}还剩 {ans} 元。", "{Name} has {ans} yuan left."),
-    "boxes": ("每盒有 {p} {u}{item}，{name}买了 {k} 盒，又送给同学 {c} {u}。{name}还剩多少{u}{item}？",
-              "Each box holds {p} {items}. {Name} buys {k} boxes and gives {c} of them to classmates. How many {items} does {Name} have left?",
-              "{name}还剩 {ans} {u}{item}。", "{Name} has {ans} {items} left."),
+    "gain_lose": (
+        "{name}有 {a} {u}{item}，{he}又得到了 {b} {u}，后来送给朋友 {c} {u}。{name}现在有多少{u}{item}？",
+        "{Name} has {a} {items}. {He} gets {b} more and then gives {c} to a friend. How many {items} does {Name} have now?",
+        "{name}现在有 {ans} {u}{item}。",
+        "{Name} now has {ans} {items}.",
+    ),
+    "lose_gain": (
+        "{name}有 {a} {u}{item}，弄丢了 {b} {u}，后来妈妈又给了{he} {c} {u}。{name}现在有多少{u}{item}？",
+        "{Name} has {a} {items} but loses {b}. Later Mom gives {him} {c} more. How many {items} does {Name} have now?",
+        "{name}现在有 {ans} {u}{item}。",
+        "{Name} now has {ans} {items}.",
+    ),
+    "total": (
+        "篮子里有 {a} {u}{item}，桌子上还有 {b} {u}{item}。一共有多少{u}{item}？",
+        "There are {a} {items} in the basket and {b} {items} on the table. How many {items} are there in total?",
+        "一共有 {ans} {u}{item}。",
+        "There are {ans} {items} in total.",
+    ),
+    "price": (
+        "一{u}{item}卖 {p} 元，{name}买了 {k} {u}，一共要付多少元？",
+        "One {item} costs {p} yuan. {Name} buys {k} {items}. How many yuan does {Name} pay in total?",
+        "{name}一共要付 {ans} 元。",
+        "{Name} pays {ans} yuan in total.",
+    ),
+    "change": (
+        "{name}带了 {a} 元去商店，买{item}花了 {b} 元。{name}还剩多少元？",
+        "{Name} takes {a} yuan to the shop and spends {b} yuan on {items}. How many yuan does {Name} have left?",
+        "{name}还剩 {ans} 元。",
+        "{Name} has {ans} yuan left.",
+    ),
+    "boxes": (
+        "每盒有 {p} {u}{item}，{name}买了 {k} 盒，又送给同学 {c} {u}。{name}还剩多少{u}{item}？",
+        "Each box holds {p} {items}. {Name} buys {k} boxes and gives {c} of them to classmates. How many {items} does {Name} have left?",
+        "{name}还剩 {ans} {u}{item}。",
+        "{Name} has {ans} {items} left.",
+    ),
 }
 
 
@@ -327,12 +484,22 @@ def _gen_word(rng: random.Random, lang: str) -> Problem:
     else:
         steps = [_zh_en(lang, f"先算 {parts[0]}，再算 {parts[1]}。", f"First, {parts[0]}. Then, {parts[1]}.")]
     equation = " ".join(str(t) for t in expr) + f" = {ans}"
-    return Problem("word", lang, question.format(**fields), str(ans), ("word", kind) + tuple(nums), equation,
-                   steps, {"expr": expr, "kind": kind}, end.format(**fields))
+    return Problem(
+        "word",
+        lang,
+        question.format(**fields),
+        str(ans),
+        ("word", kind) + tuple(nums),
+        equation,
+        steps,
+        {"expr": expr, "kind": kind},
+        end.format(**fields),
+    )
 
 
-def _sample_problem(rng: random.Random, lang: str, heldout: bool = False,
-                    only: tuple[str, ...] = tuple(_FAMILY_WEIGHTS)) -> Problem:
+def _sample_problem(
+    rng: random.Random, lang: str, heldout: bool = False, only: tuple[str, ...] = tuple(_FAMILY_WEIGHTS)
+) -> Problem:
     """Draw a math problem (from the families in ``only``) whose key is reserved (``heldout=True``) or
     unreserved (training)."""
     families, weights = zip(*((f, w) for f, w in _FAMILY_WEIGHTS.items() if f in only), strict=True)
@@ -350,34 +517,117 @@ def _sample_problem(rng: random.Random, lang: str, heldout: bool = False,
 
 
 # ------------------------------------------------------------------------------------- facts and chit-chat
-_DAYS = {"zh": ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"],
-         "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]}
-_COLOURS = {"zh": [("天空", "蓝色"), ("草", "绿色"), ("雪", "白色"), ("香蕉", "黄色"), ("煤", "黑色"), ("草莓", "红色"), ("橙子", "橙色")],
-            "en": [("the sky", "blue"), ("grass", "green"), ("snow", "white"), ("a banana", "yellow"), ("coal", "black"),
-                   ("a strawberry", "red"), ("an orange", "orange")]}
-_OPPOSITES = {"zh": [("大", "小"), ("高", "矮"), ("快", "慢"), ("多", "少"), ("长", "短"), ("冷", "热"), ("上", "下"),
-                     ("左", "右"), ("开", "关"), ("黑", "白"), ("早", "晚"), ("新", "旧")],
-              "en": [("big", "small"), ("tall", "short"), ("fast", "slow"), ("many", "few"), ("long", "short"),
-                     ("cold", "hot"), ("up", "down"), ("left", "right"), ("open", "closed"), ("black", "white"),
-                     ("early", "late"), ("new", "old")]}
+_DAYS = {
+    "zh": ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"],
+    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+}
+_COLOURS = {
+    "zh": [
+        ("天空", "蓝色"),
+        ("草", "绿色"),
+        ("雪", "白色"),
+        ("香蕉", "黄色"),
+        ("煤", "黑色"),
+        ("草莓", "红色"),
+        ("橙子", "橙色"),
+    ],
+    "en": [
+        ("the sky", "blue"),
+        ("grass", "green"),
+        ("snow", "white"),
+        ("a banana", "yellow"),
+        ("coal", "black"),
+        ("a strawberry", "red"),
+        ("an orange", "orange"),
+    ],
+}
+_OPPOSITES = {
+    "zh": [
+        ("大", "小"),
+        ("高", "矮"),
+        ("快", "慢"),
+        ("多", "少"),
+        ("长", "短"),
+        ("冷", "热"),
+        ("上", "下"),
+        ("左", "右"),
+        ("开", "关"),
+        ("黑", "白"),
+        ("早", "晚"),
+        ("新", "旧"),
+    ],
+    "en": [
+        ("big", "small"),
+        ("tall", "short"),
+        ("fast", "slow"),
+        ("many", "few"),
+        ("long", "short"),
+        ("cold", "hot"),
+        ("up", "down"),
+        ("left", "right"),
+        ("open", "closed"),
+        ("black", "white"),
+        ("early", "late"),
+        ("new", "old"),
+    ],
+}
 _CHAT = {  # (user variants, assistant variants)
-    "zh": [(["你好！", "您好！", "嗨，你好呀！", "早上好！", "晚上好！"],
-            ["你好！有什么可以帮你的吗？", "你好！我是 MiniMind，很高兴见到你。", "你好呀！想让我算点什么吗？"]),
-           (["你是谁？", "请介绍一下你自己。", "你叫什么名字？"],
-            ["我是 MiniMind，一个从零开始训练的小型语言模型，会做简单的算术和单位换算。",
-             "我叫 MiniMind，是一个很小的语言模型，可以回答一些简单的问题。"]),
-           (["你会做什么？", "你能帮我做什么？"],
-            ["我会做简单的加减乘除和单位换算，也知道一些常识，比如星期、颜色和反义词。"]),
-           (["谢谢！", "谢谢你的帮助。", "太好了，谢谢！"], ["不客气！", "不用谢，很高兴能帮到你。", "不客气，还有问题可以随时问我。"])],
-    "en": [(["Hello!", "Hi there!", "Hey, how are you?", "Good morning!", "Good evening!"],
-            ["Hello! How can I help you?", "Hi! I am MiniMind. Nice to meet you.", "Hello! Do you want me to calculate something?"]),
-           (["Who are you?", "Please introduce yourself.", "What is your name?"],
-            ["I am MiniMind, a small language model trained from scratch. I can do simple arithmetic and unit conversions.",
-             "My name is MiniMind. I am a tiny language model that can answer simple questions."]),
-           (["What can you do?", "How can you help me?"],
-            ["I can add, subtract and multiply small numbers, convert units, and answer simple questions about days, colours and opposites."]),
-           (["Thank you!", "Thanks for your help.", "Great, thanks!"],
-            ["You're welcome!", "No problem, happy to help.", "You're welcome. Feel free to ask me anything else."])],
+    "zh": [
+        (
+            ["你好！", "您好！", "嗨，你好呀！", "早上好！", "晚上好！"],
+            [
+                "你好！有什么可以帮你的吗？",
+                "你好！我是 MiniMind，很高兴见到你。",
+                "你好呀！想让我算点什么吗？",
+            ],
+        ),
+        (
+            ["你是谁？", "请介绍一下你自己。", "你叫什么名字？"],
+            [
+                "我是 MiniMind，一个从零开始训练的小型语言模型，会做简单的算术和单位换算。",
+                "我叫 MiniMind，是一个很小的语言模型，可以回答一些简单的问题。",
+            ],
+        ),
+        (
+            ["你会做什么？", "你能帮我做什么？"],
+            ["我会做简单的加减乘除和单位换算，也知道一些常识，比如星期、颜色和反义词。"],
+        ),
+        (
+            ["谢谢！", "谢谢你的帮助。", "太好了，谢谢！"],
+            ["不客气！", "不用谢，很高兴能帮到你。", "不客气，还有问题可以随时问我。"],
+        ),
+    ],
+    "en": [
+        (
+            ["Hello!", "Hi there!", "Hey, how are you?", "Good morning!", "Good evening!"],
+            [
+                "Hello! How can I help you?",
+                "Hi! I am MiniMind. Nice to meet you.",
+                "Hello! Do you want me to calculate something?",
+            ],
+        ),
+        (
+            ["Who are you?", "Please introduce yourself.", "What is your name?"],
+            [
+                "I am MiniMind, a small language model trained from scratch. I can do simple arithmetic and unit conversions.",
+                "My name is MiniMind. I am a tiny language model that can answer simple questions.",
+            ],
+        ),
+        (
+            ["What can you do?", "How can you help me?"],
+            [
+                "I can add, subtract and multiply small numbers, convert units, and answer simple questions about days, colours and opposites."
+            ],
+        ),
+        (
+            ["Thank you!", "Thanks for your help.", "Great, thanks!"],
+            [
+                "You're welcome!",
+                "No problem, happy to help.",
+                "You're welcome. Feel free to ask me anything else.",
+            ],
+        ),
+    ],
 }
 
 
@@ -408,8 +658,10 @@ def _fact_qa(rng: random.Random, lang: str) -> tuple[str, str]:
         a = rng.randint(1, 15)
         b = a + rng.randint(3, 8)
         seq = _zh_en(lang, "，", ", ").join(str(x) for x in range(a, b + 1))
-        return (_zh_en(lang, f"请从 {a} 数到 {b}。", f"Please count from {a} to {b}."),
-                _zh_en(lang, f"从 {a} 数到 {b}：{seq}。", f"Counting from {a} to {b}: {seq}."))
+        return (
+            _zh_en(lang, f"请从 {a} 数到 {b}。", f"Please count from {a} to {b}."),
+            _zh_en(lang, f"从 {a} 数到 {b}：{seq}。", f"Counting from {a} to {b}: {seq}."),
+        )
     if kind == 5:
         n = rng.randint(1, 99)
         even = n % 2 == 0
@@ -428,10 +680,20 @@ def _chat_qa(rng: random.Random, lang: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------------- assembling
-_SYSTEM = {"zh": ["你是 MiniMind，一个乐于助人的小助手。", "你是一个擅长算术的小助手。请一步一步思考，最后写出“答案是 数字。”"],
-           "en": ["You are MiniMind, a helpful little assistant.",
-                  'You are a math tutor. Think step by step and end with "The answer is NUMBER."']}
-_FOLLOW_UP = {"zh": ["再算一题：", "那这个呢？", "下一题：", ""], "en": ["One more: ", "And this one? ", "Next: ", ""]}
+_SYSTEM = {
+    "zh": [
+        "你是 MiniMind，一个乐于助人的小助手。",
+        "你是一个擅长算术的小助手。请一步一步思考，最后写出“答案是 数字。”",
+    ],
+    "en": [
+        "You are MiniMind, a helpful little assistant.",
+        'You are a math tutor. Think step by step and end with "The answer is NUMBER."',
+    ],
+}
+_FOLLOW_UP = {
+    "zh": ["再算一题：", "那这个呢？", "下一题：", ""],
+    "en": ["One more: ", "And this one? ", "Next: ", ""],
+}
 
 
 def _math_reply(rng: random.Random, p: Problem) -> dict:
@@ -471,12 +733,24 @@ def _seg_worked(rng: random.Random, lang: str) -> str:
         return f"{p.question}\n{expl}{sep}{p.story_end}"
     fmt = rng.randrange(4)
     if fmt == 0:
-        return _zh_en(lang, f"例题：{p.question}\n解：{expl}{p.answer_line()}", f"Example: {p.question}\nSolution: {expl} {p.answer_line()}")
+        return _zh_en(
+            lang,
+            f"例题：{p.question}\n解：{expl}{p.answer_line()}",
+            f"Example: {p.question}\nSolution: {expl} {p.answer_line()}",
+        )
     if fmt == 1:
-        return _zh_en(lang, f"问：{p.question}\n答：{expl}{p.answer_line()}", f"Q: {p.question}\nA: {expl} {p.answer_line()}")
+        return _zh_en(
+            lang,
+            f"问：{p.question}\n答：{expl}{p.answer_line()}",
+            f"Q: {p.question}\nA: {expl} {p.answer_line()}",
+        )
     if fmt == 2:
         return f"{p.short()}{sep}{expl}"
-    return _zh_en(lang, f"{p.question}\n{expl}因此{p.answer_line()}", f"{p.question}\n{expl} Therefore, the answer is {p.answer}.")
+    return _zh_en(
+        lang,
+        f"{p.question}\n{expl}因此{p.answer_line()}",
+        f"{p.question}\n{expl} Therefore, the answer is {p.answer}.",
+    )
 
 
 def _seg_table(rng: random.Random, lang: str) -> str:
@@ -494,7 +768,13 @@ def _seg_facts(rng: random.Random, lang: str) -> str:
         kind = rng.randrange(6)
         if kind == 0:
             days = _DAYS[lang]
-            out.append(_zh_en(lang, f"一个星期有七天：{'、'.join(days)}。", f"A week has seven days: {', '.join(days[:-1])} and {days[-1]}."))
+            out.append(
+                _zh_en(
+                    lang,
+                    f"一个星期有七天：{'、'.join(days)}。",
+                    f"A week has seven days: {', '.join(days[:-1])} and {days[-1]}.",
+                )
+            )
         elif kind == 1:
             out.append(_fact_qa(rng, lang)[1])  # answers are complete declarative sentences
         elif kind == 2:
@@ -504,12 +784,23 @@ def _seg_facts(rng: random.Random, lang: str) -> str:
             out.append(_zh_en(lang, f"从 {a} 数到 {b}：{seq}。", f"Counting from {a} to {b}: {seq}."))
         elif kind == 3:
             n = rng.randint(2, 98)
-            out.append(_zh_en(lang, f"{n} 的前一个数是 {n - 1}，后一个数是 {n + 1}。", f"The number before {n} is {n - 1} and the number after {n} is {n + 1}."))
+            out.append(
+                _zh_en(
+                    lang,
+                    f"{n} 的前一个数是 {n - 1}，后一个数是 {n + 1}。",
+                    f"The number before {n} is {n - 1} and the number after {n} is {n + 1}.",
+                )
+            )
         elif kind == 4:
             out.append(_unit_fact(rng.choice(_UNITS), lang) + _zh_en(lang, "。", "."))
         else:
-            out.append(_zh_en(lang, "MiniMind 是一个从零开始训练的小型语言模型，它会做简单的算术。",
-                              "MiniMind is a small language model trained from scratch. It can do simple arithmetic."))
+            out.append(
+                _zh_en(
+                    lang,
+                    "MiniMind 是一个从零开始训练的小型语言模型，它会做简单的算术。",
+                    "MiniMind is a small language model trained from scratch. It can do simple arithmetic.",
+                )
+            )
     return ("" if lang == "zh" else " ").join(dict.fromkeys(out))  # drop repeated sentences
 
 
@@ -525,7 +816,11 @@ def _seg_dialogue(rng: random.Random, lang: str) -> str:
 
 
 _SEGMENTS: list[tuple[Callable[[random.Random, str], str], float]] = [
-    (_seg_worked, 0.35), (_seg_table, 0.1), (_seg_facts, 0.3), (_seg_dialogue, 0.25)]
+    (_seg_worked, 0.35),
+    (_seg_table, 0.1),
+    (_seg_facts, 0.3),
+    (_seg_dialogue, 0.25),
+]
 
 
 def _unique(make: Callable[[], object], n: int, key: Callable[[object], str] = json.dumps) -> list:
@@ -586,8 +881,10 @@ def math_problems(n: int, seed: int = 0, *, heldout: bool = False, stream: str =
 
 def rl_prompts(n: int, seed: int = 2) -> list[dict]:
     """``n`` RL prompts ``{"conversations": [{"role": "user", "content": q}], "gt": "68"}`` (training keys)."""
-    return [{"conversations": [{"role": "user", "content": p.question}], "gt": p.answer}
-            for p in math_problems(n, seed, stream="rl")]
+    return [
+        {"conversations": [{"role": "user", "content": p.question}], "gt": p.answer}
+        for p in math_problems(n, seed, stream="rl")
+    ]
 
 
 def _wrong_answer(rng: random.Random, answer: str) -> str:
@@ -609,20 +906,27 @@ def dpo_pairs(n: int, seed: int = 3) -> list[dict]:
         wrong = Problem(**{**p.__dict__, "answer": _wrong_answer(rng, p.answer)})
         good = p.short() + sep + p.answer_line()
         bad = wrong.equation.rsplit("=", 1)[0] + "= " + wrong.answer + ("。" if p.lang == "zh" else ".")
-        rows.append({"chosen": [user, {"role": "assistant", "content": good}],
-                     "rejected": [user, {"role": "assistant", "content": bad + sep + wrong.answer_line()}]})
+        rows.append(
+            {
+                "chosen": [user, {"role": "assistant", "content": good}],
+                "rejected": [user, {"role": "assistant", "content": bad + sep + wrong.answer_line()}],
+            }
+        )
     return rows
 
 
 def heldout_problems(n: int, seed: int = 1234) -> list[dict]:
     """``n`` evaluation problems ``{"question", "answer", "lang", "family"}`` drawn only from reserved keys
     (see :func:`is_heldout_key`), hence disjoint from everything the training generators can produce."""
-    return [{"question": p.question, "answer": p.answer, "lang": p.lang, "family": p.family}
-            for p in math_problems(n, seed, heldout=True, stream="heldout")]
+    return [
+        {"question": p.question, "answer": p.answer, "lang": p.lang, "family": p.family}
+        for p in math_problems(n, seed, heldout=True, stream="heldout")
+    ]
 
 
-def write_demo_corpus(out_dir: str | Path, sizes: dict[str, int] | None = None,
-                      parts: tuple[str, ...] | None = None) -> dict[str, Path]:
+def write_demo_corpus(
+    out_dir: str | Path, sizes: dict[str, int] | None = None, parts: tuple[str, ...] | None = None
+) -> dict[str, Path]:
     """Write ``pretrain.jsonl`` (``{"text"}``), ``sft.jsonl``, ``rl.jsonl``, ``dpo.jsonl`` and ``heldout.jsonl``
     to ``out_dir`` (only the parts named in ``parts``; default all).
 
@@ -634,8 +938,12 @@ def write_demo_corpus(out_dir: str | Path, sizes: dict[str, int] | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     makers: dict[str, Callable[[int], list]] = {
-        "pretrain": lambda k: [{"text": t} for t in pretrain_texts(k)], "sft": sft_conversations,
-        "rl": rl_prompts, "dpo": dpo_pairs, "heldout": heldout_problems}
+        "pretrain": lambda k: [{"text": t} for t in pretrain_texts(k)],
+        "sft": sft_conversations,
+        "rl": rl_prompts,
+        "dpo": dpo_pairs,
+        "heldout": heldout_problems,
+    }
     unknown = set(parts or ()) - set(makers)
     if unknown:
         raise ValueError(f"unknown demo corpus part(s) {sorted(unknown)}; valid: {', '.join(makers)}")

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Iterator
 IGNORE_INDEX = -100
 
 
-def pack_documents(docs: Iterable[list[int]], seq_len: int, eos_token_id: int, drop_last: bool = False) -> Iterator[dict]:
+def pack_documents(
+    docs: Iterable[list[int]], seq_len: int, eos_token_id: int, drop_last: bool = False
+) -> Iterator[dict]:
     """Yield rows `{"input_ids", "position_ids", "labels"}` of exactly `seq_len` tokens.
 
     The last, partial row is padded with eos (label -100, positions continuing) unless `drop_last`.

@@ -43,7 +43,11 @@ class PackedDataset:
         return self.input_ids.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {"input_ids": self.input_ids[i], "position_ids": self.position_ids[i], "labels": self.labels[i]}
+        return {
+            "input_ids": self.input_ids[i],
+            "position_ids": self.position_ids[i],
+            "labels": self.labels[i],
+        }
 
     @property
     def seq_len(self) -> int:
@@ -61,7 +65,9 @@ class PackedDataset:
         return PackedDataset(self.input_ids[idx], self.position_ids[idx], self.labels[idx])
 
 
-def tokenize_texts(dataset: Any, tokenizer: Any, num_proc: int | None = None, text_column: str = "text") -> Any:
+def tokenize_texts(
+    dataset: Any, tokenizer: Any, num_proc: int | None = None, text_column: str = "text"
+) -> Any:
     """`datasets.map` the texts to token ids (column ``ids``, no special tokens, no eos); cached by `datasets`.
 
     ``num_proc`` None = one process for small sets, up to 4 for > 50k documents (fast tokenizers are
@@ -74,8 +80,14 @@ def tokenize_texts(dataset: Any, tokenizer: Any, num_proc: int | None = None, te
     def encode(batch: dict) -> dict:
         return {"ids": tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]}
 
-    return dataset.map(encode, batched=True, batch_size=1000, remove_columns=dataset.column_names,
-                       num_proc=num_proc, desc="tokenising")
+    return dataset.map(
+        encode,
+        batched=True,
+        batch_size=1000,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc="tokenising",
+    )
 
 
 def _flatten(docs: Iterable[Sequence[int]], eos_token_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +104,9 @@ def _flatten(docs: Iterable[Sequence[int]], eos_token_id: int) -> tuple[np.ndarr
     return np.concatenate(pieces), np.asarray(starts, dtype=np.int64)
 
 
-def pack_token_ids(docs: Iterable[Sequence[int]], seq_len: int, eos_token_id: int,
-                   drop_last: bool = False) -> PackedDataset:
+def pack_token_ids(
+    docs: Iterable[Sequence[int]], seq_len: int, eos_token_id: int, drop_last: bool = False
+) -> PackedDataset:
     """Pack token-id documents into rows of exactly `seq_len` (same rows as `pack_documents`, vectorised)."""
     if seq_len < 2:
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")

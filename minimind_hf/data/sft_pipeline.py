@@ -46,16 +46,31 @@ def tokenize_conversations(dataset: Any, tokenizer: Any, max_length: int, num_pr
 
     if num_proc is not None and num_proc <= 1:
         num_proc = None
-    enc = dataset.map(encode, batched=True, batch_size=256, remove_columns=dataset.column_names,
-                      num_proc=num_proc, desc="chat template")
-    kept = enc.filter(lambda labels: any(t != IGNORE_INDEX for t in labels[1:]), input_columns="labels",
-                      desc="dropping rows without labels")
+    enc = dataset.map(
+        encode,
+        batched=True,
+        batch_size=256,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc="chat template",
+    )
+    kept = enc.filter(
+        lambda labels: any(t != IGNORE_INDEX for t in labels[1:]),
+        input_columns="labels",
+        desc="dropping rows without labels",
+    )
     dropped = len(enc) - len(kept)
     if dropped:
-        logger.warning("dropped %d of %d conversations: no assistant token left within max_length=%d",
-                       dropped, len(enc), max_length)
+        logger.warning(
+            "dropped %d of %d conversations: no assistant token left within max_length=%d",
+            dropped,
+            len(enc),
+            max_length,
+        )
     if len(kept) == 0:
-        raise ValueError(f"no conversation has an assistant token within max_length={max_length}; raise max_length")
+        raise ValueError(
+            f"no conversation has an assistant token within max_length={max_length}; raise max_length"
+        )
     return kept
 
 
@@ -96,14 +111,16 @@ def pack_sequences(dataset: Any, seq_len: int, pad_token_id: int) -> PackedDatas
         at = 0
         for i in members:
             n = lengths[i]
-            ids[r, at:at + n] = ids_col[i]
+            ids[r, at : at + n] = ids_col[i]
             lab = np.asarray(labels_col[i], dtype=np.int32)
             lab[0] = IGNORE_INDEX  # never predict a conversation's first token from the previous one
-            labels[r, at:at + n] = lab
-            pos[r, at:at + n] = np.arange(n)
+            labels[r, at : at + n] = lab
+            pos[r, at : at + n] = np.arange(n)
             at += n
         pos[r, at:] = np.arange(n, n + seq_len - at)  # padding continues the last sequence's positions
     packed = PackedDataset(ids, pos, labels)
     fill = sum(lengths) / (rows * seq_len)
-    logger.info("packed %d sequences into %d rows of %d (%.1f%% filled)", len(lengths), rows, seq_len, 100 * fill)
+    logger.info(
+        "packed %d sequences into %d rows of %d (%.1f%% filled)", len(lengths), rows, seq_len, 100 * fill
+    )
     return packed

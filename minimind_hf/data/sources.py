@@ -95,8 +95,10 @@ def demo_source(spec: str) -> Path:
     _, _, rest = spec.partition(":")
     part, _, count = rest.partition(":")
     if part not in DEFAULT_SIZES or (count and not count.isdigit()):
-        raise ValueError(f"{spec!r}: expected demo:PART or demo:PART:N with PART one of "
-                         f"{', '.join(DEFAULT_SIZES)} and N a row count")
+        raise ValueError(
+            f"{spec!r}: expected demo:PART or demo:PART:N with PART one of "
+            f"{', '.join(DEFAULT_SIZES)} and N a row count"
+        )
     n = int(count) if count else DEFAULT_SIZES[part]
     cache = Path(os.environ.get("MINIMIND_HF_CACHE", Path.home() / ".cache" / "minimind_hf")).expanduser()
     # keyed by the generator's source, so editing demo_corpus.py never serves a stale file

@@ -33,7 +33,11 @@ import torch
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CHECKPOINT_DIR", "capture_rng_state", "find_latest_checkpoint", "load_model_weights", "restore_rng_state",
+    "CHECKPOINT_DIR",
+    "capture_rng_state",
+    "find_latest_checkpoint",
+    "load_model_weights",
+    "restore_rng_state",
     "write_atomic",
 ]
 
@@ -60,8 +64,10 @@ def capture_rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
     """(JSON-able python/numpy state, tensor state for torch CPU and CUDA)."""
     py = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    js = {"python": [py[0], list(py[1]), py[2]],
-          "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    js = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -118,8 +124,10 @@ def load_model_weights(model: torch.nn.Module, folder: str | Path) -> None:
             continue
         real_missing.append(k)
     if real_missing or unexpected:
-        raise RuntimeError(f"checkpoint {folder} does not match the model: missing {real_missing[:5]}, "
-                           f"unexpected {list(unexpected)[:5]}")
+        raise RuntimeError(
+            f"checkpoint {folder} does not match the model: missing {real_missing[:5]}, "
+            f"unexpected {list(unexpected)[:5]}"
+        )
 
 
 def save_checkpoint(
@@ -155,8 +163,9 @@ def save_checkpoint(
         (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
         if extra_state:
             torch.save(extra_state, tmp / "extra.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2, default=str),
-                                                encoding="utf-8")
+        (tmp / "trainer_state.json").write_text(
+            json.dumps(trainer_state, indent=2, default=str), encoding="utf-8"
+        )
     accelerator.wait_for_everyone()
     if not main:
         accelerator.wait_for_everyone()
@@ -174,8 +183,9 @@ def save_checkpoint(
     return final
 
 
-def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any,
-                        rank: int) -> tuple[dict, dict | None]:
+def load_training_state(
+    path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int
+) -> tuple[dict, dict | None]:
     """Restore optimizer and scheduler from checkpoint `path`; return (trainer_state, extra_state).
 
     RNG is restored separately (`restore_rng_state`), last, after everything that consumes randomness."""
@@ -183,7 +193,11 @@ def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer, sche
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text(encoding="utf-8")))
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    extra = torch.load(path / "extra.pt", map_location="cpu", weights_only=True) if (path / "extra.pt").exists() else None
+    extra = (
+        torch.load(path / "extra.pt", map_location="cpu", weights_only=True)
+        if (path / "extra.pt").exists()
+        else None
+    )
     return state, extra
 
 

@@ -33,10 +33,12 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="run a native training stage (pretrain, sft, ...) from a YAML/JSON config",
         description=__doc__.split("\n\n")[0],
         epilog="stages: " + ", ".join(STAGE_MODULES) + ". Show a stage's keys and defaults: "
-               "minimind-hf train STAGE --dry-run",
+        "minimind-hf train STAGE --dry-run",
     )
     p.add_argument("stage", help="one of: " + ", ".join(STAGE_MODULES))
-    p.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON config (keys = the stage's fields)")
+    p.add_argument(
+        "--config", default=None, metavar="FILE", help="YAML or JSON config (keys = the stage's fields)"
+    )
     p.add_argument("--dry-run", action="store_true", help="validate the config, print it, and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys (YAML values)")
     p.set_defaults(func=run_train_command)
@@ -97,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_commands(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     return args.func(args)
 
 

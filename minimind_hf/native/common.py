@@ -31,7 +31,12 @@ def check_data_files(key: str, paths: list[str], required: bool = True) -> list[
         return [f"{key}: no data given (a .jsonl/.json/.parquet file or folder, e.g. {key}=[train.jsonl])"]
     problems = []
     for p in paths:
-        looks_local = p.startswith((".", "/", "~")) or Path(p).suffix in (".jsonl", ".json", ".parquet", ".gz")
+        looks_local = p.startswith((".", "/", "~")) or Path(p).suffix in (
+            ".jsonl",
+            ".json",
+            ".parquet",
+            ".gz",
+        )
         if looks_local and not Path(p).expanduser().exists():
             problems.append(f"{key}: no such file or folder {p!r}")
     return problems
@@ -59,8 +64,9 @@ def load_tokenizer(cfg: TrainConfig) -> Any | None:
 def build_model(cfg: TrainConfig, tokenizer: Any) -> MiniMindForCausalLM:
     """Load ``cfg.model`` (fp32) or build a new model from ``cfg.preset`` + overrides sized to the tokenizer."""
     if cfg.model is not None:
-        model = MiniMindForCausalLM.from_pretrained(cfg.model, dtype=torch.float32,
-                                                    attn_implementation=cfg.attn_implementation)
+        model = MiniMindForCausalLM.from_pretrained(
+            cfg.model, dtype=torch.float32, attn_implementation=cfg.attn_implementation
+        )
         if cfg.model_overrides:
             logger.warning("model_overrides are ignored when starting from model=%s", cfg.model)
     else:
@@ -70,8 +76,10 @@ def build_model(cfg: TrainConfig, tokenizer: Any) -> MiniMindForCausalLM:
         config = MiniMindConfig.from_preset(cfg.preset, **overrides)
         model = MiniMindForCausalLM(config)
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} "
-                         "embeddings: use the tokenizer the model was trained with")
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} "
+            "embeddings: use the tokenizer the model was trained with"
+        )
     n = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2fM parameters (%s)", n / 1e6, cfg.model or cfg.preset)
     return model

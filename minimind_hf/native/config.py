@@ -74,7 +74,9 @@ def _read_file(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{path}: the top level must be a mapping of key: value, got {type(data).__name__}"])
+        raise ConfigError(
+            [f"{path}: the top level must be a mapping of key: value, got {type(data).__name__}"]
+        )
     return data
 
 
@@ -164,7 +166,9 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     unknown = [k for k in data if k not in fields]
     if unknown:
         valid = ", ".join(sorted(fields))
-        problems.append(f"unknown key(s) {', '.join(map(repr, unknown))}; valid keys for {cls.__name__}: {valid}")
+        problems.append(
+            f"unknown key(s) {', '.join(map(repr, unknown))}; valid keys for {cls.__name__}: {valid}"
+        )
     for key, value in data.items():
         if key not in fields:
             continue

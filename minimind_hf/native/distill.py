@@ -54,16 +54,23 @@ class DistillConfig(SFTConfig):
         return p
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      alpha: float = 0.5, temperature: float = 1.5,
-                      num_items_in_batch: int | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float = 0.5,
+    temperature: float = 1.5,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss above. student_logits, teacher_logits: (B, T, V); labels: (B, T), unshifted, -100 = ignore.
 
     ``num_items_in_batch``: label tokens over all accumulated micro-batches (exact accumulation, as the
     model's own loss); default this batch's. Returns ``(loss, {"ce", "kd"})``."""
     if student_logits.size(-1) != teacher_logits.size(-1):
-        raise ValueError(f"student vocab {student_logits.size(-1)} != teacher vocab {teacher_logits.size(-1)}: "
-                         "distillation needs the same tokenizer")
+        raise ValueError(
+            f"student vocab {student_logits.size(-1)} != teacher vocab {teacher_logits.size(-1)}: "
+            "distillation needs the same tokenizer"
+        )
     targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
     keep = targets != IGNORE_INDEX  # (B, T-1)
     s = student_logits[:, :-1][keep].float()  # (N, V)
@@ -79,16 +86,23 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return loss, {"ce": float(ce.detach()), "kd": float(kd.detach())}
 
 
-def distill_step(student, teacher, batch: dict[str, torch.Tensor], alpha: float = 0.5, temperature: float = 1.5,
-                 num_items_in_batch: int | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def distill_step(
+    student,
+    teacher,
+    batch: dict[str, torch.Tensor],
+    alpha: float = 0.5,
+    temperature: float = 1.5,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One distillation forward on an SFT/pretrain batch (``input_ids``, ``labels``, optional
     ``attention_mask``/``position_ids``). Returns ``(loss, metrics)``; the caller does backward / optimiser."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     with torch.no_grad():
         teacher_logits = teacher(**inputs, use_cache=False).logits  # (B, T, V)
     student_logits = student(**inputs, use_cache=False).logits  # (B, T, V)
-    return distillation_loss(student_logits, teacher_logits, batch["labels"], alpha, temperature,
-                             num_items_in_batch)
+    return distillation_loss(
+        student_logits, teacher_logits, batch["labels"], alpha, temperature, num_items_in_batch
+    )
 
 
 class Distill(Algorithm):
@@ -96,16 +110,26 @@ class Distill(Algorithm):
 
     name = "distill"
 
-    def __init__(self, cfg: DistillConfig, model, tokenizer, train_dataset, eval_dataset=None, collate_fn=None,
-                 teacher=None):
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        model,
+        tokenizer,
+        train_dataset,
+        eval_dataset=None,
+        collate_fn=None,
+        teacher=None,
+    ):
         super().__init__(cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn)
         if teacher is None:
             from ..modeling_minimind import MiniMindForCausalLM
 
             teacher = MiniMindForCausalLM.from_pretrained(cfg.teacher, dtype=torch.float32)
         if teacher.config.vocab_size != model.config.vocab_size:
-            raise ValueError(f"teacher vocab {teacher.config.vocab_size} != student vocab "
-                             f"{model.config.vocab_size}: distillation needs the same tokenizer")
+            raise ValueError(
+                f"teacher vocab {teacher.config.vocab_size} != student vocab "
+                f"{model.config.vocab_size}: distillation needs the same tokenizer"
+            )
         self.teacher = teacher.eval().requires_grad_(False)
 
     def setup(self, accelerator) -> None:
@@ -113,7 +137,9 @@ class Distill(Algorithm):
         self.teacher.to(self.device)
 
     def compute_loss(self, model, batch: dict, num_items_in_batch: torch.Tensor):
-        return distill_step(model, self.teacher, batch, self.cfg.alpha, self.cfg.temperature, num_items_in_batch)
+        return distill_step(
+            model, self.teacher, batch, self.cfg.alpha, self.cfg.temperature, num_items_in_batch
+        )
 
 
 def build_distill(cfg: DistillConfig) -> Distill:
@@ -125,4 +151,6 @@ def run_distill(cfg: DistillConfig) -> TrainResult:
     return train(cfg, build_distill(cfg))
 
 
-register_stage("distill", DistillConfig, run_distill, help="knowledge distillation: alpha CE + (1-alpha) T^2 KL")
+register_stage(
+    "distill", DistillConfig, run_distill, help="knowledge distillation: alpha CE + (1-alpha) T^2 KL"
+)

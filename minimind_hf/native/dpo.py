@@ -38,8 +38,17 @@ from .stages import register_stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DPO", "DPOCollator", "DPOConfig", "build_dpo", "dpo_loss", "dpo_step", "make_reference", "run_dpo",
-           "sequence_logps"]
+__all__ = [
+    "DPO",
+    "DPOCollator",
+    "DPOConfig",
+    "build_dpo",
+    "dpo_loss",
+    "dpo_step",
+    "make_reference",
+    "run_dpo",
+    "sequence_logps",
+]
 
 
 @dataclass
@@ -67,13 +76,17 @@ class DPOConfig(TrainConfig):
         p += check_data_files("data", self.data)
         p += check_data_files("eval_data", self.eval_data, required=False)
         if self.model is None:
-            p.append("DPO needs `model` (an SFT output folder): the policy and the frozen reference start there")
+            p.append(
+                "DPO needs `model` (an SFT output folder): the policy and the frozen reference start there"
+            )
         if self.beta <= 0:
             p.append(f"beta must be > 0, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             p.append(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if not 0 < self.max_prompt_length < self.max_length:
-            p.append(f"need 0 < max_prompt_length < max_length, got {self.max_prompt_length}, {self.max_length}")
+            p.append(
+                f"need 0 < max_prompt_length < max_length, got {self.max_prompt_length}, {self.max_length}"
+            )
         return p
 
 
@@ -84,9 +97,14 @@ def make_reference(model: torch.nn.Module) -> torch.nn.Module:
     return ref
 
 
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.15,
-             label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.15,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The DPO loss from sequence log-probs, all (B,). Returns ``(mean loss, metrics)``.
 
     metrics (detached): ``rewards/chosen``, ``rewards/rejected`` (B,) = beta * log-ratios,
@@ -107,8 +125,9 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     return losses.mean(), metrics
 
 
-def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   completion_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logps(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+) -> torch.Tensor:
     """Sum of log pi(token) over the tokens marked by ``completion_mask``. All (N, T) -> (N,).
 
     One forward pass; the LM head runs only on the positions that predict completion tokens (from the
@@ -124,20 +143,30 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return (logp * completion_mask[:, first:]).sum(dim=1)  # (N,)
 
 
-def dpo_step(policy, reference, batch: dict[str, torch.Tensor], beta: float = 0.15, label_smoothing: float = 0.0,
-             num_items: float | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def dpo_step(
+    policy,
+    reference,
+    batch: dict[str, torch.Tensor],
+    beta: float = 0.15,
+    label_smoothing: float = 0.0,
+    num_items: float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One DPO forward: ``(sum of pair losses / num_items, logged metrics)``; the caller does backward.
 
     ``batch``: ``input_ids``, ``attention_mask``, ``completion_mask`` (2B, T), chosen rows first.
     ``num_items``: pairs in the whole optimiser step (the loop's normaliser; default B, i.e. the mean).
     Reference log-probs come from ``batch["ref_chosen_logps"]``/``["ref_rejected_logps"]`` if precomputed."""
-    logps = sequence_logps(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])  # (2B,)
+    logps = sequence_logps(
+        policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+    )  # (2B,)
     chosen_logps, rejected_logps = logps.chunk(2)  # (B,), (B,)
     if "ref_chosen_logps" in batch:
         ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
     else:
         with torch.no_grad():
-            ref = sequence_logps(reference, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+            ref = sequence_logps(
+                reference, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+            )
         ref_chosen, ref_rejected = ref.chunk(2)
     mean_loss, m = dpo_loss(chosen_logps, rejected_logps, ref_chosen, ref_rejected, beta, label_smoothing)
     if num_items is None:
@@ -163,10 +192,12 @@ class DPOCollator:
     def encode(self, record: dict) -> tuple[list[int], list[int], list[int]]:
         """``(prompt_ids, chosen_ids, rejected_ids)`` for one record."""
         tools = record.get("tools")
-        p_text, c_text = render_pair(self.tok, record["prompt"], record["chosen"], tools, self.cfg.open_thinking)
+        p_text, c_text = render_pair(
+            self.tok, record["prompt"], record["chosen"], tools, self.cfg.open_thinking
+        )
         _, r_text = render_pair(self.tok, record["prompt"], record["rejected"], tools, self.cfg.open_thinking)
         enc = lambda s: self.tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        prompt = enc(p_text)[-self.cfg.max_prompt_length:]
+        prompt = enc(p_text)[-self.cfg.max_prompt_length :]
         room = max(self.cfg.max_length - len(prompt), 1)
         return prompt, enc(c_text)[:room], enc(r_text)[:room]
 
@@ -197,7 +228,9 @@ class DPO(Algorithm):
     name = "dpo"
 
     def __init__(self, cfg: DPOConfig, model, tokenizer, train_dataset, eval_dataset=None, reference=None):
-        super().__init__(cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn=DPOCollator(tokenizer, cfg))
+        super().__init__(
+            cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn=DPOCollator(tokenizer, cfg)
+        )
         self.reference = reference if reference is not None else make_reference(model)
 
     def setup(self, accelerator) -> None:
@@ -208,8 +241,10 @@ class DPO(Algorithm):
             if self.eval_dataset is not None:
                 self.eval_dataset = self.with_reference_logps(self.eval_dataset)
             self.reference = None  # never needed again: free its memory
-            logger.info("dpo: reference log-probs precomputed for %d pairs; reference model freed",
-                        len(self.train_dataset))
+            logger.info(
+                "dpo: reference log-probs precomputed for %d pairs; reference model freed",
+                len(self.train_dataset),
+            )
 
     @torch.no_grad()
     def with_reference_logps(self, dataset):
@@ -223,21 +258,26 @@ class DPO(Algorithm):
         for start in tqdm(range(0, len(dataset), bs), desc="reference log-probs", disable=not main):
             rows = [dataset[i] for i in range(start, min(start + bs, len(dataset)))]
             batch = {k: v.to(self.device) for k, v in self.collate_fn(rows).items()}
-            logps = sequence_logps(self.reference, batch["input_ids"], batch["attention_mask"],
-                                   batch["completion_mask"])
+            logps = sequence_logps(
+                self.reference, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+            )
             c, r = logps.float().cpu().chunk(2)
             chosen += c.tolist()
             rejected += r.tolist()
         if hasattr(dataset, "add_column"):  # a datasets.Dataset
             return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
-        return [{**dataset[i], "ref_chosen_logps": c, "ref_rejected_logps": r}
-                for i, (c, r) in enumerate(zip(chosen, rejected, strict=True))]
+        return [
+            {**dataset[i], "ref_chosen_logps": c, "ref_rejected_logps": r}
+            for i, (c, r) in enumerate(zip(chosen, rejected, strict=True))
+        ]
 
     def num_items(self, batch: dict) -> int:
         return batch["input_ids"].size(0) // 2  # pairs
 
     def compute_loss(self, model, batch: dict, num_items_in_batch: torch.Tensor):
-        return dpo_step(model, self.reference, batch, self.cfg.beta, self.cfg.label_smoothing, num_items_in_batch)
+        return dpo_step(
+            model, self.reference, batch, self.cfg.beta, self.cfg.label_smoothing, num_items_in_batch
+        )
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:

@@ -46,8 +46,20 @@ from .stages import register_stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GRPO", "LOSS_TYPES", "GRPOConfig", "build_grpo", "grpo_loss", "run_grpo", "grpo_num_items", "grpo_rollout", "rewards_from_config", "grpo_step", "group_advantages",
-           "k3_kl"]
+__all__ = [
+    "GRPO",
+    "LOSS_TYPES",
+    "GRPOConfig",
+    "build_grpo",
+    "grpo_loss",
+    "run_grpo",
+    "grpo_num_items",
+    "grpo_rollout",
+    "rewards_from_config",
+    "grpo_step",
+    "group_advantages",
+    "k3_kl",
+]
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
 
@@ -64,8 +76,12 @@ class GRPOConfig(TrainConfig):
     eval_ratio: float = 0.0
     max_prompts: int = 0  # 0 = all
     skip_invalid: bool = False
-    rewards: list[str] = field(default_factory=lambda: ["accuracy", "think_format"])  # minimind_hf.rewards names
-    reward_options: dict = field(default_factory=dict)  # {name: {option: value}}, e.g. {length: {max_length: 256}}
+    rewards: list[str] = field(
+        default_factory=lambda: ["accuracy", "think_format"]
+    )  # minimind_hf.rewards names
+    reward_options: dict = field(
+        default_factory=dict
+    )  # {name: {option: value}}, e.g. {length: {max_length: 256}}
     reward_weights: list[float] = field(default_factory=list)  # empty = all 1
     num_generations: int = 6  # G, samples per prompt
     max_new_tokens: int = 256
@@ -96,8 +112,10 @@ class GRPOConfig(TrainConfig):
         if self.scale_rewards not in ("group", "batch", "none"):
             p.append(f"scale_rewards {self.scale_rewards!r}; valid: group, batch, none")
         if self.num_generations < 2:
-            p.append(f"num_generations must be >= 2 (advantages compare samples of a prompt), got "
-                     f"{self.num_generations}")
+            p.append(
+                f"num_generations must be >= 2 (advantages compare samples of a prompt), got "
+                f"{self.num_generations}"
+            )
         unknown = [r for r in self.rewards if r not in REWARDS]
         if unknown:
             p.append(f"rewards: unknown {unknown}; valid: {', '.join(sorted(REWARDS))}")
@@ -114,15 +132,20 @@ class GRPOConfig(TrainConfig):
         return p
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group",
-                     eps: float = 1e-4) -> torch.Tensor:
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4
+) -> torch.Tensor:
     """``(r - group mean) / (std + eps)`` for rewards (P*G,) ordered prompt-major. std is unbiased (as trl);
     ``scale="batch"`` divides by the std of all rewards, ``"none"`` only centres. Returns (P*G,)."""
     grouped = rewards.view(-1, group_size)  # (P, G)
     centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)  # (P*G,)
     if scale == "none":
         return centred
-    std = grouped.std(dim=1).repeat_interleave(group_size) if scale == "group" else rewards.std().expand_as(rewards)
+    std = (
+        grouped.std(dim=1).repeat_interleave(group_size)
+        if scale == "group"
+        else rewards.std().expand_as(rewards)
+    )
     return centred / (std + eps)
 
 
@@ -146,11 +169,21 @@ def grpo_num_items(mask: torch.Tensor, loss_type: str, max_completion_length: in
     raise ValueError(f"loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
 
 
-def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, advantages: torch.Tensor,
-              mask: torch.Tensor, *, ref_logps: torch.Tensor | None = None, beta: float = 0.0,
-              loss_type: str = "grpo", epsilon_low: float = 0.2, epsilon_high: float = 0.2,
-              num_items: float | torch.Tensor | None = None, max_completion_length: int | None = None,
-              kl_ratio_correction: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    ref_logps: torch.Tensor | None = None,
+    beta: float = 0.0,
+    loss_type: str = "grpo",
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    num_items: float | torch.Tensor | None = None,
+    max_completion_length: int | None = None,
+    kl_ratio_correction: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO / CISPO loss (module docstring) of one micro-batch, as ``sum of contributions / num_items``.
 
     logps, old_logps, ref_logps, mask: (B, K); advantages: (B,). ``old_logps=None`` means on-policy
@@ -225,8 +258,9 @@ def rewards_from_config(cfg) -> list[RewardFn]:
 
 
 @torch.no_grad()
-def grpo_rollout(policy, reference, tokenizer, records: Sequence[dict], reward_funcs: Sequence[RewardFn],
-                 cfg: GRPOConfig) -> dict:
+def grpo_rollout(
+    policy, reference, tokenizer, records: Sequence[dict], reward_funcs: Sequence[RewardFn], cfg: GRPOConfig
+) -> dict:
     """Sample G completions for each ``rl`` record (prompt / ground_truth / tools), score and normalise them.
 
     Returns the rollout batch: ``input_ids``/``attention_mask`` (N, P+K) with N = len(records) * G,
@@ -235,10 +269,20 @@ def grpo_rollout(policy, reference, tokenizer, records: Sequence[dict], reward_f
     ``completions`` (decoded text)."""
     G = cfg.num_generations
     prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length:] for p in prompts]
-    s = sample_completions(policy, prompt_ids, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.eos_token_id, num_samples=G, max_new_tokens=cfg.max_new_tokens,
-                           temperature=cfg.temperature, top_p=cfg.top_p, generation_chunk=cfg.generation_chunk)
+    prompt_ids = [
+        tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length :] for p in prompts
+    ]
+    s = sample_completions(
+        policy,
+        prompt_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        num_samples=G,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        generation_chunk=cfg.generation_chunk,
+    )
     c_ids, c_mask = s["completion_ids"], s["completion_mask"]  # (N, K)
     completion_lists = [ids[m.bool()].tolist() for ids, m in zip(c_ids, c_mask, strict=True)]
     texts = tokenizer.batch_decode(completion_lists, skip_special_tokens=True)
@@ -246,8 +290,10 @@ def grpo_rollout(policy, reference, tokenizer, records: Sequence[dict], reward_f
     # rewards: every function sees the dataset columns repeated per sample (trl's convention)
     columns = {k: [r.get(k) for r in records for _ in range(G)] for k in records[0] if k != "prompt"}
     columns["prompts"] = [r["prompt"] for r in records for _ in range(G)]
-    per_func = [torch.tensor(f(texts, completion_ids=completion_lists, **columns), dtype=torch.float32)
-                for f in reward_funcs]  # each (N,)
+    per_func = [
+        torch.tensor(f(texts, completion_ids=completion_lists, **columns), dtype=torch.float32)
+        for f in reward_funcs
+    ]  # each (N,)
     weights = torch.tensor(cfg.reward_weights or [1.0] * len(per_func))
     rewards = (torch.stack(per_func, dim=1) * weights).sum(dim=1)  # (N,)
     advantages = group_advantages(rewards, G, cfg.scale_rewards)  # (N,)
@@ -255,31 +301,51 @@ def grpo_rollout(policy, reference, tokenizer, records: Sequence[dict], reward_f
     input_ids = torch.cat([s["prompt_ids"], c_ids], dim=1)  # (N, P+K)
     attention_mask = torch.cat([s["prompt_mask"], c_mask], dim=1)
     K = c_ids.size(1)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": c_mask,
-             "advantages": advantages.to(input_ids.device), "rewards": rewards, "completions": texts,
-             "max_completion_length": cfg.max_new_tokens}
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "completion_mask": c_mask,
+        "advantages": advantages.to(input_ids.device),
+        "rewards": rewards,
+        "completions": texts,
+        "max_completion_length": cfg.max_new_tokens,
+    }
     if cfg.num_iterations > 1:
-        batch["old_logps"] = per_token_logps(policy, input_ids, attention_mask, K, cfg.logprob_chunk,
-                                             cfg.temperature)
+        batch["old_logps"] = per_token_logps(
+            policy, input_ids, attention_mask, K, cfg.logprob_chunk, cfg.temperature
+        )
     if cfg.beta != 0.0:
-        batch["ref_logps"] = per_token_logps(reference, input_ids, attention_mask, K, cfg.logprob_chunk,
-                                             cfg.temperature)
-    for name, r in zip((getattr(f, "__name__", str(i)) for i, f in enumerate(reward_funcs)), per_func, strict=True):
+        batch["ref_logps"] = per_token_logps(
+            reference, input_ids, attention_mask, K, cfg.logprob_chunk, cfg.temperature
+        )
+    for name, r in zip(
+        (getattr(f, "__name__", str(i)) for i, f in enumerate(reward_funcs)), per_func, strict=True
+    ):
         batch[f"rewards/{name}"] = float(r.mean())
     return batch
 
 
-def grpo_step(policy, batch: dict, cfg: GRPOConfig,
-              num_items: float | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def grpo_step(
+    policy, batch: dict, cfg: GRPOConfig, num_items: float | torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of a rollout micro-batch: one forward pass with gradients (through ``policy(...)``, so a
     DDP-wrapped policy synchronises gradients), then :func:`grpo_loss`. ``num_items``: the step's count."""
     ids, am, cm = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
     logps = per_token_logps(policy, ids, am, cm.size(1), None, cfg.temperature)  # (b, K)
     loss, metrics = grpo_loss(
-        logps, batch.get("old_logps"), batch["advantages"], cm, ref_logps=batch.get("ref_logps"), beta=cfg.beta,
-        loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
-        num_items=num_items, max_completion_length=batch.get("max_completion_length"),
-        kl_ratio_correction=cfg.kl_ratio_correction)
+        logps,
+        batch.get("old_logps"),
+        batch["advantages"],
+        cm,
+        ref_logps=batch.get("ref_logps"),
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        epsilon_low=cfg.epsilon_low,
+        epsilon_high=cfg.epsilon_high,
+        num_items=num_items,
+        max_completion_length=batch.get("max_completion_length"),
+        kl_ratio_correction=cfg.kl_ratio_correction,
+    )
     metrics["reward"] = float(batch["rewards"].mean())
     metrics["completion_length"] = float(cm.sum(1).float().mean())
     return loss, metrics
@@ -295,8 +361,16 @@ class GRPO(Algorithm):
 
     name = "grpo"
 
-    def __init__(self, cfg: GRPOConfig, model, tokenizer, train_dataset, eval_dataset=None,
-                 reward_funcs: Sequence[RewardFn] | None = None, reference=None):
+    def __init__(
+        self,
+        cfg: GRPOConfig,
+        model,
+        tokenizer,
+        train_dataset,
+        eval_dataset=None,
+        reward_funcs: Sequence[RewardFn] | None = None,
+        reference=None,
+    ):
         super().__init__(cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn=list)
         self.reward_funcs = list(reward_funcs) if reward_funcs is not None else rewards_from_config(cfg)
         if cfg.beta != 0.0:
@@ -313,8 +387,9 @@ class GRPO(Algorithm):
 
     def prepare_batch(self, model, batch: list[dict]) -> dict:
         policy = self._unwrap(model)
-        return self.rollouts.get(lambda: grpo_rollout(policy, self.reference, self.tokenizer, batch,
-                                                      self.reward_funcs, self.cfg))
+        return self.rollouts.get(
+            lambda: grpo_rollout(policy, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg)
+        )
 
     def num_items(self, batch: dict) -> int:
         return grpo_num_items(batch["completion_mask"], self.cfg.loss_type, self.cfg.max_new_tokens)
@@ -329,20 +404,44 @@ class GRPO(Algorithm):
         """Mean reward of one greedy completion per eval prompt."""
         if self.eval_dataset is None or len(self.eval_dataset) == 0:
             return {}
-        return {"eval/reward": mean_reward(self._unwrap(model), self.tokenizer, list(self.eval_dataset),
-                                           self.reward_funcs, self.cfg, greedy=True)}
+        return {
+            "eval/reward": mean_reward(
+                self._unwrap(model),
+                self.tokenizer,
+                list(self.eval_dataset),
+                self.reward_funcs,
+                self.cfg,
+                greedy=True,
+            )
+        }
 
 
 @torch.no_grad()
-def mean_reward(policy, tokenizer, records: Sequence[dict], reward_funcs: Sequence[RewardFn], cfg,
-                samples: int = 1, greedy: bool = False) -> float:
+def mean_reward(
+    policy,
+    tokenizer,
+    records: Sequence[dict],
+    reward_funcs: Sequence[RewardFn],
+    cfg,
+    samples: int = 1,
+    greedy: bool = False,
+) -> float:
     """The mean total reward of ``samples`` completions per record (greedy if asked)."""
     prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length:] for p in prompts]
-    s = sample_completions(policy, prompt_ids, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.eos_token_id, num_samples=samples,
-                           max_new_tokens=cfg.max_new_tokens, temperature=0.0 if greedy else cfg.temperature,
-                           top_p=cfg.top_p, generation_chunk=cfg.generation_chunk)
+    prompt_ids = [
+        tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length :] for p in prompts
+    ]
+    s = sample_completions(
+        policy,
+        prompt_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        num_samples=samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=0.0 if greedy else cfg.temperature,
+        top_p=cfg.top_p,
+        generation_chunk=cfg.generation_chunk,
+    )
     comp = [ids[m.bool()].tolist() for ids, m in zip(s["completion_ids"], s["completion_mask"], strict=True)]
     texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
     columns = {k: [r.get(k) for r in records for _ in range(samples)] for k in records[0] if k != "prompt"}
@@ -360,8 +459,13 @@ def build_grpo(cfg: GRPOConfig) -> GRPO:
     records, eval_records = load_rl_prompts(cfg)
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, tokenizer)
-    logger.info("grpo: %d prompts x %d samples, loss %s, rewards %s", len(records), cfg.num_generations,
-                cfg.loss_type, cfg.rewards)
+    logger.info(
+        "grpo: %d prompts x %d samples, loss %s, rewards %s",
+        len(records),
+        cfg.num_generations,
+        cfg.loss_type,
+        cfg.rewards,
+    )
     return GRPO(cfg, model, tokenizer, records, eval_records)
 
 

@@ -97,9 +97,13 @@ class TrainConfig:
 
     output_dir: str = "runs/native"  # the final HF folder; checkpoints/ and logs go inside it
     # model
-    model: str | None = None  # HF folder to start from (e.g. the pretrain output); None = new model from preset
+    model: str | None = (
+        None  # HF folder to start from (e.g. the pretrain output); None = new model from preset
+    )
     preset: str = "tiny"  # MiniMindConfig.from_preset name when `model` is None
-    model_overrides: dict = field(default_factory=dict)  # extra MiniMindConfig fields, e.g. {hidden_size: 128}
+    model_overrides: dict = field(
+        default_factory=dict
+    )  # extra MiniMindConfig fields, e.g. {hidden_size: 128}
     tokenizer: str | None = None  # tokenizer folder; default: the `model` folder
     attn_implementation: str = "sdpa"  # eager | sdpa | flex_attention | flash_attention_2
     gradient_checkpointing: bool = False
@@ -126,7 +130,9 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between checkpoints; 0 = none
     keep_last: int = 2  # checkpoints kept
     resume: str = "auto"  # auto (latest checkpoint in output_dir if any) | never | a checkpoint folder
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard | wandb | swanlab | none
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"]
+    )  # tensorboard | wandb | swanlab | none
     run_name: str | None = None
     progress: bool = True  # tqdm bar
 
@@ -137,8 +143,16 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 p.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ["warmup_steps", "max_steps", "num_threads", "eval_every", "eval_max_batches", "save_every",
-                     "weight_decay", "max_grad_norm"]:
+        for name in [
+            "warmup_steps",
+            "max_steps",
+            "num_threads",
+            "eval_every",
+            "eval_max_batches",
+            "save_every",
+            "weight_decay",
+            "max_grad_norm",
+        ]:
             if getattr(self, name) < 0:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -149,12 +163,16 @@ class TrainConfig:
         if bad:
             p.append(f"report_to: unknown tracker(s) {bad}; valid: {', '.join(TRACKERS)}")
         if self.model is not None and not Path(self.model).is_dir():
-            p.append(f"model: no such folder {self.model!r} (a Hugging Face model folder, e.g. a pretrain output_dir)")
+            p.append(
+                f"model: no such folder {self.model!r} (a Hugging Face model folder, e.g. a pretrain output_dir)"
+            )
         if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
             p.append(f"tokenizer: no such folder {self.tokenizer!r}")
         if self.resume not in ("auto", "never") and not (Path(self.resume) / "trainer_state.json").is_file():
-            p.append(f"resume: {self.resume!r} is not a checkpoint folder (use auto, never, or "
-                     f"output_dir/checkpoints/step_NNNNNN)")
+            p.append(
+                f"resume: {self.resume!r} is not a checkpoint folder (use auto, never, or "
+                f"output_dir/checkpoints/step_NNNNNN)"
+            )
         if self.model is None:
             from ..configuration_minimind import PRESETS
 
@@ -167,7 +185,9 @@ class TrainConfig:
 class TrainResult:
     output_dir: str
     steps: int
-    losses: list[float]  # training loss of every optimizer step run in this process (not the resumed-over ones)
+    losses: list[
+        float
+    ]  # training loss of every optimizer step run in this process (not the resumed-over ones)
     eval: dict[str, float]
     seconds: float
     resumed_from: str | None = None
@@ -207,8 +227,15 @@ class Algorithm:
 
     name = "lm"
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module, tokenizer: Any, train_dataset: Sequence,
-                 eval_dataset: Sequence | None = None, collate_fn: Callable[[list], dict] | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        tokenizer: Any,
+        train_dataset: Sequence,
+        eval_dataset: Sequence | None = None,
+        collate_fn: Callable[[list], dict] | None = None,
+    ):
         self.cfg = cfg
         self.model = model
         self.tokenizer = tokenizer
@@ -233,11 +260,12 @@ class Algorithm:
     def num_items(self, batch: dict) -> int:
         return int((batch["labels"][..., 1:] != IGNORE_INDEX).sum())
 
-    def compute_loss(self, model: nn.Module, batch: dict, num_items_in_batch: torch.Tensor
-                     ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def compute_loss(
+        self, model: nn.Module, batch: dict, num_items_in_batch: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Causal LM: mean token cross-entropy over the step's label tokens (shifted inside the model).
 
-            loss = Σ_{t: label_t != -100} -log p(label_t | tokens_<t) / num_items_in_batch
+        loss = Σ_{t: label_t != -100} -log p(label_t | tokens_<t) / num_items_in_batch
         """
         out = model(
             input_ids=batch["input_ids"],
@@ -270,14 +298,16 @@ class Algorithm:
         for n, start in enumerate(range(0, len(idx), bs)):
             if self.cfg.eval_max_batches and n >= self.cfg.eval_max_batches:
                 break
-            batch = self.collate_fn([self.eval_dataset[i] for i in idx[start:start + bs]])
+            batch = self.collate_fn([self.eval_dataset[i] for i in idx[start : start + bs]])
             batch = self.prepare_batch(model, _to_device(batch, self.device))
             count = self.num_items(batch)
             if count == 0:
                 continue
             one = torch.ones((), device=self.device)
             loss_sum, _ = self.compute_loss(model, batch, one)  # divided by 1 = the summed loss
-            total += torch.stack([loss_sum.double(), torch.tensor(float(count), device=self.device, dtype=torch.float64)])
+            total += torch.stack(
+                [loss_sum.double(), torch.tensor(float(count), device=self.device, dtype=torch.float64)]
+            )
         total = acc.reduce(total, "sum") if acc.num_processes > 1 else total
         if total[1] == 0:
             return {}
@@ -308,11 +338,17 @@ def _trackers(names: list[str]) -> list[str]:
     want = [n for n in names if n != "none"]
     out = []
     for n in want:
-        module = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "swanlab": ("swanlab",)}[n]
+        module = {
+            "tensorboard": ("tensorboard", "tensorboardX"),
+            "wandb": ("wandb",),
+            "swanlab": ("swanlab",),
+        }[n]
         if any(importlib.util.find_spec(m) is not None for m in module):
             out.append(n)
         else:
-            logger.warning("tracker %r is not installed (pip install %s); logging to train_log.jsonl only", n, module[0])
+            logger.warning(
+                "tracker %r is not installed (pip install %s); logging to train_log.jsonl only", n, module[0]
+            )
     return out
 
 
@@ -351,8 +387,11 @@ class _JsonlLog:
         if resume_step is None:
             path.write_text("", encoding="utf-8")
         elif path.exists():  # drop what the interrupted run logged after the checkpoint
-            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            keep = [
+                line
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
             ckpt.write_atomic(path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
@@ -389,9 +428,11 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     global_batch = cfg.batch_size * cfg.grad_accum_steps * world
     steps_per_epoch = n_rows // global_batch
     if steps_per_epoch == 0:
-        raise ValueError(f"the training set has {n_rows} rows, fewer than one optimizer step needs "
-                         f"(batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} x "
-                         f"{world} process(es) = {global_batch}): lower batch_size or add data")
+        raise ValueError(
+            f"the training set has {n_rows} rows, fewer than one optimizer step needs "
+            f"(batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} x "
+            f"{world} process(es) = {global_batch}): lower batch_size or add data"
+        )
     total_steps = cfg.max_steps or cfg.num_epochs * steps_per_epoch
 
     # --- resume: weights first (before the optimizer exists), the rest after
@@ -408,9 +449,13 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(accelerator.device)
     model.train()
-    optimizer = torch.optim.AdamW(algo.param_groups(model), lr=cfg.learning_rate,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        algo.param_groups(model),
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+    )
     scheduler = CosineSchedule(optimizer, total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
     step, tokens_seen = 0, 0
     if resume_path is not None:
@@ -423,8 +468,12 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         if changed:
             logger.warning("resuming with changed settings: %s", ", ".join(sorted(changed)))
         if int(state.get("world_size", world)) != world:
-            logger.warning("resuming with %d processes, the checkpoint had %s: the global batch and hence the "
-                           "data order differ from an uninterrupted run", world, state.get("world_size"))
+            logger.warning(
+                "resuming with %d processes, the checkpoint had %s: the global batch and hence the "
+                "data order differ from an uninterrupted run",
+                world,
+                state.get("world_size"),
+            )
     start_step = step
     model, optimizer = accelerator.prepare(model, optimizer)
     algo.model = model
@@ -437,17 +486,39 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         accelerator.init_trackers(cfg.run_name or getattr(algo, "name", "train"), config=_flat_config(cfg))
     log = _JsonlLog(out_dir / "train_log.jsonl", step if resume_path is not None else None, main)
     if main:
-        logger.info("%s: %d rows, %d steps/epoch, %d steps (global batch %d rows, %d process(es)), start at %d",
-                    algo.name, n_rows, steps_per_epoch, total_steps, global_batch, world, step)
+        logger.info(
+            "%s: %d rows, %d steps/epoch, %d steps (global batch %d rows, %d process(es)), start at %d",
+            algo.name,
+            n_rows,
+            steps_per_epoch,
+            total_steps,
+            global_batch,
+            world,
+            step,
+        )
 
     def save(at_step: int) -> None:
         epoch, in_epoch = divmod(at_step, steps_per_epoch)
-        state = {"step": at_step, "epoch": epoch, "batches_in_epoch": in_epoch, "tokens_seen": tokens_seen,
-                 "total_steps": total_steps, "world_size": world, "config": _flat_config(cfg)}
-        ckpt.save_checkpoint(out_dir, at_step, accelerator=accelerator,
-                             save_model=lambda p: algo.save_model(accelerator.unwrap_model(model), p),
-                             optimizer=optimizer, scheduler=scheduler, trainer_state=state,
-                             extra_state=algo.state_dict(), keep_last=cfg.keep_last)
+        state = {
+            "step": at_step,
+            "epoch": epoch,
+            "batches_in_epoch": in_epoch,
+            "tokens_seen": tokens_seen,
+            "total_steps": total_steps,
+            "world_size": world,
+            "config": _flat_config(cfg),
+        }
+        ckpt.save_checkpoint(
+            out_dir,
+            at_step,
+            accelerator=accelerator,
+            save_model=lambda p: algo.save_model(accelerator.unwrap_model(model), p),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            trainer_state=state,
+            extra_state=algo.state_dict(),
+            keep_last=cfg.keep_last,
+        )
 
     def run_eval(at_step: int) -> dict:
         model.eval()
@@ -458,11 +529,18 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             if trackers:
                 accelerator.log(metrics, step=at_step)
             if main:
-                logger.info("step %d eval: %s", at_step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                logger.info(
+                    "step %d eval: %s", at_step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                )
         return metrics
 
-    bar = tqdm(total=total_steps, initial=step, disable=not (main and cfg.progress), desc=algo.name,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        disable=not (main and cfg.progress),
+        desc=algo.name,
+        dynamic_ncols=True,
+    )
     losses: list[float] = []
     perm_epoch, perm = -1, None
     rank = accelerator.process_index
@@ -472,12 +550,14 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         if epoch != perm_epoch:
             g = torch.Generator().manual_seed(cfg.seed + epoch)
             perm, perm_epoch = torch.randperm(n_rows, generator=g).tolist(), epoch
-        step_rows = perm[k * global_batch:(k + 1) * global_batch]
+        step_rows = perm[k * global_batch : (k + 1) * global_batch]
         micro = []
         for m in range(cfg.grad_accum_steps):
             lo = (m * world + rank) * cfg.batch_size
-            batch = _to_device(algo.collate_fn(_rows(algo.train_dataset, step_rows[lo:lo + cfg.batch_size])),
-                               accelerator.device)
+            batch = _to_device(
+                algo.collate_fn(_rows(algo.train_dataset, step_rows[lo : lo + cfg.batch_size])),
+                accelerator.device,
+            )
             micro.append(algo.prepare_batch(model, batch))
 
         # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
@@ -514,12 +594,20 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         loss_value = step_loss.item()
         losses.append(loss_value)
         if not math.isfinite(loss_value):
-            raise FloatingPointError(f"step {step}: loss is {loss_value}; lower learning_rate or check the data")
+            raise FloatingPointError(
+                f"step {step}: loss is {loss_value}; lower learning_rate or check the data"
+            )
         if step % cfg.log_every == 0 or step == total_steps:
             elapsed = max(time.time() - t_window, 1e-9)
-            record = {"step": step, "epoch": epoch, "loss": loss_value, "lr": lr,
-                      "items": int(global_count.item()), "tokens_per_sec": tokens_window / elapsed,
-                      "tokens_seen": tokens_seen}
+            record = {
+                "step": step,
+                "epoch": epoch,
+                "loss": loss_value,
+                "lr": lr,
+                "items": int(global_count.item()),
+                "tokens_per_sec": tokens_window / elapsed,
+                "tokens_seen": tokens_seen,
+            }
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
             for name, values in metric_values.items():
@@ -545,16 +633,28 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     accelerator.wait_for_everyone()
     if main:
         algo.save_model(accelerator.unwrap_model(model), out_dir)
-        result_json = {"steps": step, "final_loss": losses[-1] if losses else None, "eval": eval_metrics,
-                       "tokens_seen": tokens_seen, "seconds": round(time.time() - t_start, 2),
-                       "resumed_from": str(resume_path) if resume_path else None, "config": config_to_dict(cfg)}
+        result_json = {
+            "steps": step,
+            "final_loss": losses[-1] if losses else None,
+            "eval": eval_metrics,
+            "tokens_seen": tokens_seen,
+            "seconds": round(time.time() - t_start, 2),
+            "resumed_from": str(resume_path) if resume_path else None,
+            "config": config_to_dict(cfg),
+        }
         (out_dir / "train_result.json").write_text(json.dumps(result_json, indent=2), encoding="utf-8")
         logger.info("saved the model to %s", out_dir)
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
-    return TrainResult(output_dir=str(out_dir), steps=step, losses=losses, eval=eval_metrics,
-                       seconds=time.time() - t_start, resumed_from=str(resume_path) if resume_path else None)
+    return TrainResult(
+        output_dir=str(out_dir),
+        steps=step,
+        losses=losses,
+        eval=eval_metrics,
+        seconds=time.time() - t_start,
+        resumed_from=str(resume_path) if resume_path else None,
+    )
 
 
 def replace_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:

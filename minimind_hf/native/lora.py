@@ -35,7 +35,19 @@ from .stages import register_stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoRA", "LoRAConfig", "LoRALinear", "LoRASpec", "build_lora", "run_lora", "apply_lora", "load_lora", "lora_state_dict", "merge_lora", "save_lora"]
+__all__ = [
+    "LoRA",
+    "LoRAConfig",
+    "LoRALinear",
+    "LoRASpec",
+    "build_lora",
+    "run_lora",
+    "apply_lora",
+    "load_lora",
+    "lora_state_dict",
+    "merge_lora",
+    "save_lora",
+]
 
 
 @dataclass
@@ -104,8 +116,13 @@ class LoRALinear(nn.Module):
     def merged(self) -> nn.Linear:
         """The base linear with the update folded in (a new module; this one is unchanged)."""
         base = self.base_layer
-        out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                        device=base.weight.device, dtype=base.weight.dtype)
+        out = nn.Linear(
+            base.in_features,
+            base.out_features,
+            bias=base.bias is not None,
+            device=base.weight.device,
+            dtype=base.weight.dtype,
+        )
         with torch.no_grad():
             out.weight.copy_(base.weight + self.delta_weight().to(base.weight.dtype))
             if base.bias is not None:
@@ -132,16 +149,27 @@ def apply_lora(model: nn.Module, config: LoRASpec | None = None) -> list[str]:
     names = _targets(model, config.target_modules)
     if not names:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-        raise ValueError(f"no linear layer matches target_modules={list(config.target_modules)}; "
-                         f"linear layer names in this model: {linear}")
+        raise ValueError(
+            f"no linear layer matches target_modules={list(config.target_modules)}; "
+            f"linear layer names in this model: {linear}"
+        )
     model.requires_grad_(False)
     for name in names:
-        _set_module(model, name, LoRALinear(model.get_submodule(name), config.rank, config.alpha, config.dropout))
+        _set_module(
+            model, name, LoRALinear(model.get_submodule(name), config.rank, config.alpha, config.dropout)
+        )
     model.lora_config = config  # remembered for save_lora
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    logger.info("LoRA r=%d alpha=%g on %d layers: %d trainable of %d parameters (%.2f%%)", config.rank,
-                config.alpha, len(names), n_train, n_all, 100 * n_train / n_all)
+    logger.info(
+        "LoRA r=%d alpha=%g on %d layers: %d trainable of %d parameters (%.2f%%)",
+        config.rank,
+        config.alpha,
+        len(names),
+        n_train,
+        n_all,
+        100 * n_train / n_all,
+    )
     return names
 
 
@@ -158,7 +186,9 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter weights, under the model's own names (``...q_proj.lora_A.weight``)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
+    return {
+        k: v.detach().clone() for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k
+    }
 
 
 def save_lora(model: nn.Module, path: str | Path, base_model_name_or_path: str | None = None) -> Path:
@@ -170,11 +200,24 @@ def save_lora(model: nn.Module, path: str | Path, base_model_name_or_path: str |
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"base_model.model.{k}": v.contiguous() for k, v in lora_state_dict(model).items()}
     save_file(tensors, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
-    (path / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": cfg.rank, "lora_alpha": cfg.alpha,
-        "lora_dropout": cfg.dropout, "target_modules": sorted(cfg.target_modules), "bias": "none",
-        "fan_in_fan_out": False, "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
-    }, indent=2), encoding="utf-8")
+    (path / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "r": cfg.rank,
+                "lora_alpha": cfg.alpha,
+                "lora_dropout": cfg.dropout,
+                "target_modules": sorted(cfg.target_modules),
+                "bias": "none",
+                "fan_in_fan_out": False,
+                "base_model_name_or_path": base_model_name_or_path,
+                "inference_mode": True,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -184,14 +227,25 @@ def load_lora(model: nn.Module, path: str | Path) -> nn.Module:
 
     path = Path(path)
     meta = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-    apply_lora(model, LoRASpec(rank=meta["r"], alpha=meta["lora_alpha"], dropout=meta.get("lora_dropout", 0.0),
-                                 target_modules=meta["target_modules"]))
-    state = {k.removeprefix("base_model.model.").replace(".default.", "."): v
-             for k, v in load_file(str(path / "adapter_model.safetensors")).items()}
+    apply_lora(
+        model,
+        LoRASpec(
+            rank=meta["r"],
+            alpha=meta["lora_alpha"],
+            dropout=meta.get("lora_dropout", 0.0),
+            target_modules=meta["target_modules"],
+        ),
+    )
+    state = {
+        k.removeprefix("base_model.model.").replace(".default.", "."): v
+        for k, v in load_file(str(path / "adapter_model.safetensors")).items()
+    }
     missing, unexpected = model.load_state_dict(state, strict=False)
     lora_missing = [k for k in missing if ".lora_" in k]
     if lora_missing or unexpected:
-        raise ValueError(f"adapter {path} does not fit: missing {lora_missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"adapter {path} does not fit: missing {lora_missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model
 
 
@@ -215,8 +269,10 @@ class LoRA(Algorithm):
     def load_model(self, model, path) -> None:
         from safetensors.torch import load_file
 
-        state = {k.removeprefix("base_model.model."): v
-                 for k, v in load_file(str(Path(path) / "adapter" / "adapter_model.safetensors")).items()}
+        state = {
+            k.removeprefix("base_model.model."): v
+            for k, v in load_file(str(Path(path) / "adapter" / "adapter_model.safetensors")).items()
+        }
         model.load_state_dict(state, strict=False)
 
 

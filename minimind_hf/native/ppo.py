@@ -44,8 +44,21 @@ from .stages import register_stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PPO", "PPOConfig", "PolicyAndValue", "ValueModel", "build_ppo", "run_ppo", "compute_gae", "masked_mean", "masked_whiten", "ppo_losses",
-           "ppo_rollout", "ppo_step", "token_rewards"]
+__all__ = [
+    "PPO",
+    "PPOConfig",
+    "PolicyAndValue",
+    "ValueModel",
+    "build_ppo",
+    "run_ppo",
+    "compute_gae",
+    "masked_mean",
+    "masked_whiten",
+    "ppo_losses",
+    "ppo_rollout",
+    "ppo_step",
+    "token_rewards",
+]
 
 
 @dataclass
@@ -115,8 +128,13 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
-def token_rewards(scores: torch.Tensor, mask: torch.Tensor, logps: torch.Tensor | None = None,
-                  ref_logps: torch.Tensor | None = None, kl_coef: float = 0.0) -> torch.Tensor:
+def token_rewards(
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    logps: torch.Tensor | None = None,
+    ref_logps: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> torch.Tensor:
     """Per-token rewards (B, K): the sequence score (B,) on each row's last completion token, minus
     ``kl_coef * (logps - ref_logps)`` on every token when both are given ("reward" KL mode)."""
     mask = mask.to(scores.dtype)
@@ -128,8 +146,9 @@ def token_rewards(scores: torch.Tensor, mask: torch.Tensor, logps: torch.Tensor 
     return rewards * mask
 
 
-def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-                lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation, right to left. rewards, values, mask: (B, K), completions
     right-padded. Returns ``(advantages, returns)`` (B, K), zero on padding; V beyond the last token is 0."""
     mask = mask.to(values.dtype)
@@ -149,9 +168,17 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
     return advantages, returns
 
 
-def ppo_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, values: torch.Tensor,
-               old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip_range: float = 0.2,
-               clip_range_value: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+def ppo_losses(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float = 0.2,
+    clip_range_value: float = 0.2,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Clipped policy loss and clipped value loss (masked token means). All inputs (B, K).
 
     Returns ``(policy_loss, value_loss, metrics)``."""
@@ -184,12 +211,18 @@ class ValueModel(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int
+    ) -> torch.Tensor:
         """Values of the states *before* each of the last ``logits_to_keep`` tokens (the state the token was
         sampled in), (B, K)."""
-        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids_from_mask(attention_mask), use_cache=False).last_hidden_state
-        h = h[:, -logits_to_keep - 1:-1, :]  # (B, K, H)
+        h = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+        h = h[:, -logits_to_keep - 1 : -1, :]  # (B, K, H)
         return self.value_head(h).squeeze(-1).float()  # (B, K)
 
 
@@ -197,21 +230,40 @@ RewardFn = Callable[..., list[float]]
 
 
 @torch.no_grad()
-def ppo_rollout(policy, critic: ValueModel, reference, tokenizer, records: Sequence[dict],
-                reward_funcs: Sequence[RewardFn], cfg: PPOConfig) -> dict:
+def ppo_rollout(
+    policy,
+    critic: ValueModel,
+    reference,
+    tokenizer,
+    records: Sequence[dict],
+    reward_funcs: Sequence[RewardFn],
+    cfg: PPOConfig,
+) -> dict:
     """Sample one completion per ``rl`` record, score it, and compute old log-probs, values, GAE."""
     prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length:] for p in prompts]
-    s = sample_completions(policy, prompt_ids, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.eos_token_id, num_samples=1, max_new_tokens=cfg.max_new_tokens,
-                           temperature=cfg.temperature, top_p=cfg.top_p, generation_chunk=cfg.generation_chunk)
+    prompt_ids = [
+        tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length :] for p in prompts
+    ]
+    s = sample_completions(
+        policy,
+        prompt_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        num_samples=1,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        generation_chunk=cfg.generation_chunk,
+    )
     c_ids, c_mask = s["completion_ids"], s["completion_mask"]  # (B, K)
     comp_lists = [ids[m.bool()].tolist() for ids, m in zip(c_ids, c_mask, strict=True)]
     texts = tokenizer.batch_decode(comp_lists, skip_special_tokens=True)
     columns = {k: [r.get(k) for r in records] for k in records[0] if k != "prompt"}
     columns["prompts"] = [r["prompt"] for r in records]
-    scores = sum(torch.tensor(f(texts, completion_ids=comp_lists, **columns), dtype=torch.float32)
-                 for f in reward_funcs)  # (B,)
+    scores = sum(
+        torch.tensor(f(texts, completion_ids=comp_lists, **columns), dtype=torch.float32)
+        for f in reward_funcs
+    )  # (B,)
     ids = torch.cat([s["prompt_ids"], c_ids], dim=1)
     am = torch.cat([s["prompt_mask"], c_mask], dim=1)
     K = c_ids.size(1)
@@ -224,13 +276,23 @@ def ppo_rollout(policy, critic: ValueModel, reference, tokenizer, records: Seque
     advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
         advantages = masked_whiten(advantages, mask)
-    return {"input_ids": ids, "attention_mask": am, "completion_mask": c_mask, "old_logps": old_logps,
-            "ref_logps": ref_logps, "old_values": old_values, "advantages": advantages, "returns": returns,
-            "scores": scores, "completions": texts}
+    return {
+        "input_ids": ids,
+        "attention_mask": am,
+        "completion_mask": c_mask,
+        "old_logps": old_logps,
+        "ref_logps": ref_logps,
+        "old_values": old_values,
+        "advantages": advantages,
+        "returns": returns,
+        "scores": scores,
+        "completions": texts,
+    }
 
 
-def ppo_step(actor_critic, batch: dict, cfg: PPOConfig,
-             num_items: float | torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def ppo_step(
+    actor_critic, batch: dict, cfg: PPOConfig, num_items: float | torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """``policy_loss + vf_coef * value_loss (+ kl_coef * k3 KL in "loss" mode)`` on a rollout micro-batch.
 
     One forward of ``actor_critic`` (a :class:`PolicyAndValue`, possibly DDP-wrapped) gives log-probs and
@@ -241,16 +303,31 @@ def ppo_step(actor_critic, batch: dict, cfg: PPOConfig,
     K = cm.size(1)
     mask = cm.float()
     logps, values = actor_critic(ids, am, K)  # (b, K), (b, K)
-    pg, vf, metrics = ppo_losses(logps, batch["old_logps"], batch["advantages"], values, batch["old_values"],
-                                 batch["returns"], mask, cfg.clip_range, cfg.clip_range_value)
+    pg, vf, metrics = ppo_losses(
+        logps,
+        batch["old_logps"],
+        batch["advantages"],
+        values,
+        batch["old_values"],
+        batch["returns"],
+        mask,
+        cfg.clip_range,
+        cfg.clip_range_value,
+    )
     loss = pg + cfg.vf_coef * vf
     kl = masked_mean(k3_kl(logps, batch["ref_logps"]), mask)
     if cfg.kl_mode == "loss":
         loss = loss + cfg.kl_coef * kl
     if num_items is not None:  # token mean of this micro-batch -> its share of the step's token mean
         loss = loss * mask.sum() / torch.as_tensor(num_items, dtype=loss.dtype).clamp(min=1.0)
-    metrics.update({"policy_loss": pg.item(), "value_loss": vf.item(), "kl": kl.item(),
-                    "reward": float(batch["scores"].mean())})
+    metrics.update(
+        {
+            "policy_loss": pg.item(),
+            "value_loss": vf.item(),
+            "kl": kl.item(),
+            "reward": float(batch["scores"].mean()),
+        }
+    )
     return loss, metrics
 
 
@@ -275,9 +352,20 @@ class PPO(Algorithm):
 
     name = "ppo"
 
-    def __init__(self, cfg: PPOConfig, model, tokenizer, train_dataset, eval_dataset=None,
-                 reward_funcs: Sequence[RewardFn] | None = None, reference=None, critic: ValueModel | None = None):
-        actor_critic = model if isinstance(model, PolicyAndValue) else PolicyAndValue(model, critic or ValueModel(model))
+    def __init__(
+        self,
+        cfg: PPOConfig,
+        model,
+        tokenizer,
+        train_dataset,
+        eval_dataset=None,
+        reward_funcs: Sequence[RewardFn] | None = None,
+        reference=None,
+        critic: ValueModel | None = None,
+    ):
+        actor_critic = (
+            model if isinstance(model, PolicyAndValue) else PolicyAndValue(model, critic or ValueModel(model))
+        )
         super().__init__(cfg, actor_critic, tokenizer, train_dataset, eval_dataset, collate_fn=list)
         self.reward_funcs = list(reward_funcs) if reward_funcs is not None else rewards_from_config(cfg)
         self.reference = reference if reference is not None else make_reference(actor_critic.policy)
@@ -296,8 +384,11 @@ class PPO(Algorithm):
 
     def prepare_batch(self, model, batch: list[dict]) -> dict:
         ac = self._unwrap(model)
-        return self.rollouts.get(lambda: ppo_rollout(ac.policy, ac.critic, self.reference, self.tokenizer, batch,
-                                                     self.reward_funcs, self.cfg))
+        return self.rollouts.get(
+            lambda: ppo_rollout(
+                ac.policy, ac.critic, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg
+            )
+        )
 
     def num_items(self, batch: dict) -> int:
         return int(batch["completion_mask"].sum())
@@ -309,8 +400,16 @@ class PPO(Algorithm):
     def evaluate(self, model) -> dict[str, float]:
         if self.eval_dataset is None or len(self.eval_dataset) == 0:
             return {}
-        return {"eval/reward": mean_reward(self._unwrap(model).policy, self.tokenizer, list(self.eval_dataset),
-                                           self.reward_funcs, self.cfg, greedy=True)}
+        return {
+            "eval/reward": mean_reward(
+                self._unwrap(model).policy,
+                self.tokenizer,
+                list(self.eval_dataset),
+                self.reward_funcs,
+                self.cfg,
+                greedy=True,
+            )
+        }
 
     def save_model(self, model, path) -> None:
         from safetensors.torch import save_file

@@ -92,9 +92,14 @@ def build_pretrain(cfg: PretrainConfig) -> Pretrain:
 
     train_rows = _pack(records, tokenizer, cfg)
     eval_rows = _pack(eval_records, tokenizer, cfg) if eval_records is not None else None
-    logger.info("pretrain data: %d documents -> %d rows of %d tokens (%d label tokens)%s",
-                len(records), len(train_rows), cfg.seq_len, train_rows.num_label_tokens(),
-                f"; eval {len(eval_rows)} rows" if eval_rows is not None else "")
+    logger.info(
+        "pretrain data: %d documents -> %d rows of %d tokens (%d label tokens)%s",
+        len(records),
+        len(train_rows),
+        cfg.seq_len,
+        train_rows.num_label_tokens(),
+        f"; eval {len(eval_rows)} rows" if eval_rows is not None else "",
+    )
     seed_everything(cfg.seed)  # the model init does not depend on how much randomness the data used
     model = build_model(cfg, tokenizer)
     return Pretrain(cfg, model, tokenizer, train_rows, eval_rows)

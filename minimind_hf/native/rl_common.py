@@ -31,17 +31,25 @@ __all__ = [
 ]
 
 
-def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None, open_thinking: bool = False) -> str:
+def render_prompt(
+    tokenizer, messages: list[dict], tools: list[dict] | None = None, open_thinking: bool = False
+) -> str:
     """The prompt text the model continues: chat template with the generation prompt.
 
     ``open_thinking=True`` ends it in ``<think>\\n`` (the model writes its reasoning), ``False`` in the closed
     empty block ``<think>\\n\\n</think>\\n\\n``."""
-    return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False, add_generation_prompt=True,
-                                         open_thinking=open_thinking)
+    return tokenizer.apply_chat_template(
+        messages, tools=tools or None, tokenize=False, add_generation_prompt=True, open_thinking=open_thinking
+    )
 
 
-def render_pair(tokenizer, prompt: list[dict], completion: list[dict], tools: list[dict] | None = None,
-                open_thinking: bool = False) -> tuple[str, str]:
+def render_pair(
+    tokenizer,
+    prompt: list[dict],
+    completion: list[dict],
+    tools: list[dict] | None = None,
+    open_thinking: bool = False,
+) -> tuple[str, str]:
     """``(prompt_text, completion_text)`` with ``prompt_text + completion_text`` == the rendered conversation.
 
     The prompt text is exactly :func:`render_prompt`'s, so every completion of a prompt (DPO's chosen and
@@ -53,8 +61,9 @@ def render_pair(tokenizer, prompt: list[dict], completion: list[dict], tools: li
         raise ValueError(
             "the rendered conversation does not start with the rendered prompt, so the completion cannot be cut "
             f"off it (open_thinking={open_thinking}); prompt ends {prompt_text[-40:]!r}, conversation has "
-            f"{full[len(prompt_text) - 40:len(prompt_text)]!r} there. Check the record's assistant turn.")
-    completion_text = full[len(prompt_text):]
+            f"{full[len(prompt_text) - 40 : len(prompt_text)]!r} there. Check the record's assistant turn."
+        )
+    completion_text = full[len(prompt_text) :]
     eos = tokenizer.eos_token
     if eos and eos in completion_text:
         completion_text = completion_text[: completion_text.rindex(eos) + len(eos)]
@@ -89,9 +98,15 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Te
     return picked - torch.logsumexp(logits, dim=-1)  # (B, K)
 
 
-def per_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
-                    chunk_rows: int | None = None, temperature: float = 1.0,
-                    return_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def per_token_logps(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    logits_to_keep: int,
+    chunk_rows: int | None = None,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the last ``logits_to_keep`` tokens of each row under ``model``.
 
     input_ids, attention_mask: (B, T) with the completion in the last K = ``logits_to_keep`` columns.
@@ -101,10 +116,15 @@ def per_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     rows = chunk_rows or input_ids.size(0)
     logps, entropies = [], []
     for start in range(0, input_ids.size(0), rows):
-        ids = input_ids[start:start + rows]  # (b, T)
-        mask = attention_mask[start:start + rows]  # (b, T)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                    logits_to_keep=K + 1, use_cache=False)
+        ids = input_ids[start : start + rows]  # (b, T)
+        mask = attention_mask[start : start + rows]  # (b, T)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            logits_to_keep=K + 1,
+            use_cache=False,
+        )
         logits = out.logits[:, :-1, :]  # (b, K, V): position t predicts token t + 1
         if temperature != 1.0:
             logits = logits / temperature
@@ -120,8 +140,9 @@ def per_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
     """1 up to and including the first eos of each row, 0 after it. (B, K) -> (B, K) long."""
-    eos_ids = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
-                              device=completion_ids.device)
+    eos_ids = torch.as_tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=completion_ids.device
+    )
     is_eos = torch.isin(completion_ids, eos_ids)  # (B, K)
     # number of eos strictly before position t; keep t while it is 0
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
@@ -129,10 +150,19 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | S
 
 
 @torch.no_grad()
-def sample_completions(model, prompt_ids: Sequence[Sequence[int]], *, pad_token_id: int,
-                       eos_token_id: int | Sequence[int], num_samples: int = 1, max_new_tokens: int = 64,
-                       temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                       generation_chunk: int = 8) -> dict[str, torch.Tensor]:
+def sample_completions(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    eos_token_id: int | Sequence[int],
+    num_samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generation_chunk: int = 8,
+) -> dict[str, torch.Tensor]:
     """Sample ``num_samples`` completions per prompt, ``generation_chunk`` rows at a time.
 
     Rows are ordered prompt-major: ``[p0 s0, p0 s1, ..., p1 s0, ...]`` (a GRPO group is contiguous).
@@ -146,12 +176,19 @@ def sample_completions(model, prompt_ids: Sequence[Sequence[int]], *, pad_token_
     p_ids, p_mask = p_ids.to(device), p_mask.to(device)
     outs = []
     for start in range(0, len(rows), generation_chunk):
-        ids, mask = p_ids[start:start + generation_chunk], p_mask[start:start + generation_chunk]
-        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=temperature > 0,
-                             temperature=temperature if temperature > 0 else None, top_p=top_p,
-                             top_k=top_k or None, max_new_tokens=max_new_tokens, pad_token_id=pad_token_id,
-                             eos_token_id=eos_token_id)
-        outs.append(gen[:, ids.size(1):])  # (b, k) completion part only
+        ids, mask = p_ids[start : start + generation_chunk], p_mask[start : start + generation_chunk]
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_p=top_p,
+            top_k=top_k or None,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_token_id,
+            eos_token_id=eos_token_id,
+        )
+        outs.append(gen[:, ids.size(1) :])  # (b, k) completion part only
     width = max(o.size(1) for o in outs)
     c_ids = torch.cat([F.pad(o, (0, width - o.size(1)), value=pad_token_id) for o in outs], dim=0)  # (N, K)
     c_mask = completion_mask_from_ids(c_ids, eos_token_id)

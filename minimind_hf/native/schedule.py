@@ -17,7 +17,9 @@ import torch
 __all__ = ["CosineSchedule", "lr_at"]
 
 
-def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.1) -> float:
+def lr_at(
+    step: int, base_lr: float, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.1
+) -> float:
     """The learning rate for optimizer step `step` (0-based)."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
@@ -29,8 +31,13 @@ def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int = 0, mi
 class CosineSchedule:
     """Sets every param group's lr from `lr_at`; each group may carry its own ``base_lr`` (default: the optimizer's)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
-                 min_lr_ratio: float = 0.1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.1,
+    ):
         self.optimizer = optimizer
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
@@ -42,8 +49,9 @@ class CosineSchedule:
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step_count, group["base_lr"], self.total_steps, self.warmup_steps,
-                                self.min_lr_ratio)
+            group["lr"] = lr_at(
+                self.step_count, group["base_lr"], self.total_steps, self.warmup_steps, self.min_lr_ratio
+            )
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
@@ -53,8 +61,12 @@ class CosineSchedule:
         self._apply()
 
     def state_dict(self) -> dict:
-        return {"step_count": self.step_count, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "min_lr_ratio": self.min_lr_ratio}
+        return {
+            "step_count": self.step_count,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "min_lr_ratio": self.min_lr_ratio,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])

@@ -53,7 +53,9 @@ class SFTConfig(TrainConfig):
         p += check_data_files("data", self.data)
         p += check_data_files("eval_data", self.eval_data, required=False)
         if self.model is None and self.tokenizer is None:
-            p.append("SFT needs `model` (a pretrained HF folder, e.g. model=runs/pretrain) or at least `tokenizer`")
+            p.append(
+                "SFT needs `model` (a pretrained HF folder, e.g. model=runs/pretrain) or at least `tokenizer`"
+            )
         if self.max_length < 8:
             p.append(f"max_length must be >= 8, got {self.max_length}")
         if not 0.0 <= self.eval_ratio < 1.0:
@@ -86,12 +88,18 @@ def build_sft(cfg: SFTConfig) -> SFT:
     tokenizer = load_tokenizer(cfg)
     train_rows = _rows(records, tokenizer, cfg)
     eval_rows = _rows(eval_records, tokenizer, cfg) if eval_records is not None else None
-    logger.info("sft data: %d conversations -> %d rows%s", len(records), len(train_rows),
-                " (packed)" if cfg.packing else "")
+    logger.info(
+        "sft data: %d conversations -> %d rows%s",
+        len(records),
+        len(train_rows),
+        " (packed)" if cfg.packing else "",
+    )
     seed_everything(cfg.seed)
     model = build_model(cfg, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return SFT(cfg, model, tokenizer, train_rows, eval_rows, collate_fn=partial(collate_rows, pad_token_id=pad))
+    return SFT(
+        cfg, model, tokenizer, train_rows, eval_rows, collate_fn=partial(collate_rows, pad_token_id=pad)
+    )
 
 
 def run_sft(cfg: SFTConfig) -> TrainResult:

@@ -47,8 +47,11 @@ def add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> argparse.A
         help=f"vocabulary size including reserved tokens (default {DEFAULT_VOCAB_SIZE})",
     )
     train.add_argument("--min-frequency", type=int, default=0, metavar="N", help="minimum merge frequency")
-    train.add_argument("--split-digits", action="store_true",
-                       help="one token per digit (Qwen2's pre-tokenizer) instead of the original's GPT-2 regex")
+    train.add_argument(
+        "--split-digits",
+        action="store_true",
+        help="one token per digit (Qwen2's pre-tokenizer) instead of the original's GPT-2 regex",
+    )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(func=run)
     return parser

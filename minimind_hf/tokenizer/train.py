@@ -44,17 +44,21 @@ MIN_VOCAB_SIZE = NUM_RESERVED + 256
 
 
 # Qwen2's split regex (its tokenizer.json): one digit per piece (\p{N}), otherwise GPT-2-like.
-QWEN2_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                     r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _build_backend(split_digits: bool = False) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     if split_digits:  # exactly Qwen2's pre-tokenizer, so a GGUF export can declare llama.cpp's `qwen2`
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
-        ])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False, trim_offsets=False),
+            ]
+        )
     else:  # GPT-2's exact regex (use_regex=True), so a GGUF export can declare the `gpt-2` pre-tokenizer.
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()

@@ -33,7 +33,12 @@ EXTRA_TEXTS = [
 MODEL_KINDS = {
     # kind: config overrides on top of the tiny preset
     "dense": {},  # Qwen3 shape -> GGUF arch qwen3
-    "moe": {"use_moe": True, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 96},  # qwen3moe
+    "moe": {
+        "use_moe": True,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 96,
+    },  # qwen3moe
     "noqk": {"use_qk_norm": False, "rms_norm_eps": 1e-5},  # minimind2 shape -> Llama / GGUF arch llama
 }
 

@@ -9,7 +9,9 @@ import torch
 from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 
 
-def train_tiny(config: MiniMindConfig, rows: torch.Tensor, steps: int = 200, batch: int = 8, lr: float = 5e-3):
+def train_tiny(
+    config: MiniMindConfig, rows: torch.Tensor, steps: int = 200, batch: int = 8, lr: float = 5e-3
+):
     """A few seconds of plain AdamW with cosine decay; returns the model in eval mode and its last loss."""
     threads = torch.get_num_threads()
     # One thread: tiny matmuls gain nothing from two, and on a shared busy machine two threads spinning

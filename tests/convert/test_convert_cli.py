@@ -19,7 +19,9 @@ def test_registers_on_a_parent_cli():
     add_convert_commands(sub)
     args = parser.parse_args(["convert", "to-gguf", "src", "out.gguf", "--outtype", "q8_0", "--force"])
     assert args.func is not None and args.outtype == "q8_0" and args.force
-    args = parser.parse_args(["convert", "from-pth", "x.pth", "out", "--preset", "minimind3", "--tokenizer", "tok"])
+    args = parser.parse_args(
+        ["convert", "from-pth", "x.pth", "out", "--preset", "minimind3", "--tokenizer", "tok"]
+    )
     assert args.preset == "minimind3" and args.dtype == "auto"
     with pytest.raises(SystemExit):  # --preset and --config are exclusive, one is required
         parser.parse_args(["convert", "from-pth", "x.pth", "out", "--tokenizer", "tok"])
@@ -31,8 +33,9 @@ def test_registers_on_a_parent_cli():
 
 
 def test_python_dash_m(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "minimind_hf.convert", "--help"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "minimind_hf.convert", "--help"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     for name in SUBCOMMANDS:
         assert name in proc.stdout
@@ -44,8 +47,22 @@ def test_round_trip_through_the_cli(trained, tmp_path, capsys):
     assert main(["convert", "to-pth", str(tmp_path / "q"), str(tmp_path / "m.pth")]) == 0
     sd = torch.load(tmp_path / "m.pth", weights_only=True)
     assert sd["lm_head.weight"].dtype == torch.float16
-    assert main(["from-pth", str(tmp_path / "m.pth"), str(tmp_path / "back"), "--preset", "tiny",
-                 "--vocab-size", "1024", "--tokenizer", str(trained["dense"])]) == 0
+    assert (
+        main(
+            [
+                "from-pth",
+                str(tmp_path / "m.pth"),
+                str(tmp_path / "back"),
+                "--preset",
+                "tiny",
+                "--vocab-size",
+                "1024",
+                "--tokenizer",
+                str(trained["dense"]),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "back" / "tokenizer.json").is_file()
 
 
@@ -55,6 +72,18 @@ def test_user_errors_exit_2_with_one_message(trained, tmp_path, caplog):
     assert main(["to-qwen3", str(trained["dense"]), str(tmp_path / "out")]) == 2
     assert "already exists" in caplog.text and "--force" in caplog.text
     caplog.clear()
-    assert main(["from-pth", str(tmp_path / "missing.pth"), str(tmp_path / "o2"), "--preset", "tiny",
-                 "--tokenizer", str(trained["dense"])]) == 2
+    assert (
+        main(
+            [
+                "from-pth",
+                str(tmp_path / "missing.pth"),
+                str(tmp_path / "o2"),
+                "--preset",
+                "tiny",
+                "--tokenizer",
+                str(trained["dense"]),
+            ]
+        )
+        == 2
+    )
     assert "no such file" in caplog.text

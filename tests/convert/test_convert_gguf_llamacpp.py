@@ -45,8 +45,14 @@ def gguf_file(trained, tmp_path_factory):
 def open_llama(path, f32_cache: bool = False):
     kwargs = dict(type_k=0, type_v=0) if f32_cache else {}  # 0 = GGML_TYPE_F32
     return llama_cpp.Llama(
-        model_path=str(path), n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=2, logits_all=True,
-        verbose=False, **kwargs,
+        model_path=str(path),
+        n_ctx=N_CTX,
+        n_batch=N_CTX,
+        n_ubatch=N_CTX,
+        n_threads=2,
+        logits_all=True,
+        verbose=False,
+        **kwargs,
     )
 
 
@@ -129,8 +135,15 @@ def test_routing_variants_f32(case, tokenizer_dir, tokenizer, tmp_path, eval_tex
     experts): llama.cpp's renormalised top-k agrees. f32 files, so random weights are fine here."""
     qk_norm, top_k = (True, 1) if case == "qwen3moe-top1" else (False, 2)
     torch.manual_seed(0)
-    cfg = MiniMindConfig.from_preset("tiny", vocab_size=len(tokenizer), use_moe=True, num_experts=4,
-                                     num_experts_per_tok=top_k, moe_intermediate_size=96, use_qk_norm=qk_norm)
+    cfg = MiniMindConfig.from_preset(
+        "tiny",
+        vocab_size=len(tokenizer),
+        use_moe=True,
+        num_experts=4,
+        num_experts_per_tok=top_k,
+        moe_intermediate_size=96,
+        use_qk_norm=qk_norm,
+    )
     model = MiniMindForCausalLM(cfg).eval()
     with torch.no_grad():  # a router with clear preferences, so top-k ties cannot flip
         for layer in model.model.layers:
@@ -143,7 +156,9 @@ def test_routing_variants_f32(case, tokenizer_dir, tokenizer, tmp_path, eval_tex
     assert diff < 1e-3, f"{case}: max abs diff {diff:.2e}"
 
 
-@pytest.mark.parametrize("kind,outtype", [("dense", "f16"), ("moe", "f16"), ("noqk", "f16"), ("dense", "bf16")])
+@pytest.mark.parametrize(
+    "kind,outtype", [("dense", "f16"), ("moe", "f16"), ("noqk", "f16"), ("dense", "bf16")]
+)
 def test_half_precision_greedy_continuation(kind, outtype, trained, gguf_file, tokenizer):
     prompt = prompt_ids(tokenizer, "问：小明有 3 个苹果，又买了 5 个，现在有几个？\n答：", 64)
     model, llm = load_minimind(trained[kind]), open_llama(gguf_file(kind, outtype))
@@ -151,7 +166,9 @@ def test_half_precision_greedy_continuation(kind, outtype, trained, gguf_file, t
     print(f"{kind} {outtype}: max abs logit diff on the prompt {diff:.2e}")
     expected = greedy_hf(model, prompt, 32)
     got = greedy_llama(llm, prompt, 32)
-    assert got == expected, f"{kind} {outtype}:\n llama.cpp {tokenizer.decode(got)!r}\n transformers {tokenizer.decode(expected)!r}"
+    assert got == expected, (
+        f"{kind} {outtype}:\n llama.cpp {tokenizer.decode(got)!r}\n transformers {tokenizer.decode(expected)!r}"
+    )
 
 
 @pytest.mark.parametrize("kind", ["dense", "moe"])
@@ -164,8 +181,10 @@ def test_q8_0_top1_agreement_on_trained_model(kind, trained, gguf_file, tokenize
     ref = hf_logits(load_minimind(trained[kind]), ids)
     got = llama_logits(open_llama(path), ids)
     agreement = float((ref.argmax(-1) == got.argmax(-1)).mean())
-    print(f"{kind} q8_0: top-1 agreement {agreement:.4f} over {len(ids)} tokens, "
-          f"max abs diff {np.abs(ref - got).max():.3f}")
+    print(
+        f"{kind} q8_0: top-1 agreement {agreement:.4f} over {len(ids)} tokens, "
+        f"max abs diff {np.abs(ref - got).max():.3f}"
+    )
     assert agreement > 0.95, f"{kind} q8_0: top-1 agreement {agreement:.3f}"
 
 
@@ -175,10 +194,10 @@ TOKENIZER_TEXTS = [
     "人工智能是计算机科学的一个分支，它试图理解智能的本质。",
     "The quick brown fox jumps over the lazy dog. It's 3.14159, isn't it?",
     "Emoji 😀🚀👍🏽 ❤️‍🔥 🇨🇳 and 中文表情😂！",
-    "def add(a, b):\n    return a + b\n\n\tif x >= 10:  # comment\n        print(f\"{x!r}\")\n",
+    'def add(a, b):\n    return a + b\n\n\tif x >= 10:  # comment\n        print(f"{x!r}")\n',
     "   leading spaces, trailing spaces   \n\n\n  multiple\r\nlines  ",
     "<|im_start|>system\nYou are MiniMind.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n",
-    "<think>\n推理过程\n</think>\n\n答案<tool_call>\n{\"name\": \"f\"}\n</tool_call><|endoftext|><|buffer3|>",
+    '<think>\n推理过程\n</think>\n\n答案<tool_call>\n{"name": "f"}\n</tool_call><|endoftext|><|buffer3|>',
     "12345678901234567890 1+1=2 ¥100 €5 ½ Ω",
     "Ünïcödé ñ café naïve résumé; Русский текст; العربية; 日本語のテキスト",
 ]
@@ -200,9 +219,16 @@ def test_digit_splitting_tokenizer_exports_as_qwen2_and_tokenizes_like_llama_cpp
     from minimind_hf.data.demo_corpus import pretrain_texts
     from minimind_hf.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(pretrain_texts(800) + TOKENIZER_TEXTS * 10, vocab_size=700, show_progress=False,
-                          split_digits=True)
-    assert [tok.decode([i]) for i in tok(" 2024", add_special_tokens=False)["input_ids"]] == [" ", "2", "0", "2", "4"]
+    tok = train_tokenizer(
+        pretrain_texts(800) + TOKENIZER_TEXTS * 10, vocab_size=700, show_progress=False, split_digits=True
+    )
+    assert [tok.decode([i]) for i in tok(" 2024", add_special_tokens=False)["input_ids"]] == [
+        " ",
+        "2",
+        "0",
+        "2",
+        "4",
+    ]
     src = tmp_path / "model"
     MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok))).save_pretrained(src)
     tok.save_pretrained(src)
@@ -229,14 +255,31 @@ CONVERSATIONS = {
     ],
     "tool-call": [
         {"role": "user", "content": "Weather in Beijing?"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Beijing"}}}]},
-        {"role": "tool", "content": "{\"temp\": 20}"},
-        {"role": "tool", "content": "{\"sky\": \"clear\"}"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Beijing"}}}
+            ],
+        },
+        {"role": "tool", "content": '{"temp": 20}'},
+        {"role": "tool", "content": '{"sky": "clear"}'},
     ],
 }
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Get the weather",
-          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 
 class _Captured(Exception):
@@ -251,11 +294,14 @@ def test_embedded_chat_template_renders_like_transformers(name, trained, gguf_fi
     tools = TOOLS if name == "tools" else None
     hf = AutoTokenizer.from_pretrained(trained["dense"])
     expected = hf.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
-    expected_ids = hf.apply_chat_template(messages, tools=tools, tokenize=True, add_generation_prompt=True,
-                                          return_dict=True)["input_ids"]
+    expected_ids = hf.apply_chat_template(
+        messages, tools=tools, tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
 
     llm = llama_cpp.Llama(model_path=str(gguf_file("dense", "f16")), vocab_only=True, verbose=False)
-    assert llm.chat_format == "chat_template.default", "llama-cpp-python did not pick up the embedded template"
+    assert llm.chat_format == "chat_template.default", (
+        "llama-cpp-python did not pick up the embedded template"
+    )
     real_tokenize = llm.tokenize
     seen = {}
 

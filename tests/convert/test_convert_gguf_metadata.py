@@ -54,7 +54,10 @@ def test_tensor_layout(dense_f16, trained, tmp_path):
     assert "output.weight" not in tensors  # tied embeddings
     assert tensors["blk.0.attn_q_norm.weight"].tensor_type.name == "F32"
     assert tensors["blk.0.attn_q.weight"].tensor_type.name == "F16"
-    moe = {t.name: t for t in gguf.GGUFReader(to_gguf(trained["moe"], tmp_path / "moe.gguf", outtype="q8_0")).tensors}
+    moe = {
+        t.name: t
+        for t in gguf.GGUFReader(to_gguf(trained["moe"], tmp_path / "moe.gguf", outtype="q8_0")).tensors
+    }
     assert moe["blk.0.ffn_gate_inp.weight"].tensor_type.name == "F32"  # the router stays f32
     assert moe["blk.0.ffn_gate_exps.weight"].tensor_type.name == "Q8_0"
     assert list(moe["blk.0.ffn_gate_exps.weight"].shape) == [64, 96, 4]  # ggml order: (in, out, experts)
@@ -76,8 +79,12 @@ def test_transformers4_tokenizer_layout(trained, tmp_path):
 
 
 def test_pre_tokenizer_detection():
-    assert detect_pre_tokenizer({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}) \
+    assert (
+        detect_pre_tokenizer(
+            {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}
+        )
         == "gpt-2"
+    )
     with pytest.raises(ConversionError, match="--pre-tokenizer"):
         detect_pre_tokenizer({"pre_tokenizer": {"type": "Metaspace"}})
     with pytest.raises(ConversionError, match="--pre-tokenizer"):
@@ -95,7 +102,9 @@ def test_gguf_refusals(trained, tmp_path):
         to_gguf(trained["dense"], tmp_path / "exists.gguf")
     assert (tmp_path / "exists.gguf").read_bytes() == b"x"
     # norm_topk_prob=False: llama.cpp would compute another function.
-    cfg = MiniMindConfig.from_preset("tiny", vocab_size=1024, use_moe=True, num_experts_per_tok=2, norm_topk_prob=False)
+    cfg = MiniMindConfig.from_preset(
+        "tiny", vocab_size=1024, use_moe=True, num_experts_per_tok=2, norm_topk_prob=False
+    )
     MiniMindForCausalLM(cfg).save_pretrained(tmp_path / "unnormed")
     with pytest.raises(ConversionError, match="renormalises"):
         to_gguf(tmp_path / "unnormed", tmp_path / "u.gguf", tokenizer=trained["dense"])

@@ -36,8 +36,14 @@ def test_to_qwen3_and_back(kind, trained, tmp_path):
     src = trained[kind]
     out = to_qwen3(src, tmp_path / "hf")
     files = set(os.listdir(out))
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", "chat_template.jinja"} <= files, files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    } <= files, files
     assert not any(f.endswith(".py") for f in files), "a plain transformers folder must not need model code"
     config = json.loads((out / "config.json").read_text())
     assert "auto_map" not in config and config["architectures"] == [EXPECTED_CLASS[kind]]
@@ -51,18 +57,34 @@ def test_to_qwen3_and_back(kind, trained, tmp_path):
     assert diff < TOL, f"{kind}: max abs logit diff {diff:.2e}"
     # The tokenizer (with its chat template) travels along and loads with AutoTokenizer.
     tok = AutoTokenizer.from_pretrained(out)
-    assert tok.apply_chat_template([{"role": "user", "content": "你好"}], tokenize=False, add_generation_prompt=True) \
-        == AutoTokenizer.from_pretrained(src).apply_chat_template(
-            [{"role": "user", "content": "你好"}], tokenize=False, add_generation_prompt=True)
+    assert tok.apply_chat_template(
+        [{"role": "user", "content": "你好"}], tokenize=False, add_generation_prompt=True
+    ) == AutoTokenizer.from_pretrained(src).apply_chat_template(
+        [{"role": "user", "content": "你好"}], tokenize=False, add_generation_prompt=True
+    )
 
     back = from_qwen3(out, tmp_path / "back")
     assert (back / "modeling_minimind.py").is_file()
     a, b = load_file(src / "model.safetensors"), load_file(back / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     cfg_a, cfg_b = MiniMindConfig.from_pretrained(src), MiniMindConfig.from_pretrained(back)
-    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-                  "intermediate_size", "use_qk_norm", "use_moe", "num_experts", "num_experts_per_tok",
-                  "moe_intermediate_size", "rms_norm_eps", "rope_parameters", "vocab_size", "tie_word_embeddings"):
+    for field in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "use_qk_norm",
+        "use_moe",
+        "num_experts",
+        "num_experts_per_tok",
+        "moe_intermediate_size",
+        "rms_norm_eps",
+        "rope_parameters",
+        "vocab_size",
+        "tie_word_embeddings",
+    ):
         assert getattr(cfg_a, field) == getattr(cfg_b, field), field
 
 
@@ -71,7 +93,9 @@ def test_yarn_is_carried_over(trained, tmp_path):
     cfg = MiniMindConfig.from_pretrained(trained["dense"])
     cfg.inference_rope_scaling = True
     cfg.rope_parameters = None
-    cfg = MiniMindConfig(**{k: v for k, v in cfg.to_dict().items() if k in MiniMindConfig.__dataclass_fields__})
+    cfg = MiniMindConfig(
+        **{k: v for k, v in cfg.to_dict().items() if k in MiniMindConfig.__dataclass_fields__}
+    )
     assert cfg.rope_parameters["rope_type"] == "yarn" and cfg.rope_parameters["attention_factor"] == 1.0
     model = MiniMindForCausalLM.from_pretrained(trained["dense"], config=cfg).eval()
     model.save_pretrained(tmp_path / "yarn")
@@ -88,8 +112,15 @@ def test_yarn_is_carried_over(trained, tmp_path):
 
 
 def test_moe_without_qk_norm_goes_to_mixtral(tmp_path):
-    cfg = MiniMindConfig.from_preset("tiny", vocab_size=300, use_qk_norm=False, use_moe=True, num_experts=4,
-                                     num_experts_per_tok=2, moe_intermediate_size=64)
+    cfg = MiniMindConfig.from_preset(
+        "tiny",
+        vocab_size=300,
+        use_qk_norm=False,
+        use_moe=True,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=64,
+    )
     torch.manual_seed(0)
     model = MiniMindForCausalLM(cfg).eval()
     model.save_pretrained(tmp_path / "mm")
@@ -104,10 +135,19 @@ def test_moe_without_qk_norm_goes_to_mixtral(tmp_path):
 def test_from_qwen3_on_a_transformers_model(tmp_path):
     """A Qwen3 folder that transformers itself wrote (not through our exporter) imports exactly."""
     torch.manual_seed(0)
-    ref = Qwen3ForCausalLM(Qwen3Config(
-        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, rope_theta=10000.0,
-    )).eval()
+    ref = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=300,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            tie_word_embeddings=True,
+            rope_theta=10000.0,
+        )
+    ).eval()
     ref.save_pretrained(tmp_path / "qwen3")
     out = from_qwen3(tmp_path / "qwen3", tmp_path / "mm", dtype="float32")
     ours = load_minimind(out)

@@ -35,8 +35,12 @@ def _peft_logits(base_folder, adapter, ids):
 CASES = {
     "all-linear": dict(r=4, lora_alpha=8, target_modules=ALL_LINEAR),
     "rslora-patterns-modules_to_save": dict(
-        r=4, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "v_proj", "down_proj"],
-        rank_pattern={"down_proj": 2}, alpha_pattern={"layers.1.self_attn.v_proj": 3},
+        r=4,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        rank_pattern={"down_proj": 2},
+        alpha_pattern={"layers.1.self_attn.v_proj": 3},
         modules_to_save=["norm"],
     ),
 }
@@ -64,7 +68,9 @@ def test_merge_matches_peft_forward(case, trained, tmp_path):
 def test_merge_into_qwen3_base(trained, tmp_path):
     """A base exported with to-qwen3 merges into a plain Qwen3 folder."""
     base = to_qwen3(trained["moe"], tmp_path / "qwen3")
-    adapter = _make_adapter(base, tmp_path / "adapter", r=2, lora_alpha=4, target_modules=["q_proj", "o_proj"])
+    adapter = _make_adapter(
+        base, tmp_path / "adapter", r=2, lora_alpha=4, target_modules=["q_proj", "o_proj"]
+    )
     merged = merge_lora(base, adapter, tmp_path / "merged")
     ids = torch.randint(3, 1000, (1, 24), generator=torch.Generator().manual_seed(0))
     expected, _ = _peft_logits(base, adapter, ids)
@@ -97,5 +103,8 @@ def _rename(adapter, tmp_path):
     dst = tmp_path / "renamed"
     shutil.copytree(adapter, dst)
     weights = load_file(dst / "adapter_model.safetensors")
-    save_file({k.replace("self_attn", "cross_attn"): v for k, v in weights.items()}, dst / "adapter_model.safetensors")
+    save_file(
+        {k.replace("self_attn", "cross_attn"): v for k, v in weights.items()},
+        dst / "adapter_model.safetensors",
+    )
     return dst

@@ -73,26 +73,49 @@ func main() {
 def go_renderer(tmp_path_factory):
     go = shutil.which("go")
     if go is None:
-        pytest.skip("no Go toolchain (apt-get install golang-go): cannot run Go's text/template, Ollama's engine")
+        pytest.skip(
+            "no Go toolchain (apt-get install golang-go): cannot run Go's text/template, Ollama's engine"
+        )
     root = tmp_path_factory.mktemp("go")
     (root / "main.go").write_text(GO_RENDERER)
-    env = {**os.environ, "GOCACHE": str(root / "cache"), "GOPATH": str(root / "gopath"), "GO111MODULE": "off",
-           "GOFLAGS": "-p=1"}
-    subprocess.run([go, "build", "-o", str(root / "render"), str(root / "main.go")], check=True, env=env,
-                   capture_output=True, timeout=600)
+    env = {
+        **os.environ,
+        "GOCACHE": str(root / "cache"),
+        "GOPATH": str(root / "gopath"),
+        "GO111MODULE": "off",
+        "GOFLAGS": "-p=1",
+    }
+    subprocess.run(
+        [go, "build", "-o", str(root / "render"), str(root / "main.go")],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
 
     def render(messages, tools=None) -> str:
         # Ollama hands system messages to the template as .System (collated), the rest as .Messages.
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         msgs = [
-            {"Role": m["role"], "Content": m.get("content") or "",
-             "ToolCalls": [{"Function": {"Name": c["function"]["name"], "Arguments": c["function"]["arguments"]}}
-                           for c in m.get("tool_calls", [])]}
+            {
+                "Role": m["role"],
+                "Content": m.get("content") or "",
+                "ToolCalls": [
+                    {"Function": {"Name": c["function"]["name"], "Arguments": c["function"]["arguments"]}}
+                    for c in m.get("tool_calls", [])
+                ],
+            }
             for m in messages
         ]
         payload = {"Template": OLLAMA_TEMPLATE, "System": system, "Messages": msgs, "Tools": tools or []}
-        proc = subprocess.run([str(root / "render")], input=json.dumps(payload), capture_output=True, text=True,
-                              check=True, timeout=60)
+        proc = subprocess.run(
+            [str(root / "render")],
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         return proc.stdout
 
     return render
@@ -110,18 +133,28 @@ CONVERSATIONS = {
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Beijing?"},
         # Arguments as a compact JSON string on the Jinja side = Ollama's compact JSON of the map.
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Beijing"}}}]},
-        {"role": "tool", "content": "{\"temp\": 20}"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Beijing"}}}
+            ],
+        },
+        {"role": "tool", "content": '{"temp": 20}'},
         {"role": "tool", "content": "sunny"},
         {"role": "assistant", "content": "20 度，晴。"},
         {"role": "user", "content": "Thanks"},
     ],
     "tool-call-last": [
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": "Let me check.", "tool_calls": [
-            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Beijing"}}},
-            {"type": "function", "function": {"name": "get_time", "arguments": {"tz": "UTC+8"}}}]},
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Beijing"}}},
+                {"type": "function", "function": {"name": "get_time", "arguments": {"tz": "UTC+8"}}},
+            ],
+        },
         {"role": "tool", "content": "20"},
     ],
 }
@@ -134,8 +167,15 @@ def _jinja_messages(messages):
         m = dict(m)
         if "tool_calls" in m:
             m["tool_calls"] = [
-                {**c, "function": {**c["function"], "arguments": json.dumps(c["function"]["arguments"],
-                                                                            separators=(",", ":"), ensure_ascii=False)}}
+                {
+                    **c,
+                    "function": {
+                        **c["function"],
+                        "arguments": json.dumps(
+                            c["function"]["arguments"], separators=(",", ":"), ensure_ascii=False
+                        ),
+                    },
+                }
                 for c in m["tool_calls"]
             ]
         out.append(m)
@@ -145,7 +185,9 @@ def _jinja_messages(messages):
 @pytest.mark.parametrize("name", list(CONVERSATIONS))
 def test_go_template_renders_like_the_jinja_template(name, go_renderer, tokenizer):
     messages = CONVERSATIONS[name]
-    expected = tokenizer.apply_chat_template(_jinja_messages(messages), tokenize=False, add_generation_prompt=True)
+    expected = tokenizer.apply_chat_template(
+        _jinja_messages(messages), tokenize=False, add_generation_prompt=True
+    )
     assert go_renderer(messages) == expected
 
 
@@ -153,7 +195,9 @@ def test_go_template_with_tools(go_renderer, tokenizer):
     tools = [{"type": "function", "function": {"name": "get_weather", "description": "Get the weather"}}]
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"}]
     got = go_renderer(messages, tools)
-    expected = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+    expected = tokenizer.apply_chat_template(
+        messages, tools=tools, tokenize=False, add_generation_prompt=True
+    )
     # Same text except the tool JSON itself: Go encodes compactly with sorted keys, Jinja's tojson with spaces.
     compact = json.dumps(tools[0], separators=(",", ":"), sort_keys=True)
     spaced = re.search(r"<tools>\n(.*)\n</tools>", expected).group(1)

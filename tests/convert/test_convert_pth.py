@@ -52,17 +52,19 @@ def _original(tmp_path, vocab_size, **overrides):
 def test_pth_round_trip_is_exact(kind, tokenizer_dir, tokenizer, tmp_path):
     overrides = MOE if kind == "moe" else {}
     cfg, sd, path = _original(tmp_path, len(tokenizer), **overrides)
-    folder = from_pth(path, tmp_path / "hf", preset="tiny", vocab_size=len(tokenizer), tokenizer=tokenizer_dir,
-                      **overrides)
+    folder = from_pth(
+        path, tmp_path / "hf", preset="tiny", vocab_size=len(tokenizer), tokenizer=tokenizer_dir, **overrides
+    )
     assert (folder / "tokenizer.json").is_file() and (folder / "chat_template.jinja").is_file()
     assert (folder / "generation_config.json").is_file()
 
     # The imported model computes what the fp16 weights compute (reference: the original module in fp32
     # with the fp16-rounded weights loaded).
     ref = MiniMindForCausalLM(cfg).eval()
-    ref.load_state_dict({k: v.float() for k, v in MiniMindForCausalLM(cfg).state_dict().items()} | {
-        k: v for k, v in _fused(sd, cfg).items()
-    })
+    ref.load_state_dict(
+        {k: v.float() for k, v in MiniMindForCausalLM(cfg).state_dict().items()}
+        | {k: v for k, v in _fused(sd, cfg).items()}
+    )
     ours = load_minimind(folder)
     ids = torch.randint(3, cfg.vocab_size, (1, 30), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -82,11 +84,15 @@ def _fused(sd: dict, cfg: MiniMindConfig) -> dict:
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}.mlp.experts."
         if f"{p}0.gate_proj.weight" in sd:
-            out[p + "gate_up_proj"] = torch.stack([
-                torch.cat([sd[f"{p}{e}.gate_proj.weight"], sd[f"{p}{e}.up_proj.weight"]]).float()
-                for e in range(cfg.num_experts)
-            ])
-            out[p + "down_proj"] = torch.stack([sd[f"{p}{e}.down_proj.weight"].float() for e in range(cfg.num_experts)])
+            out[p + "gate_up_proj"] = torch.stack(
+                [
+                    torch.cat([sd[f"{p}{e}.gate_proj.weight"], sd[f"{p}{e}.up_proj.weight"]]).float()
+                    for e in range(cfg.num_experts)
+                ]
+            )
+            out[p + "down_proj"] = torch.stack(
+                [sd[f"{p}{e}.down_proj.weight"].float() for e in range(cfg.num_experts)]
+            )
     return out
 
 
@@ -94,14 +100,38 @@ def test_original_config_json(tokenizer_dir, tokenizer, tmp_path):
     """The original's config fields (rope_theta, inference_rope_scaling, n_routed_experts, ...) are understood."""
     cfg, sd, path = _original(tmp_path, len(tokenizer), **MOE)
     original_config = {
-        "model_type": "minimind", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 192, "vocab_size": len(tokenizer),
-        "rms_norm_eps": 1e-6, "rope_theta": 1e6, "max_position_embeddings": 32768, "flash_attn": True,
-        "dropout": 0.0, "hidden_act": "silu", "use_moe": True, "n_routed_experts": 4, "num_experts_per_tok": 1,
-        "moe_intermediate_size": 96, "n_shared_experts": 0, "scoring_func": "softmax", "aux_loss_alpha": 5e-4,
-        "seq_aux": True, "norm_topk_prob": True, "inference_rope_scaling": True,
-        "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 16, "original_max_position_embeddings": 2048,
-                         "attention_factor": 1.0, "type": "yarn"},
+        "model_type": "minimind",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "intermediate_size": 192,
+        "vocab_size": len(tokenizer),
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1e6,
+        "max_position_embeddings": 32768,
+        "flash_attn": True,
+        "dropout": 0.0,
+        "hidden_act": "silu",
+        "use_moe": True,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 1,
+        "moe_intermediate_size": 96,
+        "n_shared_experts": 0,
+        "scoring_func": "softmax",
+        "aux_loss_alpha": 5e-4,
+        "seq_aux": True,
+        "norm_topk_prob": True,
+        "inference_rope_scaling": True,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 16,
+            "original_max_position_embeddings": 2048,
+            "attention_factor": 1.0,
+            "type": "yarn",
+        },
     }
     (tmp_path / "config.json").write_text(json.dumps(original_config))
     folder = from_pth(path, tmp_path / "hf", config=tmp_path / "config.json", tokenizer=tokenizer_dir)
@@ -116,7 +146,9 @@ def test_wrong_preset_names_key_and_shapes(tokenizer, tmp_path):
     with pytest.raises(ConversionError) as err:
         from_pth(path, tmp_path / "hf", preset="minimind2-small", vocab_size=len(tokenizer))
     msg = str(err.value)
-    assert "model.embed_tokens.weight: checkpoint has shape (1024, 64), config expects (1024, 512)" in msg, msg
+    assert "model.embed_tokens.weight: checkpoint has shape (1024, 64), config expects (1024, 512)" in msg, (
+        msg
+    )
     assert "matches preset(s): tiny" in msg, msg
     assert not (tmp_path / "hf").exists()
 

@@ -25,7 +25,9 @@ BARE_ARITH = re.compile(r"^(\d+) ([-+×]) (\d+) = [?？]$")
 def _calc(expr: str) -> float:
     """Evaluate '23 + 45', '3 × 4 - 2', '300 ÷ 100' with normal precedence (independent of the generator)."""
     assert re.fullmatch(r"\d+(?: [-+×÷] \d+)*", expr), expr
-    return eval(expr.replace("×", "*").replace("÷", "/"), {"__builtins__": {}})  # digits and operators only (checked above)
+    return eval(
+        expr.replace("×", "*").replace("÷", "/"), {"__builtins__": {}}
+    )  # digits and operators only (checked above)
 
 
 def _recompute(p: dc.Problem) -> int:
@@ -139,7 +141,8 @@ def test_sft_answers_are_parseable_and_match_the_worked_equation(corpus):
 
 def test_file_formats(corpus):
     assert [len(corpus[k]) for k in ("pretrain", "sft", "rl", "heldout")] == [
-        dc.DEFAULT_SIZES[k] for k in ("pretrain", "sft", "rl", "heldout")]
+        dc.DEFAULT_SIZES[k] for k in ("pretrain", "sft", "rl", "heldout")
+    ]
     for row in corpus["pretrain"]:
         assert set(row) == {"text"} and 30 <= len(row["text"]) <= 800
     n_reasoning = n_system = n_multi = 0
@@ -154,7 +157,9 @@ def test_file_formats(corpus):
         for i, m in enumerate(conv):
             assert m["role"] == ("user", "assistant")[i % 2]
             assert isinstance(m["content"], str) and m["content"].strip()
-            assert set(m) <= ({"role", "content", "reasoning_content"} if m["role"] == "assistant" else {"role", "content"})
+            assert set(m) <= (
+                {"role", "content", "reasoning_content"} if m["role"] == "assistant" else {"role", "content"}
+            )
             if "reasoning_content" in m:
                 n_reasoning += 1
                 assert m["reasoning_content"].strip() and ANSWER.fullmatch(m["content"])
@@ -169,8 +174,10 @@ def test_file_formats(corpus):
 
 def test_heldout_never_in_training_sets(corpus):
     questions = [r["question"] for r in corpus["heldout"]]
-    training = "\n".join([r["text"] for r in corpus["pretrain"]]
-                         + [m["content"] for r in corpus["sft"] + corpus["rl"] for m in r["conversations"]])
+    training = "\n".join(
+        [r["text"] for r in corpus["pretrain"]]
+        + [m["content"] for r in corpus["sft"] + corpus["rl"] for m in r["conversations"]]
+    )
     for q in questions:
         i = training.find(q)
         while i != -1:  # a match preceded by a digit ("13 + 5 = ?" contains "3 + 5 = ?") is not this question
@@ -200,7 +207,10 @@ def test_languages_and_punctuation(corpus):
 
 def test_duplicate_rate(corpus):
     for name, rows in corpus.items():
-        keys = [r["text"] if name == "pretrain" else json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows]
+        keys = [
+            r["text"] if name == "pretrain" else json.dumps(r, ensure_ascii=False, sort_keys=True)
+            for r in rows
+        ]
         assert len(set(keys)) / len(keys) > 0.99, name
     assert len({r["question"] for r in corpus["heldout"]}) == len(corpus["heldout"])
 
@@ -208,7 +218,9 @@ def test_duplicate_rate(corpus):
 def test_sizes_override(tmp_path):
     paths = dc.write_demo_corpus(tmp_path, sizes={"pretrain": 30, "sft": 20, "rl": 10, "heldout": 5})
     assert [len(_read(paths[k])) for k in ("pretrain", "sft", "rl", "heldout")] == [30, 20, 10, 5]
-    assert "答案是" in paths["sft"].read_text(encoding="utf-8") or "The answer is" in paths["sft"].read_text(encoding="utf-8")
+    assert "答案是" in paths["sft"].read_text(encoding="utf-8") or "The answer is" in paths["sft"].read_text(
+        encoding="utf-8"
+    )
 
 
 def _final_number(text: str) -> int:

@@ -15,17 +15,21 @@ def test_rows_are_full_and_nothing_is_lost():
     expected = [10, 11, 12, 2, 20, 21, 2, 30, 31, 32, 33, 34, 35, 36, 2, 40, 2]
     assert stream[: len(expected)] == expected
     # tail padded with eos, no loss on padding
-    assert stream[len(expected):] == [EOS] * (len(stream) - len(expected))
-    assert rows[-1]["labels"][-(len(stream) - len(expected)):] == [IGNORE_INDEX] * (len(stream) - len(expected))
+    assert stream[len(expected) :] == [EOS] * (len(stream) - len(expected))
+    assert rows[-1]["labels"][-(len(stream) - len(expected)) :] == [IGNORE_INDEX] * (
+        len(stream) - len(expected)
+    )
 
 
 def test_positions_restart_and_first_token_unlabelled():
     rows = list(pack_documents([[10, 11, 12], [20, 21]], seq_len=7, eos_token_id=EOS))
-    assert rows == [{
-        "input_ids": [10, 11, 12, 2, 20, 21, 2],
-        "position_ids": [0, 1, 2, 3, 0, 1, 2],
-        "labels": [IGNORE_INDEX, 11, 12, 2, IGNORE_INDEX, 21, 2],
-    }]
+    assert rows == [
+        {
+            "input_ids": [10, 11, 12, 2, 20, 21, 2],
+            "position_ids": [0, 1, 2, 3, 0, 1, 2],
+            "labels": [IGNORE_INDEX, 11, 12, 2, IGNORE_INDEX, 21, 2],
+        }
+    ]
 
 
 def test_long_document_is_split_not_dropped():

@@ -20,18 +20,27 @@ def parser() -> argparse.ArgumentParser:
 
 
 def test_run_is_the_default(parser):
-    explicit = parser.parse_args(["eval", "run", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"])
+    explicit = parser.parse_args(
+        ["eval", "run", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"]
+    )
     implicit = parser.parse_args(["eval", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"])
     for args in (explicit, implicit):
         assert args.func is cli._run and args.model == "runs/model" and args.limit == 5.0
-        assert args.tasks == ["minimind_ceval_law"] and args.num_fewshot is None and not args.apply_chat_template
+        assert (
+            args.tasks == ["minimind_ceval_law"] and args.num_fewshot is None and not args.apply_chat_template
+        )
     defaults = parser.parse_args(["eval", "m"])
     assert defaults.tasks == ["minimind_ceval", "minimind_cmmlu"] and defaults.out == "runs/eval"
 
 
 def test_ppl_and_tasks_subcommands(parser):
     args = parser.parse_args(["-v", "eval", "ppl", "m", "--data", "a.jsonl", "b.txt", "--max-length", "256"])
-    assert args.func is cli._ppl and args.data == ["a.jsonl", "b.txt"] and args.max_length == 256 and args.verbose
+    assert (
+        args.func is cli._ppl
+        and args.data == ["a.jsonl", "b.txt"]
+        and args.max_length == 256
+        and args.verbose
+    )
     assert parser.parse_args(["eval", "tasks"]).func is cli._list_tasks
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "ppl", "m"])  # --data is required

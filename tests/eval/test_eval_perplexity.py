@@ -27,7 +27,9 @@ def test_windows_score_every_token_once_with_enough_context(length, max_length, 
         assert 0 <= begin < first < end <= length and end - begin <= max_length
         for target in range(first, end):
             context = target - begin
-            assert context >= min(target, max_length - stride)  # full history, or at least max_length - stride
+            assert context >= min(
+                target, max_length - stride
+            )  # full history, or at least max_length - stride
         scored += range(first, end)
     assert scored == list(range(1, length))
 
@@ -74,8 +76,15 @@ def test_sliding_window_equals_brute_force(tiny_model, tokenizer):
                     logits = tiny_model(torch.tensor([ids[begin:target]])).logits[0, -1]
                 expected -= torch.log_softmax(logits.float(), -1)[ids[target]].item()
     for batch_size in (1, 5):  # batching pads windows on the right: must not change anything
-        result = perplexity(tiny_model, tokenizer, texts, max_length=max_length, stride=stride,
-                            batch_size=batch_size, progress=False)
+        result = perplexity(
+            tiny_model,
+            tokenizer,
+            texts,
+            max_length=max_length,
+            stride=stride,
+            batch_size=batch_size,
+            progress=False,
+        )
         assert result.nll == pytest.approx(expected, rel=1e-5)
 
 
@@ -88,10 +97,16 @@ def test_more_context_never_hurts_the_accounting(tiny_model, tokenizer):
 
 def test_prefix_and_eos_options(tiny_model, tokenizer):
     base = perplexity(tiny_model, tokenizer, TEXTS, max_length=32, stride=16, progress=False)
-    with_eos = perplexity(tiny_model, tokenizer, TEXTS, max_length=32, stride=16, score_eos=True, progress=False)
-    assert with_eos.tokens == base.tokens + 3 and with_eos.bytes == base.bytes  # one EOS per non-empty document
+    with_eos = perplexity(
+        tiny_model, tokenizer, TEXTS, max_length=32, stride=16, score_eos=True, progress=False
+    )
+    assert (
+        with_eos.tokens == base.tokens + 3 and with_eos.bytes == base.bytes
+    )  # one EOS per non-empty document
     assert with_eos.nll > base.nll
-    eos_prefix = perplexity(tiny_model, tokenizer, TEXTS, max_length=32, stride=16, prefix="eos", progress=False)
+    eos_prefix = perplexity(
+        tiny_model, tokenizer, TEXTS, max_length=32, stride=16, prefix="eos", progress=False
+    )
     assert eos_prefix.tokens == base.tokens and eos_prefix.nll != pytest.approx(base.nll)
     assert document_ids(tokenizer, "你好", tokenizer.eos_token_id)[0] == tokenizer.eos_token_id
     with pytest.raises(ValueError, match="prefix must be"):
@@ -103,7 +118,9 @@ def test_read_texts(tmp_path):
     txt.write_text("第一行\n第二行\n", encoding="utf-8")
     assert read_texts(txt) == ["第一行\n第二行\n"]  # a .txt file is one document
     rows = tmp_path / "a.jsonl"
-    rows.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in TEXTS[:3]) + "\n", encoding="utf-8")
+    rows.write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in TEXTS[:3]) + "\n", encoding="utf-8"
+    )
     assert read_texts(rows) == TEXTS[:3] and read_texts(rows, limit=2) == TEXTS[:2]
     with pytest.raises(FileNotFoundError, match="nope.jsonl: no such file"):
         read_texts(tmp_path / "nope.jsonl")
@@ -111,9 +128,27 @@ def test_read_texts(tmp_path):
 
 def test_cli_ppl_writes_json(model_dir, tmp_path, capsys):
     data = tmp_path / "docs.jsonl"
-    data.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in TEXTS[:3]) + "\n", encoding="utf-8")
+    data.write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in TEXTS[:3]) + "\n", encoding="utf-8"
+    )
     out = tmp_path / "ppl.json"
-    assert main(["ppl", str(model_dir), "--data", str(data), "--max-length", "16", "--stride", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ppl",
+                str(model_dir),
+                "--data",
+                str(data),
+                "--max-length",
+                "16",
+                "--stride",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["documents"] == 3 and result["bytes"] == sum(len(t.encode()) for t in TEXTS[:3])
     assert result["bits_per_byte"] == pytest.approx(result["nll"] / math.log(2) / result["bytes"])

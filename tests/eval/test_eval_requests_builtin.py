@@ -29,20 +29,27 @@ def _builtin_task(benchmark: str, subject: str, data_dir: Path) -> ConfigurableT
     """lm-eval's own task config, loaded as is, with only its dataset pointed at the local CSVs."""
     if benchmark == "ceval":
         cfg = load_yaml(BUILTIN / "ceval" / f"ceval-valid_{subject}.yaml")
-        files = {"val": f"{data_dir}/ceval/val/{subject}_val.csv", "dev": f"{data_dir}/ceval/dev/{subject}_dev.csv"}
+        files = {
+            "val": f"{data_dir}/ceval/val/{subject}_val.csv",
+            "dev": f"{data_dir}/ceval/dev/{subject}_dev.csv",
+        }
         columns = ["id", "question", "A", "B", "C", "D", "answer"]  # dev's extra `explanation` is unused
     else:
         cfg = load_yaml(BUILTIN / "cmmlu" / f"cmmlu_{subject}.yaml")
         files = {"test": f"{data_dir}/cmmlu/test/{subject}.csv", "dev": f"{data_dir}/cmmlu/dev/{subject}.csv"}
         columns = ["Question", "A", "B", "C", "D", "Answer"]
     assert cfg["dataset_path"] in ("ceval/ceval-exam", "haonan-li/cmmlu") and cfg["dataset_name"] == subject
-    cfg.update(dataset_path="csv", dataset_name=None, dataset_kwargs={"data_files": files, "usecols": columns})
+    cfg.update(
+        dataset_path="csv", dataset_name=None, dataset_kwargs={"data_files": files, "usecols": columns}
+    )
     return ConfigurableTask(config=cfg)
 
 
 @pytest.fixture(scope="module")
 def our_tasks(shared_data):
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"data_dir": str(shared_data)})
+    manager = TaskManager(
+        include_path=str(TASKS_DIR), include_defaults=False, metadata={"data_dir": str(shared_data)}
+    )
     names = [task_name(b, s, v) for b, s in CASES for v in ("", "_5shot")]
     return manager.load(names)["tasks"]
 
@@ -64,7 +71,9 @@ def test_requests_identical_to_builtin(our_tasks, shared_data, benchmark, subjec
     assert len(got) == LIMIT * 4
     assert got == expected
     docs = list(ours.eval_docs)[:LIMIT]
-    assert [ours.doc_to_target(d) for d in docs] == [builtin.doc_to_target(d) for d in list(builtin.eval_docs)[:LIMIT]]
+    assert [ours.doc_to_target(d) for d in docs] == [
+        builtin.doc_to_target(d) for d in list(builtin.eval_docs)[:LIMIT]
+    ]
 
 
 @pytest.mark.parametrize(("benchmark", "subject"), CASES)
@@ -82,7 +91,8 @@ def test_five_shot_prompts_are_the_dev_examples_in_order(our_tasks, shared_data,
     context, continuation = task.instances[0].arguments
     assert continuation == " A"
     shots = [
-        f"{row[q].strip()}\nA. {row['A']}\nB. {row['B']}\nC. {row['C']}\nD. {row['D']}\n答案： {row[ans]}" for row in dev
+        f"{row[q].strip()}\nA. {row['A']}\nB. {row['B']}\nC. {row['C']}\nD. {row['D']}\n答案： {row[ans]}"
+        for row in dev
     ]
     description = task.config.description
     doc = task.eval_docs[0]

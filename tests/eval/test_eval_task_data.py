@@ -37,7 +37,14 @@ def test_load_subject_gives_the_splits_lm_eval_expects(shared_data):
     assert ceval["dev"].column_names == ["id", "question", "A", "B", "C", "D", "answer", "explanation"]
     cmmlu = data.load_subject("cmmlu", "agronomy", shared_data)
     assert set(cmmlu) == {"test", "dev"}
-    assert cmmlu["test"].column_names == ["Question", "A", "B", "C", "D", "Answer"]  # unnamed index column dropped
+    assert cmmlu["test"].column_names == [
+        "Question",
+        "A",
+        "B",
+        "C",
+        "D",
+        "Answer",
+    ]  # unnamed index column dropped
 
 
 def test_cells_are_read_as_exact_text(shared_data):
@@ -72,7 +79,9 @@ def test_clear_errors_for_a_bad_data_dir(tmp_path, shared_data):
         data.check_data_dir(tmp_path, {"ceval": ["law"]})
     (tmp_path / "ceval" / "dev").mkdir()
     shutil.copy(shared_data / "ceval" / "val" / "law_val.csv", tmp_path / "ceval" / "val")
-    with pytest.raises(data.EvalDataError, match=r"law_dev\.csv: file not found \(C-Eval subject 'law', split dev\)"):
+    with pytest.raises(
+        data.EvalDataError, match=r"law_dev\.csv: file not found \(C-Eval subject 'law', split dev\)"
+    ):
         data.check_data_dir(tmp_path, {"ceval": ["law"]})
     with pytest.raises(data.EvalDataError, match=r"logic_val\.csv: file not found"):
         data.load_subject("ceval", "logic", tmp_path)

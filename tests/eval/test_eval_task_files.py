@@ -15,11 +15,24 @@ from minimind_hf.eval.generate_tasks import out_of_sync, write_tasks
 from minimind_hf.eval.subjects import BENCHMARKS, CEVAL, CHINA_SPECIFIC, CMMLU, MAIN_CATEGORIES
 
 BUILTIN = Path(lm_eval.__file__).parent / "tasks"
-BUILTIN_NAMES = {"ceval": ("ceval", "ceval-valid_{}.yaml", "_ceval-valid.yaml"), "cmmlu": ("cmmlu", "cmmlu_{}.yaml", "_cmmlu.yaml")}
+BUILTIN_NAMES = {
+    "ceval": ("ceval", "ceval-valid_{}.yaml", "_ceval-valid.yaml"),
+    "cmmlu": ("cmmlu", "cmmlu_{}.yaml", "_cmmlu.yaml"),
+}
 # Everything that decides the requests and the metrics; must be identical to lm-eval's own config.
 SAME_AS_BUILTIN = (
-    "description", "doc_to_text", "doc_to_choice", "doc_to_target", "output_type", "fewshot_split",
-    "validation_split", "test_split", "fewshot_config", "metric_list", "target_delimiter", "fewshot_delimiter",
+    "description",
+    "doc_to_text",
+    "doc_to_choice",
+    "doc_to_target",
+    "output_type",
+    "fewshot_split",
+    "validation_split",
+    "test_split",
+    "fewshot_config",
+    "metric_list",
+    "target_delimiter",
+    "fewshot_delimiter",
 )
 
 
@@ -44,7 +57,10 @@ def test_generator_detects_stale_missing_and_extra_files(tmp_path):
 def test_subjects_are_lm_evals_and_every_config_matches_the_builtin(benchmark):
     folder, pattern, group_file = BUILTIN_NAMES[benchmark]
     builtin_group = load_yaml(BUILTIN / folder / group_file, resolve_func=False)
-    builtin_subjects = [t.split("_", 1)[1] if benchmark == "cmmlu" else t.removeprefix("ceval-valid_") for t in builtin_group["task"]]
+    builtin_subjects = [
+        t.split("_", 1)[1] if benchmark == "cmmlu" else t.removeprefix("ceval-valid_")
+        for t in builtin_group["task"]
+    ]
     ours = BENCHMARKS[benchmark]
     assert sorted(s.name for s in ours.subjects) == sorted(builtin_subjects)
     assert len(ours.subjects) == {"ceval": 52, "cmmlu": 67}[benchmark]
@@ -53,19 +69,29 @@ def test_subjects_are_lm_evals_and_every_config_matches_the_builtin(benchmark):
     assert ours_group["aggregate_metric_list"] == builtin_group["aggregate_metric_list"]
     for subject in ours.subjects:
         builtin = load_yaml(BUILTIN / folder / pattern.format(subject.name), resolve_func=False)
-        mine = load_yaml(TASKS_DIR / benchmark / f"{catalog.task_name(benchmark, subject.name)}.yaml", resolve_func=False)
+        mine = load_yaml(
+            TASKS_DIR / benchmark / f"{catalog.task_name(benchmark, subject.name)}.yaml", resolve_func=False
+        )
         for key in SAME_AS_BUILTIN:
             assert mine.get(key) == builtin.get(key), (subject.name, key)
         assert mine["dataset_kwargs"] == {"subject": subject.name} and builtin["dataset_name"] == subject.name
         assert "num_fewshot" not in mine  # 0-shot by default, and --num-fewshot can override it
-        five = load_yaml(TASKS_DIR / f"{benchmark}_5shot" / f"{catalog.task_name(benchmark, subject.name, '_5shot')}.yaml", resolve_func=False)
+        five = load_yaml(
+            TASKS_DIR / f"{benchmark}_5shot" / f"{catalog.task_name(benchmark, subject.name, '_5shot')}.yaml",
+            resolve_func=False,
+        )
         assert five["num_fewshot"] == 5
         assert {k: five.get(k) for k in SAME_AS_BUILTIN} == {k: mine.get(k) for k in SAME_AS_BUILTIN}
 
 
 def test_categories_are_the_official_ones(shared_data):
     mapping = json.loads((shared_data / "ceval" / "subject_mapping.json").read_text(encoding="utf-8"))
-    official = {"STEM": "stem", "Social Science": "social_science", "Humanities": "humanities", "Other": "other"}
+    official = {
+        "STEM": "stem",
+        "Social Science": "social_science",
+        "Humanities": "humanities",
+        "Other": "other",
+    }
     assert {s.name: s.category for s in CEVAL.subjects} == {k: official[v[2]] for k, v in mapping.items()}
     assert {s.name: s.zh for s in CEVAL.subjects} == {k: v[1] for k, v in mapping.items()}
 
@@ -85,7 +111,9 @@ def test_overall_group_covers_every_subject_once_through_the_categories(benchmar
     members = catalog.group_members()[overall]
     assert members == tuple(catalog.group_name(benchmark, c, variant) for c in MAIN_CATEGORIES)
     leaves = catalog.leaves(overall)
-    assert sorted(leaves) == sorted(catalog.task_name(benchmark, s.name, variant) for s in BENCHMARKS[benchmark].subjects)
+    assert sorted(leaves) == sorted(
+        catalog.task_name(benchmark, s.name, variant) for s in BENCHMARKS[benchmark].subjects
+    )
     if benchmark == "cmmlu":
         assert len(catalog.group_members()[catalog.group_name("cmmlu", CHINA_SPECIFIC, variant)]) == 15
     with pytest.raises(ValueError, match="in both"):

@@ -21,7 +21,11 @@ def test_preset_parameter_counts_match_reference(preset):
 def test_preset_shapes():
     c = MiniMindConfig.from_preset("minimind3")
     assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim) == (
-        768, 8, 8, 4, 96,
+        768,
+        8,
+        8,
+        4,
+        96,
     )
     assert c.intermediate_size == 2432 and c.use_qk_norm and c.rms_norm_eps == 1e-6
     assert c.rope_parameters == {"rope_type": "default", "rope_theta": 1e6}
@@ -52,12 +56,22 @@ def test_unknown_preset_lists_valid_ones():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(hidden_size=100, num_attention_heads=8), "hidden_size \\(100\\) is not divisible by num_attention_heads"),
+        (
+            dict(hidden_size=100, num_attention_heads=8),
+            "hidden_size \\(100\\) is not divisible by num_attention_heads",
+        ),
         (dict(num_key_value_heads=3), "num_key_value_heads \\(3\\) must divide num_attention_heads \\(8\\)"),
-        (dict(use_moe=True, num_experts_per_tok=5), "num_experts_per_tok \\(5\\) must be between 1 and num_experts"),
+        (
+            dict(use_moe=True, num_experts_per_tok=5),
+            "num_experts_per_tok \\(5\\) must be between 1 and num_experts",
+        ),
         (dict(rope_parameters={"rope_type": "nope", "rope_theta": 1e6}), "rope_type 'nope' is not one of"),
-        (dict(rope_parameters={"rope_type": "yarn", "factor": 0.5, "original_max_position_embeddings": 2048}),
-         "factor must be >= 1 for yarn"),
+        (
+            dict(
+                rope_parameters={"rope_type": "yarn", "factor": 0.5, "original_max_position_embeddings": 2048}
+            ),
+            "factor must be >= 1 for yarn",
+        ),
         (dict(hidden_size=-8), "hidden_size must be positive"),
     ],
 )
@@ -80,8 +94,13 @@ def test_explicit_head_dim_allows_indivisible_hidden():
 def test_yarn_defaults_are_minimind_not_transformers():
     c = MiniMindConfig.from_preset("minimind3", inference_rope_scaling=True)
     assert c.rope_parameters == {
-        "rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 2048,
-        "beta_fast": 32.0, "beta_slow": 1.0, "attention_factor": 1.0, "rope_theta": 1e6,
+        "rope_type": "yarn",
+        "factor": 16.0,
+        "original_max_position_embeddings": 2048,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "attention_factor": 1.0,
+        "rope_theta": 1e6,
     }
 
 
@@ -89,8 +108,14 @@ def test_legacy_rope_keys_of_original_checkpoints():
     # config.json of the original carries rope_theta and rope_scaling with "type".
     c = MiniMindConfig(
         rope_theta=1e6,
-        rope_scaling={"type": "yarn", "factor": 16, "original_max_position_embeddings": 2048,
-                      "beta_fast": 32, "beta_slow": 1, "attention_factor": 1.0},
+        rope_scaling={
+            "type": "yarn",
+            "factor": 16,
+            "original_max_position_embeddings": 2048,
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "attention_factor": 1.0,
+        },
     )
     assert c.rope_parameters["rope_type"] == "yarn" and "type" not in c.rope_parameters
     assert c.rope_parameters["rope_theta"] == 1e6 and c.rope_parameters["attention_factor"] == 1.0

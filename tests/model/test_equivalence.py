@@ -88,7 +88,10 @@ CASES = {
     "moe-top1": {"use_moe": True, "num_experts": 4, "num_experts_per_tok": 1, "moe_intermediate_size": 96},
     "moe-top2": {"use_moe": True, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 96},
     "moe-top2-unnormed": {
-        "use_moe": True, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 96,
+        "use_moe": True,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 96,
         "norm_topk_prob": False,
     },
 }

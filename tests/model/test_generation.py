@@ -74,7 +74,9 @@ def test_greedy_with_cache_false_matches_loop():
     ids = prompt(7, 5)
     expected, margin = reference_greedy(model, ids, max_new_tokens=8)
     assert margin > MIN_MARGIN
-    assert model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False).tolist() == expected.tolist()
+    assert (
+        model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False).tolist() == expected.tolist()
+    )
 
 
 def test_sampling_seeded_is_reproducible_and_top_k_1_is_greedy():
@@ -84,7 +86,9 @@ def test_sampling_seeded_is_reproducible_and_top_k_1_is_greedy():
 
     def sample(seed, **kw):
         torch.manual_seed(seed)
-        return model.generate(ids, max_new_tokens=16, do_sample=True, temperature=1.5, top_k=0, top_p=1.0, **kw)
+        return model.generate(
+            ids, max_new_tokens=16, do_sample=True, temperature=1.5, top_k=0, top_p=1.0, **kw
+        )
 
     a, b = sample(123), sample(123)
     assert a.tolist() == b.tolist()
@@ -221,7 +225,10 @@ def test_eos_in_batch_pads_finished_rows():
             return scores
 
     out = model.generate(
-        ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=6,
+        do_sample=False,
         logits_processor=LogitsProcessorList([EosRow0()]),
     )
     assert out.shape == (2, 4 + 6)

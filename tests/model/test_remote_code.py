@@ -111,8 +111,9 @@ VARIANTS = {
 def saved(request, tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"minimind_{request.param}")
     torch.manual_seed(0)
-    config = MiniMindConfig.from_preset("tiny", vocab_size=len(tokenizer), initializer_range=0.2,
-                                        **VARIANTS[request.param])
+    config = MiniMindConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer), initializer_range=0.2, **VARIANTS[request.param]
+    )
     model = MiniMindForCausalLM(config).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -128,12 +129,24 @@ def run_child(folder, tmp_path) -> dict:
         HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
         TOKENIZERS_PARALLELISM="false",
     )
-    args = [sys.executable, "-c", CHILD, str(folder), json.dumps(FIXED_IDS), PROMPT,
-            json.dumps(CHAT, ensure_ascii=False), str(NUM_RESERVED)]
+    args = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(folder),
+        json.dumps(FIXED_IDS),
+        PROMPT,
+        json.dumps(CHAT, ensure_ascii=False),
+        str(NUM_RESERVED),
+    ]
     proc = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"child failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"child failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
+    )
     marker = "@@RESULT@@"
-    assert marker in proc.stdout, f"no result from child:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    assert marker in proc.stdout, (
+        f"no result from child:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-3000:]}"
+    )
     return json.loads(proc.stdout.rsplit(marker, 1)[1].splitlines()[0])
 
 
@@ -145,7 +158,12 @@ def test_saved_folder_has_auto_map_and_code(saved):
     assert auto_map["AutoConfig"] == "configuration_minimind.MiniMindConfig"
     assert auto_map["AutoModel"] == "modeling_minimind.MiniMindModel"
     assert auto_map["AutoModelForCausalLM"] == "modeling_minimind.MiniMindForCausalLM"
-    for name in ("modeling_minimind.py", "configuration_minimind.py", "tokenizer.json", "tokenizer_config.json"):
+    for name in (
+        "modeling_minimind.py",
+        "configuration_minimind.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
         assert (folder / name).is_file(), name
     # The copied code must not depend on the package.
     for name in ("modeling_minimind.py", "configuration_minimind.py"):
@@ -180,7 +198,9 @@ def test_remote_code_causal_lm_in_clean_process(saved, child):
 
 def test_remote_code_auto_model_in_clean_process(saved, child):
     _, _, model = saved
-    assert child["base_error"] is None, f"AutoModel.from_pretrained(trust_remote_code=True) failed: {child['base_error']}"
+    assert child["base_error"] is None, (
+        f"AutoModel.from_pretrained(trust_remote_code=True) failed: {child['base_error']}"
+    )
     assert child["base_class"].startswith("transformers_modules.")
     assert child["base_class"].endswith("modeling_minimind.MiniMindModel")
     ids = torch.tensor([FIXED_IDS])
@@ -204,7 +224,9 @@ def test_remote_code_pipeline_and_chat_in_clean_process(saved, child, tokenizer)
     assert child["chat_ids"] == tokenizer(expected_chat, add_special_tokens=False)["input_ids"]
     n = len(child["chat_ids"])
     assert child["chat_out"][:n] == child["chat_ids"] and len(child["chat_out"]) > n
-    chat_expected = model.generate(torch.tensor([child["chat_ids"]]), max_new_tokens=4, do_sample=False)[0].tolist()
+    chat_expected = model.generate(torch.tensor([child["chat_ids"]]), max_new_tokens=4, do_sample=False)[
+        0
+    ].tolist()
     assert child["chat_out"] == chat_expected
 
 
@@ -217,5 +239,6 @@ def test_reload_in_process_matches(saved, tokenizer):
     assert tok.chat_template == tokenizer.chat_template
     ids = torch.tensor([FIXED_IDS])
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(ids, use_cache=False).logits, model(ids, use_cache=False).logits,
-                                   atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            reloaded(ids, use_cache=False).logits, model(ids, use_cache=False).logits, atol=1e-6, rtol=1e-6
+        )

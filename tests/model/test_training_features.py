@@ -103,7 +103,9 @@ def _enable_checkpointing(model, api: str, **kwargs):
     ids=["default", "non_reentrant", "reentrant"],
 )
 def test_gradient_checkpointing_same_loss_and_grads(use_moe, api, kwargs):
-    extra = dict(use_moe=True, num_experts=4, num_experts_per_tok=1, router_aux_loss_coef=0.01) if use_moe else {}
+    extra = (
+        dict(use_moe=True, num_experts=4, num_experts_per_tok=1, router_aux_loss_coef=0.01) if use_moe else {}
+    )
     ids = rand_ids(2, 2, 12)
     calls = []
 
@@ -120,7 +122,9 @@ def test_gradient_checkpointing_same_loss_and_grads(use_moe, api, kwargs):
         if use_moe:
             # Under reentrant checkpointing the first forward runs in no_grad, so router logits captured
             # by output hooks have no graph: the load-balancing loss would then silently train nothing.
-            assert out.aux_loss.requires_grad, "aux_loss is detached: the router gets no load-balancing gradient"
+            assert out.aux_loss.requires_grad, (
+                "aux_loss is detached: the router gets no load-balancing gradient"
+            )
         out.loss.backward()
         handle.remove()
         return out.loss.detach(), grads(model), len(calls)
@@ -161,7 +165,11 @@ def _backends():
 
         out.append("flex_attention")
     except Exception as exc:  # pragma: no cover - depends on the torch build
-        out.append(pytest.param("flex_attention", marks=pytest.mark.skip(reason=f"flex_attention unavailable: {exc}")))
+        out.append(
+            pytest.param(
+                "flex_attention", marks=pytest.mark.skip(reason=f"flex_attention unavailable: {exc}")
+            )
+        )
     return out
 
 
@@ -232,11 +240,15 @@ def test_attention_backends_agree_on_left_padded_batch(use_moe):
             raise
         assert model.config._attn_implementation == backend
         with torch.no_grad():
-            results[backend] = model(ids, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
+            results[backend] = model(
+                ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+            ).logits
     keep = mask.bool()
     ref = results["eager"][keep]
     for backend, logits in results.items():
-        torch.testing.assert_close(logits[keep], ref, atol=1e-5, rtol=1e-5, msg=lambda m, b=backend: f"{b}: {m}")
+        torch.testing.assert_close(
+            logits[keep], ref, atol=1e-5, rtol=1e-5, msg=lambda m, b=backend: f"{b}: {m}"
+        )
     # Independent check of the padding mask: each non-padded row equals the prompt run alone.
     model.set_attn_implementation("eager")
     with torch.no_grad():
@@ -345,8 +357,13 @@ def test_moe_experts_eager_equals_grouped_mm():
     ids = rand_ids(42, 2, 11)
     results = {}
     for impl in ("eager", "grouped_mm"):
-        model = make_model(9, train=True, router_aux_loss_coef=0.01, num_experts_per_tok=2,
-                           **{k: v for k, v in MOE.items() if k != "num_experts_per_tok"})
+        model = make_model(
+            9,
+            train=True,
+            router_aux_loss_coef=0.01,
+            num_experts_per_tok=2,
+            **{k: v for k, v in MOE.items() if k != "num_experts_per_tok"},
+        )
         try:
             model.set_experts_implementation(impl)
         except Exception as exc:
@@ -363,7 +380,9 @@ def test_moe_experts_eager_equals_grouped_mm():
 
 def test_moe_experts_eager_matches_dense_loop():
     """Our sort/group expert forward vs a naive per-token loop over the same weights."""
-    model = make_model(10, num_experts_per_tok=2, **{k: v for k, v in MOE.items() if k != "num_experts_per_tok"})
+    model = make_model(
+        10, num_experts_per_tok=2, **{k: v for k, v in MOE.items() if k != "num_experts_per_tok"}
+    )
     model.set_experts_implementation("eager")
     block = model.model.layers[0].mlp
     x = torch.randn(13, 64, generator=torch.Generator().manual_seed(0))
@@ -447,7 +466,9 @@ def minimind_yarn_inv_freq(dim, theta, factor, orig_max, beta_fast, beta_slow):
 def test_yarn_matches_minimind_formula(head_dim):
     overrides = dict(inference_rope_scaling=True)
     if head_dim != 16:
-        overrides.update(hidden_size=head_dim * 4, head_dim=head_dim, intermediate_size=64, num_hidden_layers=1)
+        overrides.update(
+            hidden_size=head_dim * 4, head_dim=head_dim, intermediate_size=64, num_hidden_layers=1
+        )
     config = MiniMindConfig.from_preset("tiny", vocab_size=VOCAB, **overrides)
     rope = config.rope_parameters
     assert rope["rope_type"] == "yarn"
@@ -464,8 +485,11 @@ def test_yarn_matches_minimind_formula(head_dim):
     torch.testing.assert_close(rotary.inv_freq.double(), expected, atol=0, rtol=1e-6)
     assert rotary.attention_scaling == 1.0
     # It really differs from the unscaled frequencies (the low frequencies are divided by 16).
-    plain = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=VOCAB, **{
-        k: v for k, v in overrides.items() if k != "inference_rope_scaling"})).model.rotary_emb.inv_freq
+    plain = MiniMindForCausalLM(
+        MiniMindConfig.from_preset(
+            "tiny", vocab_size=VOCAB, **{k: v for k, v in overrides.items() if k != "inference_rope_scaling"}
+        )
+    ).model.rotary_emb.inv_freq
     assert not torch.allclose(plain, rotary.inv_freq)
     torch.testing.assert_close(rotary.inv_freq[-1], plain[-1] / 16, atol=0, rtol=1e-6)
     torch.testing.assert_close(rotary.inv_freq[0], plain[0], atol=0, rtol=1e-6)

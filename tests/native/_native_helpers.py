@@ -21,8 +21,13 @@ VOCAB = 400
 
 def _env() -> dict:
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               HF_DATASETS_DISABLE_PROGRESS_BARS="1", PYTHONUNBUFFERED="1")
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -54,8 +59,14 @@ def tokenizer():
 
 def base_config(**overrides) -> dict:
     """Common keys for a tiny, quiet, CPU run."""
-    cfg = {"tokenizer": str(tokenizer_dir()), "preset": "tiny", "report_to": ["none"], "progress": False,
-           "num_threads": 1, "seed": 0}
+    cfg = {
+        "tokenizer": str(tokenizer_dir()),
+        "preset": "tiny",
+        "report_to": ["none"],
+        "progress": False,
+        "num_threads": 1,
+        "seed": 0,
+    }
     cfg.update(overrides)
     return cfg
 
@@ -66,13 +77,24 @@ def write_config(path: Path, cfg: dict) -> Path:
 
 
 def cli(*args: str, timeout: float = 180, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minimind_hf.native.cli", *args], env=_env(),
-                          capture_output=True, text=True, timeout=timeout, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "minimind_hf.native.cli", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 def popen_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "minimind_hf.native.cli", *args], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "minimind_hf.native.cli", *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def read_log(output_dir: Path) -> list[dict]:

@@ -15,8 +15,16 @@ from minimind_hf.native.sft import SFTConfig, run_sft
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    common = dict(data=[str(corpus()["sft"])], max_conversations=64, packing=False, max_length=128, max_steps=3,
-                  learning_rate=3e-3, grad_accum_steps=2, resume="never")
+    common = dict(
+        data=[str(corpus()["sft"])],
+        max_conversations=64,
+        packing=False,
+        max_length=128,
+        max_steps=3,
+        learning_rate=3e-3,
+        grad_accum_steps=2,
+        resume="never",
+    )
     one = tmp_path / "one"
     run_sft(load_config(SFTConfig, None, base_config(output_dir=str(one), batch_size=4, **common)))
 
@@ -26,9 +34,28 @@ def test_two_processes_equal_one_process(tmp_path):
     launch_env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes, gloo backend
     # On a machine without GPUs, `--multi_gpu` makes accelerate start the processes with torchrun; the loop's
     # Accelerator(cpu=True) then joins them into one gloo group. (`accelerate launch --cpu` alone starts one.)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-           "-m", "minimind_hf.native.cli", "train", "sft", "--config", str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29533",
+        "-m",
+        "minimind_hf.native.cli",
+        "train",
+        "sft",
+        "--config",
+        str(cfg),
+    ]
     proc = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr

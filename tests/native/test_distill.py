@@ -65,12 +65,24 @@ def test_distill_stage_through_the_loop(tmp_path):
     student.save_pretrained(tmp_path / "student")
     tok.save_pretrained(tmp_path / "student")
     data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_corpus.sft_conversations(16)),
-                    encoding="utf-8")
-    cfg = DistillConfig(output_dir=str(tmp_path / "out"), model=str(tmp_path / "student"),
-                        teacher=str(tmp_path / "teacher"), data=[str(data)], max_length=128, batch_size=4,
-                        max_steps=6, learning_rate=5e-3, alpha=0.0, report_to=["none"], progress=False,
-                        resume="never")
+    data.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_corpus.sft_conversations(16)),
+        encoding="utf-8",
+    )
+    cfg = DistillConfig(
+        output_dir=str(tmp_path / "out"),
+        model=str(tmp_path / "student"),
+        teacher=str(tmp_path / "teacher"),
+        data=[str(data)],
+        max_length=128,
+        batch_size=4,
+        max_steps=6,
+        learning_rate=5e-3,
+        alpha=0.0,
+        report_to=["none"],
+        progress=False,
+        resume="never",
+    )
     assert cfg.validate() == []
     algo = build_distill(cfg)
     result = train(cfg, algo)

@@ -36,9 +36,17 @@ def pair_records(n, seed=0):
     out = []
     for p in demo_corpus.math_problems(n, seed, stream="dpo-test"):
         good = f"答案是 {p.answer}。" if p.lang == "zh" else f"The answer is {p.answer}."
-        bad = f"答案是 {int(float(p.answer)) + 3}。" if p.lang == "zh" else f"The answer is {int(float(p.answer)) + 3}."
-        out.append({"chosen": [{"role": "user", "content": p.question}, {"role": "assistant", "content": good}],
-                    "rejected": [{"role": "user", "content": p.question}, {"role": "assistant", "content": bad}]})
+        bad = (
+            f"答案是 {int(float(p.answer)) + 3}。"
+            if p.lang == "zh"
+            else f"The answer is {int(float(p.answer)) + 3}."
+        )
+        out.append(
+            {
+                "chosen": [{"role": "user", "content": p.question}, {"role": "assistant", "content": good}],
+                "rejected": [{"role": "user", "content": p.question}, {"role": "assistant", "content": bad}],
+            }
+        )
     return out
 
 
@@ -88,8 +96,16 @@ def test_parity_with_trl_dpo_trainer(tok, tmp_path, fresh_accelerate_state):
     ours, ours_ref = copy.deepcopy(policy), make_reference(ref)
     recs = load_records("dpo", _write(tmp_path, pair_records(4)))
     ds = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in recs])
-    args = TrlDPOConfig(output_dir=str(tmp_path / "trl"), beta=BETA, per_device_train_batch_size=4, report_to=[],
-                        use_cpu=True, max_length=128, save_strategy="no", bf16=False)
+    args = TrlDPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        beta=BETA,
+        per_device_train_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+        max_length=128,
+        save_strategy="no",
+        bf16=False,
+    )
     trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=ds, processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     trl_loss = trainer._compute_loss(trainer.model, batch, False)
@@ -102,8 +118,14 @@ def test_parity_with_trl_dpo_trainer(tok, tmp_path, fresh_accelerate_state):
     our_loss.backward()
     assert our_loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
     assert abs(our_loss.item() - math.log(2)) > 1e-3
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                "logps/rejected"):
+    for key in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    ):
         assert logs[key] == pytest.approx(m[key], abs=1e-5, rel=1e-5), key
     for n, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, trl_grads[n], rtol=1e-4, atol=1e-7, msg=n)
@@ -137,9 +159,19 @@ def test_collator_shares_the_prompt_and_ends_answers_at_eos(tok, tmp_path, open_
 
 def test_dpo_through_the_loop_starts_at_ln2_and_falls(tok, tmp_path):
     recs = load_records("dpo", _write(tmp_path, pair_records(8, seed=1)))
-    cfg = DPOConfig(output_dir=str(tmp_path / "out"), data=[], beta=BETA, learning_rate=5e-3, batch_size=4,
-                    max_steps=6, report_to=["none"], progress=False, resume="never", warmup_steps=0,
-                    min_lr_ratio=1.0)
+    cfg = DPOConfig(
+        output_dir=str(tmp_path / "out"),
+        data=[],
+        beta=BETA,
+        learning_rate=5e-3,
+        batch_size=4,
+        max_steps=6,
+        report_to=["none"],
+        progress=False,
+        resume="never",
+        warmup_steps=0,
+        min_lr_ratio=1.0,
+    )
     model = tiny_model(tok, seed=3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     algo = DPO(cfg, model, tok, recs, eval_dataset=[recs[i] for i in range(3)])
@@ -161,7 +193,9 @@ def test_reference_is_frozen_copy(tok):
     model = tiny_model(tok)
     ref = make_reference(model)
     assert not any(p.requires_grad for p in ref.parameters()) and not ref.training
-    assert all(p.data_ptr() != q.data_ptr() for p, q in zip(model.parameters(), ref.parameters(), strict=True))
+    assert all(
+        p.data_ptr() != q.data_ptr() for p, q in zip(model.parameters(), ref.parameters(), strict=True)
+    )
 
 
 def test_precomputed_reference_logps_give_the_same_training(tok, tmp_path):
@@ -170,9 +204,18 @@ def test_precomputed_reference_logps_give_the_same_training(tok, tmp_path):
     recs = load_records("dpo", _write(tmp_path, pair_records(8, seed=1)))
     runs = {}
     for pre in (False, True):
-        cfg = DPOConfig(output_dir=str(tmp_path / f"out{pre}"), data=[], beta=BETA, learning_rate=5e-3,
-                        batch_size=4, max_steps=4, report_to=["none"], progress=False, resume="never",
-                        precompute_ref_logps=pre)
+        cfg = DPOConfig(
+            output_dir=str(tmp_path / f"out{pre}"),
+            data=[],
+            beta=BETA,
+            learning_rate=5e-3,
+            batch_size=4,
+            max_steps=4,
+            report_to=["none"],
+            progress=False,
+            resume="never",
+            precompute_ref_logps=pre,
+        )
         algo = DPO(cfg, tiny_model(tok, seed=3), tok, recs, eval_dataset=[recs[i] for i in range(3)])
         result = train(cfg, algo)
         assert (algo.reference is None) == pre

@@ -34,8 +34,9 @@ def test_group_advantages_and_k3_by_hand():
     r = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])  # 2 prompts x 4 samples
     a = group_advantages(r, 4)
     std = math.sqrt(sum((x - 0.5) ** 2 for x in (1, 0, 0, 1)) / 3)  # unbiased, as trl
-    assert a[:4].tolist() == pytest.approx([0.5 / (std + 1e-4), -0.5 / (std + 1e-4)] * 1 + [-0.5 / (std + 1e-4),
-                                           0.5 / (std + 1e-4)])
+    assert a[:4].tolist() == pytest.approx(
+        [0.5 / (std + 1e-4), -0.5 / (std + 1e-4)] * 1 + [-0.5 / (std + 1e-4), 0.5 / (std + 1e-4)]
+    )
     assert a[4:].tolist() == [0.0] * 4  # equal rewards: no signal
     assert group_advantages(r, 4, "none").tolist() == [0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0]
     b = group_advantages(r, 4, "batch")
@@ -75,11 +76,18 @@ def test_micro_batches_with_the_step_count_give_the_full_batch_loss(loss_type):
     old, ref = logps + 0.2 * torch.randn(B, K, generator=g), logps + 0.1 * torch.randn(B, K, generator=g)
     mask = (torch.arange(K)[None] < torch.tensor([5, 2, 4, 1, 3, 5])[:, None]).float()
     adv = torch.randn(B, generator=g)
-    kw = dict(beta=0.1, loss_type=loss_type, max_completion_length=8, epsilon_high=0.28 if loss_type != "cispo" else 4)
+    kw = dict(
+        beta=0.1,
+        loss_type=loss_type,
+        max_completion_length=8,
+        epsilon_high=0.28 if loss_type != "cispo" else 4,
+    )
     full, _ = grpo_loss(logps, old, adv, mask, ref_logps=ref, **kw)
     parts = [slice(0, 2), slice(2, 3), slice(3, 6)]
     n = sum(grpo_num_items(mask[p], loss_type, 8) for p in parts)
-    summed = sum(grpo_loss(logps[p], old[p], adv[p], mask[p], ref_logps=ref[p], num_items=n, **kw)[0] for p in parts)
+    summed = sum(
+        grpo_loss(logps[p], old[p], adv[p], mask[p], ref_logps=ref[p], num_items=n, **kw)[0] for p in parts
+    )
     assert summed.item() == pytest.approx(full.item(), abs=1e-6)
 
 
@@ -92,8 +100,10 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-@pytest.mark.parametrize("loss_type, kl_corr", [("grpo", False), ("grpo", True), ("bnpo", False), ("dr_grpo", False),
-                                                ("dapo", True), ("cispo", False)])
+@pytest.mark.parametrize(
+    "loss_type, kl_corr",
+    [("grpo", False), ("grpo", True), ("bnpo", False), ("dr_grpo", False), ("dapo", True), ("cispo", False)],
+)
 def test_loss_parity_with_trl_grpo_trainer(tok, tmp_path, loss_type, kl_corr, fresh_accelerate_state):
     """trl's GRPOTrainer._compute_loss vs our per_token_logps + grpo_loss on the same prompts, completions,
     advantages, old and reference log-probs (ratios away from 1 so clipping is active, beta = 0.1).
@@ -112,13 +122,29 @@ def test_loss_parity_with_trl_grpo_trainer(tok, tmp_path, loss_type, kl_corr, fr
     tok.save_pretrained(tmp_path / "model")
     model = MiniMindForCausalLM.from_pretrained(tmp_path / "model")
     eps_high = 5.0 if loss_type == "cispo" else 0.28
-    args = TrlGRPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=B, num_generations=3, beta=0.1,
-                         loss_type=loss_type, epsilon=0.2, epsilon_high=eps_high, max_completion_length=12,
-                         report_to=[], use_cpu=True, save_strategy="no", bf16=False,
-                         use_bias_correction_kl=kl_corr)
+    args = TrlGRPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        per_device_train_batch_size=B,
+        num_generations=3,
+        beta=0.1,
+        loss_type=loss_type,
+        epsilon=0.2,
+        epsilon_high=eps_high,
+        max_completion_length=12,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        bf16=False,
+        use_bias_correction_kl=kl_corr,
+    )
     ds = Dataset.from_list([{"prompt": "1+1="}] * B)
-    trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
-                          train_dataset=ds, processing_class=tok)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
     trainer.current_gradient_accumulation_steps = 1
     trainer.model.train()
     g = torch.Generator().manual_seed(1)
@@ -133,15 +159,32 @@ def test_loss_parity_with_trl_grpo_trainer(tok, tmp_path, loss_type, kl_corr, fr
     old = cur + 0.3 * torch.randn(B, K, generator=g)  # ratios in roughly [0.4, 2.5]
     ref = cur + 0.2 * torch.randn(B, K, generator=g)
     adv = torch.tensor([1.2, -0.7, 0.3, -1.5, 0.9, -0.2])
-    inputs = {"prompt_ids": prompt_ids, "prompt_mask": torch.ones_like(prompt_ids), "completion_ids": completion_ids,
-              "completion_mask": completion_mask, "advantages": adv, "old_per_token_logps": old,
-              "ref_per_token_logps": ref, "num_items_in_batch": completion_mask.sum()}
+    inputs = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": torch.ones_like(prompt_ids),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": completion_mask.sum(),
+    }
     trl_loss = trainer._compute_loss(trainer.model, inputs)
 
     logps = per_token_logps(ours, full, am, K)
-    loss, metrics = grpo_loss(logps, old, adv, completion_mask, ref_logps=ref, beta=0.1, loss_type=loss_type,
-                              epsilon_low=0.2, epsilon_high=eps_high, max_completion_length=12,
-                              kl_ratio_correction=kl_corr)
+    loss, metrics = grpo_loss(
+        logps,
+        old,
+        adv,
+        completion_mask,
+        ref_logps=ref,
+        beta=0.1,
+        loss_type=loss_type,
+        epsilon_low=0.2,
+        epsilon_high=eps_high,
+        max_completion_length=12,
+        kl_ratio_correction=kl_corr,
+    )
     assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
     assert metrics["kl"] == pytest.approx(trainer._metrics["train"]["kl"][-1], abs=1e-5)
     clip_key = "cispo_clip_ratio" if loss_type == "cispo" else "clip_ratio/region_mean"
@@ -158,19 +201,30 @@ def test_logps_ignore_left_padding_and_sampling_masks_after_eos(tok):
     ids, am = pad([a + comp, b + comp], tok.pad_token_id, side="left")
     with torch.no_grad():
         batched = per_token_logps(model, ids, am, 4, chunk_rows=1)
-        alone = per_token_logps(model, torch.tensor([a + comp]), torch.ones(1, len(a) + 4, dtype=torch.long), 4)
+        alone = per_token_logps(
+            model, torch.tensor([a + comp]), torch.ones(1, len(a) + 4, dtype=torch.long), 4
+        )
         full = torch.log_softmax(model(torch.tensor([a + comp])).logits[0, -5:-1], -1)
     torch.testing.assert_close(batched[0], alone[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(alone[0], full.gather(-1, torch.tensor(comp)[:, None])[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        alone[0], full.gather(-1, torch.tensor(comp)[:, None])[:, 0], atol=1e-5, rtol=1e-5
+    )
     torch.manual_seed(0)
-    s = sample_completions(model, [a, b], pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                           num_samples=3, max_new_tokens=6, generation_chunk=4)
+    s = sample_completions(
+        model,
+        [a, b],
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        num_samples=3,
+        max_new_tokens=6,
+        generation_chunk=4,
+    )
     assert s["completion_ids"].shape[0] == 6 and s["prompt_ids"].shape[0] == 6
     assert torch.equal(s["prompt_ids"][0], s["prompt_ids"][2])  # prompt-major groups
     for ids_row, m in zip(s["completion_ids"], s["completion_mask"], strict=True):
         n = int(m.sum())
         assert m[:n].all() and not m[n:].any()  # mask = prefix
-        assert (ids_row[:n - 1] != tok.eos_token_id).all()  # only the last kept token may be eos
+        assert (ids_row[: n - 1] != tok.eos_token_id).all()  # only the last kept token may be eos
 
 
 def _count_reward(completions, **kwargs):
@@ -183,9 +237,22 @@ def test_grpo_through_the_loop_raises_the_reward(tok, tmp_path):
     path = tmp_path / "rl.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     recs = load_records("rl", str(path))
-    cfg = GRPOConfig(output_dir=str(tmp_path / "out"), data=[], num_generations=6, batch_size=2, max_new_tokens=8,
-                     learning_rate=2e-2, beta=0.02, max_steps=14, report_to=["none"], progress=False,
-                     resume="never", min_lr_ratio=1.0, num_iterations=2, loss_type="dapo")
+    cfg = GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        data=[],
+        num_generations=6,
+        batch_size=2,
+        max_new_tokens=8,
+        learning_rate=2e-2,
+        beta=0.02,
+        max_steps=14,
+        report_to=["none"],
+        progress=False,
+        resume="never",
+        min_lr_ratio=1.0,
+        num_iterations=2,
+        loss_type="dapo",
+    )
     model = tiny_model(tok, seed=5)
     algo = GRPO(cfg, model, tok, recs, reward_funcs=[_count_reward])
     probe = [recs[i] for i in range(8)]
@@ -193,7 +260,9 @@ def test_grpo_through_the_loop_raises_the_reward(tok, tmp_path):
     before = mean_reward(model, tok, probe, [_count_reward], cfg, samples=8)
     result = train(cfg, algo)
     torch.manual_seed(0)
-    after = mean_reward(algo.accelerator.unwrap_model(algo.model), tok, probe, [_count_reward], cfg, samples=8)
+    after = mean_reward(
+        algo.accelerator.unwrap_model(algo.model), tok, probe, [_count_reward], cfg, samples=8
+    )
     assert after > before + 0.1, (before, after)
     log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert "kl" in log[-1] and "reward" in log[-1] and "clip_ratio" in log[-1]
@@ -217,8 +286,9 @@ def test_rollout_with_registered_rewards_and_open_thinking(tok, tmp_path):
     assert "rewards/accuracy_reward" in batch and "rewards/think_format_reward" in batch
     assert batch["old_logps"].shape == batch["ref_logps"].shape == batch["completion_mask"].shape
     assert not batch["old_logps"].requires_grad
-    torch.testing.assert_close(batch["old_logps"] * batch["completion_mask"],
-                               batch["ref_logps"] * batch["completion_mask"])  # same weights
+    torch.testing.assert_close(
+        batch["old_logps"] * batch["completion_mask"], batch["ref_logps"] * batch["completion_mask"]
+    )  # same weights
     P = batch["input_ids"].size(1) - batch["completion_mask"].size(1)
     prompt = tok.decode(batch["input_ids"][0, :P][batch["attention_mask"][0, :P].bool()])
     assert prompt.endswith("<think>\n") and rows[0]["conversations"][0]["content"] in prompt
@@ -231,8 +301,16 @@ def test_stage_config_reward_options_and_errors(tmp_path):
     (tmp_path / "rl.jsonl").write_text('{"question": "1+1?", "answer": 2}\n', encoding="utf-8")
     (tmp_path / "m").mkdir()
     base = [f"data=[{tmp_path / 'rl.jsonl'}]", f"model={tmp_path / 'm'}"]
-    cfg = load_config(GRPOConfig, None, base + ["rewards=[accuracy,length]", "reward_options.length.max_length=64",
-                                                "reward_options.length.cache=16"])
+    cfg = load_config(
+        GRPOConfig,
+        None,
+        base
+        + [
+            "rewards=[accuracy,length]",
+            "reward_options.length.max_length=64",
+            "reward_options.length.cache=16",
+        ],
+    )
     accuracy, length = rewards_from_config(cfg)
     assert length(["x"], completion_ids=[[0] * 56]) == [-0.5]
     with pytest.raises(ConfigError) as e:

@@ -37,8 +37,16 @@ def _rows(n: int, seed: int = 0) -> list[dict]:
 
 
 def _cfg(tmp_path, name, **kw) -> TrainConfig:
-    base = dict(output_dir=str(tmp_path / name), report_to=["none"], progress=False, learning_rate=1e-2,
-                max_steps=3, seed=0, resume="never", weight_decay=0.1)
+    base = dict(
+        output_dir=str(tmp_path / name),
+        report_to=["none"],
+        progress=False,
+        learning_rate=1e-2,
+        max_steps=3,
+        seed=0,
+        resume="never",
+        weight_decay=0.1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -57,8 +65,11 @@ def test_config_rejects_unknown_keys_and_bad_values_all_at_once(tmp_path):
         load_config(PretrainConfig, path.with_name("none.yaml"), [])
     assert "config file not found" in str(e.value)
     with pytest.raises(ConfigError) as e:
-        load_config(PretrainConfig, None, ["data=[missing.jsonl]", "mixed_precision=fp8", "learning_rate=-1",
-                                           "report_to=[tensorbored]"])
+        load_config(
+            PretrainConfig,
+            None,
+            ["data=[missing.jsonl]", "mixed_precision=fp8", "learning_rate=-1", "report_to=[tensorbored]"],
+        )
     problems = e.value.problems
     assert len(problems) == 4, problems
     assert any("missing.jsonl" in p for p in problems) and any("fp8" in p for p in problems)
@@ -69,8 +80,17 @@ def test_config_overrides_are_typed(tmp_path):
     data.write_text('{"text": "hello"}\n', encoding="utf-8")
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"data": str(data), "model_overrides": {"hidden_size": 32}}), encoding="utf-8")
-    cfg = load_config(PretrainConfig, path, ["max_steps=7", "learning_rate=2e-3", "model_overrides.num_hidden_layers=1",
-                                             "resume=never", "report_to=none"])
+    cfg = load_config(
+        PretrainConfig,
+        path,
+        [
+            "max_steps=7",
+            "learning_rate=2e-3",
+            "model_overrides.num_hidden_layers=1",
+            "resume=never",
+            "report_to=none",
+        ],
+    )
     assert cfg.max_steps == 7 and cfg.learning_rate == 2e-3 and cfg.data == [str(data)]
     assert cfg.model_overrides == {"hidden_size": 32, "num_hidden_layers": 1}
     assert cfg.report_to == ["none"]
@@ -102,7 +122,9 @@ def test_accumulation_is_normalised_by_token_count(tmp_path):
     rows = _rows(16)
     weights = []
     for bs, accum in [(4, 1), (2, 2), (1, 4)]:
-        algo = Algorithm(_cfg(tmp_path, f"b{bs}", batch_size=bs, grad_accum_steps=accum), _tiny_model(), None, rows)
+        algo = Algorithm(
+            _cfg(tmp_path, f"b{bs}", batch_size=bs, grad_accum_steps=accum), _tiny_model(), None, rows
+        )
         result = train(algo.cfg, algo)
         assert len(result.losses) == 3
         weights.append(load_file(tmp_path / f"b{bs}" / "model.safetensors"))
@@ -113,7 +135,9 @@ def test_accumulation_is_normalised_by_token_count(tmp_path):
     # the test can fail: averaging per-micro-batch means (what a naive loop does) gives other weights
     class MeanOfMeans(Algorithm):
         def compute_loss(self, model, batch, num_items_in_batch):
-            out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"])
+            out = model(
+                input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"]
+            )
             return out.loss / self.grad_accum_steps, {}
 
     algo = MeanOfMeans(_cfg(tmp_path, "naive", batch_size=1, grad_accum_steps=4), _tiny_model(), None, rows)
@@ -127,7 +151,9 @@ def test_a_step_without_labels_gives_zero_loss_not_nan(tmp_path):
     rows = [{"input_ids": [5, 6, 7, 8], "labels": [-100] * 4} for _ in range(4)]
     model = _tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    algo = Algorithm(_cfg(tmp_path, "nolabels", batch_size=2, max_steps=2, weight_decay=0.0), model, None, rows)
+    algo = Algorithm(
+        _cfg(tmp_path, "nolabels", batch_size=2, max_steps=2, weight_decay=0.0), model, None, rows
+    )
     result = train(algo.cfg, algo)
     assert result.losses == [0.0, 0.0]
     after = load_file(tmp_path / "nolabels" / "model.safetensors")
@@ -137,11 +163,16 @@ def test_a_step_without_labels_gives_zero_loss_not_nan(tmp_path):
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
     rows = _rows(8)
-    algo = Algorithm(_cfg(tmp_path, "ck", batch_size=2, max_steps=4, save_every=1, keep_last=2), _tiny_model(), None, rows)
+    algo = Algorithm(
+        _cfg(tmp_path, "ck", batch_size=2, max_steps=4, save_every=1, keep_last=2), _tiny_model(), None, rows
+    )
     train(algo.cfg, algo)
     root = tmp_path / "ck" / "checkpoints"
     # in-loop checkpoints at steps 1-3, a final one at 4; the newest two are kept
-    assert sorted(p.name for p in root.iterdir() if p.name.startswith("step_")) == ["step_000003", "step_000004"]
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith("step_")) == [
+        "step_000003",
+        "step_000004",
+    ]
     assert (root / "latest").read_text() == "step_000004"
     assert ckpt.find_latest_checkpoint(tmp_path / "ck") == root / "step_000004"
     state = json.loads((root / "step_000003" / "trainer_state.json").read_text())
@@ -161,8 +192,12 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     # resume=auto on a finished run redoes nothing and keeps the weights
     ckpt.write_atomic(root / "latest", "step_000004")
     before = load_file(tmp_path / "ck" / "model.safetensors")
-    again = Algorithm(_cfg(tmp_path, "ck", batch_size=2, max_steps=4, save_every=1, keep_last=2, resume="auto"),
-                      _tiny_model(seed=1), None, rows)
+    again = Algorithm(
+        _cfg(tmp_path, "ck", batch_size=2, max_steps=4, save_every=1, keep_last=2, resume="auto"),
+        _tiny_model(seed=1),
+        None,
+        rows,
+    )
     result = train(again.cfg, again)
     assert result.losses == [] and result.resumed_from.endswith("step_000004")
     after = load_file(tmp_path / "ck" / "model.safetensors")
@@ -172,10 +207,13 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
 
 def test_moe_aux_loss_is_averaged_over_micro_batches_and_logged(tmp_path):
     torch.manual_seed(0)
-    config = MiniMindConfig.from_preset("tiny", vocab_size=64, use_moe=True, num_experts=4, num_experts_per_tok=1,
-                                        moe_intermediate_size=64)
+    config = MiniMindConfig.from_preset(
+        "tiny", vocab_size=64, use_moe=True, num_experts=4, num_experts_per_tok=1, moe_intermediate_size=64
+    )
     model = MiniMindForCausalLM(config)
-    algo = Algorithm(_cfg(tmp_path, "moe", batch_size=2, grad_accum_steps=2, max_steps=2), model, None, _rows(8))
+    algo = Algorithm(
+        _cfg(tmp_path, "moe", batch_size=2, grad_accum_steps=2, max_steps=2), model, None, _rows(8)
+    )
     result = train(algo.cfg, algo)
     log = [json.loads(x) for x in (tmp_path / "moe" / "train_log.jsonl").read_text().splitlines()]
     assert all("aux_loss" in r and r["aux_loss"] > 0 for r in log if "loss" in r)

@@ -54,8 +54,9 @@ def test_forward_and_merged_weights_match_peft():
     names = apply_lora(ours, LoRASpec(rank=4, alpha=8, target_modules=TARGETS))
     assert len(names) == 3 * 2  # 2 layers
     randomise_adapters(ours)
-    peft_model = get_peft_model(copy.deepcopy(base), PeftLoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
-                                                                    lora_dropout=0.0))
+    peft_model = get_peft_model(
+        copy.deepcopy(base), PeftLoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0)
+    )
     with torch.no_grad():
         for name in names:
             layer = peft_model.base_model.model.get_submodule(name)
@@ -70,7 +71,9 @@ def test_forward_and_merged_weights_match_peft():
     merged_peft = peft_model.merge_and_unload()
     merged_ours = merge_lora(copy.deepcopy(ours))
     assert not any(isinstance(m, LoRALinear) for m in merged_ours.modules())
-    for (n, p), (n2, q) in zip(merged_ours.state_dict().items(), merged_peft.state_dict().items(), strict=True):
+    for (n, p), (n2, q) in zip(
+        merged_ours.state_dict().items(), merged_peft.state_dict().items(), strict=True
+    ):
         assert n == n2
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=n)
 
@@ -130,11 +133,23 @@ def test_lora_stage_through_the_loop(tmp_path):
     start.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
     data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_corpus.sft_conversations(16)),
-                    encoding="utf-8")
-    cfg = LoRAConfig(output_dir=str(tmp_path / "out"), model=str(tmp_path / "base"), data=[str(data)],
-                     max_length=128, batch_size=4, max_steps=4, learning_rate=1e-2, lora_rank=4,
-                     report_to=["none"], progress=False, resume="never")
+    data.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_corpus.sft_conversations(16)),
+        encoding="utf-8",
+    )
+    cfg = LoRAConfig(
+        output_dir=str(tmp_path / "out"),
+        model=str(tmp_path / "base"),
+        data=[str(data)],
+        max_length=128,
+        batch_size=4,
+        max_steps=4,
+        learning_rate=1e-2,
+        lora_rank=4,
+        report_to=["none"],
+        progress=False,
+        resume="never",
+    )
     assert cfg.validate() == []
     from minimind_hf.native.lora import build_lora
 

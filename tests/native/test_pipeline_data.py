@@ -21,7 +21,9 @@ from minimind_hf.modeling_minimind import MiniMindForCausalLM
 def test_vectorised_packing_equals_reference_packer():
     rng = random.Random(0)
     for _ in range(150):
-        docs = [[rng.randrange(3, 50) for _ in range(rng.randrange(0, 30))] for _ in range(rng.randrange(1, 8))]
+        docs = [
+            [rng.randrange(3, 50) for _ in range(rng.randrange(0, 30))] for _ in range(rng.randrange(1, 8))
+        ]
         seq_len, drop_last = rng.randrange(2, 12), rng.random() < 0.3
         ref = list(pack_documents(docs, seq_len, 2, drop_last=drop_last))
         if not ref:
@@ -53,8 +55,13 @@ def test_sft_labels_cover_exactly_the_generated_assistant_tokens():
     messages = [
         {"role": "system", "content": "SYSTEMTEXT"},
         {"role": "user", "content": "USERTEXT weather?"},
-        {"role": "assistant", "content": "",
-         "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "X"}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "X"}}}
+            ],
+        },
         {"role": "tool", "content": "TOOLRESULT sunny"},
         {"role": "assistant", "content": "ANSWERTEXT it is sunny", "reasoning_content": "THINKTEXT"},
     ]
@@ -107,7 +114,9 @@ def test_collate_right_pads_without_attention_mask():
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_documents_do_not_attend_to_each_other(attn):
     torch.manual_seed(0)
-    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=100, attn_implementation=attn)).eval()
+    model = MiniMindForCausalLM(
+        MiniMindConfig.from_preset("tiny", vocab_size=100, attn_implementation=attn)
+    ).eval()
     a, b = [3, 4, 5, 6, 7], [9, 10, 11]
     packed = pack_token_ids([a, b], 10, eos_token_id=2)
     batch = collate_rows([packed[0]])

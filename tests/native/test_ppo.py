@@ -23,7 +23,10 @@ def test_token_rewards_put_the_score_on_the_last_token_and_kl_everywhere():
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     r = token_rewards(torch.tensor([2.0, -1.0]), mask)
     assert r.tolist() == [[0, 0, 2.0], [0, -1.0, 0]]
-    logps, ref = torch.tensor([[-1.0, -2.0, -1.0], [-1.0, -1.0, -5.0]]), torch.tensor([[-1.5, -2.0, -1.0]] * 2)
+    logps, ref = (
+        torch.tensor([[-1.0, -2.0, -1.0], [-1.0, -1.0, -5.0]]),
+        torch.tensor([[-1.5, -2.0, -1.0]] * 2),
+    )
     r = token_rewards(torch.tensor([2.0, -1.0]), mask, logps, ref, kl_coef=0.1)
     torch.testing.assert_close(r, torch.tensor([[-0.05, 0.0, 2.0], [-0.05, -1.0 - 0.1, 0.0]]))
 
@@ -56,14 +59,18 @@ def test_clipped_losses_by_hand():
     old_values = torch.tensor([[0.5, 0.0, 2.0]])
     returns = torch.tensor([[2.0, 1.0, 2.0]])
     mask = torch.ones(1, 3)
-    pg, vf, m = ppo_losses(logps, old, adv, values, old_values, returns, mask, clip_range=0.2, clip_range_value=0.2)
+    pg, vf, m = ppo_losses(
+        logps, old, adv, values, old_values, returns, mask, clip_range=0.2, clip_range_value=0.2
+    )
     # per token: max(-A r, -A clip(r)): [-1.2, -0.5, 0.8]
     assert pg.item() == pytest.approx((-1.2 - 0.5 + 0.8) / 3)
     # values: token 0 moved 0.5 -> 1.0, clipped to 0.7: max((1-2)^2, (0.7-2)^2) = 1.69; token 1: 1; token 2: 0
     assert vf.item() == pytest.approx(0.5 * (1.69 + 1.0 + 0.0) / 3)
     assert m["clipfrac"] == pytest.approx(2 / 3) and m["vf_clipfrac"] == pytest.approx(1 / 3)
     # the k3 KL used in "loss" mode: exp(d) - d - 1 with d = ref - logp
-    assert k3_kl(torch.tensor([0.0]), torch.tensor([math.log(2)])).item() == pytest.approx(2 - math.log(2) - 1)
+    assert k3_kl(torch.tensor([0.0]), torch.tensor([math.log(2)])).item() == pytest.approx(
+        2 - math.log(2) - 1
+    )
 
 
 def test_masked_whiten():
@@ -85,9 +92,19 @@ def test_ppo_through_the_loop_trains_policy_and_critic(tmp_path):
     def digits(completions, **kw):
         return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
 
-    cfg = PPOConfig(output_dir=str(tmp_path / "out"), data=[], batch_size=2, max_new_tokens=6, learning_rate=1e-3,
-                    critic_learning_rate=1e-2, max_steps=4, ppo_epochs=2, report_to=["none"], progress=False,
-                    resume="never")
+    cfg = PPOConfig(
+        output_dir=str(tmp_path / "out"),
+        data=[],
+        batch_size=2,
+        max_new_tokens=6,
+        learning_rate=1e-3,
+        critic_learning_rate=1e-2,
+        max_steps=4,
+        ppo_epochs=2,
+        report_to=["none"],
+        progress=False,
+        resume="never",
+    )
     algo = PPO(cfg, model, tok, recs, reward_funcs=[digits])
     policy_before = {n: p.detach().clone() for n, p in algo.model.policy.named_parameters()}
     head_before = algo.model.critic.value_head.weight.detach().clone()

@@ -13,7 +13,13 @@ from minimind_hf.native.pretrain import PretrainConfig, run_pretrain
 
 # Loss of steps 1..5 of the run in `test_pretrain_loss_regression` (tiny preset, seed 0, fp32 CPU).
 # If a change moves these on purpose (init, data order, schedule), update them and say why.
-EXPECTED_LOSSES = [6.001846790313721, 5.945647239685059, 5.861034393310547, 5.7088398933410645, 5.725006103515625]
+EXPECTED_LOSSES = [
+    6.001846790313721,
+    5.945647239685059,
+    5.861034393310547,
+    5.7088398933410645,
+    5.725006103515625,
+]
 
 
 def _text_file(tmp_path, n=3):
@@ -25,9 +31,20 @@ def _text_file(tmp_path, n=3):
 
 def test_pretrain_overfits_a_small_text(tmp_path):
     data = _text_file(tmp_path)
-    cfg = load_config(PretrainConfig, None, base_config(
-        data=[str(data)], output_dir=str(tmp_path / "out"), seq_len=32, batch_size=2, max_steps=60,
-        learning_rate=1e-2, warmup_steps=5, num_epochs=1))
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        base_config(
+            data=[str(data)],
+            output_dir=str(tmp_path / "out"),
+            seq_len=32,
+            batch_size=2,
+            max_steps=60,
+            learning_rate=1e-2,
+            warmup_steps=5,
+            num_epochs=1,
+        ),
+    )
     result = run_pretrain(cfg)
     assert result.steps == 60
     assert result.losses[0] > 4.0  # ~ln(400) at init
@@ -39,13 +56,23 @@ def test_pretrain_overfits_a_small_text(tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path / "out")
     ids = tok("MiniMind learns this sentence", return_tensors="pt").input_ids
     out = model.generate(ids, max_new_tokens=12, do_sample=False)
-    assert "by heart" in tok.decode(out[0, ids.shape[1]:])
+    assert "by heart" in tok.decode(out[0, ids.shape[1] :])
 
 
 def test_pretrain_loss_regression(tmp_path):
-    cfg = load_config(PretrainConfig, None, base_config(
-        data=[str(corpus()["pretrain"])], output_dir=str(tmp_path / "reg"), seq_len=64, batch_size=4, max_steps=5,
-        learning_rate=3e-3, max_documents=60))
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        base_config(
+            data=[str(corpus()["pretrain"])],
+            output_dir=str(tmp_path / "reg"),
+            seq_len=64,
+            batch_size=4,
+            max_steps=5,
+            learning_rate=3e-3,
+            max_documents=60,
+        ),
+    )
     losses = run_pretrain(cfg).losses
     assert len(losses) == 5 and all(torch.isfinite(torch.tensor(losses)))
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(EXPECTED_LOSSES), rtol=2e-4, atol=2e-4)
@@ -59,7 +86,10 @@ def test_pretrain_cli_reports_malformed_records_with_file_line_and_field(tmp_pat
     err = capsys.readouterr().err
     assert "bad.jsonl:2" in err and "text" in err, err[-2000:]
     # config problems come all at once, before any work
-    assert main(["train", "pretrain", "--config", str(cfg), "max_stepz=2", "seq_len=1", "data=[nope.jsonl]"]) == 2
+    assert (
+        main(["train", "pretrain", "--config", str(cfg), "max_stepz=2", "seq_len=1", "data=[nope.jsonl]"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "max_stepz" in err and "seq_len" in err and "nope.jsonl" in err and "valid keys" in err
     assert main(["train", "nosuchstage"]) == 2
@@ -72,4 +102,3 @@ def test_pretrain_cli_reports_malformed_records_with_file_line_and_field(tmp_pat
     assert main(["train", "pretrain", "--config", str(cfg), f"data=[{good}]", "seq_len=16", "--dry-run"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["seq_len"] == 16 and printed["data"] == [str(good)]
-

@@ -15,8 +15,19 @@ from minimind_hf.native.pretrain import PretrainConfig, run_pretrain
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    common = dict(data=[str(corpus()["pretrain"])], max_documents=60, seq_len=32, batch_size=2, max_steps=40,
-                  learning_rate=3e-3, warmup_steps=3, save_every=4, keep_last=2, eval_ratio=0.05, eval_every=10)
+    common = dict(
+        data=[str(corpus()["pretrain"])],
+        max_documents=60,
+        seq_len=32,
+        batch_size=2,
+        max_steps=40,
+        learning_rate=3e-3,
+        warmup_steps=3,
+        save_every=4,
+        keep_last=2,
+        eval_ratio=0.05,
+        eval_every=10,
+    )
     # the reference: one uninterrupted run (in-process)
     ref_dir = tmp_path / "ref"
     run_pretrain(load_config(PretrainConfig, None, base_config(output_dir=str(ref_dir), **common)))
@@ -33,7 +44,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     proc.kill()  # SIGKILL: no cleanup, no final save
     proc.wait()
     assert not (out / "train_result.json").exists(), "the run finished before it could be killed"
-    killed_at = json.loads((out / "checkpoints" / latest.read_text() / "trainer_state.json").read_text())["step"]
+    killed_at = json.loads((out / "checkpoints" / latest.read_text() / "trainer_state.json").read_text())[
+        "step"
+    ]
     assert killed_at < 40
 
     proc = popen_cli("train", "pretrain", "--config", str(cfg))
@@ -50,5 +63,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     # the step log of the resumed run is the uninterrupted run's (no duplicate steps from the killed run)
     ref_log, got_log = read_log(ref_dir), read_log(out)
     assert [r["step"] for r in got_log] == [r["step"] for r in ref_log]
-    torch.testing.assert_close(torch.tensor([r.get("loss", r.get("eval/loss")) for r in got_log]),
-                               torch.tensor([r.get("loss", r.get("eval/loss")) for r in ref_log]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor([r.get("loss", r.get("eval/loss")) for r in got_log]),
+        torch.tensor([r.get("loss", r.get("eval/loss")) for r in ref_log]),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -30,9 +30,23 @@ def start_model(tmp_path_factory):
 @pytest.mark.parametrize("packing", [True, False])
 def test_sft_trains_every_parameter_and_writes_a_chat_model(tmp_path, start_model, packing):
     out = tmp_path / "sft"
-    cfg = load_config(SFTConfig, None, base_config(
-        model=str(start_model), tokenizer=None, data=[str(corpus()["sft"])], output_dir=str(out), max_length=256,
-        packing=packing, batch_size=4, max_steps=4, learning_rate=5e-3, eval_ratio=0.1, max_conversations=80))
+    cfg = load_config(
+        SFTConfig,
+        None,
+        base_config(
+            model=str(start_model),
+            tokenizer=None,
+            data=[str(corpus()["sft"])],
+            output_dir=str(out),
+            max_length=256,
+            packing=packing,
+            batch_size=4,
+            max_steps=4,
+            learning_rate=5e-3,
+            eval_ratio=0.1,
+            max_conversations=80,
+        ),
+    )
     result = run_sft(cfg)
     assert result.steps == 4 and all(map(lambda x: x == x, result.losses))
     assert "eval/loss" in result.eval and result.eval["eval/loss"] > 0
@@ -45,9 +59,19 @@ def test_sft_trains_every_parameter_and_writes_a_chat_model(tmp_path, start_mode
 
 
 def test_sft_loss_counts_only_assistant_tokens(tmp_path, start_model):
-    cfg = load_config(SFTConfig, None, base_config(
-        model=str(start_model), tokenizer=None, data=[str(corpus()["sft"])], output_dir=str(tmp_path / "o"),
-        max_length=256, packing=True, max_conversations=40))
+    cfg = load_config(
+        SFTConfig,
+        None,
+        base_config(
+            model=str(start_model),
+            tokenizer=None,
+            data=[str(corpus()["sft"])],
+            output_dir=str(tmp_path / "o"),
+            max_length=256,
+            packing=True,
+            max_conversations=40,
+        ),
+    )
     algo = build_sft(cfg)
     row = algo.train_dataset[0]
     batch = algo.collate_fn([row])
@@ -65,7 +89,10 @@ def test_sft_malformed_record_is_a_clear_error(tmp_path, start_model):
     good = {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     broken = {"conversations": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}
     bad.write_text(json.dumps(good) + "\n" + json.dumps(broken) + "\n", encoding="utf-8")
-    cfg = load_config(SFTConfig, None, base_config(model=str(start_model), tokenizer=None, data=[str(bad)],
-                                                  output_dir=str(tmp_path / "o")))
+    cfg = load_config(
+        SFTConfig,
+        None,
+        base_config(model=str(start_model), tokenizer=None, data=[str(bad)], output_dir=str(tmp_path / "o")),
+    )
     with pytest.raises(RecordError, match=r"bad.jsonl:2.*conversations\[1\]\.role"):
         run_sft(cfg)

@@ -15,17 +15,46 @@ RECIPES = REPO / "recipes"
 CONFIGS = RECIPES / "configs"
 
 
-def run_recipe(stage: str, config: str | Path, *overrides: str, env: dict[str, str], nproc: int = 1,
-               timeout: int = 600, cwd: str | Path = REPO) -> subprocess.CompletedProcess:
+def run_recipe(
+    stage: str,
+    config: str | Path,
+    *overrides: str,
+    env: dict[str, str],
+    nproc: int = 1,
+    timeout: int = 600,
+    cwd: str | Path = REPO,
+) -> subprocess.CompletedProcess:
     """``accelerate launch recipes/<stage>.py --config CONFIG --key value ...``; fails the test with the output
     tail when the process fails."""
     if nproc == 1:
-        launch = ["--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-                  "--dynamo_backend", "no"]
+        launch = [
+            "--cpu",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
     else:
-        launch = ["--config_file", str(RECIPES / "accelerate" / "cpu_2proc.yaml"), "--num_processes", str(nproc)]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(RECIPES / f"{stage}.py"),
-           "--config", str(config), *overrides]
+        launch = [
+            "--config_file",
+            str(RECIPES / "accelerate" / "cpu_2proc.yaml"),
+            "--num_processes",
+            str(nproc),
+        ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launch,
+        str(RECIPES / f"{stage}.py"),
+        "--config",
+        str(config),
+        *overrides,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + "\n" + proc.stderr).splitlines()[-60:])

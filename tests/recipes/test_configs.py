@@ -14,8 +14,16 @@ import yaml
 from _recipe_helpers import CONFIGS, RECIPES
 
 # the built-in data each stage reads, to stand in for the configs' downloaded files
-STAGE_DATA = {"pretrain": "demo:pretrain:40", "sft": "demo:sft:40", "lora": "demo:sft:40", "distill": "demo:sft:40",
-              "dpo": "demo:dpo:20", "grpo": "demo:rl:20", "rloo": "demo:rl:20", "ppo": "demo:rl:20"}
+STAGE_DATA = {
+    "pretrain": "demo:pretrain:40",
+    "sft": "demo:sft:40",
+    "lora": "demo:sft:40",
+    "distill": "demo:sft:40",
+    "dpo": "demo:dpo:20",
+    "grpo": "demo:rl:20",
+    "rloo": "demo:rl:20",
+    "ppo": "demo:rl:20",
+}
 NATIVE_ONLY, TRL_ONLY = {"ppo"}, {"rloo"}
 YAMLS = sorted(CONFIGS.glob("*/*.yaml"))
 
@@ -36,10 +44,14 @@ def test_every_stage_has_a_config_per_preset():
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_yaml_parses_and_starts_with_its_command(path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith("# ") and f"recipes/{path.stem}.py" in first and str(path.relative_to(RECIPES.parent)) \
-        in first, f"{path}: the first line must be the command that runs it, got {first!r}"
+    assert (
+        first.startswith("# ")
+        and f"recipes/{path.stem}.py" in first
+        and str(path.relative_to(RECIPES.parent)) in first
+    ), f"{path}: the first line must be the command that runs it, got {first!r}"
     recipe_args, training_args, model_args, *_ = _recipe(path.stem).parse_args(
-        ["--config", str(path), "--bf16", "false"])
+        ["--config", str(path), "--bf16", "false"]
+    )
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert recipe_args.data, f"{path}: no data"
     assert training_args.learning_rate == pytest.approx(float(raw["learning_rate"]))
@@ -55,8 +67,20 @@ def test_native_translation_validates(path, tiny_base, recipe_env, monkeypatch, 
         pytest.skip(f"{stage} has no native backend (tested in its own file)")
     monkeypatch.setenv("MINIMIND_HF_CACHE", recipe_env["MINIMIND_HF_CACHE"])
     module = _recipe(stage)
-    args = ["--config", str(path), "--bf16", "false", "--backend", "native", "--dry_run", "true",
-            "--data", STAGE_DATA[stage], "--model_name_or_path", str(tiny_base)]
+    args = [
+        "--config",
+        str(path),
+        "--bf16",
+        "false",
+        "--backend",
+        "native",
+        "--dry_run",
+        "true",
+        "--data",
+        STAGE_DATA[stage],
+        "--model_name_or_path",
+        str(tiny_base),
+    ]
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key in ("teacher_model_name_or_path", "teacher", "ref_model", "reward_model"):
         if raw.get(key):

@@ -50,29 +50,61 @@ from minimind_hf.native.sft import SFT, SFTConfig
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather of a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 # Conversations covering every part of the template: system prompt, multi-turn, reasoning_content, an assistant
 # turn that only calls a tool, a tool response (rendered as a user turn), a final answer, and `tools`.
 HANDMADE = [
-    {"conversations": [{"role": "system", "content": "You are a helpful assistant."},
-                       {"role": "user", "content": "What is 2+3?"},
-                       {"role": "assistant", "content": "The answer is 5."}]},
-    {"conversations": [{"role": "user", "content": "Hi"},
-                       {"role": "assistant", "content": "Hello! How can I help?"},
-                       {"role": "user", "content": "Count to three."},
-                       {"role": "assistant", "content": "1, 2, 3."}]},
-    {"conversations": [{"role": "user", "content": "What is 7*6?"},
-                       {"role": "assistant", "content": "The answer is 42.", "reasoning_content": "7 times 6 is 42."}]},
-    {"conversations": [{"role": "system", "content": "Use tools when needed."},
-                       {"role": "user", "content": "Weather in Paris?"},
-                       {"role": "assistant", "content": "", "tool_calls": [
-                           {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-                       {"role": "tool", "content": "{\"temp\": 21}"},
-                       {"role": "assistant", "content": "It is 21 degrees in Paris."}],
-     "tools": TOOLS},
+    {
+        "conversations": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is 2+3?"},
+            {"role": "assistant", "content": "The answer is 5."},
+        ]
+    },
+    {
+        "conversations": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello! How can I help?"},
+            {"role": "user", "content": "Count to three."},
+            {"role": "assistant", "content": "1, 2, 3."},
+        ]
+    },
+    {
+        "conversations": [
+            {"role": "user", "content": "What is 7*6?"},
+            {"role": "assistant", "content": "The answer is 42.", "reasoning_content": "7 times 6 is 42."},
+        ]
+    },
+    {
+        "conversations": [
+            {"role": "system", "content": "Use tools when needed."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+                ],
+            },
+            {"role": "tool", "content": '{"temp": 21}'},
+            {"role": "assistant", "content": "It is 21 degrees in Paris."},
+        ],
+        "tools": TOOLS,
+    },
 ]
 
 # one optimizer configuration for both backends (the tiny recipe's, with a larger lr and decay so that a step,
@@ -134,18 +166,37 @@ def trl_trainer(model, tok, records, out, *, packing, max_length, batch_size=64,
     from trl import SFTTrainer
 
     args = TrlSFTConfig(
-        output_dir=str(out), assistant_only_loss=True, packing=packing, packing_strategy="bfd",
-        max_length=max_length, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
-        learning_rate=LR, weight_decay=WEIGHT_DECAY, adam_beta2=BETA2, max_grad_norm=MAX_GRAD_NORM,
-        lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": MIN_LR}, warmup_steps=0,
-        max_steps=steps, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+        output_dir=str(out),
+        assistant_only_loss=True,
+        packing=packing,
+        packing_strategy="bfd",
+        max_length=max_length,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=LR,
+        weight_decay=WEIGHT_DECAY,
+        adam_beta2=BETA2,
+        max_grad_norm=MAX_GRAD_NORM,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": MIN_LR},
+        warmup_steps=0,
+        max_steps=steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
         bf16=False,  # trl's default autocasts to bf16 even on CPU
-        seed=0, disable_tqdm=True,
+        seed=0,
+        disable_tqdm=True,
     )
     cls = matched_trainer_class() if matched else SFTTrainer
     # the sft recipe's `sft_messages`: trl's conversational column is `messages`
-    return cls(model=model, args=args, train_dataset=records.rename_column("conversations", "messages"),
-               processing_class=tok)
+    return cls(
+        model=model,
+        args=args,
+        train_dataset=records.rename_column("conversations", "messages"),
+        processing_class=tok,
+    )
 
 
 def trl_sequences(dataset) -> list[tuple[list[int], list[int]]]:
@@ -155,7 +206,7 @@ def trl_sequences(dataset) -> list[tuple[list[int], list[int]]]:
         ids, labels = list(row["input_ids"]), list(row["labels"])
         at = 0
         for n in row.get("seq_lengths") or [len(ids)]:
-            out.append((ids[at:at + n], labels[at:at + n]))
+            out.append((ids[at : at + n], labels[at : at + n]))
             at += n
     return out
 
@@ -173,8 +224,9 @@ def has_label(seq) -> bool:
 @pytest.mark.parametrize("packing", [False, True], ids=["unpacked", "packed"])
 @pytest.mark.parametrize("max_length", [4096, 96], ids=["whole", "truncated"])
 def test_labels_match_trl(tiny_base, tok, records, tmp_path, packing, max_length, fresh_accelerate_state):
-    trainer = trl_trainer(base_model(tiny_base), tok, records, tmp_path / "trl", packing=packing,
-                          max_length=max_length)
+    trainer = trl_trainer(
+        base_model(tiny_base), tok, records, tmp_path / "trl", packing=packing, max_length=max_length
+    )
     theirs = trl_sequences(trainer.train_dataset)
     ours = our_sequences(records, tok, max_length)
     if not packing:
@@ -189,8 +241,10 @@ def test_labels_match_trl(tiny_base, tok, records, tmp_path, packing, max_length
             assert len(theirs) == len(records) and 0 < len(trained) < len(theirs)
     if max_length == 4096:
         # what "assistant-only" means here, on both sides (they are equal): generated text + <|im_end|>
-        by_ids = {tuple(encode_conversation(tok, r["conversations"], r["tools"])["input_ids"]): i
-                  for i, r in enumerate(records)}
+        by_ids = {
+            tuple(encode_conversation(tok, r["conversations"], r["tools"])["input_ids"]): i
+            for i, r in enumerate(records)
+        }
         for ids, labels in ours:
             assert labels[0] == IGNORE_INDEX  # a conversation's first token is never a target
             rec = records[by_ids[tuple(ids)]]
@@ -202,7 +256,9 @@ def test_labels_match_trl(tiny_base, tok, records, tmp_path, packing, max_length
         tool_text = tok.decode([t for t in tool_labels if t != IGNORE_INDEX])
         assert tool_text.startswith('<tool_call>\n{"name": "get_weather"') and "21 degrees" in tool_text
         assert "Current weather of a city" in tok.decode(tool_ids)  # the tools block is in the prompt
-        assert tok.decode([t for t in ours[2][1] if t != IGNORE_INDEX]).startswith("7 times 6 is 42.\n</think>")
+        assert tok.decode([t for t in ours[2][1] if t != IGNORE_INDEX]).startswith(
+            "7 times 6 is 42.\n</think>"
+        )
 
 
 def test_labels_match_trl_on_real_data(tiny_base, tok, shared_data, tmp_path, fresh_accelerate_state):
@@ -211,7 +267,9 @@ def test_labels_match_trl_on_real_data(tiny_base, tok, shared_data, tmp_path, fr
     if not path.is_file():
         pytest.skip(f"{path} not found")
     records = load_records("sft", str(path)).select(range(64))
-    trainer = trl_trainer(base_model(tiny_base), tok, records, tmp_path / "trl", packing=False, max_length=256)
+    trainer = trl_trainer(
+        base_model(tiny_base), tok, records, tmp_path / "trl", packing=False, max_length=256
+    )
     ours = our_sequences(records, tok, 256)
     assert trl_sequences(trainer.train_dataset) == ours
     assert any(len(ids) == 256 for ids, _ in ours)  # truncation exercised
@@ -242,7 +300,9 @@ def test_loss_and_gradients_match_trl(tiny_base, tok, records, tmp_path, packing
     enc = tokenize_conversations(records, tok, max_length)
     our_rows = pack_sequences(enc, max_length, tok.pad_token_id) if packing else enc.with_format(None)
     cfg = SFTConfig(data=[], output_dir=str(tmp_path / "native"), max_length=max_length, packing=packing)
-    algo = SFT(cfg, ours_model, tok, our_rows, collate_fn=partial(collate_rows, pad_token_id=tok.pad_token_id))
+    algo = SFT(
+        cfg, ours_model, tok, our_rows, collate_fn=partial(collate_rows, pad_token_id=tok.pad_token_id)
+    )
     ours = algo.collate_fn([our_rows[i] for i in range(len(our_rows))])
     n = algo.num_items(ours)
     ours_model.train()
@@ -251,16 +311,25 @@ def test_loss_and_gradients_match_trl(tiny_base, tok, records, tmp_path, packing
 
     # same trained tokens, laid out differently
     if packing:
-        assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # padding-free: one flat row
+        assert (
+            batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+        )  # padding-free: one flat row
         assert ours["input_ids"].shape == (len(our_rows), max_length) and len(our_rows) > 1
         assert sorted(_segments(batch, tok.pad_token_id)) == sorted(_segments(ours, tok.pad_token_id))
     else:
-        assert torch.equal(batch["input_ids"], ours["input_ids"]) and torch.equal(batch["labels"], ours["labels"])
+        assert torch.equal(batch["input_ids"], ours["input_ids"]) and torch.equal(
+            batch["labels"], ours["labels"]
+        )
         assert "attention_mask" in batch and "attention_mask" not in ours
-    assert n == int(num_items) == sum(sum(t != IGNORE_INDEX for t in lab[1:])
-                                      for _, lab in our_sequences(records, tok, max_length))
+    assert (
+        n
+        == int(num_items)
+        == sum(sum(t != IGNORE_INDEX for t in lab[1:]) for _, lab in our_sequences(records, tok, max_length))
+    )
     assert our_loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
-    assert abs(our_loss.item() - math.log(len(tok))) < 0.5  # random init: close to uniform, not a degenerate 0
+    assert (
+        abs(our_loss.item() - math.log(len(tok))) < 0.5
+    )  # random init: close to uniform, not a degenerate 0
     for name, p in ours_model.named_parameters():
         assert p.grad is not None and p.grad.abs().max() > 0, name
         torch.testing.assert_close(p.grad, trl_grads[name], rtol=1e-4, atol=1e-7, msg=name)
@@ -271,8 +340,9 @@ def _segments(batch, pad_id: int) -> list[tuple[tuple[int, ...], tuple[int, ...]
     label is -100 on both sides (trl's collator masks position 0, our packer too). Our rows end in pad tokens
     (label -100, positions continuing the last conversation), trl's flat row has none: cut them off."""
     out = []
-    for ids, labels, pos in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
-                                batch["position_ids"].tolist(), strict=True):
+    for ids, labels, pos in zip(
+        batch["input_ids"].tolist(), batch["labels"].tolist(), batch["position_ids"].tolist(), strict=True
+    ):
         starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
         for a, b in zip(starts, starts[1:], strict=False):
             seg_ids, seg_labels = ids[a:b], labels[a:b]
@@ -298,10 +368,14 @@ def _trl_groups(trainer) -> list[set[str]]:
     return [{names[id(p)] for p in g["params"]} for g in trainer.optimizer.param_groups if g["params"]]
 
 
-@pytest.mark.parametrize(("packing", "matched", "steps"), [
-    (True, True, 2), (False, True, 2), (True, False, 1)], ids=["packed-matched", "padded-matched", "packed-trl_default"])
-def test_optimizer_steps_match_trl(tiny_base, tok, records, tmp_path, packing, matched, steps,
-                                   fresh_accelerate_state):
+@pytest.mark.parametrize(
+    ("packing", "matched", "steps"),
+    [(True, True, 2), (False, True, 2), (True, False, 1)],
+    ids=["packed-matched", "padded-matched", "packed-trl_default"],
+)
+def test_optimizer_steps_match_trl(
+    tiny_base, tok, records, tmp_path, packing, matched, steps, fresh_accelerate_state
+):
     """`steps` optimizer steps, each on one batch holding every conversation (so both loops see the same
     batch whatever their sampling), AdamW lr 1e-3, betas (0.9, 0.95), eps 1e-8, weight decay 0.1, clipping at
     1.0, cosine to 0.1 * lr (step 1 at lr, step 2 at 0.55 lr).
@@ -323,19 +397,44 @@ def test_optimizer_steps_match_trl(tiny_base, tok, records, tmp_path, packing, m
     # native: our loop, one batch = every packed row / every conversation
     enc = tokenize_conversations(records, tok, max_length)
     rows = pack_sequences(enc, max_length, tok.pad_token_id) if packing else enc.with_format(None)
-    cfg = SFTConfig(data=[], output_dir=str(tmp_path / "native"), max_length=max_length, packing=packing,
-                    learning_rate=LR, weight_decay=WEIGHT_DECAY, adam_beta2=BETA2, max_grad_norm=MAX_GRAD_NORM,
-                    min_lr_ratio=MIN_LR, warmup_steps=0, batch_size=len(rows), max_steps=steps,
-                    mixed_precision="no", report_to=["none"], progress=False, resume="never", log_every=1)
-    result = train(cfg, SFT(cfg, ours_model, tok, rows,
-                            collate_fn=partial(collate_rows, pad_token_id=tok.pad_token_id)))
+    cfg = SFTConfig(
+        data=[],
+        output_dir=str(tmp_path / "native"),
+        max_length=max_length,
+        packing=packing,
+        learning_rate=LR,
+        weight_decay=WEIGHT_DECAY,
+        adam_beta2=BETA2,
+        max_grad_norm=MAX_GRAD_NORM,
+        min_lr_ratio=MIN_LR,
+        warmup_steps=0,
+        batch_size=len(rows),
+        max_steps=steps,
+        mixed_precision="no",
+        report_to=["none"],
+        progress=False,
+        resume="never",
+        log_every=1,
+    )
+    result = train(
+        cfg, SFT(cfg, ours_model, tok, rows, collate_fn=partial(collate_rows, pad_token_id=tok.pad_token_id))
+    )
     log = [json.loads(line) for line in (tmp_path / "native" / "train_log.jsonl").read_text().splitlines()]
     native_log = [r for r in log if "loss" in r]
     _reset_accelerate()
 
     # trl: SFTTrainer.train(); per_device_train_batch_size covers every (packed) row, so each epoch is one step
-    trainer = trl_trainer(model, tok, records, tmp_path / "trl", packing=packing, max_length=max_length,
-                          batch_size=len(rows) + len(records), steps=steps, matched=matched)
+    trainer = trl_trainer(
+        model,
+        tok,
+        records,
+        tmp_path / "trl",
+        packing=packing,
+        max_length=max_length,
+        batch_size=len(rows) + len(records),
+        steps=steps,
+        matched=matched,
+    )
     trainer.train()
     trl_log = [r for r in trainer.state.log_history if "loss" in r]
 
@@ -352,8 +451,11 @@ def test_optimizer_steps_match_trl(tiny_base, tok, records, tmp_path, packing, m
     decayed_by_trl_only = trl_groups[0] - ours_groups[0]
     assert ours_groups[1] - trl_groups[1] == decayed_by_trl_only
     assert decayed_by_trl_only == (set() if matched else {"model.embed_tokens.weight"})
-    assert all("norm" in n or p.ndim < 2 or "embed" in n
-               for n, p in ours_model.named_parameters() if n in ours_groups[1])
+    assert all(
+        "norm" in n or p.ndim < 2 or "embed" in n
+        for n, p in ours_model.named_parameters()
+        if n in ours_groups[1]
+    )
 
     theirs = dict(trainer.model.named_parameters())
     for name, p in ours_model.named_parameters():

@@ -13,8 +13,20 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
-SMALL = ["--data", "demo:sft:200", "--max_steps", "3", "--logging_steps", "1", "--eval_steps", "3",
-         "--save_steps", "3", "--max_completion_length", "16"]
+SMALL = [
+    "--data",
+    "demo:sft:200",
+    "--max_steps",
+    "3",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "3",
+    "--save_steps",
+    "3",
+    "--max_completion_length",
+    "16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +55,20 @@ def test_distill_recipe_with_teacher(backend, recipe_env, tiny_base, teacher, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "distill"
-    proc = run_recipe("distill", CONFIGS / "tiny" / "distill.yaml", *SMALL, "--model_name_or_path", str(tiny_base),
-                      "--teacher_model_name_or_path", str(teacher), "--output_dir", str(out), "--backend", backend,
-                      env=recipe_env)
+    proc = run_recipe(
+        "distill",
+        CONFIGS / "tiny" / "distill.yaml",
+        *SMALL,
+        "--model_name_or_path",
+        str(tiny_base),
+        "--teacher_model_name_or_path",
+        str(teacher),
+        "--output_dir",
+        str(out),
+        "--backend",
+        backend,
+        env=recipe_env,
+    )
     if backend == "native":
         rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
         rows = [r for r in rows if "loss" in r]
@@ -71,8 +94,19 @@ def test_distill_without_teacher_is_a_clear_error(tiny_base, tmp_path):
     from minimind_hf.recipes import common, distill
     from trl import DistillationConfig
 
-    args = common.parse_recipe(DistillationConfig, extra_dataclasses=(distill.DistillArguments,), argv=[
-        "--config", str(CONFIGS / "tiny" / "distill.yaml"), "--model_name_or_path", str(tiny_base),
-        "--teacher_model_name_or_path", "", "--output_dir", str(tmp_path / "x")])
+    args = common.parse_recipe(
+        DistillationConfig,
+        extra_dataclasses=(distill.DistillArguments,),
+        argv=[
+            "--config",
+            str(CONFIGS / "tiny" / "distill.yaml"),
+            "--model_name_or_path",
+            str(tiny_base),
+            "--teacher_model_name_or_path",
+            "",
+            "--output_dir",
+            str(tmp_path / "x"),
+        ],
+    )
     with pytest.raises(common.RecipeError, match="teacher_model_name_or_path is required"):
         distill.main(*args)

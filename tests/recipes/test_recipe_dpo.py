@@ -12,14 +12,31 @@ import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
 CONFIG = CONFIGS / "tiny" / "dpo.yaml"
-SMALL = ["--data", "demo:dpo:48", "--max_steps", "2", "--logging_steps", "1", "--eval_steps", "2",
-         "--save_steps", "2", "--per_device_train_batch_size", "2", "--max_length", "128", "--max_prompt_length",
-         "64"]
+SMALL = [
+    "--data",
+    "demo:dpo:48",
+    "--max_steps",
+    "2",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "2",
+    "--save_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "2",
+    "--max_length",
+    "128",
+    "--max_prompt_length",
+    "64",
+]
 
 
 def trl_log(out: Path) -> list[dict]:
     """log_history of the last checkpoint's trainer_state.json."""
-    states = sorted(out.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    states = sorted(
+        out.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
+    )
     assert states, f"no trainer_state.json under {out}"
     return json.loads(states[-1].read_text())["log_history"]
 
@@ -44,8 +61,17 @@ def assert_loads(out: Path) -> None:
 
 def test_dpo_trl_two_processes(tiny_base, recipe_env, tmp_path):
     out = tmp_path / "dpo_trl"
-    proc = run_recipe("dpo", CONFIG, *SMALL, "--model_name_or_path", str(tiny_base), "--output_dir", str(out),
-                      env=recipe_env, nproc=2)
+    proc = run_recipe(
+        "dpo",
+        CONFIG,
+        *SMALL,
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        env=recipe_env,
+        nproc=2,
+    )
     assert_loads(out)
     log = trl_log(out)
     train = [r for r in log if "loss" in r]
@@ -59,8 +85,18 @@ def test_dpo_trl_two_processes(tiny_base, recipe_env, tmp_path):
 
 def test_dpo_native(tiny_base, recipe_env, tmp_path):
     out = tmp_path / "dpo_native"
-    run_recipe("dpo", CONFIG, *SMALL, "--backend", "native", "--model_name_or_path", str(tiny_base),
-               "--output_dir", str(out), env=recipe_env)
+    run_recipe(
+        "dpo",
+        CONFIG,
+        *SMALL,
+        "--backend",
+        "native",
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        env=recipe_env,
+    )
     assert_loads(out)
     log = native_log(out)
     train = [r for r in log if "loss" in r]

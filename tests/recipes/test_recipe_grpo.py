@@ -13,8 +13,20 @@ import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
 CONFIG = CONFIGS / "tiny" / "grpo.yaml"
-SMALL = ["--data", "demo:rl:16", "--max_steps", "2", "--logging_steps", "1", "--max_completion_length", "8",
-         "--num_generations", "4", "--per_device_train_batch_size", "8"]
+SMALL = [
+    "--data",
+    "demo:rl:16",
+    "--max_steps",
+    "2",
+    "--logging_steps",
+    "1",
+    "--max_completion_length",
+    "8",
+    "--num_generations",
+    "4",
+    "--per_device_train_batch_size",
+    "8",
+]
 
 
 def finite(rows: list[dict], *keys: str) -> None:
@@ -32,8 +44,20 @@ def loads(out: Path) -> None:
 
 def test_grpo_trl(tiny_base, recipe_env, tmp_path):
     out = tmp_path / "grpo_trl"
-    run_recipe("grpo", CONFIG, *SMALL, "--save_strategy", "steps", "--save_steps", "2",
-               "--model_name_or_path", str(tiny_base), "--output_dir", str(out), env=recipe_env)
+    run_recipe(
+        "grpo",
+        CONFIG,
+        *SMALL,
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        env=recipe_env,
+    )
     loads(out)
     log = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     train = [r for r in log if "loss" in r]
@@ -44,8 +68,18 @@ def test_grpo_trl(tiny_base, recipe_env, tmp_path):
 
 def test_grpo_native(tiny_base, recipe_env, tmp_path):
     out = tmp_path / "grpo_native"
-    run_recipe("grpo", CONFIG, *SMALL, "--backend", "native", "--model_name_or_path", str(tiny_base),
-               "--output_dir", str(out), env=recipe_env)
+    run_recipe(
+        "grpo",
+        CONFIG,
+        *SMALL,
+        "--backend",
+        "native",
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        env=recipe_env,
+    )
     loads(out)
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     train = [r for r in rows if "loss" in r]
@@ -62,9 +96,24 @@ def test_unknown_reward_lists_the_valid_names(tiny_base, tmp_path, backend):
 
     from minimind_hf.rewards import REWARDS
 
-    args = grpo.parse_args(["--config", str(CONFIG), "--backend", backend, "--rewards", "accuracy", "acuracy",
-                            "--reward_weights", "1", "1", "--model_name_or_path", str(tiny_base),
-                            "--output_dir", str(tmp_path / "never")])
+    args = grpo.parse_args(
+        [
+            "--config",
+            str(CONFIG),
+            "--backend",
+            backend,
+            "--rewards",
+            "accuracy",
+            "acuracy",
+            "--reward_weights",
+            "1",
+            "1",
+            "--model_name_or_path",
+            str(tiny_base),
+            "--output_dir",
+            str(tmp_path / "never"),
+        ]
+    )
     with pytest.raises(common.RecipeError) as e:
         grpo.main(*args)
     message = str(e.value)
@@ -76,9 +125,20 @@ def test_unknown_reward_lists_the_valid_names(tiny_base, tmp_path, backend):
 def test_bad_reward_options_and_weights(tiny_base, tmp_path):
     from minimind_hf.recipes import common, grpo
 
-    args = grpo.parse_args(["--config", str(CONFIG), "--reward_options", "{think_format: {nope: 1}}",
-                            "--reward_weights", "1", "--model_name_or_path", str(tiny_base),
-                            "--output_dir", str(tmp_path / "never")])
+    args = grpo.parse_args(
+        [
+            "--config",
+            str(CONFIG),
+            "--reward_options",
+            "{think_format: {nope: 1}}",
+            "--reward_weights",
+            "1",
+            "--model_name_or_path",
+            str(tiny_base),
+            "--output_dir",
+            str(tmp_path / "never"),
+        ]
+    )
     with pytest.raises(common.RecipeError) as e:
         grpo.main(*args)
     assert "nope" in str(e.value) and "think_in_prompt" in str(e.value)  # the reward's valid options
@@ -93,18 +153,40 @@ def test_native_batch_semantics(tiny_base, recipe_env, tmp_path, monkeypatch, ca
     monkeypatch.setenv("MINIMIND_HF_CACHE", recipe_env["MINIMIND_HF_CACHE"])
     shown = []
     for per_device, accum in ((8, 2), (6, 2)):
-        args = grpo.parse_args(["--config", str(CONFIG), "--backend", "native", "--dry_run", "true",
-                                "--data", "demo:rl:16", "--num_generations", "4",
-                                "--per_device_train_batch_size", str(per_device),
-                                "--gradient_accumulation_steps", str(accum), "--model_name_or_path",
-                                str(tiny_base), "--output_dir", str(tmp_path / "never")])
+        args = grpo.parse_args(
+            [
+                "--config",
+                str(CONFIG),
+                "--backend",
+                "native",
+                "--dry_run",
+                "true",
+                "--data",
+                "demo:rl:16",
+                "--num_generations",
+                "4",
+                "--per_device_train_batch_size",
+                str(per_device),
+                "--gradient_accumulation_steps",
+                str(accum),
+                "--model_name_or_path",
+                str(tiny_base),
+                "--output_dir",
+                str(tmp_path / "never"),
+            ]
+        )
         grpo.main(*args)
         shown.append(json.loads(capsys.readouterr().out)["config"])
     assert (shown[0]["batch_size"], shown[0]["grad_accum_steps"], shown[0]["num_generations"]) == (2, 2, 4)
     assert (shown[1]["batch_size"], shown[1]["grad_accum_steps"]) == (3, 1)
     cfg = shown[0]
-    assert (cfg["max_new_tokens"], cfg["beta"], cfg["loss_type"], cfg["epsilon_low"], cfg["epsilon_high"]) == (
-        32, 0.1, "grpo", 0.2, 0.2)
+    assert (
+        cfg["max_new_tokens"],
+        cfg["beta"],
+        cfg["loss_type"],
+        cfg["epsilon_low"],
+        cfg["epsilon_high"],
+    ) == (32, 0.1, "grpo", 0.2, 0.2)
     assert cfg["rewards"] == ["accuracy", "think_format"] and cfg["reward_weights"] == [1.0, 0.5]
     assert cfg["kl_ratio_correction"] is False and cfg["max_prompt_length"] == 128
     assert not (tmp_path / "never").exists()

@@ -14,8 +14,18 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
-SMALL = ["--data", "demo:sft:200", "--max_steps", "4", "--logging_steps", "1", "--eval_steps", "4",
-         "--save_steps", "4"]
+SMALL = [
+    "--data",
+    "demo:sft:200",
+    "--max_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "4",
+    "--save_steps",
+    "4",
+]
 
 
 def adapter_deltas(out: Path) -> dict:
@@ -24,7 +34,10 @@ def adapter_deltas(out: Path) -> dict:
 
     meta = json.loads((out / "adapter_config.json").read_text())
     scaling = meta["lora_alpha"] / meta["r"]
-    tensors = {k.removeprefix("base_model.model."): v for k, v in load_file(out / "adapter_model.safetensors").items()}
+    tensors = {
+        k.removeprefix("base_model.model."): v
+        for k, v in load_file(out / "adapter_model.safetensors").items()
+    }
     deltas = {}
     for key, a in tensors.items():
         if ".lora_A." in key:
@@ -40,8 +53,18 @@ def test_lora_recipe_adapter_and_merged_model(backend, recipe_env, tiny_base, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "lora"
-    proc = run_recipe("lora", CONFIGS / "tiny" / "lora.yaml", *SMALL, "--model_name_or_path", str(tiny_base),
-                      "--output_dir", str(out), "--backend", backend, env=recipe_env)
+    proc = run_recipe(
+        "lora",
+        CONFIGS / "tiny" / "lora.yaml",
+        *SMALL,
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        "--backend",
+        backend,
+        env=recipe_env,
+    )
     if backend == "native":
         rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
         losses = [r["loss"] for r in rows if "loss" in r]
@@ -71,7 +94,8 @@ def test_lora_recipe_adapter_and_merged_model(backend, recipe_env, tiny_base, tm
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     ids = tokenizer("Hello, how are you today?", return_tensors="pt").input_ids
     adapted = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_base, trust_remote_code=True), str(out)).eval()
+        AutoModelForCausalLM.from_pretrained(tiny_base, trust_remote_code=True), str(out)
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-5, rtol=0)
         assert merged.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
@@ -82,8 +106,19 @@ def test_lora_without_peft_is_a_clear_error(tiny_base, tmp_path):
     from minimind_hf.recipes import common, lora
     from trl import SFTConfig
 
-    args = common.parse_recipe(SFTConfig, extra_dataclasses=(lora.LoraArguments,), argv=[
-        "--config", str(CONFIGS / "tiny" / "lora.yaml"), "--model_name_or_path", str(tiny_base),
-        "--use_peft", "false", "--output_dir", str(tmp_path / "x")])
+    args = common.parse_recipe(
+        SFTConfig,
+        extra_dataclasses=(lora.LoraArguments,),
+        argv=[
+            "--config",
+            str(CONFIGS / "tiny" / "lora.yaml"),
+            "--model_name_or_path",
+            str(tiny_base),
+            "--use_peft",
+            "false",
+            "--output_dir",
+            str(tmp_path / "x"),
+        ],
+    )
     with pytest.raises(common.RecipeError, match=r"use_peft: false .*recipes/sft.py"):
         lora.main(*args)

@@ -18,9 +18,25 @@ def test_ppo_native(tiny_base, recipe_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "ppo"
-    run_recipe("ppo", CONFIG, "--data", "demo:rl:16", "--max_steps", "2", "--logging_steps", "1",
-               "--max_completion_length", "8", "--per_device_train_batch_size", "2",
-               "--model_name_or_path", str(tiny_base), "--output_dir", str(out), env=recipe_env)
+    run_recipe(
+        "ppo",
+        CONFIG,
+        "--data",
+        "demo:rl:16",
+        "--max_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--max_completion_length",
+        "8",
+        "--per_device_train_batch_size",
+        "2",
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        env=recipe_env,
+    )
     AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     assert (out / "value_model.safetensors").is_file()
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -35,8 +51,18 @@ def test_ppo_trl_backend_is_refused(tiny_base, tmp_path):
     """In-process (the script turns this RecipeError into ``error: ...`` on stderr and exit status 2)."""
     from minimind_hf.recipes import common, ppo
 
-    args = ppo.parse_args(["--config", str(CONFIG), "--backend", "trl", "--model_name_or_path", str(tiny_base),
-                           "--output_dir", str(tmp_path / "never")])
+    args = ppo.parse_args(
+        [
+            "--config",
+            str(CONFIG),
+            "--backend",
+            "trl",
+            "--model_name_or_path",
+            str(tiny_base),
+            "--output_dir",
+            str(tmp_path / "never"),
+        ]
+    )
     with pytest.raises(common.RecipeError) as e:
         ppo.main(*args)
     message = str(e.value)

@@ -12,8 +12,18 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
-SMALL = ["--data", "demo:pretrain:300", "--max_steps", "4", "--logging_steps", "1", "--eval_steps", "4",
-         "--save_steps", "4"]
+SMALL = [
+    "--data",
+    "demo:pretrain:300",
+    "--max_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "4",
+    "--save_steps",
+    "4",
+]
 
 
 def logged_losses(proc, out: Path, backend: str) -> list[float]:
@@ -39,8 +49,16 @@ def check_generates(out: Path) -> None:
 @pytest.mark.parametrize("backend", ["trl", "native"])
 def test_pretrain_recipe_trains_tokenizer_and_model(backend, recipe_env, tmp_path):
     out = tmp_path / "pretrain"
-    proc = run_recipe("pretrain", CONFIGS / "tiny" / "pretrain.yaml", *SMALL, "--output_dir", str(out),
-                      "--backend", backend, env=recipe_env)
+    proc = run_recipe(
+        "pretrain",
+        CONFIGS / "tiny" / "pretrain.yaml",
+        *SMALL,
+        "--output_dir",
+        str(out),
+        "--backend",
+        backend,
+        env=recipe_env,
+    )
     # no tokenizer and no model in the config: a tokenizer of vocab_size tokens was trained and saved with the model
     assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
     from transformers import AutoTokenizer

@@ -17,10 +17,31 @@ def test_rloo_trl(tiny_base, recipe_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "rloo"
-    run_recipe("rloo", CONFIG, "--data", "demo:rl:16", "--max_steps", "2", "--logging_steps", "1",
-               "--max_completion_length", "8", "--num_generations", "4", "--per_device_train_batch_size", "8",
-               "--save_strategy", "steps", "--save_steps", "2", "--model_name_or_path", str(tiny_base),
-               "--output_dir", str(out), env=recipe_env)
+    run_recipe(
+        "rloo",
+        CONFIG,
+        "--data",
+        "demo:rl:16",
+        "--max_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--max_completion_length",
+        "8",
+        "--num_generations",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--model_name_or_path",
+        str(tiny_base),
+        "--output_dir",
+        str(out),
+        env=recipe_env,
+    )
     AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     log = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     train = [r for r in log if "loss" in r]
@@ -32,8 +53,18 @@ def test_rloo_trl(tiny_base, recipe_env, tmp_path):
 def test_rloo_native_is_refused(tiny_base, tmp_path):
     from minimind_hf.recipes import common, rloo
 
-    args = rloo.parse_args(["--config", str(CONFIG), "--backend", "native", "--model_name_or_path",
-                            str(tiny_base), "--output_dir", str(tmp_path / "never")])
+    args = rloo.parse_args(
+        [
+            "--config",
+            str(CONFIG),
+            "--backend",
+            "native",
+            "--model_name_or_path",
+            str(tiny_base),
+            "--output_dir",
+            str(tmp_path / "never"),
+        ]
+    )
     with pytest.raises(common.RecipeError) as e:
         rloo.main(*args)
     message = str(e.value)

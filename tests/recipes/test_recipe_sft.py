@@ -11,8 +11,20 @@ import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
 CONFIG = CONFIGS / "tiny" / "sft.yaml"
-SMALL = ["--data", "demo:sft:300", "--max_steps", "4", "--logging_steps", "1", "--eval_strategy", "no",
-         "--max_length", "128", "--learning_rate", "2e-3"]
+SMALL = [
+    "--data",
+    "demo:sft:300",
+    "--max_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--eval_strategy",
+    "no",
+    "--max_length",
+    "128",
+    "--learning_rate",
+    "2e-3",
+]
 
 
 def trl_losses(out: Path) -> list[float]:
@@ -25,18 +37,32 @@ def assert_chat_model(out: Path) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     tok = AutoTokenizer.from_pretrained(out)
-    enc = tok.apply_chat_template([{"role": "user", "content": "1 + 1 = ?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "1 + 1 = ?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     assert model.generate(**enc, max_new_tokens=4, do_sample=False).shape[1] > enc["input_ids"].shape[1]
 
 
 def test_sft_trl_two_processes_equal_one_process(tiny_base, recipe_env, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     base = [*SMALL, "--model_name_or_path", str(tiny_base), "--save_strategy", "no"]
-    run_recipe("sft", CONFIG, *base, "--per_device_train_batch_size", "8", "--output_dir", str(one),
-               env=recipe_env)
-    run_recipe("sft", CONFIG, *base, "--per_device_train_batch_size", "4", "--output_dir", str(two),
-               env=recipe_env, nproc=2)
+    run_recipe(
+        "sft", CONFIG, *base, "--per_device_train_batch_size", "8", "--output_dir", str(one), env=recipe_env
+    )
+    run_recipe(
+        "sft",
+        CONFIG,
+        *base,
+        "--per_device_train_batch_size",
+        "4",
+        "--output_dir",
+        str(two),
+        env=recipe_env,
+        nproc=2,
+    )
     losses_one, losses_two = trl_losses(one), trl_losses(two)
     assert len(losses_one) == len(losses_two) == 4
     # the same 8 conversations per step (accelerate shards each global batch across the ranks) and the loss
@@ -48,8 +74,21 @@ def test_sft_trl_two_processes_equal_one_process(tiny_base, recipe_env, tmp_path
 
 def test_sft_native_two_processes(tiny_base, recipe_env, tmp_path):
     out = tmp_path / "native"
-    proc = run_recipe("sft", CONFIG, *SMALL, "--backend", "native", "--model_name_or_path", str(tiny_base),
-                      "--per_device_train_batch_size", "4", "--output_dir", str(out), env=recipe_env, nproc=2)
+    proc = run_recipe(
+        "sft",
+        CONFIG,
+        *SMALL,
+        "--backend",
+        "native",
+        "--model_name_or_path",
+        str(tiny_base),
+        "--per_device_train_batch_size",
+        "4",
+        "--output_dir",
+        str(out),
+        env=recipe_env,
+        nproc=2,
+    )
     assert "2 process(es)" in proc.stderr  # the native loop's start line: one DDP group, not 2 lone runs
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
