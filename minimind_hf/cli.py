@@ -2,7 +2,7 @@
 
     minimind-hf quickstart [--out DIR] [--data FILE ...] [--max-steps N]
     minimind-hf tokenizer train --data FILE [FILE ...] --out DIR [--vocab-size N]
-    minimind-hf train STAGE --config FILE [key=value ...]
+    minimind-hf train STAGE --config RECIPE.yaml [--key value ...]   (recipes ls / recipes cp: the shipped configs)
     minimind-hf convert {to-qwen3,from-qwen3,from-pth,to-pth,merge-lora,to-gguf,to-ollama} ...
     minimind-hf eval ...            (C-Eval / CMMLU through lm-eval; `eval ppl` for perplexity and bits-per-byte)
     minimind-hf serve MODEL_DIR     (OpenAI-compatible server); chat MODEL_DIR; webui MODEL_DIR
@@ -19,7 +19,7 @@ from pathlib import Path
 from .cli_logging import configure_logging
 from .convert.cli import add_convert_commands
 from .eval.cli import add_eval_commands
-from .native.cli import add_train_commands
+from .recipes.cli import add_recipes_commands, add_train_commands
 from .serve.cli import add_serve_commands
 from .tokenizer.cli import add_tokenizer_commands
 
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quickstart(sub)
     add_tokenizer_commands(sub)
     add_train_commands(sub)
+    add_recipes_commands(sub)
     add_convert_commands(sub)
     add_eval_commands(sub)
     add_serve_commands(sub)

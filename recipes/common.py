@@ -29,20 +29,30 @@ logger = logging.getLogger("minimind_hf.recipes")
 
 __all__ = [
     "BACKENDS",
+    "LORA_FIELDS",
     "RecipeArguments",
     "RecipeError",
     "build_or_load_model",
     "check_recipe",
-    "is_main_process",
     "dry_run",
+    "is_main_process",
+    "launch_problems",
     "load_split",
-    "native_weight_decay",
     "load_tokenizer_for",
+    "lora_targets",
+    "native_weight_decay",
     "parse_recipe",
+    "peft_config",
+    "peft_problems",
     "prepare_runtime",
+    "resume_arg",
     "run_cli",
+    "run_recipe",
     "save_final",
     "setup_logging",
+    "sft_messages",
+    "sft_trainer",
+    "train_and_save",
 ]
 
 BACKENDS = ("trl", "native")
@@ -145,7 +155,27 @@ def parse_recipe(
         if "bf16" in message:  # trl defaults bf16 to true; CPUs (and old GPUs) need it off
             message += " (on a CPU set `bf16: false` in the YAML or pass --bf16 false)"
         raise RecipeError([message], _config_name(args)) from None
+    parsed[0].given = given_keys(args)
     return tuple(parsed)
+
+
+def given_keys(argv: Sequence[str]) -> frozenset[str]:
+    """The keys the user set: the ``--config`` YAML's plus the ``--key`` flags (so that a field left at its
+    default, or filled in by a config class's ``__post_init__``, is never taken for a request)."""
+    import yaml
+
+    keys = set()
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0].replace("-", "_")
+        if name == "config" and i + 1 < len(argv):
+            data = yaml.safe_load(Path(argv[i + 1]).read_text(encoding="utf-8")) or {}
+            keys |= set(data) if isinstance(data, dict) else set()
+        elif name != "config":
+            keys.add(name)
+    return frozenset(keys)
 
 
 def use_cpu_when_no_accelerator() -> None:
@@ -170,8 +200,12 @@ def check_recipe(
     model_args: Any,
     needs_model: str | None = None,
     extra: Sequence[str] = (),
+    stage: str | None = None,
+    stage_args: Sequence[Any] = (),
 ) -> None:
-    """Validate what all recipes share; raise `RecipeError` listing every problem (plus `extra`)."""
+    """Validate what all recipes share; raise `RecipeError` listing every problem (plus `extra`). With
+    ``backend: native``, also what the native translation of `stage` refuses (`stage_args`: the stage's extra
+    dataclasses), so every problem shows in one error."""
     from minimind_hf.configuration_minimind import PRESETS
     from minimind_hf.native.common import check_data_files
 
@@ -199,10 +233,144 @@ def check_recipe(
         and not Path(recipe_args.tokenizer).is_dir()
     ):
         p.append(f"tokenizer: no such folder {recipe_args.tokenizer!r}")
+    if model and recipe_args.overrides():
+        p.append(f"model_overrides configure a new model; they cannot change {model!r} (unset one of them)")
     if not training_args.output_dir:
         p.append("output_dir is required")
+    p += launch_problems(recipe_args.backend, training_args)
+    p += peft_problems(model_args)
+    if recipe_args.backend == "native" and stage is not None:
+        from .native_bridge import TABLES, translation_problems
+
+        if stage in TABLES:
+            p += translation_problems(stage, recipe_args, training_args, model_args, *stage_args)
     if p:
-        raise RecipeError(p)
+        raise RecipeError(list(dict.fromkeys(p)))  # in order, each problem once
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def launch_problems(backend: str, training_args: Any) -> list[str]:
+    """FSDP / DeepSpeed launches that cannot be honoured here (never a silent fallback to plain DDP)."""
+    import torch
+
+    sharded = []
+    if _env_flag("ACCELERATE_USE_FSDP") or getattr(training_args, "fsdp", None):
+        sharded.append("FSDP")
+    if _env_flag("ACCELERATE_USE_DEEPSPEED") or getattr(training_args, "deepspeed", None):
+        sharded.append("DeepSpeed")
+    if not sharded:
+        return []
+    what = " and ".join(sharded)
+    if not torch.cuda.is_available():
+        return [
+            f"this run was launched with {what} (an accelerate config or TrainingArguments), but this machine has "
+            "no CUDA GPU: accelerate would quietly run plain DDP on the CPU instead. Launch with --config_file "
+            "recipes/accelerate/cpu_2proc.yaml (DDP over gloo), or run on GPUs"
+        ]
+    if backend == "native":
+        return [
+            f"backend native runs DDP only; this run was launched with {what}. Use backend: trl for {what}, "
+            "or launch with --config_file recipes/accelerate/ddp.yaml"
+        ]
+    return []
+
+
+LORA_FIELDS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "lora_target_parameters",
+    "lora_modules_to_save",
+    "lora_task_type",
+    "use_rslora",
+    "use_dora",
+)
+
+
+def peft_problems(model_args: Any) -> list[str]:
+    """LoRA fields set while ``use_peft`` is false would be ignored: refuse them."""
+    if model_args.use_peft:
+        return []
+    defaults = type(model_args)()
+    changed = [n for n in LORA_FIELDS if getattr(model_args, n) != getattr(defaults, n)]
+    if not changed:
+        return []
+    return [
+        f"{', '.join(changed)} set but use_peft is false: set use_peft: true to train LoRA adapters, or unset them"
+    ]
+
+
+def lora_targets(model_args: Any) -> list[str] | str:
+    """``lora_target_modules`` as peft wants it: trl turns a one-item list into a string, which peft would read
+    as a regex over full module names; give peft the list again (``all-linear`` stays a string)."""
+    targets = model_args.lora_target_modules
+    if targets is None:
+        return []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    return "all-linear" if targets == ["all-linear"] else targets
+
+
+def peft_config(model_args: Any):
+    """trl's ``get_peft_config`` (a peft ``LoraConfig`` from ModelConfig; None unless ``use_peft``), with the
+    target names as in `lora_targets`."""
+    from trl import get_peft_config
+
+    config = get_peft_config(model_args)
+    if config is not None:
+        config.target_modules = lora_targets(model_args)
+    return config
+
+
+def resume_arg(training_args: Any) -> bool | str | None:
+    """``resume_from_checkpoint`` as ``Trainer.train`` takes it: ``true`` = the latest checkpoint in output_dir
+    (transformers wants the bool; a YAML or command-line ``true`` arrives as the string "true")."""
+    value = training_args.resume_from_checkpoint
+    if value is None or value is False or str(value).lower() in ("", "false", "none"):
+        return None
+    if value is True or str(value).lower() == "true":
+        return True
+    return value
+
+
+def base_model_path(base: str | None) -> str | None:
+    """What an adapter records as its base: a local folder's absolute path, or the Hub name as given."""
+    if base and Path(base).is_dir():
+        return str(Path(base).resolve())
+    return base
+
+
+def record_adapter_base(adapter_dir: str) -> None:
+    """Make ``adapter_config.json``'s ``base_model_name_or_path`` absolute (`base_model_path`): peft writes the
+    path as the model was loaded, often relative to the launch directory."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        return
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["base_model_name_or_path"] = base_model_path(meta.get("base_model_name_or_path"))
+    path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def train_and_save(
+    trainer: Any, stage: str, recipe_args: RecipeArguments, training_args: Any, model_args: Any
+) -> None:
+    """``trainer.train`` (resuming as asked), `save_final`, and the output folder's model card."""
+    trainer.train(resume_from_checkpoint=resume_arg(training_args))
+    save_final(trainer, training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        from minimind_hf.model_card import write_model_card
+
+        write_model_card(
+            training_args.output_dir,
+            stage=stage,
+            backend="trl",
+            base_model=model_args.model_name_or_path,
+            data=list(recipe_args.data),
+            adapter=(Path(training_args.output_dir) / "adapter_config.json").is_file(),
+        )
 
 
 def _looks_local(name: str) -> bool:
@@ -243,12 +411,29 @@ def prepare_runtime(recipe_args: RecipeArguments) -> None:
         torch.set_num_threads(recipe_args.num_threads)
 
 
+def _quantization(model_args: Any) -> dict:
+    """trl's bitsandbytes settings (``load_in_4bit`` / ``load_in_8bit``) as from_pretrained kwargs."""
+    from trl import get_quantization_config
+
+    config = get_quantization_config(model_args)
+    if config is None:
+        return {}
+    from accelerate import PartialState
+
+    return {"quantization_config": config, "device_map": {"": PartialState().local_process_index}}
+
+
 def build_or_load_model(
-    recipe_args: RecipeArguments, model_args: Any, tokenizer: Any, trust_remote_code: bool = False
+    recipe_args: RecipeArguments,
+    model_args: Any,
+    tokenizer: Any,
+    trust_remote_code: bool = False,
+    init_kwargs: dict | None = None,
 ):
-    """``model_name_or_path`` loaded with AutoModelForCausalLM (fp32 unless ``dtype`` says otherwise), or a new
-    MiniMind from ``preset`` + ``model_overrides`` sized to the tokenizer. (MiniMind folders need no
-    ``trust_remote_code`` here: importing minimind_hf registers the Auto classes.)"""
+    """``model_name_or_path`` loaded with AutoModelForCausalLM (fp32 unless ``dtype`` says otherwise; trl's
+    ``model_init_kwargs`` and bitsandbytes settings applied), or a new MiniMind from ``preset`` +
+    ``model_overrides`` sized to the tokenizer. (MiniMind folders need no ``trust_remote_code`` here:
+    importing minimind_hf registers the Auto classes.)"""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -257,15 +442,15 @@ def build_or_load_model(
     attn = model_args.attn_implementation or "sdpa"
     if model_args.model_name_or_path:
         dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "float32"
-        model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path,
-            dtype=getattr(torch, dtype),
-            attn_implementation=attn,
-            trust_remote_code=trust_remote_code,
-            revision=model_args.model_revision,
-        )
-        if recipe_args.overrides():
-            logger.warning("model_overrides are ignored when starting from %s", model_args.model_name_or_path)
+        kwargs = {
+            **(init_kwargs or {}),
+            "dtype": getattr(torch, dtype),
+            "attn_implementation": attn,
+            "trust_remote_code": trust_remote_code,
+            "revision": model_args.model_revision,
+            **_quantization(model_args),
+        }
+        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
     else:
         overrides = recipe_args.overrides()
         overrides.setdefault("vocab_size", len(tokenizer))
@@ -284,6 +469,33 @@ def build_or_load_model(
     return model
 
 
+def sft_trainer(recipe_args, training_args, model_args, split: str = "sft", **trainer_kwargs):
+    """(trl SFTTrainer with the native weight-decay grouping, tokenizer) on the recipe's conversations and
+    model; LoRA adapters when ``use_peft``. ``trainer_kwargs`` go to SFTTrainer."""
+    from trl import SFTTrainer
+
+    tokenizer = load_tokenizer_for(recipe_args, model_args)
+    train, evaluation = load_split(split, recipe_args, training_args.seed)
+    model = build_or_load_model(
+        recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
+    )
+    trainer = native_weight_decay(SFTTrainer)(
+        model=model,
+        args=training_args,
+        train_dataset=sft_messages(train),
+        eval_dataset=sft_messages(evaluation) if evaluation is not None else None,
+        processing_class=tokenizer,
+        peft_config=peft_config(model_args),
+        **trainer_kwargs,
+    )
+    return trainer, tokenizer
+
+
+def sft_messages(records):
+    """trl's conversational form: a ``messages`` column (our records call it ``conversations``)."""
+    return records.rename_column("conversations", "messages")
+
+
 def dry_run(recipe_args: RecipeArguments, training_args: Any, model_args: Any) -> bool:
     """With ``--dry_run``: print the parsed configuration as JSON and return True (the caller stops)."""
     if not recipe_args.dry_run:
@@ -299,9 +511,9 @@ def dry_run(recipe_args: RecipeArguments, training_args: Any, model_args: Any) -
     return True
 
 
-def run_cli(main: Any, parse_args: Any) -> None:
-    """A recipe's ``__main__``: parse, run, and turn configuration and data errors into one clear message
-    (file:line:field for bad records) and exit status 2 instead of a traceback."""
+def run_recipe(main: Any, parse_args: Any) -> int:
+    """Parse and run a recipe; configuration and data errors become one clear message (file:line:field for bad
+    records) and exit status 2 instead of a traceback. Returns the exit status."""
     from minimind_hf.data import RecordError
     from minimind_hf.native.config import ConfigError
 
@@ -309,10 +521,21 @@ def run_cli(main: Any, parse_args: Any) -> None:
         main(*parse_args())
     except (RecipeError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except RecordError as e:
         print(f"error: invalid data: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    except (FileNotFoundError, ValueError) as e:  # e.g. fewer rows than one optimizer step needs
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_cli(main: Any, parse_args: Any) -> None:
+    """A recipe's ``__main__``: `run_recipe`, exiting with its status."""
+    status = run_recipe(main, parse_args)
+    if status:
+        sys.exit(status)
 
 
 def native_weight_decay(trainer_cls: type) -> type:
@@ -333,6 +556,8 @@ def native_weight_decay(trainer_cls: type) -> type:
 def save_final(trainer: Any, output_dir: str) -> None:
     """Save the trained model as a Hugging Face folder (weights, config with auto_map, code, tokenizer)."""
     trainer.save_model(output_dir)
+    if trainer.accelerator.is_main_process:
+        record_adapter_base(output_dir)  # a PeftModel saved its adapter only
     trainer.save_state()  # trainer_state.json (the log history) beside the model, even with save_strategy: no
     if trainer.accelerator.is_main_process:
         logger.info(

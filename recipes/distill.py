@@ -20,7 +20,7 @@ tokens is the generalised Jensen-Shannon divergence between teacher and student 
 
     loss = JSD_beta(p_teacher^T, p_student^T)        beta 0 = forward KL(teacher || student), 1 = reverse KL
 
-so: no cross-entropy term (``alpha`` is a native-only key, logged and ignored by trl), no T^2 factor, the
+so: no cross-entropy term (``alpha`` and ``max_length`` are native-only keys, refused by trl), no T^2 factor, the
 tokens scored are the student's samples rather than the dataset's answers, and ``temperature`` is also the
 sampling temperature. Set ``beta: 0.0`` for the same divergence direction as the native KD term (the
 native backend only implements that one: another ``beta`` is an error there). Records' ``tools`` are not
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
-from minimind_hf.recipes.native_bridge import run_native
+from minimind_hf.recipes.native_bridge import run_native, trl_refusals
 
 logger = logging.getLogger("minimind_hf.recipes")
 
@@ -70,11 +70,8 @@ def distill_problems(recipe_args, training_args, model_args, distill_args) -> li
         p.append(f"alpha must be in [0, 1], got {distill_args.alpha}")
     if training_args.temperature <= 0:
         p.append(f"temperature must be > 0, got {training_args.temperature}")
-    if recipe_args.backend == "native" and training_args.beta != 0.0:
-        p.append(
-            f"beta {training_args.beta}: the native backend's divergence is forward KL(teacher || student) "
-            "(beta: 0.0); use backend trl for reverse KL / JSD"
-        )
+    if recipe_args.backend == "trl":
+        p += trl_refusals("distill", distill_args)
     return p
 
 
@@ -120,37 +117,22 @@ def main(recipe_args, training_args, model_args, distill_args=None) -> None:
         model_args,
         extra=distill_problems(recipe_args, training_args, model_args, distill_args),
         needs_model="the student to distil into (e.g. the SFT recipe's output_dir)",
+        stage="distill",
+        stage_args=(distill_args,),
     )
     if recipe_args.backend == "native":
-        run_native(
-            "distill",
-            recipe_args,
-            training_args,
-            model_args,
-            {
-                "teacher": training_args.teacher_model_name_or_path,
-                "alpha": distill_args.alpha,
-                "temperature": training_args.temperature,
-                "max_length": distill_args.max_length,
-                "packing": True,
-                "max_conversations": recipe_args.max_records,
-            },
-            stage_mapped={"teacher_model_name_or_path", "temperature", "beta"},
-        )
+        run_native("distill", recipe_args, training_args, model_args, distill_args)
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
         return
     from trl import DistillationTrainer
 
-    if distill_args.alpha != 0.0:
-        logger.warning(
-            "backend trl: alpha=%g is ignored (trl's on-policy loss is the divergence alone, no CE term)",
-            distill_args.alpha,
-        )
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
     train, evaluation = common.load_split("sft", recipe_args, training_args.seed)
-    model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)
+    model = common.build_or_load_model(
+        recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
+    )
     trainer = common.native_weight_decay(DistillationTrainer)(
         model=model,
         teacher_model=load_teacher(training_args, model_args, model),
@@ -158,9 +140,9 @@ def main(recipe_args, training_args, model_args, distill_args=None) -> None:
         train_dataset=prompts(train),
         eval_dataset=prompts(evaluation) if evaluation is not None else None,
         processing_class=tokenizer,
+        peft_config=common.peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    common.save_final(trainer, training_args.output_dir)
+    common.train_and_save(trainer, "distill", recipe_args, training_args, model_args)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

@@ -12,21 +12,10 @@ message lists + ``tools``), so both backends see the same pairs. The loss is the
 ``-log sigmoid(beta * margin)``, with conservative label smoothing when ``label_smoothing > 0``; the native
 trainer implements exactly that (trl's other ``loss_type`` values are trl only).
 
-============================  ================================================================
-trl key (DPOConfig) / recipe  native key (minimind_hf.native.dpo.DPOConfig)
-============================  ================================================================
-per_device_train_batch_size   batch_size (pairs per micro-batch in both)
-beta                          beta
-label_smoothing               label_smoothing (with loss_type [sigmoid] only)
-loss_type                     must be [sigmoid] for the native backend
-max_length                    max_length (prompt + answer tokens)
-max_prompt_length (recipe)    max_prompt_length (default max_length // 2; prompts cut from the left).
-                              trl 1.16 has no such key: it keeps the start of prompt + answer up to
-                              max_length and drops pairs whose prompt alone fills it
-open_thinking (recipe)        open_thinking; for trl a ``chat_template_kwargs`` column
-                              ``{open_thinking: true}`` (how trl 1.16's DPOTrainer takes template kwargs)
-max_records (recipe)          max_pairs
-============================  ================================================================
+The native translation is the ``DPO`` table in ``recipes/native_bridge.py`` (shown in recipes/README.md):
+``loss_type`` must be ``[sigmoid]``; ``max_prompt_length`` (ours, native only: trl 1.16 has no prompt
+truncation, it keeps the start of prompt + answer up to ``max_length``) defaults to ``max_length // 2``;
+``precompute_ref_log_probs`` scores every pair with the reference once, as trl does.
 """
 
 from __future__ import annotations
@@ -35,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
-from minimind_hf.recipes.native_bridge import run_native
+from minimind_hf.recipes.native_bridge import run_native, trl_refusals
 
 logger = logging.getLogger("minimind_hf.recipes")
 
@@ -64,27 +53,6 @@ def with_template_kwargs(records, open_thinking: bool):
     return records.map(lambda _: {"chat_template_kwargs": {"open_thinking": True}})
 
 
-def native_problems(training_args) -> list[str]:
-    """trl options that change the loss and that the native trainer does not implement."""
-    t, p = training_args, []
-    if list(t.loss_type) != ["sigmoid"]:
-        p.append(
-            f"loss_type {t.loss_type}: the native trainer implements sigmoid DPO (+ label_smoothing) only"
-        )
-    if t.loss_weights:
-        p.append("loss_weights: the native trainer has a single loss")
-    for name, default in (
-        ("f_divergence_type", "reverse_kl"),
-        ("use_weighting", False),
-        ("ld_alpha", None),
-        ("sync_ref_model", False),
-        ("truncation_mode", "keep_start"),
-    ):
-        if getattr(t, name) != default:
-            p.append(f"{name}={getattr(t, name)!r}: not supported by the native trainer (use backend: trl)")
-    return p
-
-
 def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None = None) -> None:
     dpo_args = dpo_args or DPOArguments()
     common.prepare_runtime(recipe_args)
@@ -98,67 +66,41 @@ def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None =
             f"need 0 < max_prompt_length < max_length, got {dpo_args.max_prompt_length}, "
             f"{training_args.max_length}"
         )
+    if recipe_args.backend == "trl":
+        problems += trl_refusals("dpo", dpo_args)
     common.check_recipe(
         recipe_args,
         training_args,
         model_args,
         extra=problems,
         needs_model="DPO starts from an SFT folder (policy and frozen reference start there)",
+        stage="dpo",
+        stage_args=(dpo_args,),
     )
     if recipe_args.backend == "native":
-        max_length = training_args.max_length or 1024
-        run_native(
-            "dpo",
-            recipe_args,
-            training_args,
-            model_args,
-            {
-                "beta": training_args.beta,
-                "label_smoothing": training_args.label_smoothing,
-                "max_length": max_length,
-                "max_prompt_length": dpo_args.max_prompt_length or max_length // 2,
-                "open_thinking": dpo_args.open_thinking,
-                "max_pairs": recipe_args.max_records,
-                "precompute_ref_logps": bool(training_args.precompute_ref_log_probs),
-            },
-            problems=native_problems(training_args),
-            stage_mapped={
-                "beta",
-                "label_smoothing",
-                "max_length",
-                "loss_type",
-                "truncation_mode",
-                "precompute_ref_log_probs",
-                "precompute_ref_batch_size",
-                "disable_dropout",
-                "pad_to_multiple_of",
-                "padding_free",
-            },
-        )
+        run_native("dpo", recipe_args, training_args, model_args, dpo_args)
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
         return
     from trl import DPOTrainer
 
-    if dpo_args.max_prompt_length:
-        logger.warning(
-            "max_prompt_length=%d: trl 1.16's DPOTrainer has no prompt truncation (it keeps the start of "
-            "prompt + answer up to max_length); native backend only",
-            dpo_args.max_prompt_length,
-        )
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
     train, evaluation = common.load_split("dpo", recipe_args, training_args.seed)
-    model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)
-    trainer = common.native_weight_decay(DPOTrainer)(
-        model=model,  # ref_model=None: trl loads a frozen reference from the same folder
+    model = common.build_or_load_model(
+        recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
+    )
+    trainer = common.native_weight_decay(
+        DPOTrainer
+    )(
+        model=model,  # ref_model=None: trl loads a frozen reference from the same folder (or disables the adapter)
         args=training_args,
         train_dataset=with_template_kwargs(train, dpo_args.open_thinking),
         eval_dataset=with_template_kwargs(evaluation, dpo_args.open_thinking),
         processing_class=tokenizer,
+        peft_config=common.peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    common.save_final(trainer, training_args.output_dir)
+    common.train_and_save(trainer, "dpo", recipe_args, training_args, model_args)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

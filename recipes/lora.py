@@ -22,7 +22,8 @@ Differences of ``backend: native`` (`minimind_hf.native.lora`): it writes the me
 the adapter to output_dir/adapter; this recipe then moves them into the layout above (``merge: false``
 deletes the merged copy, as the native stage always merges). Its checkpoints are ``output_dir/checkpoints/``
 (trl: ``output_dir/checkpoint-N``). Only plain LoRA: ``use_rslora``, ``use_dora``, ``lora_modules_to_save``
-and ``lora_target_parameters`` are errors there.
+and ``lora_target_parameters`` are refused there. ``adapter_config.json`` records the base model's absolute path
+(or its Hub name), so the adapter loads from any working directory.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from pathlib import Path
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
 from minimind_hf.recipes.native_bridge import run_native
-from minimind_hf.recipes.sft import SFT_MAPPED, native_sft_keys, sft_trainer
 
 logger = logging.getLogger("minimind_hf.recipes")
 
@@ -61,14 +61,6 @@ class LoraArguments:
     )
 
 
-def target_modules(model_args) -> list[str]:
-    """trl turns a one-item list into a string (a regex for peft); give peft a list of names again."""
-    targets = model_args.lora_target_modules
-    if targets is None:
-        return []
-    return [targets] if isinstance(targets, str) else list(targets)
-
-
 def lora_problems(recipe_args, training_args, model_args) -> list[str]:
     p = []
     if not model_args.use_peft:
@@ -76,7 +68,8 @@ def lora_problems(recipe_args, training_args, model_args) -> list[str]:
             "use_peft: false would fine-tune every weight; the LoRA recipe needs use_peft: true "
             "(for a full fine-tune use recipes/sft.py)"
         )
-    targets = target_modules(model_args)
+    targets = common.lora_targets(model_args)
+    targets = [targets] if isinstance(targets, str) else targets
     if not targets:
         p.append(
             f"lora_target_modules is required: some of {', '.join(LINEAR_NAMES)} (the original: q_proj, o_proj)"
@@ -90,39 +83,11 @@ def lora_problems(recipe_args, training_args, model_args) -> list[str]:
         p.append(f"lora_r must be > 0, got {model_args.lora_r}")
     if not training_args.assistant_only_loss:
         p.append("assistant_only_loss: false trains on prompts too; MiniMind LoRA recipes keep it true")
-    if recipe_args.backend == "native":
-        unsupported = [k for k in ("use_rslora", "use_dora") if getattr(model_args, k, False)]
-        unsupported += [
-            k for k in ("lora_modules_to_save", "lora_target_parameters") if getattr(model_args, k, None)
-        ]
-        if unsupported:
-            p.append(
-                f"{', '.join(unsupported)}: the native LoRA is plain LoRA; unset them or use backend trl"
-            )
-        if targets == ["all-linear"]:
-            p.append(
-                f"lora_target_modules all-linear: list the names for the native backend ({', '.join(LINEAR_NAMES)})"
-            )
+    if recipe_args.backend == "native" and targets == ["all-linear"]:
+        p.append(
+            f"lora_target_modules all-linear: list the names for the native backend ({', '.join(LINEAR_NAMES)})"
+        )
     return p
-
-
-def peft_config(model_args):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules
-        if target_modules(model_args) == ["all-linear"]
-        else target_modules(model_args),
-        target_parameters=model_args.lora_target_parameters,
-        modules_to_save=model_args.lora_modules_to_save,
-        use_rslora=model_args.use_rslora,
-        use_dora=model_args.use_dora,
-        bias="none",
-        task_type=model_args.lora_task_type,
-    )
 
 
 def relayout_native(output_dir: str, base: str | None, merge: bool) -> None:
@@ -151,7 +116,7 @@ def relayout_native(output_dir: str, base: str | None, merge: bool) -> None:
     adapter.rmdir()
     config_path = out / "adapter_config.json"
     meta = json.loads(config_path.read_text(encoding="utf-8"))
-    meta["base_model_name_or_path"] = base
+    meta["base_model_name_or_path"] = common.base_model_path(base)
     config_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
@@ -165,6 +130,23 @@ def save_merged(trainer, tokenizer, output_dir: str) -> None:
     logger.info("saved the merged model to %s", path)
 
 
+def write_cards(output_dir: str, base: str | None, data: list[str], backend: str, merge: bool) -> None:
+    """Model cards for the adapter (output_dir) and the merged model (output_dir/merged)."""
+    from minimind_hf.model_card import write_model_card
+
+    write_model_card(output_dir, stage="lora", backend=backend, base_model=base, data=data, adapter=True)
+    if merge:
+        extra = f"LoRA adapter ({output_dir}) merged into its base."
+        write_model_card(
+            Path(output_dir) / "merged",
+            stage="lora",
+            backend=backend,
+            base_model=base,
+            data=data,
+            extra=extra,
+        )
+
+
 def main(recipe_args, training_args, model_args, lora_args=None) -> None:
     lora_args = lora_args or LoraArguments()
     common.prepare_runtime(recipe_args)
@@ -174,35 +156,38 @@ def main(recipe_args, training_args, model_args, lora_args=None) -> None:
         model_args,
         extra=lora_problems(recipe_args, training_args, model_args),
         needs_model="LoRA adapts a trained model (e.g. the SFT recipe's output_dir)",
+        stage="lora",
+        stage_args=(lora_args,),
     )
     if recipe_args.backend == "native":
-        run_native(
-            "lora",
-            recipe_args,
-            training_args,
-            model_args,
-            {
-                **native_sft_keys(recipe_args, training_args),
-                "lora_rank": model_args.lora_r,
-                "lora_alpha": float(model_args.lora_alpha),
-                "lora_dropout": model_args.lora_dropout,
-                "lora_target_modules": target_modules(model_args),
-            },
-            stage_mapped=SFT_MAPPED,
-        )
+        run_native("lora", recipe_args, training_args, model_args, lora_args)
         if common.is_main_process() and not recipe_args.dry_run:
             relayout_native(training_args.output_dir, model_args.model_name_or_path, lora_args.merge)
+            write_cards(
+                training_args.output_dir,
+                model_args.model_name_or_path,
+                list(recipe_args.data),
+                "native",
+                lora_args.merge,
+            )
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
         return
-    trainer, tokenizer = sft_trainer(
-        recipe_args, training_args, model_args, peft_config=peft_config(model_args)
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    common.save_final(trainer, training_args.output_dir)  # a PeftModel saves the adapter only
-    if lora_args.merge and trainer.accelerator.is_main_process:
-        save_merged(trainer, tokenizer, training_args.output_dir)
+    trainer, tokenizer = common.sft_trainer(recipe_args, training_args, model_args)
+    common.train_and_save(
+        trainer, "lora", recipe_args, training_args, model_args
+    )  # a PeftModel saves the adapter only
+    if trainer.accelerator.is_main_process:
+        if lora_args.merge:
+            save_merged(trainer, tokenizer, training_args.output_dir)
+        write_cards(
+            training_args.output_dir,
+            model_args.model_name_or_path,
+            list(recipe_args.data),
+            "trl",
+            lora_args.merge,
+        )
     trainer.accelerator.wait_for_everyone()
 
 

@@ -16,26 +16,9 @@ and a small `PPOTrainingArguments` for PPO's own keys, named as in trl's last ``
 it had them. A trl ``GRPOConfig`` would have brought num_generations / loss_type / scale_rewards, which mean
 nothing here; a plain ``TrainingArguments`` subclass has no dead keys.
 
-==================================  ================================================================
-recipe key                          native key (minimind_hf.native.ppo.PPOConfig)
-==================================  ================================================================
-per_device_train_batch_size         batch_size (prompts = completions per micro-batch: one sample
-                                    per prompt, the same "completions per process" meaning as trl's)
-learning_rate                       learning_rate (actor)
-critic_learning_rate                critic_learning_rate
-max_completion_length               max_new_tokens
-temperature, top_p                  same names
-num_ppo_epochs (trl <= 1.13)        ppo_epochs (optimiser steps per rollout)
-gamma, lam (trl <= 1.13)            gamma, lam
-cliprange, cliprange_value          clip_range, clip_range_value
-vf_coef, kl_coef (trl <= 1.13)      vf_coef, kl_coef
-kl_mode                             kl_mode (loss: k3 KL in the loss, the original | reward: per-token
-                                    penalty in the reward, as trl's old PPO)
-whiten_advantages                   whiten_advantages
-rewards, reward_options             rewards, reward_options
-open_thinking, max_prompt_length    same names
-max_records (recipe)                max_prompts
-==================================  ================================================================
+The translation to the native PPOConfig is the ``PPO`` table in ``recipes/native_bridge.py`` (shown in
+recipes/README.md): ``per_device_train_batch_size`` = prompts = completions per micro-batch (one sample per
+prompt), ``num_ppo_epochs`` -> ``ppo_epochs``, ``cliprange`` -> ``clip_range``, ...
 """
 
 from __future__ import annotations
@@ -43,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
-from minimind_hf.recipes.grpo import RLArguments, reward_options_dict, reward_problems
 from minimind_hf.recipes.native_bridge import run_native
+from minimind_hf.recipes.rl_shared import RLArguments, reward_problems
 from transformers import TrainingArguments
 
 NO_TRL = (
@@ -81,23 +64,6 @@ class PPOTrainingArguments(TrainingArguments):
     whiten_advantages: bool = field(default=True, metadata={"help": "whiten advantages over each rollout"})
 
 
-PPO_KEYS = {
-    "critic_learning_rate",
-    "max_completion_length",
-    "temperature",
-    "top_p",
-    "num_ppo_epochs",
-    "gamma",
-    "lam",
-    "cliprange",
-    "cliprange_value",
-    "vf_coef",
-    "kl_coef",
-    "kl_mode",
-    "whiten_advantages",
-}
-
-
 def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = None) -> None:
     rl_args = rl_args or RLArguments()
     common.prepare_runtime(recipe_args)
@@ -110,30 +76,10 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
         model_args,
         extra=problems,
         needs_model="PPO starts from an SFT folder (actor, critic backbone and reference start there)",
+        stage="ppo",
+        stage_args=(rl_args,),
     )
-    t = training_args
-    keys = {
-        "rewards": list(rl_args.rewards),
-        "reward_options": reward_options_dict(rl_args),
-        "open_thinking": rl_args.open_thinking,
-        "max_prompts": recipe_args.max_records,
-        "critic_learning_rate": t.critic_learning_rate,
-        "max_new_tokens": t.max_completion_length,
-        "temperature": t.temperature,
-        "top_p": t.top_p,
-        "ppo_epochs": t.num_ppo_epochs,
-        "gamma": t.gamma,
-        "lam": t.lam,
-        "clip_range": t.cliprange,
-        "clip_range_value": t.cliprange_value,
-        "vf_coef": t.vf_coef,
-        "kl_coef": t.kl_coef,
-        "kl_mode": t.kl_mode,
-        "whiten_advantages": t.whiten_advantages,
-    }
-    if rl_args.max_prompt_length:
-        keys["max_prompt_length"] = rl_args.max_prompt_length
-    run_native("ppo", recipe_args, training_args, model_args, keys, stage_mapped=PPO_KEYS)
+    run_native("ppo", recipe_args, training_args, model_args, rl_args)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

@@ -85,27 +85,11 @@ def main(recipe_args, training_args, model_args, pretrain_args=None) -> None:
         training_args,
         model_args,
         extra=pretrain_problems(recipe_args, training_args, model_args, pretrain_args),
+        stage="pretrain",
+        stage_args=(pretrain_args,),
     )
     if recipe_args.backend == "native":
-        run_native(
-            "pretrain",
-            recipe_args,
-            training_args,
-            model_args,
-            {
-                "seq_len": training_args.max_length,
-                "max_documents": recipe_args.max_records,
-                "vocab_size": pretrain_args.vocab_size,
-                "num_proc": training_args.dataset_num_proc or 0,
-            },
-            stage_mapped={
-                "max_length",
-                "packing",
-                "packing_strategy",
-                "dataset_text_field",
-                "dataset_num_proc",
-            },
-        )
+        run_native("pretrain", recipe_args, training_args, model_args, pretrain_args)
         return
 
     if common.dry_run(recipe_args, training_args, model_args):
@@ -116,16 +100,18 @@ def main(recipe_args, training_args, model_args, pretrain_args=None) -> None:
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
     if tokenizer is None:
         tokenizer = trained_tokenizer(train["text"], pretrain_args.vocab_size, training_args)
-    model = common.build_or_load_model(recipe_args, model_args, tokenizer, training_args.trust_remote_code)
+    model = common.build_or_load_model(
+        recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
+    )
     trainer = common.native_weight_decay(SFTTrainer)(
         model=model,
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
+        peft_config=common.peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    common.save_final(trainer, training_args.output_dir)
+    common.train_and_save(trainer, "pretrain", recipe_args, training_args, model_args)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

@@ -5,7 +5,7 @@
 
 A second library-backed on-policy option beside GRPO, with the same data (`load_split("rl", ...)`: ``prompt``
 messages + ``ground_truth``), the same reward keys (``rewards``, ``reward_options`` from
-`minimind_hf.recipes.grpo.RLArguments`, trl's ``reward_weights``) and the same batch semantics
+`minimind_hf.recipes.rl_shared.RLArguments`, trl's ``reward_weights``) and the same batch semantics
 (``per_device_train_batch_size`` counts completions; ``num_generations`` completions per prompt). The
 advantage of a completion is its reward minus the mean reward of the *other* completions of its prompt
 (no std scaling unless ``normalize_advantages``); trl adds the KL to the reference as a reward penalty
@@ -18,7 +18,8 @@ trainers (GRPO with ``scale_rewards: none`` is the closest: mean-centred group a
 from __future__ import annotations
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
-from minimind_hf.recipes.grpo import RLArguments, open_thinking, reward_problems, run_trl
+from minimind_hf.recipes.native_bridge import trl_refusals
+from minimind_hf.recipes.rl_shared import RLArguments, open_thinking, reward_problems, run_trl
 
 NO_NATIVE = (
     "backend native: there is no native RLOO trainer. Use recipes/grpo.py (closest: scale_rewards: none, "
@@ -32,6 +33,8 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
     problems = reward_problems(rl_args, training_args.reward_weights)
     if recipe_args.backend == "native":
         problems.insert(0, NO_NATIVE)
+    else:
+        problems += trl_refusals("rloo", rl_args)
     common.check_recipe(
         recipe_args,
         training_args,

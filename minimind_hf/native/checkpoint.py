@@ -14,7 +14,8 @@ Layout (one folder per checkpoint, the newest named in ``latest``)::
 
 A checkpoint is written into ``.tmp_step_000100`` and renamed into place with `os.replace` only once
 complete, so a crash (even SIGKILL) mid-write never leaves a half checkpoint where resume would look.
-Old checkpoints beyond ``keep_last`` are deleted after the new one is in place.
+Older checkpoints beyond ``keep_last`` (0 = keep all) are deleted after the new one is in place; checkpoints of
+later steps are never deleted in favour of an earlier one.
 """
 
 from __future__ import annotations
@@ -60,8 +61,20 @@ def step_dir_name(step: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------- RNG
+_RNG_DEVICES = ("cuda", "xpu", "npu", "mps")  # accelerator back-ends with their own generators
+
+
+def _device_modules() -> list[tuple[str, object]]:
+    out = []
+    for name in _RNG_DEVICES:
+        module = getattr(torch, name, None)
+        if module is not None and getattr(module, "is_available", lambda: False)():
+            out.append((name, module))
+    return out
+
+
 def capture_rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
-    """(JSON-able python/numpy state, tensor state for torch CPU and CUDA)."""
+    """(JSON-able python/numpy state, tensor state for torch CPU and every available accelerator)."""
     py = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     js = {
@@ -69,9 +82,12 @@ def capture_rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
     }
     tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda{i}"] = s
+    for device, module in _device_modules():
+        states = (
+            module.get_rng_state_all() if hasattr(module, "get_rng_state_all") else [module.get_rng_state()]
+        )
+        for i, state in enumerate(states):
+            tensors[f"{device}{i}"] = state
     return js, tensors
 
 
@@ -81,9 +97,17 @@ def restore_rng_state(js: dict, tensors: dict[str, torch.Tensor]) -> None:
     name, keys, pos, has_gauss, cached = js["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    for device, module in _device_modules():
+        states = [
+            tensors[k]
+            for k in sorted(k for k in tensors if k.startswith(device) and k[len(device) :].isdigit())
+        ]
+        if not states:
+            continue
+        if hasattr(module, "set_rng_state_all"):
+            module.set_rng_state_all(states)
+        else:
+            module.set_rng_state(states[0])
 
 
 # ------------------------------------------------------------------------------------- find/load
@@ -174,10 +198,17 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_atomic(root / LATEST, final.name)
-    # keep the newest `keep_last` complete checkpoints
-    done = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in done[: max(0, len(done) - max(1, keep_last))]:
-        shutil.rmtree(old, ignore_errors=True)
+    # keep the newest `keep_last` complete checkpoints up to this one (0 = keep all). Folders from later
+    # steps (a run restarted from an earlier checkpoint) are never pruned in favour of this one.
+    if keep_last > 0:
+        older = sorted(
+            (int(p.name[len("step_") :]), p)
+            for p in root.glob("step_*")
+            if p.is_dir() and p.name[len("step_") :].isdigit() and int(p.name[len("step_") :]) < step
+        )
+        older = [p for _, p in older]
+        for old in older[: max(0, len(older) - (keep_last - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     logger.info("saved checkpoint %s", final)
     return final

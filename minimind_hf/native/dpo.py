@@ -286,7 +286,7 @@ class DPO(Algorithm):
             return {}
         sums: dict[str, float] = {}
         n = 0
-        bs = self.cfg.batch_size
+        bs = self.cfg.eval_batch_size or self.cfg.batch_size
         for start in range(0, len(self.eval_dataset), bs):
             if self.cfg.eval_max_batches and start // bs >= self.cfg.eval_max_batches:
                 break

@@ -1,7 +1,7 @@
 """The one training loop every native algorithm runs on (pretrain, SFT, LoRA, DPO, PPO, GRPO, distillation).
 
 An algorithm is a subclass of `Algorithm` that says how to turn a batch into a loss; `train(cfg, algo)` does
-everything else: accelerate (device placement, DDP, bf16 autocast on GPUs that have it, fp32 on CPU), AdamW
+everything else: accelerate (whatever accelerator torch finds, or the CPU; DDP; bf16 / fp16 autocast when asked), AdamW
 (no weight decay on norms, biases, embeddings), linear warmup + cosine to ``min_lr_ratio * lr`` stepped per
 optimizer step, gradient clipping, gradient accumulation normalised by token count, tqdm progress
 (loss, lr, tokens/s), trackers (tensorboard by default; wandb/swanlab if installed), evaluation on a
@@ -79,6 +79,7 @@ import torch
 from torch import nn
 
 from ..data.collate import IGNORE_INDEX, collate_rows
+from ..model_card import write_model_card
 from . import checkpoint as ckpt
 from .config import config_to_dict
 from .schedule import CosineSchedule
@@ -128,18 +129,21 @@ class TrainConfig:
     eval_max_batches: int = 0  # 0 = the whole eval split
     log_every: int = 1
     save_every: int = 0  # optimizer steps between checkpoints; 0 = none
-    keep_last: int = 2  # checkpoints kept
+    keep_last: int = 2  # checkpoints kept; 0 = all
+    eval_batch_size: int = 0  # rows per evaluation batch; 0 = batch_size
     resume: str = "auto"  # auto (latest checkpoint in output_dir if any) | never | a checkpoint folder
     report_to: list[str] = field(
         default_factory=lambda: ["tensorboard"]
     )  # tensorboard | wandb | swanlab | none
     run_name: str | None = None
     progress: bool = True  # tqdm bar
+    use_cpu: bool = False  # train on the CPU even when an accelerator (CUDA, MPS, XPU, NPU...) is present
+    disable_dropout: bool = False  # set every nn.Dropout's p to 0 (trl's disable_dropout)
 
     def validate(self) -> list[str]:
         """Problems with the values (types were checked already); an empty list means valid."""
         p = []
-        positive = ["learning_rate", "batch_size", "grad_accum_steps", "num_epochs", "log_every", "keep_last"]
+        positive = ["learning_rate", "batch_size", "grad_accum_steps", "num_epochs", "log_every"]
         for name in positive:
             if getattr(self, name) <= 0:
                 p.append(f"{name} must be > 0, got {getattr(self, name)}")
@@ -150,6 +154,8 @@ class TrainConfig:
             "eval_every",
             "eval_max_batches",
             "save_every",
+            "keep_last",
+            "eval_batch_size",
             "weight_decay",
             "max_grad_norm",
         ]:
@@ -294,7 +300,7 @@ class Algorithm:
         acc = self.accelerator
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         idx = list(range(acc.process_index, len(self.eval_dataset), acc.num_processes))
-        bs = self.cfg.batch_size
+        bs = self.cfg.eval_batch_size or self.cfg.batch_size
         for n, start in enumerate(range(0, len(idx), bs)):
             if self.cfg.eval_max_batches and n >= self.cfg.eval_max_batches:
                 break
@@ -360,6 +366,26 @@ def _mixed_precision(setting: str) -> str:
     return "no"
 
 
+# train_log.jsonl key -> the name transformers' Trainer logs it under (so trl's and our tensorboard runs overlay)
+_TRL_TAG_NAMES = {"lr": "learning_rate", "tokens_seen": "num_input_tokens_seen"}
+
+
+def _tracker_scalars(record: dict) -> dict:
+    return {f"train/{_TRL_TAG_NAMES.get(k, k)}": v for k, v in record.items() if k != "step"}
+
+
+def _use_cpu(cfg: TrainConfig) -> bool:
+    """CPU when asked, or when torch sees no accelerator (CUDA, MPS, XPU, NPU, ...). On the CPU, accelerate's
+    ``cpu=True`` is also what joins torchrun-launched processes into one gloo DDP group."""
+    return cfg.use_cpu or not torch.accelerator.is_available()
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
 def _flat_config(cfg: Any) -> dict:
     out = {}
     for k, v in config_to_dict(cfg).items():
@@ -413,7 +439,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     out_dir = Path(cfg.output_dir)
     trackers = _trackers(cfg.report_to)
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),  # also makes torchrun-launched CPU processes one gloo DDP group
+        cpu=_use_cpu(cfg),
         mixed_precision=_mixed_precision(cfg.mixed_precision),
         log_with=trackers or None,
         project_dir=str(out_dir / "runs"),
@@ -447,6 +473,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         algo.load_model(model, resume_path / "model")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.disable_dropout:
+        _disable_dropout(model)
     model.to(accelerator.device)
     model.train()
     optimizer = torch.optim.AdamW(
@@ -617,7 +645,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
                 record[name] = value
             log.write(record)
             if trackers:
-                accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+                accelerator.log(_tracker_scalars(record), step=step)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_sec']:.0f}")
             t_window, tokens_window = time.time(), 0
         bar.update(1)
@@ -633,6 +661,13 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     accelerator.wait_for_everyone()
     if main:
         algo.save_model(accelerator.unwrap_model(model), out_dir)
+        write_model_card(
+            out_dir,
+            stage=algo.name,
+            backend="native",
+            base_model=cfg.model,
+            data=list(getattr(cfg, "data", [])),
+        )
         result_json = {
             "steps": step,
             "final_loss": losses[-1] if losses else None,

@@ -1,11 +1,12 @@
 """Learning-rate schedule: linear warmup, then cosine decay to ``min_lr_ratio * lr``.
 
-    lr(t) = lr * (t + 1) / warmup                                      for t < warmup
+    lr(t) = lr * t / warmup                                            for t < warmup
     lr(t) = lr * (r + (1 - r) * 0.5 * (1 + cos(pi * p)))                p = (t - warmup) / (T - warmup)
 
 with ``r = min_lr_ratio``. MiniMind's own schedule, ``lr * (0.1 + 0.45 * (1 + cos(pi t / T)))``, is the
 special case ``warmup=0, r=0.1``. `t` counts optimizer steps; the schedule is a pure function of it, so
-restoring the step on resume restores the schedule exactly.
+restoring the step on resume restores the schedule exactly. This is transformers'
+``get_cosine_with_min_lr_schedule_with_warmup`` (step 0 of a warmup has lr 0), so both backends agree.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def lr_at(
 ) -> float:
     """The learning rate for optimizer step `step` (0-based)."""
     if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        return base_lr * step / warmup_steps
     decay = max(1, total_steps - warmup_steps)
     progress = min(1.0, max(0.0, (step - warmup_steps) / decay))
     return base_lr * (min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))

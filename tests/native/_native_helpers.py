@@ -76,9 +76,50 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
+@functools.cache
+def base_model_dir() -> Path:
+    """A freshly initialised tiny MiniMind folder (seed 0) with the test tokenizer: what SFT-like recipes start from."""
+    import torch
+
+    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tokenizer())))
+    out = ROOT / "base"
+    model.save_pretrained(out)
+    tokenizer().save_pretrained(out)
+    return out
+
+
+# recipe keys (trl's vocabulary) that give the native defaults of `base_config` on a quiet CPU run
+RECIPE_BASE = {
+    "preset": "tiny",
+    "report_to": "none",
+    "disable_tqdm": True,
+    "num_threads": 1,
+    "seed": 0,
+    "logging_steps": 1,
+    "bf16": False,
+    "lr_scheduler_type": "cosine_with_min_lr",
+    "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+    "adam_beta2": 0.95,
+    "weight_decay": 0.01,
+    "activation_checkpointing": False,
+}
+
+
+def recipe_config(path: Path, **fields) -> Path:
+    """A recipe YAML (what `minimind-hf train STAGE --config` reads): `RECIPE_BASE` + the test tokenizer + fields."""
+    import yaml
+
+    cfg = {**RECIPE_BASE, "tokenizer": str(tokenizer_dir()), **fields}
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
 def cli(*args: str, timeout: float = 180, **popen) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "minimind_hf.native.cli", *args],
+        [sys.executable, "-m", "minimind_hf.cli", *args],
         env=_env(),
         capture_output=True,
         text=True,
@@ -89,7 +130,7 @@ def cli(*args: str, timeout: float = 180, **popen) -> subprocess.CompletedProces
 
 def popen_cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "minimind_hf.native.cli", *args],
+        [sys.executable, "-m", "minimind_hf.cli", *args],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

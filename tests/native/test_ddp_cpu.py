@@ -7,29 +7,31 @@ import subprocess
 import sys
 
 import torch
-from _native_helpers import base_config, corpus, env, train_losses, write_config
+from _native_helpers import base_model_dir, corpus, env, recipe_config, train_losses
+from minimind_hf.recipes import sft
 from safetensors.torch import load_file
-
-from minimind_hf.native.config import load_config
-from minimind_hf.native.sft import SFTConfig, run_sft
 
 
 def test_two_processes_equal_one_process(tmp_path):
     common = dict(
         data=[str(corpus()["sft"])],
-        max_conversations=64,
+        model_name_or_path=str(base_model_dir()),
+        max_records=64,
         packing=False,
+        assistant_only_loss=True,
         max_length=128,
         max_steps=3,
         learning_rate=3e-3,
-        grad_accum_steps=2,
-        resume="never",
+        gradient_accumulation_steps=2,
     )
     one = tmp_path / "one"
-    run_sft(load_config(SFTConfig, None, base_config(output_dir=str(one), batch_size=4, **common)))
+    one_cfg = recipe_config(
+        tmp_path / "one.yaml", output_dir=str(one), per_device_train_batch_size=4, **common
+    )
+    sft.main(*sft.parse_args(["--config", str(one_cfg), "--backend", "native"]))
 
     two = tmp_path / "two"
-    cfg = write_config(tmp_path / "ddp.json", base_config(output_dir=str(two), batch_size=2, **common))
+    cfg = recipe_config(tmp_path / "ddp.yaml", output_dir=str(two), per_device_train_batch_size=2, **common)
     launch_env = env()
     launch_env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes, gloo backend
     # On a machine without GPUs, `--multi_gpu` makes accelerate start the processes with torchrun; the loop's
@@ -50,7 +52,7 @@ def test_two_processes_equal_one_process(tmp_path):
         "--main_process_port",
         "29533",
         "-m",
-        "minimind_hf.native.cli",
+        "minimind_hf.cli",
         "train",
         "sft",
         "--config",

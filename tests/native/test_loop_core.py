@@ -101,8 +101,10 @@ def test_schedule_is_warmup_then_cosine_to_min_lr():
     for t in range(0, 101, 10):
         original = 1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi * t / 100)))
         assert lr_at(t, 1e-3, 100, 0, 0.1) == pytest.approx(original)
-    assert lr_at(0, 1.0, 100, 10) == pytest.approx(0.1)
-    assert lr_at(9, 1.0, 100, 10) == pytest.approx(1.0)
+    # warmup as transformers' get_cosine_with_min_lr_schedule_with_warmup: lr 0 at step 0 (tested against the
+    # real scheduler in tests/recipes/test_vocabulary.py)
+    assert lr_at(0, 1.0, 100, 10) == 0.0
+    assert lr_at(5, 1.0, 100, 10) == pytest.approx(0.5)
     assert lr_at(10, 1.0, 100, 10) == pytest.approx(1.0)
     assert lr_at(100, 1.0, 100, 10, 0.2) == pytest.approx(0.2)
 
@@ -130,7 +132,9 @@ def test_accumulation_is_normalised_by_token_count(tmp_path):
         weights.append(load_file(tmp_path / f"b{bs}" / "model.safetensors"))
     for other in weights[1:]:
         for k in weights[0]:
-            torch.testing.assert_close(other[k], weights[0][k], rtol=1e-4, atol=1e-4)
+            # Adam at lr 1e-2 amplifies float-order noise on near-zero gradients (measured up to 1.06e-4 on an
+            # EPYC); the naive loop below is off by > 1e-3, so 3e-4 still separates right from wrong
+            torch.testing.assert_close(other[k], weights[0][k], rtol=3e-4, atol=3e-4)
 
     # the test can fail: averaging per-micro-batch means (what a naive loop does) gives other weights
     class MeanOfMeans(Algorithm):
@@ -236,7 +240,7 @@ def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path):
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert "train/loss" in tags and "train/lr" in tags, tags
+    assert "train/loss" in tags and "train/learning_rate" in tags and "train/grad_norm" in tags, tags
     losses = acc.Scalars("train/loss")
     assert [e.step for e in losses] == [1, 2, 3, 4]
     logged = [json.loads(line) for line in (tmp_path / "tb" / "train_log.jsonl").read_text().splitlines()]

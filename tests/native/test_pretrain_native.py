@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import torch
-from _native_helpers import base_config, corpus, write_config
+from _native_helpers import base_config, corpus, recipe_config
 
-from minimind_hf.native.cli import main
+from minimind_hf.cli import main
 from minimind_hf.native.config import load_config
 from minimind_hf.native.pretrain import PretrainConfig, run_pretrain
 
@@ -78,27 +78,29 @@ def test_pretrain_loss_regression(tmp_path):
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(EXPECTED_LOSSES), rtol=2e-4, atol=2e-4)
 
 
-def test_pretrain_cli_reports_malformed_records_with_file_line_and_field(tmp_path, capsys):
+def test_train_cli_reports_malformed_records_with_file_line_and_field(tmp_path, capsys):
+    """`minimind-hf train pretrain --config RECIPE.yaml`: bad records, config problems all at once, dry run."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": 42}\n', encoding="utf-8")
-    cfg = write_config(tmp_path / "c.json", base_config(data=[str(bad)], output_dir=str(tmp_path / "o")))
-    assert main(["train", "pretrain", "--config", str(cfg), "max_steps=2"]) == 2
+    cfg = recipe_config(
+        tmp_path / "c.yaml", data=[str(bad)], output_dir=str(tmp_path / "o"), max_length=16, packing=True
+    )
+    assert main(["train", "pretrain", "--config", str(cfg), "--max_steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:2" in err and "text" in err, err[-2000:]
-    # config problems come all at once, before any work
-    assert (
-        main(["train", "pretrain", "--config", str(cfg), "max_stepz=2", "seq_len=1", "data=[nope.jsonl]"])
-        == 2
-    )
+    # an unknown key is named
+    assert main(["train", "pretrain", "--config", str(cfg), "--max_stepz", "2"]) == 2
+    assert "max_stepz" in capsys.readouterr().err
+    # value problems, missing data and refused options come all at once, before any work
+    argv = ["--max_length", "1", "--data", "nope.jsonl", "--neftune_noise_alpha", "5", "--optim", "sgd"]
+    assert main(["train", "pretrain", "--config", str(cfg), *argv]) == 2
     err = capsys.readouterr().err
-    assert "max_stepz" in err and "seq_len" in err and "nope.jsonl" in err and "valid keys" in err
-    assert main(["train", "nosuchstage"]) == 2
-    err = capsys.readouterr().err
-    assert "pretrain" in err and "sft" in err
+    assert "seq_len" in err and "nope.jsonl" in err and "neftune_noise_alpha" in err and "optim" in err, err
     assert not (tmp_path / "o").exists()
-    # --dry-run prints the validated config; overrides may follow --config FILE
+    # --dry_run prints the validated native config; flags override the YAML
     good = tmp_path / "good.jsonl"
     good.write_text('{"text": "fine"}\n', encoding="utf-8")
-    assert main(["train", "pretrain", "--config", str(cfg), f"data=[{good}]", "seq_len=16", "--dry-run"]) == 0
+    assert main(["train", "pretrain", "--config", str(cfg), "--data", str(good), "--dry_run", "true"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["seq_len"] == 16 and printed["data"] == [str(good)]
+    assert printed["backend"] == "native" and printed["stage"] == "pretrain"
+    assert printed["config"]["seq_len"] == 16 and printed["config"]["data"] == [str(good)]

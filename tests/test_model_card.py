@@ -1,0 +1,38 @@
+"""Model cards: the Hub's front matter and a load snippet that works without minimind_hf."""
+
+from __future__ import annotations
+
+import yaml
+
+from minimind_hf.model_card import write_model_card
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_card_for_a_model_trained_from_a_local_folder(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    out = tmp_path / "sft"
+    path = write_model_card(
+        out, stage="sft", backend="native", base_model=str(base), data=["demo:sft:20", "org/set"]
+    )
+    text = path.read_text(encoding="utf-8")
+    meta = _front_matter(text)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
+    assert "sft" in meta["tags"] and meta["datasets"] == ["org/set"]  # only Hub names go to the front matter
+    assert "base_model" not in meta  # a local folder is not a Hub link; the body names it
+    assert str(base.resolve()) in text and "demo:sft:20" in text
+    assert f'from_pretrained("{out.resolve()}", trust_remote_code=True)' in text
+
+
+def test_card_for_an_adapter_names_its_hub_base(tmp_path):
+    text = write_model_card(
+        tmp_path / "a", stage="lora", backend="trl", base_model="org/minimind", adapter=True
+    )
+    text = text.read_text(encoding="utf-8")
+    meta = _front_matter(text)
+    assert meta["base_model"] == "org/minimind" and meta["library_name"] == "peft" and "lora" in meta["tags"]
+    assert "PeftModel.from_pretrained" in text
