@@ -1,4 +1,8 @@
-"""Stage configs: flat dataclasses read from YAML/JSON plus `key=value` overrides, validated before any work.
+"""Stage configs: flat dataclasses built from a dict (or YAML/JSON) plus overrides, validated before any work.
+
+This is the Python API under the native trainers (the quickstart, tests, benchmarks use it). Users write
+recipe YAMLs in trl's vocabulary instead; `minimind_hf.recipes.native_bridge` translates those to these
+dataclasses.
 
 Every stage has one dataclass (a subclass of `minimind_hf.native.loop.TrainConfig`). `load_config` builds it
 from a file and command-line overrides and reports **all** problems at once in one `ConfigError`:

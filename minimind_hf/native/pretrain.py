@@ -1,7 +1,7 @@
 """Pretraining: next-token prediction on packed text.
 
-    minimind-hf train pretrain --config pretrain.yaml [key=value ...]        # native keys (PretrainConfig)
-    python recipes/pretrain.py --config recipes/configs/tiny/pretrain.yaml --backend native   # recipe YAML
+    minimind-hf train pretrain --config recipes/configs/tiny/pretrain.yaml [--key value ...]
+    run_pretrain(load_config(PretrainConfig, None, {"data": [...], "seq_len": 256}))     # the Python API
 
 Data: ``{"text": ...}`` records -> token ids + eos -> rows of exactly ``seq_len`` tokens with no padding
 (`minimind_hf.data.pretrain_pipeline`). Position ids restart at 0 per document and there is no attention

@@ -1,7 +1,7 @@
 """Supervised fine-tuning: learn the assistant turns of chat conversations.
 
-    minimind-hf train sft --config sft.yaml model=runs/pretrain [key=value ...]   # native keys (SFTConfig)
-    python recipes/sft.py --config recipes/configs/tiny/sft.yaml --backend native     # recipe YAML
+    minimind-hf train sft --config recipes/configs/tiny/sft.yaml --model_name_or_path runs/pretrain
+    run_sft(load_config(SFTConfig, None, {"model": "runs/pretrain", "data": [...]}))   # the Python API
 
 Data: SFT records -> the chat template -> ``labels`` = the tokens the model itself generates in assistant
 turns (reasoning, content, tool calls, the closing ``<|im_end|>``); system, user and tool-response tokens get

@@ -14,6 +14,18 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 CONFIGS = RECIPES / "configs"
 
+# the built-in data each stage reads, standing in for the configs' downloaded files
+STAGE_DATA = {
+    "pretrain": "demo:pretrain:40",
+    "sft": "demo:sft:40",
+    "lora": "demo:sft:40",
+    "distill": "demo:sft:40",
+    "dpo": "demo:dpo:20",
+    "grpo": "demo:rl:20",
+    "rloo": "demo:rl:20",
+    "ppo": "demo:rl:20",
+}
+
 
 def run_recipe(
     stage: str,

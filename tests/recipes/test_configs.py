@@ -11,19 +11,8 @@ import json
 
 import pytest
 import yaml
-from _recipe_helpers import CONFIGS, RECIPES
+from _recipe_helpers import CONFIGS, RECIPES, STAGE_DATA
 
-# the built-in data each stage reads, to stand in for the configs' downloaded files
-STAGE_DATA = {
-    "pretrain": "demo:pretrain:40",
-    "sft": "demo:sft:40",
-    "lora": "demo:sft:40",
-    "distill": "demo:sft:40",
-    "dpo": "demo:dpo:20",
-    "grpo": "demo:rl:20",
-    "rloo": "demo:rl:20",
-    "ppo": "demo:rl:20",
-}
 NATIVE_ONLY, TRL_ONLY = {"ppo"}, {"rloo"}
 YAMLS = sorted(CONFIGS.glob("*/*.yaml"))
 

@@ -15,19 +15,9 @@ import subprocess
 import sys
 
 import pytest
-from _recipe_helpers import CONFIGS, REPO
+from _recipe_helpers import CONFIGS, REPO, STAGE_DATA
 from minimind_hf.recipes import native_bridge as nb
 from minimind_hf.recipes.common import RecipeError
-
-STAGE_DATA = {
-    "pretrain": "demo:pretrain:40",
-    "sft": "demo:sft:40",
-    "lora": "demo:sft:40",
-    "distill": "demo:sft:40",
-    "dpo": "demo:dpo:20",
-    "grpo": "demo:rl:20",
-    "ppo": "demo:rl:20",
-}
 
 
 class _Unlike:
