@@ -221,13 +221,30 @@ def _copy_generation_config(src: Path | None, model) -> None:
         model.generation_config = GenerationConfig.from_pretrained(os.fspath(src))
 
 
-def save_folder(model, out: str | os.PathLike, *, force: bool, sources: list, generation_source=None) -> Path:
-    """Write a complete model folder atomically: config, safetensors, generation_config, tokenizer."""
+def save_folder(
+    model,
+    out: str | os.PathLike,
+    *,
+    force: bool,
+    sources: list,
+    generation_source=None,
+    made_by: str = "convert",
+    base_model: str | os.PathLike | None = None,
+) -> Path:
+    """Write a complete model folder atomically: config, safetensors, generation_config, tokenizer, model card
+    (``made_by``: the convert command, ``base_model``: what it was converted from)."""
+    from minimind_hf.model_card import write_model_card
+
     check_tokenizer_arg(sources[0] if sources else None)
     _copy_generation_config(generation_source, model)
     with atomic_output_dir(out, force=force) as tmp:
         model.save_pretrained(tmp)
         write_tokenizer(tmp, sources)
+        own_code = getattr(model.config, "model_type", "") == "minimind"
+        source = os.fspath(base_model) if base_model is not None else None
+        write_model_card(
+            tmp, stage=made_by, backend="convert", base_model=source, load_from=out, own_code=own_code
+        )
     logger.info("wrote %s (%s)", out, type(model).__name__)
     return Path(out)
 
@@ -250,7 +267,15 @@ def to_qwen3(
     config, state = read_model_folder(src)
     target = target_model_type(config)
     model = build_model(target, reference_config(config), state, parse_dtype(dtype) or floating_dtype(state))
-    return save_folder(model, out, force=force, sources=[tokenizer, src], generation_source=src)
+    return save_folder(
+        model,
+        out,
+        force=force,
+        sources=[tokenizer, src],
+        generation_source=src,
+        made_by="to-qwen3",
+        base_model=src,
+    )
 
 
 def from_qwen3(
@@ -271,4 +296,12 @@ def from_qwen3(
     if raw.get("architectures") and not str(raw["architectures"][0]).endswith("ForCausalLM"):
         logger.warning("%s: architectures %s; converting the causal-LM weights", src, raw["architectures"])
     model = build_model("minimind", config, state, parse_dtype(dtype) or floating_dtype(state))
-    return save_folder(model, out, force=force, sources=[tokenizer, src], generation_source=src)
+    return save_folder(
+        model,
+        out,
+        force=force,
+        sources=[tokenizer, src],
+        generation_source=src,
+        made_by="from-qwen3",
+        base_model=src,
+    )

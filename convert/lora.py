@@ -215,4 +215,12 @@ def merge_lora(
     model = build_model(kind, model_config, merged, target_dtype)
     logger.info("merged %d LoRA updates (%s adapter %s)", len(lora.updates), lora.format, adapter)
     # The adapter folder's tokenizer wins when it has one (SFT may have changed the template).
-    return save_folder(model, out, force=force, sources=[tokenizer, adapter, base], generation_source=base)
+    return save_folder(
+        model,
+        out,
+        force=force,
+        sources=[tokenizer, adapter, base],
+        generation_source=base,
+        made_by="merge-lora",
+        base_model=base,
+    )

@@ -272,7 +272,7 @@ def from_pth(
     model = build_model("minimind", cfg, state, parse_dtype(dtype) or floating_dtype(state))
     if tokenizer is None:
         logger.warning("from-pth without --tokenizer: the folder will have no tokenizer")
-    return save_folder(model, out, force=force, sources=[tokenizer])
+    return save_folder(model, out, force=force, sources=[tokenizer], made_by="from-pth", base_model=pth)
 
 
 def to_pth(

@@ -36,3 +36,26 @@ def test_card_for_an_adapter_names_its_hub_base(tmp_path):
     meta = _front_matter(text)
     assert meta["base_model"] == "org/minimind" and meta["library_name"] == "peft" and "lora" in meta["tags"]
     assert "PeftModel.from_pretrained" in text
+
+
+def test_convert_outputs_carry_a_card(tmp_path):
+    """to-qwen3 writes a plain transformers folder (no remote code in the snippet); from-qwen3 a MiniMind one."""
+    import torch
+
+    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+    from minimind_hf.convert.hf import from_qwen3, to_qwen3
+
+    torch.manual_seed(0)
+    MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=300)).save_pretrained(tmp_path / "mm")
+    qwen = to_qwen3(tmp_path / "mm", tmp_path / "qwen")
+    text = (qwen / "README.md").read_text(encoding="utf-8")
+    assert (
+        "to-qwen3" in text
+        and f'from_pretrained("{qwen.resolve()}")' in text
+        and "trust_remote_code" not in text
+    )
+    back = from_qwen3(qwen, tmp_path / "back")
+    text = (back / "README.md").read_text(encoding="utf-8")
+    assert (
+        f'from_pretrained("{back.resolve()}", trust_remote_code=True)' in text and str(qwen.resolve()) in text
+    )
