@@ -41,9 +41,9 @@ def test_card_for_an_adapter_names_its_hub_base(tmp_path):
 def test_convert_outputs_carry_a_card(tmp_path):
     """to-qwen3 writes a plain transformers folder (no remote code in the snippet); from-qwen3 a MiniMind one."""
     import torch
+    from minimind_hf.convert.hf import from_qwen3, to_qwen3
 
     from minimind_hf import MiniMindConfig, MiniMindForCausalLM
-    from minimind_hf.convert.hf import from_qwen3, to_qwen3
 
     torch.manual_seed(0)
     MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=300)).save_pretrained(tmp_path / "mm")
