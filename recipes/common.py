@@ -469,13 +469,13 @@ def build_or_load_model(
     return model
 
 
-def sft_trainer(recipe_args, training_args, model_args, split: str = "sft", **trainer_kwargs):
+def sft_trainer(recipe_args, training_args, model_args):
     """(trl SFTTrainer with the native weight-decay grouping, tokenizer) on the recipe's conversations and
-    model; LoRA adapters when ``use_peft``. ``trainer_kwargs`` go to SFTTrainer."""
+    model; LoRA adapters when ``use_peft``."""
     from trl import SFTTrainer
 
     tokenizer = load_tokenizer_for(recipe_args, model_args)
-    train, evaluation = load_split(split, recipe_args, training_args.seed)
+    train, evaluation = load_split("sft", recipe_args, training_args.seed)
     model = build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
@@ -486,7 +486,6 @@ def sft_trainer(recipe_args, training_args, model_args, split: str = "sft", **tr
         eval_dataset=sft_messages(evaluation) if evaluation is not None else None,
         processing_class=tokenizer,
         peft_config=peft_config(model_args),
-        **trainer_kwargs,
     )
     return trainer, tokenizer
 

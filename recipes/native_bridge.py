@@ -276,7 +276,6 @@ COMMON = (
     key("max_grad_norm"),
     key("batch_size", "per_device_train_batch_size"),
     key("grad_accum_steps", "gradient_accumulation_steps"),
-    key("eval_batch_size", "per_device_eval_batch_size"),
     key("num_epochs", "num_train_epochs", convert=_epochs, note="whole epochs"),
     key("max_steps", convert=lambda a, p: max(0, a.max_steps), note="-1 = by epochs (native 0)"),
     key("mixed_precision", "bf16", "fp16", convert=_precision, note="bf16 / fp16 / fp32 (no)"),
@@ -325,7 +324,11 @@ def _num_proc(a: RecipeInputs, problems: list[str]) -> int:
     return int(a.dataset_num_proc or 0)
 
 
+# evaluation in batches of rows (the loop's token-weighted loss, DPO's pairs); GRPO / PPO evaluate by generating
+_EVAL_BATCH = key("eval_batch_size", "per_device_eval_batch_size")
+
 _SFT_DATA = (
+    _EVAL_BATCH,
     key("max_length"),
     key("packing"),
     key(
@@ -342,6 +345,7 @@ _SFT_DATA = (
 )
 
 PRETRAIN = (
+    _EVAL_BATCH,
     key("seq_len", "max_length"),
     key(
         None,
@@ -372,6 +376,7 @@ LORA = _SFT_DATA + (
 )
 
 DPO = (
+    _EVAL_BATCH,
     key("beta"),
     key("label_smoothing"),
     key(
@@ -528,6 +533,7 @@ PPO = _RL_COMMON + (
 )
 
 DISTILL = (
+    _EVAL_BATCH,
     key("teacher", "teacher_model_name_or_path"),
     key("alpha"),
     key("temperature"),
@@ -594,6 +600,8 @@ _HINTS = {
     "torch_compile": "not implemented natively yet; use backend: trl",
     "load_best_model_at_end": "the native trainer keeps the final weights; pick a checkpoint from output_dir/checkpoints",
     "trust_remote_code": "the native trainer always uses minimind_hf's own MiniMind classes (no remote code)",
+    "per_device_eval_batch_size": "native GRPO / PPO evaluate one greedy completion per eval prompt, in "
+    "generation chunks; use backend: trl",
 }
 
 
@@ -740,3 +748,8 @@ def markdown_table(stage: str) -> str:
         reads = ", ".join(f"`{r}`" for r in row.reads)
         lines.append(f"| {reads} | {f'`{row.native}`' if row.native else '(recipe)'} | {row.note} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m minimind_hf.recipes.native_bridge: the tables for recipes/README.md
+    for _stage in ["common", *TABLES]:
+        print(f"{_stage}:\n\n{markdown_table(_stage)}\n")

@@ -1,8 +1,8 @@
 """The one training loop every native algorithm runs on (pretrain, SFT, LoRA, DPO, PPO, GRPO, distillation).
 
 An algorithm is a subclass of `Algorithm` that says how to turn a batch into a loss; `train(cfg, algo)` does
-everything else: accelerate (whatever accelerator torch finds, or the CPU; DDP; bf16 / fp16 autocast when asked), AdamW
-(no weight decay on norms, biases, embeddings), linear warmup + cosine to ``min_lr_ratio * lr`` stepped per
+everything else: accelerate (whatever accelerator torch finds, or the CPU; DDP; bf16 / fp16 autocast when
+asked), AdamW (no weight decay on norms, biases, embeddings), linear warmup + cosine to ``min_lr_ratio * lr`` stepped per
 optimizer step, gradient clipping, gradient accumulation normalised by token count, tqdm progress
 (loss, lr, tokens/s), trackers (tensorboard by default; wandb/swanlab if installed), evaluation on a
 held-out split, atomic checkpoints that resume exactly, and the final Hugging Face folder in ``output_dir``.

@@ -209,6 +209,43 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
         torch.testing.assert_close(after[k], before[k])
 
 
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
+    """A run restarted from an early checkpoint (folders of later steps still there) keeps what it writes."""
+    from types import SimpleNamespace
+
+    root = tmp_path / "run" / "checkpoints"
+    for step in (10, 20):
+        (root / ckpt.step_dir_name(step)).mkdir(parents=True)
+    acc = SimpleNamespace(is_main_process=True, process_index=0, wait_for_everyone=lambda: None)
+    model = _tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    for step in (2, 4, 6):
+        ckpt.save_checkpoint(
+            tmp_path / "run",
+            step,
+            accelerator=acc,
+            save_model=lambda p: p.mkdir(),
+            optimizer=opt,
+            scheduler=SimpleNamespace(state_dict=dict),
+            trainer_state={"step": step},
+            keep_last=2,
+        )
+    names = sorted(p.name for p in root.glob("step_*"))
+    assert names == ["step_000004", "step_000006", "step_000010", "step_000020"]  # 2 pruned, never 6
+    assert (root / "latest").read_text() == "step_000006"
+    ckpt.save_checkpoint(
+        tmp_path / "run",
+        8,
+        accelerator=acc,
+        save_model=lambda p: p.mkdir(),
+        optimizer=opt,
+        scheduler=SimpleNamespace(state_dict=dict),
+        trainer_state={"step": 8},
+        keep_last=0,  # keep all
+    )
+    assert len(list(root.glob("step_*"))) == 5
+
+
 def test_moe_aux_loss_is_averaged_over_micro_batches_and_logged(tmp_path):
     torch.manual_seed(0)
     config = MiniMindConfig.from_preset(

@@ -73,8 +73,11 @@ def test_sft_use_peft_trains_adapters_under_trl(tiny_base, recipe_env, tmp_path)
     assert not (out / "model.safetensors").exists(), "a full model was saved: use_peft was ignored"
     adapter = load_file(out / "adapter_model.safetensors")
     assert adapter and all("lora_" in k for k in adapter)
-    base = AutoModelForCausalLM.from_pretrained(tiny_base)
-    model = PeftModel.from_pretrained(base, out)  # from any working directory: the base path is absolute
     b_weights = [v for k, v in adapter.items() if "lora_B" in k]
     assert any(v.abs().sum() > 0 for v in b_weights), "lora_B stayed zero: the adapters did not train"
-    assert model is not None
+    base = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    with torch.no_grad():
+        plain = base(ids).logits.clone()
+        tuned = PeftModel.from_pretrained(base, out).eval()(ids).logits  # loads by the recorded absolute path
+    assert not torch.allclose(plain, tuned), "the adapter does not change the model"
