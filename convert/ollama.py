@@ -19,6 +19,8 @@ import logging
 import os
 from pathlib import Path
 
+from minimind_hf.modeling_minimind import GENERATION_DEFAULTS
+
 from .folders import ConversionError, atomic_output_dir, read_config_json
 from .gguf_export import to_gguf
 
@@ -26,7 +28,12 @@ logger = logging.getLogger(__name__)
 
 STOP_TOKENS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
 # The original MiniMind's chat defaults (eval_llm.py / web demo).
-DEFAULT_PARAMETERS = {"temperature": 0.85, "top_p": 0.85, "num_ctx": 2048}
+# MiniMind's sampling defaults, used when the folder has no generation_config.json
+DEFAULT_PARAMETERS = {
+    "temperature": GENERATION_DEFAULTS["temperature"],
+    "top_p": GENERATION_DEFAULTS["top_p"],
+    "num_ctx": 2048,
+}
 
 # Go text/template. Every line that continues an action starts with `{{-` so no stray newlines appear.
 OLLAMA_TEMPLATE = r"""{{- if .Tools }}<|im_start|>system

@@ -518,6 +518,10 @@ class MiniMindModel(MiniMindPreTrainedModel):
         return MoeModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
 
 
+# The original MiniMind's chat/eval sampling (temperature 0.85, top_p 0.85)
+GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.85, "top_p": 0.85}
+
+
 class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -529,6 +533,11 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        if self.generation_config is not None:
+            # MiniMind's sampling defaults; saved as generation_config.json, so transformers' generate(), the
+            # server, the chat front ends, vLLM and the Ollama export all start from them (a folder's own
+            # generation_config.json replaces them on load)
+            self.generation_config.update(**GENERATION_DEFAULTS)
 
     @can_return_tuple
     def forward(

@@ -59,3 +59,22 @@ def test_convert_outputs_carry_a_card(tmp_path):
     assert (
         f'from_pretrained("{back.resolve()}", trust_remote_code=True)' in text and str(qwen.resolve()) in text
     )
+
+
+def test_saved_folders_carry_minimind_sampling_defaults(tmp_path):
+    """generation_config.json: do_sample with temperature / top_p 0.85 (the original's), read back by transformers
+    and by the Ollama export."""
+    import json
+
+    from minimind_hf.convert.ollama import _sampling_defaults
+    from transformers import AutoModelForCausalLM
+
+    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+
+    MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=300)).save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "generation_config.json").read_text())
+    assert (saved["do_sample"], saved["temperature"], saved["top_p"]) == (True, 0.85, 0.85)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m", trust_remote_code=True)
+    assert loaded.generation_config.temperature == 0.85 and loaded.generation_config.do_sample
+    params = _sampling_defaults(tmp_path / "m", None)
+    assert (params["temperature"], params["top_p"]) == (0.85, 0.85)

@@ -102,8 +102,15 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--think", action="store_true", help="start with thinking on (toggle with /think)")
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--max-tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="default: the model's generation_config (MiniMind: 0.85)",
+    )
+    p.add_argument(
+        "--top-p", type=float, default=None, help="default: the model's generation_config (MiniMind: 0.85)"
+    )
     p.add_argument("--seed", type=int, default=None)
 
 
@@ -191,10 +198,11 @@ def run_chat_command(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     with _engine(args) as engine:
+        temperature, top_p = _model_defaults(engine.model)
         settings = ChatSettings(
             max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
+            temperature=temperature if args.temperature is None else args.temperature,
+            top_p=top_p if args.top_p is None else args.top_p,
             seed=args.seed,
             system=args.system,
             tools=tools,
@@ -216,6 +224,7 @@ def run_webui(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         logger.warning("the web page on %s has no authentication", args.host)
     with _engine(args) as engine:
+        temperature, top_p = _model_defaults(engine.model)
         launch(
             engine,
             Path(args.model_dir).resolve().name,
@@ -223,6 +232,8 @@ def run_webui(args: argparse.Namespace) -> int:
             port=args.port,
             max_tokens=args.max_tokens,
             block=True,
+            temperature=temperature,
+            top_p=top_p,
         )
     return 0
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..modeling_minimind import GENERATION_DEFAULTS
 from .chat import Reply, stream_reply
 from .engine import Engine, Finish
 from .sampling import SamplingParams
@@ -24,8 +25,9 @@ HELP = """commands:
 @dataclass
 class ChatSettings:
     max_tokens: int = 512
-    temperature: float = 0.7
-    top_p: float = 0.9
+    # MiniMind's defaults; the chat command passes the model's generation_config instead
+    temperature: float = GENERATION_DEFAULTS["temperature"]
+    top_p: float = GENERATION_DEFAULTS["top_p"]
     seed: int | None = None
     system: str | None = None
     tools: list[dict] | None = None

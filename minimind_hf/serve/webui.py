@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from ..modeling_minimind import GENERATION_DEFAULTS
 from .chat import Reply, stream_reply
 from .engine import Engine, Finish
 from .sampling import SamplingParams
@@ -95,9 +96,17 @@ def reply_messages(reply: Reply, thinking_done: bool) -> list:
     return out
 
 
-def build_demo(engine: Engine, model_name: str = "minimind", max_tokens: int = 512):
+def build_demo(
+    engine: Engine,
+    model_name: str = "minimind",
+    max_tokens: int = 512,
+    temperature: float = GENERATION_DEFAULTS["temperature"],
+    top_p: float = GENERATION_DEFAULTS["top_p"],
+):
     """The Gradio Blocks app. Its API endpoint ``/chat`` takes
-    (message, thinking, tools_json, system, temperature, max_tokens) and streams the reply messages."""
+    (message, thinking, tools_json, system, temperature, max_tokens) and streams the reply messages;
+    ``temperature`` is the slider's start, ``top_p`` the nucleus for every reply (the model's defaults)."""
+    default_temperature, default_top_p = temperature, top_p
     import gradio as gr
 
     def respond(
@@ -118,7 +127,9 @@ def build_demo(engine: Engine, model_name: str = "minimind", max_tokens: int = 5
                 raise gr.Error("Tools must be a JSON list of OpenAI tool objects") from None
         messages = [{"role": "system", "content": system}] if system and system.strip() else []
         messages += history_to_messages(history) + [{"role": "user", "content": message}]
-        params = SamplingParams(max_new_tokens=int(max_new), temperature=float(temperature), top_p=0.9)
+        params = SamplingParams(
+            max_new_tokens=int(max_new), temperature=float(temperature), top_p=default_top_p
+        )
         reply = Reply()
         try:
             for item in stream_reply(engine, messages, params, tools, bool(thinking)):
@@ -138,7 +149,9 @@ def build_demo(engine: Engine, model_name: str = "minimind", max_tokens: int = 5
         thinking = gr.Checkbox(label="Thinking (reasoning shown folded)", value=False, render=False)
         tools = gr.Textbox(label="Tools (JSON list, OpenAI format)", lines=3, render=False)
         system = gr.Textbox(label="System prompt", render=False)
-        temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature", render=False)
+        temperature = gr.Slider(
+            0.0, 1.5, value=default_temperature, step=0.05, label="Temperature", render=False
+        )
         max_new = gr.Slider(
             1,
             max(1, min(max_tokens, engine.context_length - 1)),
@@ -164,9 +177,11 @@ def launch(
     port: int = 7860,
     max_tokens: int = 512,
     block: bool = True,
+    temperature: float = GENERATION_DEFAULTS["temperature"],
+    top_p: float = GENERATION_DEFAULTS["top_p"],
 ):
     """Serve the page on host:port (loopback by default). Returns the demo (non-blocking when block=False)."""
-    demo = build_demo(engine, model_name, max_tokens)
+    demo = build_demo(engine, model_name, max_tokens, temperature, top_p)
     demo.queue(default_concurrency_limit=16)
     demo.launch(
         server_name=host,
