@@ -106,26 +106,17 @@ def heldout_accuracy(
     Prompts are rendered exactly as GRPO renders its prompts (chat template, closed think block). Returns
     ``(accuracy in [0, 1], [{"prompt", "completion", "answer", "correct", "stated"}, ...])``; ``stated``:
     the answer was given in the corpus's own phrase (`stated_answer`), not just as the last number."""
-    from .native.rl_common import render_prompt, sample_completions
+    from .native.rollout import rollout
     from .rewards import get_reward
 
     if not problems:
         return 0.0, []
     reward = get_reward("accuracy")
-    prompts = [render_prompt(tokenizer, [{"role": "user", "content": p["question"]}]) for p in problems]
-    prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
-    s = sample_completions(
-        model,
-        prompt_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        num_samples=1,
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        generation_chunk=batch,
+    records = [{"prompt": [{"role": "user", "content": p["question"]}]} for p in problems]
+    r = rollout(
+        model, tokenizer, records, max_new_tokens=max_new_tokens, temperature=0.0, generation_chunk=batch
     )
-    comp = [ids[m.bool()].tolist() for ids, m in zip(s["completion_ids"], s["completion_mask"], strict=True)]
-    texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
+    texts = r.texts
     scores = reward(texts, ground_truth=[p["answer"] for p in problems])
     rows = [
         {

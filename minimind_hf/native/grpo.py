@@ -41,7 +41,8 @@ from ..rewards import REWARDS, get_rewards
 from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
 from .loop import Algorithm, TrainConfig, TrainResult, train
-from .rl_common import RolloutCache, load_rl_prompts, per_token_logps, render_prompt, sample_completions
+from .rl_common import RolloutCache, load_rl_prompts, per_token_logps
+from .rollout import rollout, score
 from .stages import register_stage
 
 logger = logging.getLogger(__name__)
@@ -268,46 +269,30 @@ def grpo_rollout(
     ``ref_logps`` (N, K) when ``beta != 0``, ``rewards`` (N,) and
     ``completions`` (decoded text)."""
     G = cfg.num_generations
-    prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
-    prompt_ids = [
-        tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length :] for p in prompts
-    ]
-    s = sample_completions(
+    r = rollout(
         policy,
-        prompt_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        tokenizer,
+        records,
         num_samples=G,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         generation_chunk=cfg.generation_chunk,
+        max_prompt_length=cfg.max_prompt_length,
+        open_thinking=cfg.open_thinking,
     )
-    c_ids, c_mask = s["completion_ids"], s["completion_mask"]  # (N, K)
-    completion_lists = [ids[m.bool()].tolist() for ids, m in zip(c_ids, c_mask, strict=True)]
-    texts = tokenizer.batch_decode(completion_lists, skip_special_tokens=True)
-
-    # rewards: every function sees the dataset columns repeated per sample (trl's convention)
-    columns = {k: [r.get(k) for r in records for _ in range(G)] for k in records[0] if k != "prompt"}
-    columns["prompts"] = [r["prompt"] for r in records for _ in range(G)]
-    per_func = [
-        torch.tensor(f(texts, completion_ids=completion_lists, **columns), dtype=torch.float32)
-        for f in reward_funcs
-    ]  # each (N,)
-    weights = torch.tensor(cfg.reward_weights or [1.0] * len(per_func))
-    rewards = (torch.stack(per_func, dim=1) * weights).sum(dim=1)  # (N,)
+    rewards, per_func = score(r, reward_funcs, cfg.reward_weights)  # (N,), {name: (N,)}
     advantages = group_advantages(rewards, G, cfg.scale_rewards)  # (N,)
 
-    input_ids = torch.cat([s["prompt_ids"], c_ids], dim=1)  # (N, P+K)
-    attention_mask = torch.cat([s["prompt_mask"], c_mask], dim=1)
-    K = c_ids.size(1)
+    input_ids, attention_mask = r.input_ids, r.attention_mask  # (N, P+K)
+    K = r.completion_ids.size(1)
     batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
-        "completion_mask": c_mask,
+        "completion_mask": r.policy_mask,  # the loss mask: sampled tokens only
         "advantages": advantages.to(input_ids.device),
         "rewards": rewards,
-        "completions": texts,
+        "completions": r.texts,
         "max_completion_length": cfg.max_new_tokens,
     }
     if cfg.num_iterations > 1:
@@ -318,10 +303,8 @@ def grpo_rollout(
         batch["ref_logps"] = per_token_logps(
             reference, input_ids, attention_mask, K, cfg.logprob_chunk, cfg.temperature
         )
-    for name, r in zip(
-        (getattr(f, "__name__", str(i)) for i, f in enumerate(reward_funcs)), per_func, strict=True
-    ):
-        batch[f"rewards/{name}"] = float(r.mean())
+    for name, values in per_func.items():
+        batch[f"rewards/{name}"] = float(values.mean())
     return batch
 
 
@@ -427,31 +410,20 @@ def mean_reward(
     greedy: bool = False,
 ) -> float:
     """The mean total reward of ``samples`` completions per record (greedy if asked)."""
-    prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
-    prompt_ids = [
-        tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length :] for p in prompts
-    ]
-    s = sample_completions(
+    r = rollout(
         policy,
-        prompt_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        tokenizer,
+        records,
         num_samples=samples,
         max_new_tokens=cfg.max_new_tokens,
         temperature=0.0 if greedy else cfg.temperature,
         top_p=cfg.top_p,
         generation_chunk=cfg.generation_chunk,
+        max_prompt_length=cfg.max_prompt_length,
+        open_thinking=cfg.open_thinking,
     )
-    comp = [ids[m.bool()].tolist() for ids, m in zip(s["completion_ids"], s["completion_mask"], strict=True)]
-    texts = tokenizer.batch_decode(comp, skip_special_tokens=True)
-    columns = {k: [r.get(k) for r in records for _ in range(samples)] for k in records[0] if k != "prompt"}
-    columns["prompts"] = [r["prompt"] for r in records for _ in range(samples)]
-    weights = list(getattr(cfg, "reward_weights", None) or [1.0] * len(reward_funcs))
-    total = [0.0] * len(texts)
-    for w, f in zip(weights, reward_funcs, strict=True):
-        for i, r in enumerate(f(texts, completion_ids=comp, **columns)):
-            total[i] += w * r
-    return sum(total) / max(len(total), 1)
+    total, _ = score(r, reward_funcs, getattr(cfg, "reward_weights", None))
+    return float(total.mean()) if len(total) else 0.0
 
 
 def build_grpo(cfg: GRPOConfig) -> GRPO:

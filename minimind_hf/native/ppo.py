@@ -37,9 +37,8 @@ from .rl_common import (
     load_rl_prompts,
     per_token_logps,
     position_ids_from_mask,
-    render_prompt,
-    sample_completions,
 )
+from .rollout import rollout, score
 from .stages import register_stage
 
 logger = logging.getLogger(__name__)
@@ -240,33 +239,22 @@ def ppo_rollout(
     cfg: PPOConfig,
 ) -> dict:
     """Sample one completion per ``rl`` record, score it, and compute old log-probs, values, GAE."""
-    prompts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), cfg.open_thinking) for r in records]
-    prompt_ids = [
-        tokenizer(p, add_special_tokens=False)["input_ids"][-cfg.max_prompt_length :] for p in prompts
-    ]
-    s = sample_completions(
+    r = rollout(
         policy,
-        prompt_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        tokenizer,
+        records,
         num_samples=1,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         generation_chunk=cfg.generation_chunk,
+        max_prompt_length=cfg.max_prompt_length,
+        open_thinking=cfg.open_thinking,
     )
-    c_ids, c_mask = s["completion_ids"], s["completion_mask"]  # (B, K)
-    comp_lists = [ids[m.bool()].tolist() for ids, m in zip(c_ids, c_mask, strict=True)]
-    texts = tokenizer.batch_decode(comp_lists, skip_special_tokens=True)
-    columns = {k: [r.get(k) for r in records] for k in records[0] if k != "prompt"}
-    columns["prompts"] = [r["prompt"] for r in records]
-    scores = sum(
-        torch.tensor(f(texts, completion_ids=comp_lists, **columns), dtype=torch.float32)
-        for f in reward_funcs
-    )  # (B,)
-    ids = torch.cat([s["prompt_ids"], c_ids], dim=1)
-    am = torch.cat([s["prompt_mask"], c_mask], dim=1)
-    K = c_ids.size(1)
+    scores, _ = score(r, reward_funcs)  # (B,): PPO sums its rewards
+    texts, c_mask = r.texts, r.policy_mask  # (B, K): values, advantages and the loss cover sampled tokens
+    ids, am = r.input_ids, r.attention_mask
+    K = c_mask.size(1)
     old_logps = per_token_logps(policy, ids, am, K, cfg.logprob_chunk, cfg.temperature)  # (B, K)
     ref_logps = per_token_logps(reference, ids, am, K, cfg.logprob_chunk, cfg.temperature)
     old_values = critic(ids, am, K) * c_mask  # (B, K)

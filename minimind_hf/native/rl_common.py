@@ -1,10 +1,12 @@
-"""Shared pieces of the preference / RL trainers (DPO, GRPO, PPO): rendering, padding, log-probs, sampling.
+"""Shared pieces of the preference / RL trainers (DPO, GRPO, PPO): rendering, padding, log-probs.
+
+Sampling lives in `minimind_hf.native.rollout` (the one rollout engine).
 
 Memory rules (the original's GRPO ran out of memory, minimind #758/#845):
 
 - log-probs are computed with ``logits_to_keep`` (only completion positions reach the LM head) and in row
   chunks; each chunk's ``(b, K, V)`` logits are reduced to ``(b, K)`` at once and never kept;
-- sampling runs ``generation_chunk`` rows at a time.
+- sampling (`rollout`) runs ``generation_chunk`` rows at a time.
 
 Positions: prompts are left-padded, so ``position_ids = cumsum(attention_mask) - 1`` -- the same positions
 ``generate`` uses -- are passed to every forward pass, so scored log-probs match the sampled ones.
@@ -27,7 +29,6 @@ __all__ = [
     "position_ids_from_mask",
     "render_pair",
     "render_prompt",
-    "sample_completions",
 ]
 
 
@@ -147,54 +148,6 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | S
     # number of eos strictly before position t; keep t while it is 0
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     return (eos_before == 0).long()
-
-
-@torch.no_grad()
-def sample_completions(
-    model,
-    prompt_ids: Sequence[Sequence[int]],
-    *,
-    pad_token_id: int,
-    eos_token_id: int | Sequence[int],
-    num_samples: int = 1,
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    generation_chunk: int = 8,
-) -> dict[str, torch.Tensor]:
-    """Sample ``num_samples`` completions per prompt, ``generation_chunk`` rows at a time.
-
-    Rows are ordered prompt-major: ``[p0 s0, p0 s1, ..., p1 s0, ...]`` (a GRPO group is contiguous).
-    Returns left-padded ``prompt_ids``/``prompt_mask`` (N, P) and right-padded ``completion_ids``/
-    ``completion_mask`` (N, K) with the mask covering tokens up to and including the first eos."""
-    was_training = model.training
-    model.eval()
-    rows = [list(p) for p in prompt_ids for _ in range(num_samples)]
-    p_ids, p_mask = pad(rows, pad_token_id, side="left")  # (N, P)
-    device = next(model.parameters()).device
-    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
-    outs = []
-    for start in range(0, len(rows), generation_chunk):
-        ids, mask = p_ids[start : start + generation_chunk], p_mask[start : start + generation_chunk]
-        gen = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            top_p=top_p,
-            top_k=top_k or None,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad_token_id,
-            eos_token_id=eos_token_id,
-        )
-        outs.append(gen[:, ids.size(1) :])  # (b, k) completion part only
-    width = max(o.size(1) for o in outs)
-    c_ids = torch.cat([F.pad(o, (0, width - o.size(1)), value=pad_token_id) for o in outs], dim=0)  # (N, K)
-    c_mask = completion_mask_from_ids(c_ids, eos_token_id)
-    c_ids = c_ids.masked_fill(c_mask == 0, pad_token_id)
-    model.train(was_training)
-    return {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": c_ids, "completion_mask": c_mask}
 
 
 class RolloutCache:

@@ -14,7 +14,8 @@ from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 from minimind_hf.data import demo_corpus, load_records
 from minimind_hf.native.grpo import GRPO, GRPOConfig, group_advantages, grpo_loss, k3_kl, mean_reward
 from minimind_hf.native.loop import train
-from minimind_hf.native.rl_common import pad, per_token_logps, sample_completions
+from minimind_hf.native.rl_common import pad, per_token_logps
+from minimind_hf.native.rollout import sample_completions
 from minimind_hf.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

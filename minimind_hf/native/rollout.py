@@ -1,0 +1,285 @@
+"""The one rollout engine: render prompts, sample batched, run tool calls between turns, decode, score.
+
+Every on-policy trainer (GRPO, PPO), the quickstart's held-out evaluation and the stages' eval rewards call
+this module; nothing else samples completions::
+
+    r = rollout(model, tokenizer, records, num_samples=4, max_new_tokens=64, tools=get_tools(["calculator"]))
+    r.input_ids, r.attention_mask     # (N, P+K): left-padded prompts + right-padded completions, N = rows x samples
+    r.policy_mask                     # (N, K): 1 on tokens the policy sampled, 0 on tool responses and padding
+    totals, per_reward = score(r, reward_funcs, weights)      # (N,), {name: (N,)}
+
+Rows are prompt-major (``[p0 s0, p0 s1, ..., p1 s0, ...]``), so a GRPO group is contiguous.
+
+Multi-turn (``tools`` given, ``max_turns > 1``): when a sample's turn ends in ``<|im_end|>`` after
+``<tool_call>`` blocks (parsed by the server's parser, `minimind_hf.serve.parser`), each call runs through
+`minimind_hf.tools.run_tool_call`, the responses are appended exactly as the chat template renders ``tool``
+messages followed by the next generation prompt, and that row alone continues, until a turn without a call,
+the turn budget, or ``max_new_tokens`` sampled tokens in all. Tool-response tokens are context: they are in
+``attention_mask`` but never in ``policy_mask``, so no loss is taken on them. Rewards score the final turn's
+text (``texts``); every row's calls and responses (``tool_calls``), its number of turns and its whole
+decoded completion (``transcripts``) reach the reward functions as keyword columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .rl_common import completion_mask_from_ids, pad, render_prompt
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Rollout", "prompt_token_ids", "rollout", "sample_completions", "score", "tool_continuation"]
+
+RewardFn = Callable[..., list[float]]
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled completions (see the module docstring for the shapes)."""
+
+    prompt_ids: torch.Tensor  # (N, P) left-padded
+    prompt_mask: torch.Tensor  # (N, P)
+    completion_ids: torch.Tensor  # (N, K) right-padded: sampled tokens and tool responses
+    completion_mask: torch.Tensor  # (N, K) 1 on every real completion token (attention)
+    policy_mask: torch.Tensor  # (N, K) 1 on sampled tokens only (the loss mask)
+    texts: list[str]  # the final turn's text per row (what rewards score)
+    transcripts: list[str]  # the whole completion per row, tool responses included
+    policy_token_ids: list[list[int]]  # the sampled tokens per row, all turns
+    turns: list[int]  # turns per row (1 = no tool call ran)
+    tool_calls: list[list[dict]]  # per row: [{"name", "arguments", "response"}, ...]
+    columns: dict[str, list] = field(default_factory=dict)  # dataset columns per row, + "prompts"
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # (N, P+K)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # (N, P+K)
+
+
+def prompt_token_ids(
+    tokenizer, records: Sequence[dict], open_thinking: bool = False, max_prompt_length: int | None = None
+) -> list[list[int]]:
+    """Each record's ``prompt`` (+ ``tools``) rendered with the generation prompt and tokenized; prompts longer
+    than `max_prompt_length` keep their last tokens (the generation prompt must survive)."""
+    texts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), open_thinking) for r in records]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return [i[-max_prompt_length:] for i in ids] if max_prompt_length else ids
+
+
+@torch.no_grad()
+def sample_completions(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    eos_token_id: int | Sequence[int],
+    num_samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generation_chunk: int = 8,
+) -> dict[str, torch.Tensor]:
+    """One turn: ``num_samples`` completions per prompt, ``generation_chunk`` rows at a time, with the KV cache
+    (``generate``); temperature 0 is greedy.
+
+    Returns left-padded ``prompt_ids``/``prompt_mask`` (N, P) and right-padded ``completion_ids``/
+    ``completion_mask`` (N, K) with the mask covering tokens up to and including the first eos."""
+    was_training = model.training
+    model.eval()
+    rows = [list(p) for p in prompt_ids for _ in range(num_samples)]
+    p_ids, p_mask = pad(rows, pad_token_id, side="left")  # (N, P)
+    device = next(model.parameters()).device
+    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
+    outs = []
+    for start in range(0, len(rows), generation_chunk):
+        ids, mask = p_ids[start : start + generation_chunk], p_mask[start : start + generation_chunk]
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_p=top_p if temperature > 0 else None,
+            top_k=top_k,  # 0 = off; None would let the model's generation_config (top_k 50) truncate sampling
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_token_id,
+            eos_token_id=eos_token_id,
+        )
+        outs.append(gen[:, ids.size(1) :])  # (b, k) completion part only
+    width = max(o.size(1) for o in outs)
+    c_ids = torch.cat([F.pad(o, (0, width - o.size(1)), value=pad_token_id) for o in outs], dim=0)  # (N, K)
+    c_mask = completion_mask_from_ids(c_ids, eos_token_id)
+    c_ids = c_ids.masked_fill(c_mask == 0, pad_token_id)
+    model.train(was_training)
+    return {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": c_ids, "completion_mask": c_mask}
+
+
+def tool_continuation(
+    tokenizer, record: dict, calls: Sequence[dict], responses: Sequence[str], open_thinking: bool = False
+) -> str:
+    """The text the chat template writes after an assistant turn that made `calls`: the ``tool`` messages with
+    `responses`, then the next generation prompt. Derived from the template itself (render with and without
+    the tool messages), so it is exactly what an SFT conversation with those messages contains."""
+    tools = record.get("tools") or None
+    assistant = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls
+        ],
+    }
+    head = list(record["prompt"]) + [assistant]
+    before = tokenizer.apply_chat_template(head, tools=tools, tokenize=False)
+    after = tokenizer.apply_chat_template(
+        head + [{"role": "tool", "content": r} for r in responses],
+        tools=tools,
+        tokenize=False,
+        add_generation_prompt=True,
+        open_thinking=open_thinking,
+    )
+    eos = tokenizer.eos_token
+    if not after.startswith(before) or eos not in before:
+        raise ValueError("the chat template does not render tool messages after the assistant turn")
+    # `before` ends with the assistant's eos and what the template writes after it; the model sampled the eos
+    return after[before.rindex(eos) + len(eos) :]
+
+
+def _tool_context(
+    tokenizer, record: dict, calls: list[dict], open_thinking: bool, max_tokens: int
+) -> list[int]:
+    """The token ids of `tool_continuation`, responses shortened (halved) until it fits in `max_tokens`."""
+    responses = [c["response"] for c in calls]
+    while True:
+        text = tool_continuation(tokenizer, record, calls, responses, open_thinking)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens or not any(responses):
+            return ids
+        responses = [r[: len(r) // 2] for r in responses]
+
+
+def _columns(records: Sequence[dict], num_samples: int) -> dict[str, list]:
+    """Dataset columns repeated per sample (trl's convention for reward functions), plus ``prompts``."""
+    keys = [k for k in (records[0] if records else {}) if k != "prompt"]
+    columns = {k: [r.get(k) for r in records for _ in range(num_samples)] for k in keys}
+    columns["prompts"] = [r["prompt"] for r in records for _ in range(num_samples)]
+    return columns
+
+
+@torch.no_grad()
+def rollout(
+    model,
+    tokenizer,
+    records: Sequence[dict],
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generation_chunk: int = 8,
+    max_prompt_length: int | None = None,
+    open_thinking: bool = False,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+    max_turns: int = 1,
+    max_tool_response_tokens: int = 128,
+) -> Rollout:
+    """Sample `num_samples` completions for each ``rl`` record (``prompt`` messages, optional ``tools`` schemas,
+    any other columns), running tool calls between turns when `tools` are given (see the module docstring)."""
+    from ..serve.parser import parse_output
+    from ..tools import run_tool_call
+
+    eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prompts = prompt_token_ids(tokenizer, records, open_thinking, max_prompt_length)
+    rows = [p for p in prompts for _ in range(num_samples)]
+    row_records = [r for r in records for _ in range(num_samples)]
+    n = len(rows)
+    completion: list[list[int]] = [[] for _ in range(n)]
+    policy: list[list[int]] = [[] for _ in range(n)]  # 1 = sampled, 0 = tool response
+    texts, turns = [""] * n, [0] * n
+    calls_made: list[list[dict]] = [[] for _ in range(n)]
+    active = list(range(n))
+    multi_turn = bool(tools) and max_turns > 1
+    for turn in range(max_turns if multi_turn else 1):
+        budget = {i: max_new_tokens - sum(policy[i]) for i in active}
+        active = [i for i in active if budget[i] > 0]
+        if not active:
+            break
+        s = sample_completions(
+            model,
+            [rows[i] + completion[i] for i in active],
+            pad_token_id=pad_id,
+            eos_token_id=eos,
+            max_new_tokens=max(budget[i] for i in active),
+            temperature=temperature,
+            top_p=top_p,
+            generation_chunk=generation_chunk,
+        )
+        still = []
+        for j, i in enumerate(active):
+            new = s["completion_ids"][j][s["completion_mask"][j].bool()].tolist()[: budget[i]]
+            completion[i] += new
+            policy[i] += [1] * len(new)
+            turns[i] = turn + 1
+            texts[i] = tokenizer.decode(new, skip_special_tokens=True)
+            logger.debug("rollout row %d turn %d: %r", i, turn + 1, texts[i][:200])
+            ended = bool(new) and new[-1] == eos
+            if not (multi_turn and ended and turn + 1 < max_turns and sum(policy[i]) < max_new_tokens):
+                continue
+            calls = parse_output(texts[i], reasoning=open_thinking, parse_tool_calls=True)["tool_calls"]
+            if not calls:
+                continue
+            made = [{"name": c.name, "arguments": c.arguments} for c in calls]
+            for call in made:
+                call["response"] = run_tool_call(tools, call["name"], call["arguments"])
+            calls_made[i] += made
+            context = _tool_context(tokenizer, row_records[i], made, open_thinking, max_tool_response_tokens)
+            completion[i] += context
+            policy[i] += [0] * len(context)
+            still.append(i)
+        active = still
+
+    c_ids, c_mask = pad(completion, pad_id, side="right")  # (N, K)
+    p_mask_rows, _ = pad(policy, 0, side="right")
+    device = next(model.parameters()).device
+    p_ids, p_mask = pad(rows, pad_id, side="left")
+    policy_ids = [
+        [t for t, m in zip(c, p, strict=True) if m] for c, p in zip(completion, policy, strict=True)
+    ]
+    return Rollout(
+        prompt_ids=p_ids.to(device),
+        prompt_mask=p_mask.to(device),
+        completion_ids=c_ids.to(device),
+        completion_mask=c_mask.to(device),
+        policy_mask=p_mask_rows.to(device),
+        texts=texts,
+        transcripts=tokenizer.batch_decode(completion, skip_special_tokens=True),
+        policy_token_ids=policy_ids,
+        turns=turns,
+        tool_calls=calls_made,
+        columns=_columns(records, num_samples),
+    )
+
+
+def score(
+    r: Rollout, reward_funcs: Sequence[RewardFn], weights: Sequence[float] | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(weighted total (N,), {reward name: (N,)})``: every function gets the final texts, the sampled token
+    ids, the dataset columns and the rollout's ``tool_calls`` / ``turns`` / ``transcripts``."""
+    extra = {"tool_calls": r.tool_calls, "turns": r.turns, "transcripts": r.transcripts}
+    per = {}
+    for i, f in enumerate(reward_funcs):
+        name = getattr(f, "__name__", str(i))
+        values = f(r.texts, completion_ids=r.policy_token_ids, **r.columns, **extra)
+        per[name] = torch.tensor(values, dtype=torch.float32)
+    weights = torch.tensor(list(weights) if weights else [1.0] * len(per), dtype=torch.float32)
+    total = (
+        (torch.stack(list(per.values()), dim=1) * weights).sum(dim=1) if per else torch.zeros(len(r.texts))
+    )
+    return total, per

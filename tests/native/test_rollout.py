@@ -1,0 +1,114 @@
+"""The rollout engine: one turn equals transformers' own greedy generate; a multi-turn tool-use rollout
+reproduces, token for token, what the chat template renders for the same conversation, with the policy mask
+equal to the template's assistant mask (tool responses are context, never trained)."""
+
+from __future__ import annotations
+
+import torch
+from _native_helpers import tokenizer
+
+from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+from minimind_hf.native.rollout import rollout, score
+from minimind_hf.tools import get_tools
+
+PROMPT = [{"role": "user", "content": "What is 6*7?"}]
+CALL = {"name": "calculator", "arguments": {"expression": "6*7"}}
+CONVERSATION = PROMPT + [
+    {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": CALL}]},
+    {"role": "tool", "content": "42"},
+    {"role": "assistant", "content": "The answer is 42."},
+]
+
+
+def _model(seed: int = 0) -> MiniMindForCausalLM:
+    torch.manual_seed(seed)
+    cfg = MiniMindConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer()), hidden_size=128, intermediate_size=384
+    )
+    return MiniMindForCausalLM(cfg)
+
+
+def _memorise(model, conversation, tools, steps: int = 150) -> None:
+    """Overfit the assistant turns of one conversation (a real model that then makes the tool call itself)."""
+    enc = tokenizer().apply_chat_template(
+        conversation, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids = torch.tensor([enc["input_ids"]])
+    labels = ids.masked_fill(torch.tensor([enc["assistant_masks"]]) == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
+def test_one_turn_equals_transformers_greedy_generate():
+    torch.set_num_threads(1)
+    tok, model = tokenizer(), _model(1).eval()
+    records = [
+        {"prompt": [{"role": "user", "content": q}], "ground_truth": "2"} for q in ("1 + 1 = ?", "hello")
+    ]
+    r = rollout(model, tok, records, num_samples=2, max_new_tokens=12, temperature=0.0)
+    assert r.input_ids.shape[0] == 4 and torch.equal(r.policy_mask, r.completion_mask)
+    for row, record in enumerate([records[0], records[0], records[1], records[1]]):
+        prompt = tok.apply_chat_template(
+            record["prompt"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        ref = model.generate(
+            prompt,
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )[0, prompt.shape[1] :].tolist()
+        if tok.eos_token_id in ref:
+            ref = ref[: ref.index(tok.eos_token_id) + 1]
+        got = r.completion_ids[row][r.completion_mask[row].bool()].tolist()
+        assert got == ref, row
+        assert r.texts[row] == tok.decode(ref, skip_special_tokens=True) and r.turns[row] == 1
+    assert r.columns["ground_truth"] == ["2", "2", "2", "2"]
+
+
+def test_tool_call_rollout_is_the_template_rendering_with_its_assistant_mask():
+    torch.set_num_threads(1)
+    tok, model = tokenizer(), _model()
+    tools = get_tools(["calculator"])
+    _memorise(model, CONVERSATION, None)
+    r = rollout(
+        model, tok, [{"prompt": PROMPT}], max_new_tokens=80, temperature=0.0, tools=tools, max_turns=3
+    )
+
+    assert r.turns == [2]
+    assert r.tool_calls == [[{"name": "calculator", "arguments": '{"expression": "6*7"}', "response": "42"}]]
+    assert r.texts == ["The answer is 42."]
+    # the independent reference: the chat template's rendering of the same conversation and its generation mask
+    enc = tok.apply_chat_template(
+        CONVERSATION, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    prompt_len = len(
+        tok.apply_chat_template(PROMPT, add_generation_prompt=True, return_dict=True)["input_ids"]
+    )
+    ref_ids, ref_mask = enc["input_ids"][prompt_len:], enc["assistant_masks"][prompt_len:]
+    while ref_ids and ref_mask[-1] == 0:  # the newline the template writes after the final <|im_end|>
+        ref_ids, ref_mask = ref_ids[:-1], ref_mask[:-1]
+    valid = r.completion_mask[0].bool()
+    assert r.completion_ids[0][valid].tolist() == ref_ids
+    assert r.policy_mask[0][valid].tolist() == ref_mask
+    assert 0 < r.policy_mask.sum() < r.completion_mask.sum()  # the tool response is context only
+
+    def used_the_tool(completions, tool_calls, **kwargs):
+        return [float(any(c["response"] == "42" for c in calls)) for calls in tool_calls]
+
+    total, per = score(r, [used_the_tool])
+    assert total.tolist() == [1.0] and set(per) == {"used_the_tool"}
+
+
+def test_without_tools_a_tool_call_ends_the_rollout():
+    torch.set_num_threads(1)
+    tok, model = tokenizer(), _model()
+    _memorise(model, CONVERSATION, None)
+    r = rollout(model, tok, [{"prompt": PROMPT}], max_new_tokens=80, temperature=0.0)
+    assert r.turns == [1] and r.tool_calls == [[]] and "<tool_call>" in r.texts[0]
