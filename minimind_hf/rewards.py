@@ -13,7 +13,16 @@ name               reward
 ``length``         DAPO soft over-long penalty: 0 up to ``max_length - cache``, then linear down to -1
 ``repetition``     ``max_penalty * (1 - distinct n-grams / n-grams)``, n-grams over words / CJK characters
 ``reward_model``   the score (logit 0) of any ``AutoModelForSequenceClassification`` on the conversation
+``gt_coverage``    the share of the ground-truth values (a list ``gt``, or one value) found in the final answer
+``tool_use``       tool calls that ran without error vs. the number the ground truth needs (+0.5 / -0.5 a gap)
+``tool_format``    -0.5 per unbalanced ``<tool_call>`` tag and per call block that does not parse (0 if clean)
+``unfinished``     -1.0 when the rollout ran out of turns or tokens before a final answer, else 0.0
 =================  ===========================================================================================
+
+The last four score multi-turn rollouts: they read the ``tool_calls``, ``transcripts`` and ``finished``
+columns that `minimind_hf.native.rollout.score` passes (the native ``agent`` stage); without them they raise.
+A list ``gt`` is stored as a JSON array in ``ground_truth`` (:func:`ground_truth_values` reads it back);
+``accuracy`` accepts any of its values.
 
 ``get_reward("length", max_length=256)`` binds options; ``get_reward("nope")`` raises ``KeyError`` listing
 the valid names. ``get_rewards(["accuracy", "think_format"])`` returns a list for ``reward_funcs=``.
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import math
 import re
@@ -57,8 +67,13 @@ __all__ = [
     "parse_number",
     "register_reward",
     "repetition_penalty",
+    "ground_truth_values",
+    "gt_coverage_reward",
     "reward_model_reward",
     "think_format_reward",
+    "tool_format_reward",
+    "tool_use_reward",
+    "unfinished_reward",
 ]
 
 RewardFn = Callable[..., list[float]]
@@ -189,6 +204,21 @@ def parse_number(text: str | float | int | None) -> float | None:
         return None
 
 
+def ground_truth_values(truth: str | float | int | None) -> list[str]:
+    """The ground truth as a list of values: a JSON array (how rl records store a list ``gt``) or one value."""
+    if truth is None:
+        return []
+    text = str(truth).strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError:
+            values = None
+        if isinstance(values, list):
+            return [str(v) for v in values]
+    return [text]
+
+
 def answers_match(predicted: str | None, truth: str | float | int) -> bool:
     """Numeric equality (``math.isclose``, rel 1e-6, abs 1e-9); string equality if the truth is not a number."""
     if predicted is None:
@@ -219,7 +249,8 @@ def accuracy_reward(
             missing += 1
             out.append(0.0)
             continue
-        out.append(1.0 if answers_match(extract_answer(completion_text(completion)), truth) else 0.0)
+        predicted = extract_answer(completion_text(completion))
+        out.append(1.0 if any(answers_match(predicted, t) for t in ground_truth_values(truth)) else 0.0)
     if missing:
         logger.warning(
             "accuracy reward: %d of %d completions have no ground_truth; scored 0", missing, len(out)
@@ -378,3 +409,86 @@ def reward_model_reward(
     finally:
         tok.padding_side = padding_side
     return scores
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Multi-turn (tool-use) rewards: they need the rollout's columns
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _rollout_column(kwargs: dict, name: str, reward: str) -> list:
+    if kwargs.get(name) is None:
+        raise ValueError(
+            f"the {reward} reward needs the rollout's {name!r} column: run it on multi-turn rollouts "
+            "(minimind_hf.native.rollout, the native agent stage)"
+        )
+    return kwargs[name]
+
+
+def _contains(text: str, value: str) -> bool:
+    """`value` appears in `text`: numerically among its numbers, or as a case-insensitive substring."""
+    target = parse_number(value)
+    if target is not None:
+        numbers = (parse_number(m) for m in _NUMBER_RE.findall(unicodedata.normalize("NFKC", text)))
+        return any(n is not None and math.isclose(n, target, rel_tol=1e-6, abs_tol=1e-9) for n in numbers)
+    return bool(value.strip()) and value.strip().lower() in text.lower()
+
+
+def _final_answer(text: str) -> str:
+    """The text after the last ``</think>`` and the last ``</tool_call>``."""
+    return text.split("</think>")[-1].split("</tool_call>")[-1]
+
+
+@register_reward("gt_coverage")
+def gt_coverage_reward(
+    completions: list, ground_truth: Sequence[Any] | None = None, **kwargs: Any
+) -> list[float]:
+    """The share of the ground-truth values found in the final answer (0 when the row has no ground truth)."""
+    if ground_truth is None:
+        raise ValueError("the gt_coverage reward needs a `ground_truth` column")
+    out = []
+    for completion, truth in zip(completions, ground_truth, strict=True):
+        values = ground_truth_values(truth)
+        answer = _final_answer(completion_text(completion))
+        out.append(sum(_contains(answer, v) for v in values) / len(values) if values else 0.0)
+    return out
+
+
+@register_reward("tool_use")
+def tool_use_reward(
+    completions: list, ground_truth: Sequence[Any] | None = None, *, min_reward: float = -1.5, **kwargs: Any
+) -> list[float]:
+    """+0.5 when the row made exactly as many successful tool calls as its ground truth has values (at least
+    one), else -0.5 per call missing, extra or failed (a response starting with ``error:``), down to `min_reward`."""
+    calls = _rollout_column(kwargs, "tool_calls", "tool_use")
+    truths = ground_truth if ground_truth is not None else [None] * len(calls)
+    out = []
+    for row_calls, truth in zip(calls, truths, strict=True):
+        ok = sum(not str(c.get("response", "")).startswith("error:") for c in row_calls)
+        failed = len(row_calls) - ok
+        gap = abs(ok - max(1, len(ground_truth_values(truth)))) + failed
+        out.append(0.5 if gap == 0 else max(min_reward, -0.5 * gap))
+    return out
+
+
+_CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+@register_reward("tool_format")
+def tool_format_reward(completions: list, **kwargs: Any) -> list[float]:
+    """-0.5 per unbalanced ``<tool_call>`` / ``</tool_call>`` tag and per block whose body is not a call
+    (``{"name": ..., "arguments": {...}}``), over every sampled turn; 0.0 for a clean row."""
+    from .serve.parser import parse_tool_call_body
+
+    out = []
+    for text in _rollout_column(kwargs, "transcripts", "tool_format"):
+        bad = abs(text.count("<tool_call>") - text.count("</tool_call>"))
+        bad += sum(parse_tool_call_body(body) is None for body in _CALL_BLOCK.findall(text))
+        out.append(-0.5 * bad)
+    return out
+
+
+@register_reward("unfinished")
+def unfinished_reward(completions: list, *, penalty: float = -1.0, **kwargs: Any) -> list[float]:
+    """`penalty` when the rollout stopped before a final answer (turn or token budget spent), else 0.0."""
+    return [0.0 if done else penalty for done in _rollout_column(kwargs, "finished", "unfinished")]

@@ -38,6 +38,7 @@ __all__ = [
     "RecipeInputs",
     "honoured",
     "markdown_table",
+    "readme_tables",
     "native_config",
     "refusals",
     "run_native",
@@ -458,65 +459,97 @@ _RL_COMMON = (
     key("top_p"),
 )
 
-GRPO = _RL_COMMON + (
-    key(
-        "batch_size",
-        "per_device_train_batch_size",
-        "num_generations",
-        "gradient_accumulation_steps",
-        convert=lambda a, p: _grpo_batch(a, p)[0],
-        note="per_device_train_batch_size / num_generations prompts",
-    ),
-    key(
-        "grad_accum_steps",
-        "per_device_train_batch_size",
-        "num_generations",
-        "gradient_accumulation_steps",
-        convert=lambda a, p: _grpo_batch(a, [])[1],
-    ),
-    key(
-        None,
-        "steps_per_generation",
-        "generation_batch_size",
-        convert=_one_generation_per_step,
-        note="one generation per optimiser step (the default)",
-    ),
-    key("num_generations"),
-    key("reward_weights", convert=lambda a, p: list(a.reward_weights or [])),
-    key("beta"),
-    key("epsilon_low", "epsilon"),
-    key(
-        "epsilon_high",
-        "epsilon_high",
-        "epsilon",
-        convert=lambda a, p: a.epsilon if a.epsilon_high is None else a.epsilon_high,
-    ),
-    key("loss_type", convert=lambda a, p: _enum(a.loss_type)),
-    key("scale_rewards", convert=lambda a, p: _enum(a.scale_rewards)),
-    key("kl_ratio_correction", "use_bias_correction_kl", convert=lambda a, p: bool(a.use_bias_correction_kl)),
-    key("num_iterations"),
-    key(
-        None,
-        "multi_objective_aggregation",
-        convert=_must_be(
+
+def _max_turns(a: RecipeInputs, problems: list[str]) -> int:
+    """trl's ``max_tool_calling_iterations`` (tool rounds after the first turn) -> native turns."""
+    iterations = a.max_tool_calling_iterations
+    if not a.tools:
+        if iterations:
+            problems.append(
+                "max_tool_calling_iterations is set but tools is empty: name the tools (e.g. [calculator])"
+            )
+        return 1
+    if iterations is None:
+        problems.append(
+            "tools: set max_tool_calling_iterations (e.g. 2 = up to 3 turns); the native rollout needs a bound"
+        )
+        return 1
+    return int(iterations) + 1
+
+
+_TOOL_ROWS = (
+    key("tools", convert=lambda a, p: list(a.tools)),
+    key("max_turns", "max_tool_calling_iterations", "tools", convert=_max_turns, note="iterations + 1"),
+    key("max_tool_response_tokens"),
+)
+
+GRPO = (
+    _RL_COMMON
+    + _TOOL_ROWS
+    + (
+        key(
+            "batch_size",
+            "per_device_train_batch_size",
+            "num_generations",
+            "gradient_accumulation_steps",
+            convert=lambda a, p: _grpo_batch(a, p)[0],
+            note="per_device_train_batch_size / num_generations prompts",
+        ),
+        key(
+            "grad_accum_steps",
+            "per_device_train_batch_size",
+            "num_generations",
+            "gradient_accumulation_steps",
+            convert=lambda a, p: _grpo_batch(a, [])[1],
+        ),
+        key(
+            None,
+            "steps_per_generation",
+            "generation_batch_size",
+            convert=_one_generation_per_step,
+            note="one generation per optimiser step (the default)",
+        ),
+        key("num_generations"),
+        key("reward_weights", convert=lambda a, p: list(a.reward_weights or [])),
+        key("beta"),
+        key("epsilon_low", "epsilon"),
+        key(
+            "epsilon_high",
+            "epsilon_high",
+            "epsilon",
+            convert=lambda a, p: a.epsilon if a.epsilon_high is None else a.epsilon_high,
+        ),
+        key("loss_type", convert=lambda a, p: _enum(a.loss_type)),
+        key("scale_rewards", convert=lambda a, p: _enum(a.scale_rewards)),
+        key(
+            "kl_ratio_correction",
+            "use_bias_correction_kl",
+            convert=lambda a, p: bool(a.use_bias_correction_kl),
+        ),
+        key("num_iterations"),
+        key(
+            None,
             "multi_objective_aggregation",
-            ("sum_then_normalize",),
-            "the native trainer sums the weighted rewards, then normalises",
+            convert=_must_be(
+                "multi_objective_aggregation",
+                ("sum_then_normalize",),
+                "the native trainer sums the weighted rewards, then normalises",
+            ),
         ),
-    ),
-    key(
-        None,
-        "importance_sampling_level",
-        convert=_must_be(
-            "importance_sampling_level", ("token",), "the native trainer uses token-level ratios"
+        key(
+            None,
+            "importance_sampling_level",
+            convert=_must_be(
+                "importance_sampling_level", ("token",), "the native trainer uses token-level ratios"
+            ),
         ),
-    ),
-    key(
-        None,
-        "shuffle_dataset",
-        convert=_must_be("shuffle_dataset", (True,), "the native loop always shuffles"),
-    ),
-    key("disable_dropout"),
+        key(
+            None,
+            "shuffle_dataset",
+            convert=_must_be("shuffle_dataset", (True,), "the native loop always shuffles"),
+        ),
+        key("disable_dropout"),
+    )
 )
 
 PPO = _RL_COMMON + (
@@ -561,6 +594,7 @@ TABLES: dict[str, tuple[str, tuple[Key, ...]]] = {
     "lora": ("lora", LORA),
     "dpo": ("dpo", DPO),
     "grpo": ("grpo", GRPO),
+    "agent": ("agent", GRPO),
     "ppo": ("ppo", PPO),
     "distill": ("distill", DISTILL),
 }
@@ -568,14 +602,17 @@ TABLES: dict[str, tuple[str, tuple[Key, ...]]] = {
 # Our own keys that the trl backend does not use: refused there when set (trl stages only).
 TRL_UNUSED: dict[str, frozenset[str]] = {
     "dpo": frozenset({"max_prompt_length"}),
-    "grpo": frozenset({"max_prompt_length"}),
-    "rloo": frozenset({"max_prompt_length"}),
+    "grpo": frozenset({"max_prompt_length", "tools", "max_tool_response_tokens"}),
+    "rloo": frozenset({"max_prompt_length", "tools", "max_tool_response_tokens"}),
     "distill": frozenset({"alpha", "max_length"}),
 }
 _TRL_UNUSED_WHY = {
     "max_prompt_length": "trl 1.16 does not truncate prompts; native backend only",
     "alpha": "trl's on-policy distillation loss has no CE term; native backend only",
     "max_length": "trl's distillation uses prompts + max_completion_length; native backend only",
+    "tools": "tool-calling rollouts run on the native backend; trl's GRPOTrainer(tools=) is not wired to MiniMind's "
+    "chat template yet",
+    "max_tool_response_tokens": "native backend only (the native rollouts' tool turns)",
 }
 
 
@@ -600,6 +637,8 @@ _HINTS = {
     "torch_compile": "not implemented natively yet; use backend: trl",
     "load_best_model_at_end": "the native trainer keeps the final weights; pick a checkpoint from output_dir/checkpoints",
     "trust_remote_code": "the native trainer always uses minimind_hf's own MiniMind classes (no remote code)",
+    "tools": "tool-calling rollouts run in the grpo and agent stages",
+    "max_tool_response_tokens": "tool-calling rollouts run in the grpo and agent stages",
     "per_device_eval_batch_size": "native GRPO / PPO evaluate one greedy completion per eval prompt, in "
     "generation chunks; use backend: trl",
 }
@@ -750,6 +789,21 @@ def markdown_table(stage: str) -> str:
     return "\n".join(lines)
 
 
+def readme_tables() -> str:
+    """Every stage's table as recipes/README.md shows them (stages sharing a table are listed together)."""
+    parts = [f"#### Every stage (common rows)\n\n{markdown_table('common')}\n"]
+    shown: dict[int, str] = {}
+    for stage, (_, stage_rows) in TABLES.items():
+        if id(stage_rows) in shown:
+            parts.append(
+                f"#### `{stage}`: the `{shown[id(stage_rows)]}` rows (native stage `{TABLES[stage][0]}`)\n"
+            )
+            continue
+        shown[id(stage_rows)] = stage
+        title = f"`{stage}` (after the common rows; a row for the same native field replaces the common one)"
+        parts.append(f"#### {title}\n\n{markdown_table(stage)}\n")
+    return "\n".join(parts)
+
+
 if __name__ == "__main__":  # python -m minimind_hf.recipes.native_bridge: the tables for recipes/README.md
-    for _stage in ["common", *TABLES]:
-        print(f"{_stage}:\n\n{markdown_table(_stage)}\n")
+    print(readme_tables())

@@ -48,6 +48,17 @@ class RLArguments:
             "help": "prompts end in '<think>\\n' (the model writes its reasoning); false = closed empty think block"
         },
     )
+    tools: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "native backend: minimind_hf.tools names the rollouts run between turns (calculator, unit_convert, "
+            "lookup, current_time); turns = max_tool_calling_iterations + 1"
+        },
+    )
+    max_tool_response_tokens: int = field(
+        default=128,
+        metadata={"help": "native backend: a tool turn's tokens at most (responses are shortened)"},
+    )
     max_prompt_length: int | None = field(
         default=None,
         metadata={

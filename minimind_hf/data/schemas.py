@@ -25,7 +25,8 @@ Accepted input, per kind (keys not listed are ignored):
   assistant turn, sharing every turn before it) or trl's ``{"prompt": [...], "chosen": [...],
   "rejected": [...]}``.
 - rl: a conversation (``conversations``/``messages``/``prompt``) ending with a user or tool turn, or
-  with an empty assistant turn (dropped), plus optional ``gt``/``ground_truth`` (string or number);
+  with an empty assistant turn (dropped), plus optional ``gt``/``ground_truth`` (string, number, or a list of
+  them: the original's agent-RL rows);
   or ``{"question": str, "answer": str | number}`` -> one user turn and ``ground_truth=str(answer)``.
 
 Every kind accepts its own output as input, so a loaded dataset saved to parquet loads again.
@@ -37,6 +38,7 @@ is also what this loader accepts back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -128,10 +130,20 @@ def _one_of(record: dict, kind: str, keys: tuple[str, ...]) -> str:
 
 
 def _ground_truth(value: Any, field: str) -> str | None:
+    """A string or number as its text; a list (the original's agent-RL ``gt``: every value the final answer must
+    contain) as a JSON array of strings, which `minimind_hf.rewards.ground_truth_values` reads back."""
     if value is None:
         return None
+    if isinstance(value, list):
+        items = [_ground_truth(v, f"{field}[{i}]") for i, v in enumerate(value)]
+        items = [v for v in items if v is not None]
+        return json.dumps(items, ensure_ascii=False) if items else None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        fail(field, f"ground truth must be a string or a number, got {type(value).__name__}", "wrong_type")
+        fail(
+            field,
+            f"ground truth must be a string, a number or a list of them, got {type(value).__name__}",
+            "wrong_type",
+        )
     return str(value) if str(value).strip() else None
 
 

@@ -97,13 +97,25 @@ class GRPOConfig(TrainConfig):
     scale_rewards: str = "group"  # group | batch | none
     num_iterations: int = 1  # optimiser steps per rollout (pi_old stays the sampling policy)
     open_thinking: bool = False  # prompts end in "<think>\n": the model writes its reasoning
+    tools: list[str] = field(default_factory=list)  # minimind_hf.tools names run between turns; [] = one turn
+    max_turns: int = 1  # sampled turns per rollout row (tool calls run between them)
+    max_tool_response_tokens: int = 128  # a tool turn's tokens at most (responses are shortened to fit)
     generation_chunk: int = 16  # rows sampled at once
     logprob_chunk: int = 16  # rows per no-grad log-prob pass (old / reference)
     learning_rate: float = 3e-7
     batch_size: int = 2
 
     def validate(self) -> list[str]:
+        from ..tools import TOOLS
+
         p = super().validate()
+        unknown_tools = [t for t in self.tools if t not in TOOLS]
+        if unknown_tools:
+            p.append(f"tools: unknown {unknown_tools}; valid: {', '.join(sorted(TOOLS))}")
+        if self.max_turns < 1:
+            p.append(f"max_turns must be >= 1, got {self.max_turns}")
+        if self.max_turns > 1 and not self.tools:
+            p.append("max_turns > 1 needs tools: the turns are separated by tool calls")
         p += check_data_files("data", self.data)
         p += check_data_files("eval_data", self.eval_data, required=False)
         if self.model is None:
@@ -258,6 +270,20 @@ def rewards_from_config(cfg) -> list[RewardFn]:
     return get_rewards(list(cfg.rewards), reward_options(cfg))
 
 
+def tool_settings(cfg) -> dict:
+    """The rollout's tool arguments from a stage config (none for single-turn stages)."""
+    from ..tools import get_tools
+
+    names = list(getattr(cfg, "tools", []) or [])
+    if not names:
+        return {}
+    return {
+        "tools": get_tools(names),
+        "max_turns": cfg.max_turns,
+        "max_tool_response_tokens": cfg.max_tool_response_tokens,
+    }
+
+
 @torch.no_grad()
 def grpo_rollout(
     policy, reference, tokenizer, records: Sequence[dict], reward_funcs: Sequence[RewardFn], cfg: GRPOConfig
@@ -280,6 +306,7 @@ def grpo_rollout(
         generation_chunk=cfg.generation_chunk,
         max_prompt_length=cfg.max_prompt_length,
         open_thinking=cfg.open_thinking,
+        **tool_settings(cfg),
     )
     rewards, per_func = score(r, reward_funcs, cfg.reward_weights)  # (N,), {name: (N,)}
     advantages = group_advantages(rewards, G, cfg.scale_rewards)  # (N,)
@@ -294,6 +321,8 @@ def grpo_rollout(
         "rewards": rewards,
         "completions": r.texts,
         "max_completion_length": cfg.max_new_tokens,
+        "turns": float(sum(r.turns)) / max(len(r.turns), 1),
+        "tool_calls": float(sum(len(c) for c in r.tool_calls)) / max(len(r.tool_calls), 1),
     }
     if cfg.num_iterations > 1:
         batch["old_logps"] = per_token_logps(
@@ -331,6 +360,8 @@ def grpo_step(
     )
     metrics["reward"] = float(batch["rewards"].mean())
     metrics["completion_length"] = float(cm.sum(1).float().mean())
+    if "turns" in batch:
+        metrics["turns"], metrics["tool_calls"] = batch["turns"], batch["tool_calls"]
     return loss, metrics
 
 
@@ -421,6 +452,7 @@ def mean_reward(
         generation_chunk=cfg.generation_chunk,
         max_prompt_length=cfg.max_prompt_length,
         open_thinking=cfg.open_thinking,
+        **tool_settings(cfg),
     )
     total, _ = score(r, reward_funcs, getattr(cfg, "reward_weights", None))
     return float(total.mean()) if len(total) else 0.0

@@ -53,6 +53,7 @@ class Rollout:
     policy_token_ids: list[list[int]]  # the sampled tokens per row, all turns
     turns: list[int]  # turns per row (1 = no tool call ran)
     tool_calls: list[list[dict]]  # per row: [{"name", "arguments", "response"}, ...]
+    finished: list[bool]  # the last turn ended in eos without a call left to run (not out of turns / tokens)
     columns: dict[str, list] = field(default_factory=dict)  # dataset columns per row, + "prompts"
 
     @property
@@ -193,8 +194,11 @@ def rollout(
     """Sample `num_samples` completions for each ``rl`` record (``prompt`` messages, optional ``tools`` schemas,
     any other columns), running tool calls between turns when `tools` are given (see the module docstring)."""
     from ..serve.parser import parse_output
-    from ..tools import run_tool_call
+    from ..tools import run_tool_call, tool_schemas
 
+    if tools:  # the model must see what it can call: records without their own schemas get the tools'
+        schemas = tool_schemas(tools)
+        records = [r if r.get("tools") else {**r, "tools": schemas} for r in records]
     eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     prompts = prompt_token_ids(tokenizer, records, open_thinking, max_prompt_length)
     rows = [p for p in prompts for _ in range(num_samples)]
@@ -204,6 +208,7 @@ def rollout(
     policy: list[list[int]] = [[] for _ in range(n)]  # 1 = sampled, 0 = tool response
     texts, turns = [""] * n, [0] * n
     calls_made: list[list[dict]] = [[] for _ in range(n)]
+    finished = [False] * n
     active = list(range(n))
     multi_turn = bool(tools) and max_turns > 1
     for turn in range(max_turns if multi_turn else 1):
@@ -230,11 +235,12 @@ def rollout(
             texts[i] = tokenizer.decode(new, skip_special_tokens=True)
             logger.debug("rollout row %d turn %d: %r", i, turn + 1, texts[i][:200])
             ended = bool(new) and new[-1] == eos
-            if not (multi_turn and ended and turn + 1 < max_turns and sum(policy[i]) < max_new_tokens):
-                continue
-            calls = parse_output(texts[i], reasoning=open_thinking, parse_tool_calls=True)["tool_calls"]
-            if not calls:
-                continue
+            calls = []
+            if multi_turn and ended:
+                calls = parse_output(texts[i], reasoning=open_thinking, parse_tool_calls=True)["tool_calls"]
+            finished[i] = ended and not calls
+            if not calls or turn + 1 >= max_turns or sum(policy[i]) >= max_new_tokens:
+                continue  # done: a final answer, or calls with no turn / token left to answer them
             made = [{"name": c.name, "arguments": c.arguments} for c in calls]
             for call in made:
                 call["response"] = run_tool_call(tools, call["name"], call["arguments"])
@@ -263,6 +269,7 @@ def rollout(
         policy_token_ids=policy_ids,
         turns=turns,
         tool_calls=calls_made,
+        finished=finished,
         columns=_columns(records, num_samples),
     )
 
@@ -271,8 +278,13 @@ def score(
     r: Rollout, reward_funcs: Sequence[RewardFn], weights: Sequence[float] | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(weighted total (N,), {reward name: (N,)})``: every function gets the final texts, the sampled token
-    ids, the dataset columns and the rollout's ``tool_calls`` / ``turns`` / ``transcripts``."""
-    extra = {"tool_calls": r.tool_calls, "turns": r.turns, "transcripts": r.transcripts}
+    ids, the dataset columns and the rollout's ``tool_calls`` / ``turns`` / ``transcripts`` / ``finished``."""
+    extra = {
+        "tool_calls": r.tool_calls,
+        "turns": r.turns,
+        "transcripts": r.transcripts,
+        "finished": r.finished,
+    }
     per = {}
     for i, f in enumerate(reward_funcs):
         name = getattr(f, "__name__", str(i))

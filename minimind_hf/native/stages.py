@@ -29,6 +29,7 @@ STAGE_MODULES: dict[str, str] = {
     "dpo": "minimind_hf.native.dpo",
     "ppo": "minimind_hf.native.ppo",
     "grpo": "minimind_hf.native.grpo",
+    "agent": "minimind_hf.native.agent",
     "distill": "minimind_hf.native.distill",
 }
 

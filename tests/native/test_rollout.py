@@ -9,7 +9,7 @@ from _native_helpers import tokenizer
 
 from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 from minimind_hf.native.rollout import rollout, score
-from minimind_hf.tools import get_tools
+from minimind_hf.tools import get_tools, tool_schemas
 
 PROMPT = [{"role": "user", "content": "What is 6*7?"}]
 CALL = {"name": "calculator", "arguments": {"expression": "6*7"}}
@@ -76,7 +76,7 @@ def test_tool_call_rollout_is_the_template_rendering_with_its_assistant_mask():
     torch.set_num_threads(1)
     tok, model = tokenizer(), _model()
     tools = get_tools(["calculator"])
-    _memorise(model, CONVERSATION, None)
+    _memorise(model, CONVERSATION, tool_schemas(tools))
     r = rollout(
         model, tok, [{"prompt": PROMPT}], max_new_tokens=80, temperature=0.0, tools=tools, max_turns=3
     )
@@ -112,3 +112,53 @@ def test_without_tools_a_tool_call_ends_the_rollout():
     _memorise(model, CONVERSATION, None)
     r = rollout(model, tok, [{"prompt": PROMPT}], max_new_tokens=80, temperature=0.0)
     assert r.turns == [1] and r.tool_calls == [[]] and "<tool_call>" in r.texts[0]
+
+
+def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path):
+    """`agent` (GRPO/CISPO + tools): every step's rollouts run the calculator, the agent rewards score them,
+    and the weights change; nothing is trained on tool tokens (the rollout test above checks the mask)."""
+    import json
+
+    from _native_helpers import base_config
+
+    from minimind_hf.native.agent import AgentConfig, run_agent
+    from minimind_hf.native.config import load_config
+
+    torch.set_num_threads(1)
+    tok, model = tokenizer(), _model()
+    _memorise(model, CONVERSATION, tool_schemas(get_tools(["calculator"])), steps=120)
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    data = tmp_path / "agent.jsonl"
+    rows = [{"conversations": PROMPT + [{"role": "assistant", "content": ""}], "gt": ["42"]}] * 4
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    cfg = load_config(
+        AgentConfig,
+        None,
+        base_config(
+            model=str(base),
+            tokenizer=str(base),
+            output_dir=str(tmp_path / "out"),
+            data=[str(data)],
+            batch_size=1,
+            num_generations=2,
+            max_new_tokens=64,
+            max_steps=2,
+            learning_rate=1e-3,
+            beta=0.0,
+            temperature=0.7,
+        ),
+    )
+    result = run_agent(cfg)
+    log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert len(steps) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    assert all(r["turns"] > 1 and r["tool_calls"] >= 1 for r in steps), steps  # the tool really ran
+    assert {"rewards/gt_coverage_reward", "rewards/tool_use_reward", "rewards/unfinished_reward"} <= set(
+        steps[0]
+    )
+    assert result.steps == 2
+    trained = MiniMindForCausalLM.from_pretrained(tmp_path / "out").state_dict()
+    before = model.state_dict()
+    assert any(not torch.equal(v, before[k]) for k, v in trained.items())

@@ -22,6 +22,7 @@ STAGE_DATA = {
     "distill": "demo:sft:40",
     "dpo": "demo:dpo:20",
     "grpo": "demo:rl:20",
+    "agent": "demo:rl:20",
     "rloo": "demo:rl:20",
     "ppo": "demo:rl:20",
 }

@@ -205,10 +205,9 @@ def test_resume_true_is_the_latest_checkpoint_under_trl():
 
 def test_readme_shows_the_tables():
     readme = (REPO / "recipes" / "README.md").read_text(encoding="utf-8")
-    for stage in ["common", *nb.TABLES]:
-        assert nb.markdown_table(stage) in readme, (
-            f"recipes/README.md: paste the {stage} table from python -m minimind_hf.recipes.native_bridge"
-        )
+    assert nb.readme_tables() in readme, (
+        "recipes/README.md: paste the tables from python -m minimind_hf.recipes.native_bridge"
+    )
 
 
 def test_dry_run_prints_json_for_every_stage(tiny_base, monkeypatch, recipe_env, capsys):
