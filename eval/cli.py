@@ -4,6 +4,7 @@
                                [--apply-chat-template] [--batch-size N] [--out DIR]
     minimind-hf eval ppl MODEL --data FILE [FILE ...] [--max-length N] [--stride N] [--out FILE.json]
     minimind-hf eval tasks
+    minimind-hf eval tools MODEL [--data FILE] [--limit N] [--tools NAME ...] [--max-turns N] [--out FILE.json]
 
 ``run`` is the default: ``minimind-hf eval MODEL`` runs C-Eval and CMMLU through lm-eval.
 ``add_eval_commands(subparsers)`` registers the ``eval`` group on the main CLI's argparse subparsers.
@@ -159,6 +160,41 @@ def _add_ppl(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_ppl)
 
 
+def _add_tools(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "tools",
+        help="tool-call evaluation with mock tool execution (call rates, argument match, answer accuracy)",
+        description="Runs each conversation through the rollout engine with the tools executed between turns "
+        "(greedy) and prints: tool-call rate, well-formed calls, right tool, argument match, final-answer "
+        "accuracy with a 95%% interval, mean turns. Default data: held-out arithmetic problems, each expecting "
+        "one calculator call.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model folder")
+    p.add_argument(
+        "--data", default=None, metavar="FILE", help="rl records (conversation, tools, gt); default: built-in"
+    )
+    p.add_argument("--limit", type=int, default=0, help="rows (0 = all of --data, 200 built-in)")
+    p.add_argument(
+        "--tools",
+        nargs="+",
+        default=["calculator", "unit_convert", "lookup", "current_time"],
+        help="tools from minimind_hf.tools that run when called",
+    )
+    p.add_argument("--max-turns", type=int, default=3)
+    p.add_argument("--max-new-tokens", type=int, default=128, help="sampled tokens per row, all turns")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--think", action="store_true", help="prompts open a <think> block")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="write the summary and every row")
+    p.set_defaults(func=_tools)
+
+
+def _tools(args: argparse.Namespace) -> int:
+    from .tool_calls import run_tool_eval
+
+    return run_tool_eval(args)
+
+
 def _add_tasks(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("tasks", help="list our lm-eval task and group names")
     p.set_defaults(func=_list_tasks)
@@ -168,15 +204,16 @@ def add_eval_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
     """Register ``eval`` (``run`` by default, ``ppl``, ``tasks``) on ``subparsers``; return its parser."""
     parser = subparsers.add_parser(
         "eval",
-        help="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte",
+        help="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte, tool-call evaluation",
         description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(
-        dest="eval_command", metavar="{run,ppl,tasks}", required=True, action=_DefaultToRun
+        dest="eval_command", metavar="{run,ppl,tools,tasks}", required=True, action=_DefaultToRun
     )
     _add_run(commands)
     _add_ppl(commands)
+    _add_tools(commands)
     _add_tasks(commands)
     return parser
 

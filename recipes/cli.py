@@ -29,6 +29,7 @@ RECIPE_STAGES = {
     "lora": "SFT with LoRA adapters (adapter + merged model)",
     "dpo": "direct preference optimisation on chosen/rejected pairs",
     "grpo": "GRPO / DAPO / Dr. GRPO / CISPO with registry rewards",
+    "spo": "SPO: one sample per prompt, a per-prompt value tracker (native only)",
     "agent": "agentic RL: GRPO / CISPO on multi-turn tool-calling rollouts (native only)",
     "ppo": "PPO with a critic, GAE and a KL penalty (native only)",
     "distill": "knowledge distillation from a teacher",

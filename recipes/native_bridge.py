@@ -552,6 +552,15 @@ GRPO = (
     )
 )
 
+SPO = GRPO + (
+    key("reward_low"),
+    key("reward_high"),
+    key("d_half"),
+    key("rho_min"),
+    key("rho_max"),
+    key("priority_eps"),
+)
+
 PPO = _RL_COMMON + (
     key("critic_learning_rate"),
     key("ppo_epochs", "num_ppo_epochs"),
@@ -595,6 +604,7 @@ TABLES: dict[str, tuple[str, tuple[Key, ...]]] = {
     "dpo": ("dpo", DPO),
     "grpo": ("grpo", GRPO),
     "agent": ("agent", GRPO),
+    "spo": ("spo", SPO),
     "ppo": ("ppo", PPO),
     "distill": ("distill", DISTILL),
 }

@@ -30,6 +30,7 @@ STAGE_MODULES: dict[str, str] = {
     "ppo": "minimind_hf.native.ppo",
     "grpo": "minimind_hf.native.grpo",
     "agent": "minimind_hf.native.agent",
+    "spo": "minimind_hf.native.spo",
     "distill": "minimind_hf.native.distill",
 }
 

@@ -205,6 +205,14 @@ def test_rl_forms():
     system = {"role": "system", "content": "s", "tools": json.dumps([{"name": "calc"}])}
     out = validate_record("rl", {"conversations": [system, {"role": "user", "content": "q"}], "gt": 42})
     assert out["ground_truth"] == "42" and out["tools"] == [{"name": "calc"}] and len(out["prompt"]) == 2
+    # the original's agent-RL `gt` list: every value the final answer must contain, kept as a JSON array
+    from minimind_hf.rewards import ground_truth_values
+
+    out = validate_record("rl", {"conversations": msgs(("user", "q")), "gt": ["28°C", 7.21, ""]})
+    assert json.loads(out["ground_truth"]) == ["28°C", "7.21"]
+    assert ground_truth_values(out["ground_truth"]) == ["28°C", "7.21"] and ground_truth_values("42") == [
+        "42"
+    ]
     # question/answer (the math files)
     assert validate_record("rl", {"question": "1+1?", "answer": 2, "grade": 1}) == {
         "prompt": norm(("user", "1+1?")),
@@ -225,7 +233,8 @@ def test_rl_forms():
         ({"conversations": msgs(("assistant", ""))}, "conversations", "empty_conversation"),
         ({"question": "q"}, "answer", "missing_field"),
         ({"question": "q", "answer": True}, "answer", "wrong_type"),
-        ({"conversations": msgs(("user", "q")), "gt": ["a"]}, "gt", "wrong_type"),
+        ({"conversations": msgs(("user", "q")), "gt": {"a": 1}}, "gt", "wrong_type"),
+        ({"conversations": msgs(("user", "q")), "gt": ["a", {"b": 2}]}, "gt[1]", "wrong_type"),
         ({"conversations": msgs(("user", "q")), "gt": "a", "ground_truth": "b"}, None, "ambiguous_keys"),
     ],
 )

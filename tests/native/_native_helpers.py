@@ -149,3 +149,45 @@ def train_losses(output_dir: Path) -> list[float]:
 
 def env() -> dict:
     return _env()
+
+
+# a tool-use conversation and a tiny model that learns it (rollout and tool-eval tests)
+TOOL_PROMPT = [{"role": "user", "content": "What is 6*7?"}]
+TOOL_CALL = {"name": "calculator", "arguments": {"expression": "6*7"}}
+TOOL_CONVERSATION = TOOL_PROMPT + [
+    {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": TOOL_CALL}]},
+    {"role": "tool", "content": "42"},
+    {"role": "assistant", "content": "The answer is 42."},
+]
+
+
+def tiny_lm(seed: int = 0):
+    """A tiny MiniMind (hidden 128) for the test tokenizer."""
+    import torch
+
+    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = MiniMindConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer()), hidden_size=128, intermediate_size=384
+    )
+    return MiniMindForCausalLM(cfg)
+
+
+def memorise(model, conversation, tools, steps: int = 150) -> None:
+    """Overfit the assistant turns of one conversation (a real model that then makes the tool call itself)."""
+    import torch
+
+    enc = tokenizer().apply_chat_template(
+        conversation, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids = torch.tensor([enc["input_ids"]])
+    labels = ids.masked_fill(torch.tensor([enc["assistant_masks"]]) == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()

@@ -153,3 +153,33 @@ def test_reward_model_reward_scores_with_any_sequence_classifier(tmp_path):
     assert len(set(round(s, 6) for s in scores)) == 3
     with pytest.raises(ValueError, match="needs a model"):
         R.get_reward("reward_model")(["x"])
+
+
+def test_agent_rewards_by_hand():
+    from minimind_hf.rewards import get_reward
+
+    coverage = get_reward("gt_coverage")
+    truths = ['["28", "sunny"]', "42", '["7.21"]']
+    texts = ["<tool_call>...</tool_call>It is 28 C and Sunny.", "The answer is 41.", "rate 7.210"]
+    assert coverage(texts, ground_truth=truths) == [1.0, 0.0, 1.0]
+    assert coverage(["only 28 here"], ground_truth=['["28", "sunny"]']) == [0.5]
+
+    ok, bad = {"name": "calculator", "response": "42"}, {"name": "calculator", "response": "error: x"}
+    tool_use = get_reward("tool_use")
+    calls = [[ok], [], [ok, ok], [bad], [ok, ok]]
+    gts = ["42", "42", "42", "42", '["1", "2"]']
+    assert tool_use(["" for _ in calls], ground_truth=gts, tool_calls=calls) == [0.5, -0.5, -0.5, -1.0, 0.5]
+
+    fmt = get_reward("tool_format")
+    transcripts = [
+        '<tool_call>\n{"name": "c", "arguments": {}}\n</tool_call>',
+        "<tool_call>\nnot json\n</tool_call>",
+        "<tool_call>",
+        "plain",
+    ]
+    assert fmt(["" for _ in transcripts], transcripts=transcripts) == [0.0, -0.5, -0.5, 0.0]
+
+    unfinished = get_reward("unfinished", penalty=-0.5)
+    assert unfinished(["", ""], finished=[True, False]) == [0.0, -0.5]
+    with pytest.raises(ValueError, match="rollout's 'tool_calls' column"):
+        tool_use(["x"], ground_truth=["1"])

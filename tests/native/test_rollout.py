@@ -5,44 +5,15 @@ equal to the template's assistant mask (tool responses are context, never traine
 from __future__ import annotations
 
 import torch
+from _native_helpers import TOOL_CONVERSATION as CONVERSATION
+from _native_helpers import TOOL_PROMPT as PROMPT
+from _native_helpers import memorise as _memorise
+from _native_helpers import tiny_lm as _model
 from _native_helpers import tokenizer
 
-from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+from minimind_hf import MiniMindForCausalLM
 from minimind_hf.native.rollout import rollout, score
 from minimind_hf.tools import get_tools, tool_schemas
-
-PROMPT = [{"role": "user", "content": "What is 6*7?"}]
-CALL = {"name": "calculator", "arguments": {"expression": "6*7"}}
-CONVERSATION = PROMPT + [
-    {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": CALL}]},
-    {"role": "tool", "content": "42"},
-    {"role": "assistant", "content": "The answer is 42."},
-]
-
-
-def _model(seed: int = 0) -> MiniMindForCausalLM:
-    torch.manual_seed(seed)
-    cfg = MiniMindConfig.from_preset(
-        "tiny", vocab_size=len(tokenizer()), hidden_size=128, intermediate_size=384
-    )
-    return MiniMindForCausalLM(cfg)
-
-
-def _memorise(model, conversation, tools, steps: int = 150) -> None:
-    """Overfit the assistant turns of one conversation (a real model that then makes the tool call itself)."""
-    enc = tokenizer().apply_chat_template(
-        conversation, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    ids = torch.tensor([enc["input_ids"]])
-    labels = ids.masked_fill(torch.tensor([enc["assistant_masks"]]) == 0, -100)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
 
 
 def test_one_turn_equals_transformers_greedy_generate():

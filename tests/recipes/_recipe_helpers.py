@@ -23,6 +23,7 @@ STAGE_DATA = {
     "dpo": "demo:dpo:20",
     "grpo": "demo:rl:20",
     "agent": "demo:rl:20",
+    "spo": "demo:rl:20",
     "rloo": "demo:rl:20",
     "ppo": "demo:rl:20",
 }
