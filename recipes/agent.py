@@ -18,8 +18,7 @@ a tokenizer response template, which MiniMind's chat template does not have yet.
 from __future__ import annotations
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
-from minimind_hf.recipes.native_bridge import run_native
-from minimind_hf.recipes.rl_shared import RLArguments, reward_problems
+from minimind_hf.recipes.rl_shared import RLArguments, run_native_only
 
 NO_TRL = (
     "backend trl: the agent recipe runs on the native backend only for now (trl 1.16's GRPOTrainer(tools=) needs "
@@ -28,21 +27,15 @@ NO_TRL = (
 
 
 def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = None) -> None:
-    rl_args = rl_args or RLArguments()
-    common.prepare_runtime(recipe_args)
-    problems = reward_problems(rl_args, training_args.reward_weights)
-    if recipe_args.backend == "trl":
-        problems.insert(0, NO_TRL)
-    common.check_recipe(
+    run_native_only(
+        "agent",
+        NO_TRL,
+        "agentic RL starts from an SFT folder that has seen tool calls",
         recipe_args,
         training_args,
         model_args,
-        extra=problems,
-        needs_model="agentic RL starts from an SFT folder that has seen tool calls",
-        stage="agent",
-        stage_args=(rl_args,),
+        rl_args or RLArguments(),
     )
-    run_native("agent", recipe_args, training_args, model_args, rl_args)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

@@ -552,7 +552,9 @@ GRPO = (
     )
 )
 
-SPO = GRPO + (
+SPO = _RL_COMMON + (
+    key("reward_weights", convert=lambda a, p: list(a.reward_weights or [])),
+    key("beta"),
     key("reward_low"),
     key("reward_high"),
     key("d_half"),

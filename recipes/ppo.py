@@ -26,8 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from minimind_hf.recipes import common  # recipes/ is installed as minimind_hf.recipes (setup.cfg package_dir)
-from minimind_hf.recipes.native_bridge import run_native
-from minimind_hf.recipes.rl_shared import RLArguments, reward_problems
+from minimind_hf.recipes.rl_shared import RLArguments, run_native_only
 from transformers import TrainingArguments
 
 NO_TRL = (
@@ -65,21 +64,15 @@ class PPOTrainingArguments(TrainingArguments):
 
 
 def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = None) -> None:
-    rl_args = rl_args or RLArguments()
-    common.prepare_runtime(recipe_args)
-    problems = reward_problems(rl_args)
-    if recipe_args.backend == "trl":
-        problems.insert(0, NO_TRL)
-    common.check_recipe(
+    run_native_only(
+        "ppo",
+        NO_TRL,
+        "PPO starts from an SFT folder (actor, critic backbone and reference start there)",
         recipe_args,
         training_args,
         model_args,
-        extra=problems,
-        needs_model="PPO starts from an SFT folder (actor, critic backbone and reference start there)",
-        stage="ppo",
-        stage_args=(rl_args,),
+        rl_args or RLArguments(),
     )
-    run_native("ppo", recipe_args, training_args, model_args, rl_args)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:

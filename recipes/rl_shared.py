@@ -168,3 +168,25 @@ def run_trl(
     common.train_and_save(
         trainer, trainer_cls.__name__.removesuffix("Trainer").lower(), recipe_args, training_args, model_args
     )
+
+
+def run_native_only(
+    stage: str, no_trl: str, needs_model: str, recipe_args, training_args, model_args, rl_args, *extra
+) -> None:
+    """The main of an RL recipe with no trl backend (ppo, spo, agent): `no_trl` is the error for backend trl."""
+    from minimind_hf.recipes.native_bridge import run_native
+
+    common.prepare_runtime(recipe_args)
+    problems = reward_problems(rl_args, getattr(training_args, "reward_weights", None))
+    if recipe_args.backend == "trl":
+        problems.insert(0, no_trl)
+    common.check_recipe(
+        recipe_args,
+        training_args,
+        model_args,
+        extra=problems,
+        needs_model=needs_model,
+        stage=stage,
+        stage_args=(rl_args, *extra),
+    )
+    run_native(stage, recipe_args, training_args, model_args, rl_args, *extra)

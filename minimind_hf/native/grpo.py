@@ -42,7 +42,7 @@ from .common import build_model, check_data_files, load_tokenizer, seed_everythi
 from .dpo import make_reference
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .rl_common import RolloutCache, load_rl_prompts, per_token_logps
-from .rollout import rollout, score
+from .rollout import rollout_for, score
 from .stages import register_stage
 
 logger = logging.getLogger(__name__)
@@ -270,20 +270,6 @@ def rewards_from_config(cfg) -> list[RewardFn]:
     return get_rewards(list(cfg.rewards), reward_options(cfg))
 
 
-def tool_settings(cfg) -> dict:
-    """The rollout's tool arguments from a stage config (none for single-turn stages)."""
-    from ..tools import get_tools
-
-    names = list(getattr(cfg, "tools", []) or [])
-    if not names:
-        return {}
-    return {
-        "tools": get_tools(names),
-        "max_turns": cfg.max_turns,
-        "max_tool_response_tokens": cfg.max_tool_response_tokens,
-    }
-
-
 @torch.no_grad()
 def grpo_rollout(
     policy, reference, tokenizer, records: Sequence[dict], reward_funcs: Sequence[RewardFn], cfg: GRPOConfig
@@ -295,19 +281,7 @@ def grpo_rollout(
     ``ref_logps`` (N, K) when ``beta != 0``, ``rewards`` (N,) and
     ``completions`` (decoded text)."""
     G = cfg.num_generations
-    r = rollout(
-        policy,
-        tokenizer,
-        records,
-        num_samples=G,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        generation_chunk=cfg.generation_chunk,
-        max_prompt_length=cfg.max_prompt_length,
-        open_thinking=cfg.open_thinking,
-        **tool_settings(cfg),
-    )
+    r = rollout_for(cfg, policy, tokenizer, records, num_samples=G)
     rewards, per_func = score(r, reward_funcs, cfg.reward_weights)  # (N,), {name: (N,)}
     advantages = group_advantages(rewards, G, cfg.scale_rewards)  # (N,)
 
@@ -441,19 +415,7 @@ def mean_reward(
     greedy: bool = False,
 ) -> float:
     """The mean total reward of ``samples`` completions per record (greedy if asked)."""
-    r = rollout(
-        policy,
-        tokenizer,
-        records,
-        num_samples=samples,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=0.0 if greedy else cfg.temperature,
-        top_p=cfg.top_p,
-        generation_chunk=cfg.generation_chunk,
-        max_prompt_length=cfg.max_prompt_length,
-        open_thinking=cfg.open_thinking,
-        **tool_settings(cfg),
-    )
+    r = rollout_for(cfg, policy, tokenizer, records, num_samples=samples, greedy=greedy)
     total, _ = score(r, reward_funcs, getattr(cfg, "reward_weights", None))
     return float(total.mean()) if len(total) else 0.0
 

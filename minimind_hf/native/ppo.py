@@ -38,7 +38,7 @@ from .rl_common import (
     per_token_logps,
     position_ids_from_mask,
 )
-from .rollout import rollout, score
+from .rollout import rollout_for, score
 from .stages import register_stage
 
 logger = logging.getLogger(__name__)
@@ -239,18 +239,7 @@ def ppo_rollout(
     cfg: PPOConfig,
 ) -> dict:
     """Sample one completion per ``rl`` record, score it, and compute old log-probs, values, GAE."""
-    r = rollout(
-        policy,
-        tokenizer,
-        records,
-        num_samples=1,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        generation_chunk=cfg.generation_chunk,
-        max_prompt_length=cfg.max_prompt_length,
-        open_thinking=cfg.open_thinking,
-    )
+    r = rollout_for(cfg, policy, tokenizer, records)
     scores, _ = score(r, reward_funcs)  # (B,): PPO sums its rewards
     texts, c_mask = r.texts, r.policy_mask  # (B, K): values, advantages and the loss cover sampled tokens
     ids, am = r.input_ids, r.attention_mask

@@ -34,7 +34,16 @@ from .rl_common import completion_mask_from_ids, pad, render_prompt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Rollout", "prompt_token_ids", "rollout", "sample_completions", "score", "tool_continuation"]
+__all__ = [
+    "Rollout",
+    "prompt_token_ids",
+    "rollout",
+    "rollout_for",
+    "sample_completions",
+    "score",
+    "tool_continuation",
+    "tool_settings",
+]
 
 RewardFn = Callable[..., list[float]]
 
@@ -271,6 +280,39 @@ def rollout(
         tool_calls=calls_made,
         finished=finished,
         columns=_columns(records, num_samples),
+    )
+
+
+def tool_settings(cfg) -> dict:
+    """The rollout's tool arguments from a stage config (none for single-turn stages)."""
+    from ..tools import get_tools
+
+    names = list(getattr(cfg, "tools", []) or [])
+    if not names:
+        return {}
+    return {
+        "tools": get_tools(names),
+        "max_turns": cfg.max_turns,
+        "max_tool_response_tokens": cfg.max_tool_response_tokens,
+    }
+
+
+def rollout_for(
+    cfg, policy, tokenizer, records: Sequence[dict], num_samples: int = 1, greedy: bool = False
+) -> Rollout:
+    """`rollout` with a stage config's sampling, prompt and tool settings (GRPO, PPO, SPO, agent)."""
+    return rollout(
+        policy,
+        tokenizer,
+        records,
+        num_samples=num_samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=0.0 if greedy else cfg.temperature,
+        top_p=cfg.top_p,
+        generation_chunk=cfg.generation_chunk,
+        max_prompt_length=cfg.max_prompt_length,
+        open_thinking=cfg.open_thinking,
+        **tool_settings(cfg),
     )
 
 

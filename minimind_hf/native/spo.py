@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .grpo import GRPOConfig, grpo_loss, grpo_num_items, rewards_from_config, tool_settings
+from .grpo import GRPOConfig, grpo_loss, grpo_num_items, rewards_from_config
 from .loop import Algorithm, TrainResult, train
 from .rl_common import load_rl_prompts, per_token_logps
-from .rollout import rollout, score
+from .rollout import rollout_for, score
 from .stages import register_stage
 
 logger = logging.getLogger(__name__)
@@ -164,18 +164,7 @@ class SPO(Algorithm):
         cfg, policy = self.cfg, self._unwrap(model)
         idx = self.draw(len(batch))
         records = [self.train_dataset[i] for i in idx.tolist()]
-        r = rollout(
-            policy,
-            self.tokenizer,
-            records,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            generation_chunk=cfg.generation_chunk,
-            max_prompt_length=cfg.max_prompt_length,
-            open_thinking=cfg.open_thinking,
-            **tool_settings(cfg),
-        )
+        r = rollout_for(cfg, policy, self.tokenizer, records)
         total, per_func = score(r, self.reward_funcs, cfg.reward_weights)
         reward01 = ((total - cfg.reward_low) / (cfg.reward_high - cfg.reward_low)).clamp(0.0, 1.0)
         ids, am, mask = r.input_ids, r.attention_mask, r.policy_mask
