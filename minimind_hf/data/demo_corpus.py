@@ -60,7 +60,14 @@ __all__ = [
 
 HELDOUT_BUCKETS = 10  # one key in ten is reserved for evaluation
 ZH_RATIO = 0.5
-DEFAULT_SIZES: dict[str, int] = {"pretrain": 12_000, "sft": 6_000, "rl": 2_000, "dpo": 1_000, "heldout": 200}
+DEFAULT_SIZES: dict[str, int] = {
+    "pretrain": 12_000,
+    "sft": 6_000,
+    "tools": 2_000,
+    "rl": 2_000,
+    "dpo": 1_000,
+    "heldout": 200,
+}
 _FAMILY_WEIGHTS = {"add": 3, "sub": 3, "mul": 2, "convert": 2, "word": 3}
 
 
@@ -872,11 +879,54 @@ def sft_conversations(n: int, seed: int = 1) -> list[dict]:
     return _unique(make, n, key=lambda r: json.dumps(r, ensure_ascii=False))
 
 
-def math_problems(n: int, seed: int = 0, *, heldout: bool = False, stream: str = "math") -> list[Problem]:
+def calculator_schema() -> list[dict]:
+    """The calculator's schema as SFT rows carry it (the one `minimind_hf.tools` gives the rollouts)."""
+    from ..tools import get_tools, tool_schemas
+
+    return tool_schemas(get_tools(["calculator"]))
+
+
+def tool_conversations(n: int, seed: int = 5) -> list[dict]:
+    """``n`` SFT rows in which the assistant answers an arithmetic or word problem (training keys) by calling
+    the calculator: user question -> assistant ``calculator(expression)`` -> tool result -> assistant
+    ``equation + answer line``. Rows carry the calculator's schema in ``tools``."""
+    schema = calculator_schema()
+    rng = random.Random(f"tools:{seed}")
+    rows = []
+    for p in math_problems(n, seed, stream="tools", families=("add", "sub", "mul", "word")):
+        expression = " ".join(str(x) for x in p.meta["expr"])
+        call = {
+            "type": "function",
+            "function": {"name": "calculator", "arguments": {"expression": expression}},
+        }
+        sep = "" if p.lang == "zh" else " "
+        final = rng.choice([p.answer_line(), p.short() + sep + p.answer_line()])
+        rows.append(
+            {
+                "conversations": [
+                    {"role": "user", "content": p.question},
+                    {"role": "assistant", "content": "", "tool_calls": [call]},
+                    {"role": "tool", "content": p.answer},
+                    {"role": "assistant", "content": final},
+                ],
+                "tools": schema,
+            }
+        )
+    return rows
+
+
+def math_problems(
+    n: int,
+    seed: int = 0,
+    *,
+    heldout: bool = False,
+    stream: str = "math",
+    families: tuple[str, ...] = tuple(_FAMILY_WEIGHTS),
+) -> list[Problem]:
     """``n`` math problems with distinct questions, from the training (default) or held-out key space.
     ``stream`` separates the random streams of different consumers (``"rl"``, ``"heldout"``, ...)."""
     rng = random.Random(f"{stream}:{seed}")
-    return _unique(lambda: _sample_problem(rng, _lang(rng), heldout), n, key=lambda p: p.question)
+    return _unique(lambda: _sample_problem(rng, _lang(rng), heldout, families), n, key=lambda p: p.question)
 
 
 def rl_prompts(n: int, seed: int = 2) -> list[dict]:
@@ -940,6 +990,7 @@ def write_demo_corpus(
     makers: dict[str, Callable[[int], list]] = {
         "pretrain": lambda k: [{"text": t} for t in pretrain_texts(k)],
         "sft": sft_conversations,
+        "tools": tool_conversations,
         "rl": rl_prompts,
         "dpo": dpo_pairs,
         "heldout": heldout_problems,

@@ -84,6 +84,20 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tools", default=None, metavar="FILE.json", help="OpenAI tools list (JSON) offered to the model"
     )
+    p.add_argument(
+        "--run-tools",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="tools from minimind_hf.tools (calculator, unit_convert, lookup, current_time, or yours from "
+        "--tool-module) that run here when the model calls them; the model then continues",
+    )
+    p.add_argument(
+        "--tool-module",
+        default=None,
+        metavar="FILE.py",
+        help="a Python file whose @minimind_hf.tools.register_tool functions become available to --run-tools",
+    )
     p.set_defaults(func=run_chat_command)
 
     p = subparsers.add_parser(
@@ -197,6 +211,13 @@ def run_chat_command(args: argparse.Namespace) -> int:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
+    run_tools = None
+    if args.run_tools:
+        try:
+            run_tools = _load_run_tools(args.run_tools, args.tool_module)
+        except (KeyError, OSError, ImportError, SyntaxError) as exc:
+            logger.error("--run-tools / --tool-module: %s", exc.args[0] if exc.args else exc)
+            return 2
     with _engine(args) as engine:
         temperature, top_p = _model_defaults(engine.model)
         settings = ChatSettings(
@@ -208,9 +229,24 @@ def run_chat_command(args: argparse.Namespace) -> int:
             tools=tools,
             thinking=args.think,
             color=sys.stdout.isatty(),
+            run_tools=run_tools,
         )
         run_chat(engine, settings)
     return 0
+
+
+def _load_run_tools(names: list[str], module: str | None) -> dict:
+    """{name: function} from the registry, after importing the user's `module` file (it registers its tools)."""
+    from ..tools import get_tools
+
+    if module:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("minimind_user_tools", module)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {module}")
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    return get_tools(names)
 
 
 def run_webui(args: argparse.Namespace) -> int:

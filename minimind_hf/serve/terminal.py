@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..modeling_minimind import GENERATION_DEFAULTS
+from ..tools import run_tool_call, tool_schemas
 from .chat import Reply, stream_reply
 from .engine import Engine, Finish
 from .sampling import SamplingParams
@@ -34,6 +35,8 @@ class ChatSettings:
     thinking: bool = False
     color: bool = False
     history: list[dict] = field(default_factory=list)
+    run_tools: dict | None = None  # {name: function}: calls to these run here, and the model continues
+    max_tool_rounds: int = 3  # tool rounds per user message at most
 
 
 class _Style:
@@ -41,6 +44,53 @@ class _Style:
         self.dim = "\033[2m" if color else ""
         self.bold = "\033[1m" if color else ""
         self.reset = "\033[0m" if color else ""
+
+
+def _reply(engine: Engine, settings: ChatSettings, history: list[dict], style: _Style, write) -> Reply | None:
+    """Stream one assistant reply to `write`; None when generation failed."""
+    messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + history
+    params = SamplingParams(
+        max_new_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed,
+    )
+    tools = settings.tools
+    if tools is None and settings.run_tools:
+        tools = tool_schemas(settings.run_tools)
+    reply = Reply()
+    section = None
+    write(f"{style.bold}minimind>{style.reset} ")
+    try:
+        for item in stream_reply(engine, messages, params, tools, settings.thinking):
+            if isinstance(item, Finish):
+                reply.finish = item
+                break
+            reply.add(item)
+            if item.kind == "reasoning":
+                if section != "reasoning":
+                    write(f"{style.dim}[thinking] ")
+                write(item.text)
+            elif item.kind == "content":
+                if section == "reasoning":
+                    write(f"{style.reset}\n")
+                write(item.text)
+            else:
+                call = item.tool_call
+                write(f"{style.reset}\n[tool call {call.name}({call.arguments}) id={call.id}]")
+            section = item.kind
+    except KeyboardInterrupt:
+        write(" [interrupted]")
+    except ValueError as exc:  # the conversation no longer fits the model's context
+        write(f"{style.reset}\n[error: {exc}; /reset to start again]\n")
+        return None
+    write(f"{style.reset}\n")
+    if reply.finish is not None and reply.finish.reason == "length":
+        write("[reply cut at --max-tokens]\n")
+    if reply.finish is not None and reply.finish.reason == "error":
+        write(f"[error: {reply.finish.error}]\n")
+        return None
+    return reply
 
 
 def run_chat(
@@ -84,42 +134,17 @@ def run_chat(
                 write(f"unknown command {command}; /help lists them\n")
             continue
         history.append({"role": "user", "content": line})
-        messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + history
-        params = SamplingParams(
-            max_new_tokens=settings.max_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            seed=settings.seed,
-        )
-        reply = Reply()
-        section = None
-        write(f"{style.bold}minimind>{style.reset} ")
-        try:
-            for item in stream_reply(engine, messages, params, settings.tools, settings.thinking):
-                if isinstance(item, Finish):
-                    reply.finish = item
-                    break
-                reply.add(item)
-                if item.kind == "reasoning":
-                    if section != "reasoning":
-                        write(f"{style.dim}[thinking] ")
-                    write(item.text)
-                elif item.kind == "content":
-                    if section == "reasoning":
-                        write(f"{style.reset}\n")
-                    write(item.text)
-                else:
-                    call = item.tool_call
-                    write(f"{style.reset}\n[tool call {call.name}({call.arguments}) id={call.id}]")
-                section = item.kind
-        except KeyboardInterrupt:
-            write(" [interrupted]")
-        write(f"{style.reset}\n")
-        if reply.finish is not None and reply.finish.reason == "length":
-            write("[reply cut at --max-tokens]\n")
-        if reply.finish is not None and reply.finish.reason == "error":
-            write(f"[error: {reply.finish.error}]\n")
-            history.pop()
-            continue
-        history.append(reply.as_message())
+        for round_ in range(1 + (settings.max_tool_rounds if settings.run_tools else 0)):
+            reply = _reply(engine, settings, history, style, write)
+            if reply is None:  # an error: a first reply's user message is dropped, tool rounds are kept
+                if round_ == 0:
+                    history.pop()
+                break
+            history.append(reply.as_message())
+            if not (settings.run_tools and reply.tool_calls):
+                break
+            for call in reply.tool_calls:  # run the calls here, show them, and let the model continue
+                response = run_tool_call(settings.run_tools, call.name, call.arguments)
+                write(f"{style.dim}[tool {call.name} -> {response}]{style.reset}\n")
+                history.append({"role": "tool", "content": response, "tool_call_id": call.id})
     return history

@@ -53,7 +53,7 @@ def _sft_texts(row: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, list[dict]]:
     paths = dc.write_demo_corpus(tmp_path_factory.mktemp("demo"))
-    assert set(paths) == {"pretrain", "sft", "rl", "dpo", "heldout"}
+    assert set(paths) == {"pretrain", "sft", "tools", "rl", "dpo", "heldout"}
     for name, p in paths.items():
         assert p.name == f"{name}.jsonl" and p.exists()
     return {name: _read(p) for name, p in paths.items()}
@@ -255,3 +255,22 @@ def test_demo_source_generates_once_and_loads(tmp_path, monkeypatch):
     assert cached.stat().st_mtime_ns == mtime  # reused, not regenerated
     with pytest.raises(ValueError, match="demo:PART"):
         load_records("sft", "demo:nope")
+
+
+def test_tool_conversations_call_the_calculator_with_the_right_expression(tmp_path):
+    """Every built-in tool-use row is a valid SFT record whose calculator call, run for real, returns the tool
+    message it carries, and whose final answer is that result."""
+    from minimind_hf.data import load_records
+    from minimind_hf.data.demo_corpus import tool_conversations
+    from minimind_hf.tools import TOOLS, run_tool_call
+
+    rows = tool_conversations(50)
+    path = tmp_path / "tools.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    records = load_records("sft", [str(path)])
+    assert len(records) == 50 and records[0]["tools"][0]["function"]["name"] == "calculator"
+    for row in rows:
+        _, call_msg, tool_msg, final = row["conversations"]
+        call = call_msg["tool_calls"][0]["function"]
+        assert run_tool_call(TOOLS, call["name"], call["arguments"]) == tool_msg["content"]
+        assert tool_msg["content"] in final["content"]

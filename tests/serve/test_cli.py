@@ -114,3 +114,39 @@ def test_terminal_chat_streams_keeps_history_and_toggles(model_and_tokenizer):
     ]
     # streamed: the reply arrived in several writes
     assert sum(1 for w in written if w and w in CASES["hello"].content) > 3
+
+
+def test_terminal_chat_runs_tools_and_lets_the_model_continue(model_and_tokenizer):
+    from .conftest import WEATHER_TOOL
+
+    model, tok = model_and_tokenizer
+    calls = []
+
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city.
+
+        Args:
+            city: City name
+        """
+        calls.append(city)
+        return "sunny, 18 C"
+
+    script = iter(["What is the weather in Paris?", "/exit"])
+    written: list[str] = []
+    settings = ChatSettings(
+        temperature=0.0, max_tokens=40, tools=[WEATHER_TOOL], run_tools={"get_weather": get_weather}
+    )
+    with Engine(model, tok) as engine:
+        history = run_chat(engine, settings, read_line=lambda _: next(script), write=written.append)
+    text = "".join(written)
+    assert calls and calls[0] == "Paris"
+    assert "[tool get_weather -> sunny, 18 C]" in text
+    roles = [m["role"] for m in history]
+    assert roles[:3] == ["user", "assistant", "tool"] and history[2]["content"] == "sunny, 18 C"
+    assert history[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    if (
+        len(roles) > 3
+    ):  # the model continued after the tool response (within this fixture's 384-token context)
+        assert roles[3] == "assistant" and roles.count("assistant") <= 1 + settings.max_tool_rounds
+    else:  # or the tool response filled the context: said cleanly, the session goes on to /exit
+        assert "[error: prompt has" in text and "/reset to start again" in text
