@@ -30,9 +30,11 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     d = QuickstartSettings(out_dir=Path("runs/quickstart"))
     p = subparsers.add_parser(
         "quickstart",
-        help="tokenizer -> pretrain -> SFT -> GRPO on a built-in corpus on this CPU, then held-out accuracy",
-        description="Built-in corpus -> tokenizer -> packed pretraining -> SFT -> GRPO with the math reward -> "
-        "Hugging Face folder -> sample answers and held-out accuracy before/after GRPO.",
+        help="tokenizer -> pretrain -> SFT (with tool use) -> agentic RL on a built-in corpus on this CPU, then "
+        "held-out accuracy",
+        description="Built-in corpus -> tokenizer -> packed pretraining -> SFT (conversations + calculator calls) "
+        "-> agentic RL (multi-turn rollouts that run the calculator; --no-tools: single-turn GRPO) -> Hugging "
+        "Face folder -> sample answers and held-out accuracy after SFT and after RL.",
     )
     p.add_argument("--out", default=str(d.out_dir), help=f"output folder (default {d.out_dir})")
     p.add_argument(
@@ -41,7 +43,7 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="FILE",
         help="pretrain jsonl files ({'text': ...}) instead of the built-in pretrain text "
-        "(SFT and GRPO still use the built-in conversations and prompts)",
+        "(SFT and RL still use the built-in conversations and prompts)",
     )
     p.add_argument(
         "--preset", default=None, help="model preset, e.g. for a GPU (default: a 1.1M-parameter CPU model)"
@@ -69,7 +71,15 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         default=d.pretrain_docs,
         help="size of the generated pretrain corpus (documents)",
     )
-    p.add_argument("--grpo-steps", type=int, default=d.grpo_steps, help="GRPO steps (0 = skip)")
+    p.add_argument(
+        "--tools",
+        action=argparse.BooleanOptionalAction,
+        default=d.tools,
+        help="tool-use SFT + agentic RL with the calculator, evaluated with the tool (default on); "
+        "--no-tools = the single-turn GRPO pipeline",
+    )
+    p.add_argument("--tool-conversations", type=int, default=d.tool_conversations, help="tool-use SFT rows")
+    p.add_argument("--grpo-steps", type=int, default=d.grpo_steps, help="RL steps (agent or GRPO; 0 = skip)")
     p.add_argument("--grpo-prompts", type=int, default=d.grpo_prompts, help="GRPO prompts per step")
     p.add_argument("--grpo-group", type=int, default=d.grpo_group, help="GRPO samples per prompt")
     p.add_argument("--grpo-lr", type=float, default=d.grpo_learning_rate)
@@ -78,13 +88,13 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         "--max-new-tokens",
         type=int,
         default=d.max_new_tokens,
-        help="completion budget for GRPO samples and the held-out evaluation",
+        help="completion budget (all turns) for RL samples and the held-out evaluation",
     )
     p.add_argument(
         "--eval-problems",
         type=int,
         default=d.eval_problems,
-        help="held-out problems scored before and after GRPO (greedy)",
+        help="held-out problems scored after SFT and after RL (greedy)",
     )
     p.add_argument("--samples", type=int, default=d.samples, help="sample answers printed at the end")
     p.add_argument(
@@ -118,6 +128,8 @@ def _run_quickstart(args: argparse.Namespace) -> int:
         sft_learning_rate=args.sft_lr,
         sft_conversations=args.sft_conversations,
         pretrain_docs=args.pretrain_docs,
+        tools=args.tools,
+        tool_conversations=args.tool_conversations,
         grpo_steps=args.grpo_steps,
         grpo_prompts=args.grpo_prompts,
         grpo_group=args.grpo_group,
@@ -143,9 +155,10 @@ def _run_quickstart(args: argparse.Namespace) -> int:
             f"SFT loss: {summary['sft_first_loss']:.3f} -> {summary['sft_final_loss']:.3f} "
             f"in {summary['sft_seconds']}s"
         )
+    rl = "agentic RL (calculator)" if summary.get("tools") else "GRPO"
     if "grpo_seconds" in summary:
         print(
-            f"GRPO: {summary['grpo_steps']} steps, mean reward {summary['grpo_reward_mean_first_quarter']:.2f} "
+            f"{rl}: {summary['grpo_steps']} steps, mean reward {summary['grpo_reward_mean_first_quarter']:.2f} "
             f"(first quarter) -> {summary['grpo_reward_mean_last_quarter']:.2f} (last quarter) "
             f"in {summary['grpo_seconds']}s"
         )
@@ -154,9 +167,12 @@ def _run_quickstart(args: argparse.Namespace) -> int:
         mark = "ok " if s["correct"] else "   "
         print(f"  [{mark}] {s['prompt']!r} -> {s['completion'].strip()[:120]!r} (answer {s['answer']})")
     n = summary["eval_problems"]
+    tool = ", with the calculator" if summary.get("tools") else ""
+    calls = summary["heldout"]["rl"]["tool_call_rate"]
     print(
-        f"held-out accuracy: {100 * summary['heldout_accuracy_before']:.1f}% -> "
-        f"{100 * summary['heldout_accuracy_after']:.1f}% after GRPO ({n} problems, greedy)"
+        f"held-out accuracy: {100 * summary['heldout_accuracy_before']:.1f}% after SFT -> "
+        f"{100 * summary['heldout_accuracy_after']:.1f}% after {rl} ({n} problems, greedy{tool}; "
+        f"tool-call rate {100 * calls:.0f}%)"
     )
     print(
         "Stage seconds: "

@@ -1,9 +1,12 @@
-"""The quickstart: from nothing to a GRPO-tuned Hugging Face model folder, on a CPU.
+"""The quickstart: from nothing to an RL-tuned Hugging Face model folder that uses a calculator, on a CPU.
 
 Stages (each one's wall time is in the summary's ``stage_seconds``):
 
 1. write the built-in generated corpus (`minimind_hf.data.demo_corpus`: pretrain text, SFT conversations,
-   RL prompts with ground truths); ``--data`` files replace the *pretrain text only*;
+   tool-use conversations that call the calculator, RL prompts with ground truths); ``--data`` files replace
+   the *pretrain text only*. With ``tools`` (default) the pretrain text also holds rendered tool-use
+   transcripts, so the tokenizer learns the chat template's tool preamble (577 tokens without them, 243
+   with) and pretraining sees the call format;
 2. train the ByteLevel BPE tokenizer;
 3. pretrain a small MiniMind on packed text with the native trainer (`minimind_hf.native.pretrain`:
    documents never attend to each other);
@@ -12,12 +15,15 @@ Stages (each one's wall time is in the summary's ``stage_seconds``):
 5. held-out accuracy of the SFT model: ``eval_problems`` generated problems from reserved keys
    (`heldout_problems`, never produced by any training generator), chat template with the closed think
    block, greedy, batched with left padding, scored by the ``accuracy`` reward (`minimind_hf.rewards`);
-6. native GRPO (`minimind_hf.native.grpo`) on the corpus's ``rl.jsonl`` with the ``accuracy`` reward ->
-   ``out/model``, the final self-contained folder (weights + config + tokenizer + model code);
+6. RL on the corpus's ``rl.jsonl`` -> ``out/model``, the final self-contained folder: with ``tools``, the
+   agentic stage (`minimind_hf.native.agent`: multi-turn rollouts that run the calculator; rewards accuracy,
+   tool_use, tool_format, unfinished), else GRPO (`minimind_hf.native.grpo`) with the ``accuracy`` reward;
 7. the same held-out accuracy again -- same problems, same greedy decoding, same reward -- on the folder
    reloaded with ``AutoModelForCausalLM(..., trust_remote_code=True)``, and a few sample answers.
 
-``out/quickstart.json`` holds the summary (``heldout_accuracy_before`` / ``heldout_accuracy_after``).
+Held-out answers are scored with the calculator available when ``tools`` is on (the model decides to call it).
+``out/quickstart.json`` holds the summary: ``heldout: {sft: {accuracy, ci95, n, tool_call_rate}, rl: {...}}``
+(also ``heldout_accuracy_before`` / ``heldout_accuracy_after``) and ``stage_seconds``.
 ``sft_steps=0`` skips SFT (GRPO then starts from the pretrained model); ``grpo_steps=0`` skips GRPO (the
 SFT folder is the final model and both accuracies are the SFT model's).
 """
@@ -69,6 +75,9 @@ class QuickstartSettings:
     sft_learning_rate: float = 1e-3
     sft_conversations: int = 3000
     pretrain_docs: int = 12_000
+    tools: bool = True  # tool-use SFT + agentic RL with the calculator; False = the single-turn GRPO pipeline
+    tool_conversations: int = 1000  # tool-use SFT rows (calculator calls)
+    tool_pretrain_docs: int = 1500  # rendered tool-use transcripts added to the pretrain text
     # GRPO on the corpus's rl.jsonl with the accuracy reward
     grpo_steps: int = 60  # optimizer steps; 0 = skip GRPO
     grpo_prompts: int = 4  # prompts per step (each sampled grpo_group times)
@@ -99,13 +108,19 @@ def stated_answer(completion: str) -> str | None:
 
 @torch.no_grad()
 def heldout_accuracy(
-    model, tokenizer, problems: list[dict], max_new_tokens: int = 96, batch: int = 50
+    model,
+    tokenizer,
+    problems: list[dict],
+    max_new_tokens: int = 96,
+    batch: int = 50,
+    tools: dict | None = None,
 ) -> tuple[float, list[dict]]:
     """Greedy chat-form answers to ``problems`` (batched, left-padded), scored by the ``accuracy`` reward.
 
     Prompts are rendered exactly as GRPO renders its prompts (chat template, closed think block). Returns
     ``(accuracy in [0, 1], [{"prompt", "completion", "answer", "correct", "stated"}, ...])``; ``stated``:
-    the answer was given in the corpus's own phrase (`stated_answer`), not just as the last number."""
+    the answer was given in the corpus's own phrase (`stated_answer`), not just as the last number;
+    ``tool_calls``: the calls the model made (`tools` run between turns, up to 3 turns)."""
     from .native.rollout import rollout
     from .rewards import get_reward
 
@@ -113,8 +128,15 @@ def heldout_accuracy(
         return 0.0, []
     reward = get_reward("accuracy")
     records = [{"prompt": [{"role": "user", "content": p["question"]}]} for p in problems]
+    turns = {"tools": tools, "max_turns": 3, "max_tool_response_tokens": 32} if tools else {}
     r = rollout(
-        model, tokenizer, records, max_new_tokens=max_new_tokens, temperature=0.0, generation_chunk=batch
+        model,
+        tokenizer,
+        records,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        generation_chunk=batch,
+        **turns,
     )
     texts = r.texts
     scores = reward(texts, ground_truth=[p["answer"] for p in problems])
@@ -123,10 +145,11 @@ def heldout_accuracy(
             "prompt": p["question"],
             "completion": t,
             "answer": p["answer"],
-            "correct": bool(r),
+            "correct": bool(ok),
             "stated": stated_answer(t) == p["answer"],
+            "tool_calls": calls,
         }
-        for p, t, r in zip(problems, texts, scores, strict=True)
+        for p, t, ok, calls in zip(problems, texts, scores, r.tool_calls, strict=True)
     ]
     return sum(scores) / len(scores), rows
 
@@ -135,10 +158,12 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     """Run every step; return a summary dict (also written to `out_dir/quickstart.json`)."""
     from transformers import AutoModelForCausalLM
 
+    from .native.agent import AgentConfig, run_agent
     from .native.config import load_config
     from .native.grpo import GRPOConfig, run_grpo
     from .native.pretrain import PretrainConfig, run_pretrain
     from .native.sft import SFTConfig, run_sft
+    from .tools import get_tools
 
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,16 +182,24 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         logger.info("quickstart: %s done in %.1fs", name, stages[name])
 
     # 1. corpus (the built-in one is always written: SFT and GRPO use its conversations and prompts)
-    paths = write_demo_corpus(
-        out / "corpus",
-        {"pretrain": settings.pretrain_docs, "sft": settings.sft_conversations, "rl": settings.rl_prompts},
-    )
+    sizes = {"pretrain": settings.pretrain_docs, "sft": settings.sft_conversations, "rl": settings.rl_prompts}
+    parts = ["pretrain", "sft", "rl"]
+    if settings.tools:
+        sizes["tools"] = settings.tool_conversations
+        parts.append("tools")
+    paths = write_demo_corpus(out / "corpus", sizes, parts=tuple(parts))
     if settings.data:
         pretrain_files = [str(p) for p in settings.data]
         logger.info("using pretrain data from %s", ", ".join(pretrain_files))
     else:
         pretrain_files = [str(paths["pretrain"])]
         logger.info("wrote the built-in corpus to %s", out / "corpus")
+    if settings.tools and settings.tool_pretrain_docs:
+        pretrain_files.append(
+            str(
+                write_tool_transcripts(out / "corpus" / "tool_transcripts.jsonl", settings.tool_pretrain_docs)
+            )
+        )
     texts = load_records("pretrain", pretrain_files)
     lap("corpus")
 
@@ -228,7 +261,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
             dict(
                 common,
                 model=str(model_dir),
-                data=[str(paths["sft"])],
+                data=[str(paths["sft"])] + ([str(paths["tools"])] if settings.tools else []),
                 output_dir=str(out / "sft"),
                 max_length=settings.seq_len,
                 batch_size=settings.batch_size,
@@ -249,29 +282,35 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     problems = heldout_problems(max(settings.eval_problems, settings.samples))
     eval_set = problems[: settings.eval_problems]
     policy = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    tools = get_tools(["calculator"]) if settings.tools else None
     acc_before, rows_before = heldout_accuracy(
-        policy, tokenizer, eval_set, settings.max_new_tokens, settings.eval_batch
+        policy, tokenizer, eval_set, settings.max_new_tokens, settings.eval_batch, tools
     )
     summary.update(
         eval_problems=len(eval_set),
         heldout_accuracy_before=acc_before,
         heldout_stated_accuracy_before=_mean([r["stated"] for r in rows_before]),
     )
-    logger.info("held-out accuracy before GRPO: %.1f%% of %d", 100 * acc_before, len(eval_set))
+    logger.info("held-out accuracy after SFT: %.1f%% of %d", 100 * acc_before, len(eval_set))
     del policy
     lap("eval_before")
 
     # 6. native GRPO with the math reward on the corpus's rl prompts -> the final folder
     if settings.grpo_steps > 0:
+        agent = dict(
+            rewards=["accuracy", "tool_use", "tool_format", "unfinished"],
+            reward_weights=[1.0, 0.5, 0.5, 0.5],
+            max_tool_response_tokens=32,
+        )
         grpo_cfg = load_config(
-            GRPOConfig,
+            AgentConfig if settings.tools else GRPOConfig,
             None,
             dict(
                 common,
+                **(agent if settings.tools else {"rewards": ["accuracy"]}),
                 model=str(model_dir),
                 data=[str(paths["rl"])],
                 output_dir=str(out / "model"),
-                rewards=["accuracy"],
                 num_generations=settings.grpo_group,
                 batch_size=settings.grpo_prompts,
                 max_steps=settings.grpo_steps,
@@ -287,7 +326,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
                 log_every=1,
             ),
         )
-        grpo = run_grpo(grpo_cfg)
+        grpo = run_agent(grpo_cfg) if settings.tools else run_grpo(grpo_cfg)
         log = [json.loads(line) for line in (out / "model" / "train_log.jsonl").read_text().splitlines()]
         rewards = [r["reward"] for r in log if "reward" in r]
         summary.update(
@@ -308,15 +347,17 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     logger.info("model: %.2fM parameters", summary["parameters"] / 1e6)
     if settings.grpo_steps > 0:
         acc_after, rows_after = heldout_accuracy(
-            reloaded, tokenizer, eval_set, settings.max_new_tokens, settings.eval_batch
+            reloaded, tokenizer, eval_set, settings.max_new_tokens, settings.eval_batch, tools
         )
     else:
         acc_after, rows_after = acc_before, rows_before
     summary.update(
         heldout_accuracy_after=acc_after,
         heldout_stated_accuracy_after=_mean([r["stated"] for r in rows_after]),
+        tools=settings.tools,
+        heldout={"sft": _heldout_summary(rows_before), "rl": _heldout_summary(rows_after)},
     )
-    logger.info("held-out accuracy after GRPO: %.1f%% of %d", 100 * acc_after, len(eval_set))
+    logger.info("held-out accuracy after RL: %.1f%% of %d", 100 * acc_after, len(eval_set))
     shown = rows_after[: settings.samples]
     if len(shown) < settings.samples:  # more samples asked than evaluated problems
         shown += heldout_accuracy(
@@ -325,6 +366,7 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
             problems[len(shown) : settings.samples],
             settings.max_new_tokens,
             settings.eval_batch,
+            tools,
         )[1]
     summary["samples"] = shown
     summary["heldout_correct"] = sum(s["correct"] for s in shown)
@@ -333,6 +375,31 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
     summary["perplexity_last"] = math.exp(losses[-1]) if losses else None
     (out / "quickstart.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     return summary
+
+
+def _heldout_summary(rows: list[dict]) -> dict:
+    from .eval.tool_calls import wilson_interval
+
+    k, n = sum(r["correct"] for r in rows), len(rows)
+    return {
+        "accuracy": k / n if n else 0.0,
+        "ci95": list(wilson_interval(k, n)),
+        "n": n,
+        "tool_call_rate": sum(bool(r["tool_calls"]) for r in rows) / n if n else 0.0,
+    }
+
+
+def write_tool_transcripts(path: Path, n: int) -> Path:
+    """``n`` built-in tool-use conversations rendered by the chat template, as pretrain ``{"text"}`` rows (the
+    template is rendered by a throwaway tokenizer; only its text is kept)."""
+    from .data.demo_corpus import tool_conversations
+
+    render = train_tokenizer(["tool use"], vocab_size=300, show_progress=False)
+    with path.open("w", encoding="utf-8") as f:
+        for row in tool_conversations(n, seed=77):
+            text = render.apply_chat_template(row["conversations"], tools=row["tools"], tokenize=False)
+            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    return path
 
 
 def _mean(xs: list) -> float | None:

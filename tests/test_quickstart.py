@@ -44,6 +44,8 @@ def test_quickstart_end_to_end(tmp_path):
         "2",
         "--grpo-group",
         "3",
+        "--tool-conversations",
+        "100",
         "--eval-problems",
         "4",
         "--max-new-tokens",
@@ -56,7 +58,7 @@ def test_quickstart_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Held-out problems" in proc.stdout and "trust_remote_code=True" in proc.stdout
-    assert "held-out accuracy:" in proc.stdout and "after GRPO" in proc.stdout
+    assert "held-out accuracy:" in proc.stdout and "after agentic RL (calculator)" in proc.stdout
 
     summary = json.loads((out / "quickstart.json").read_text(encoding="utf-8"))
     assert summary["vocab_size"] == 700
@@ -74,8 +76,12 @@ def test_quickstart_end_to_end(tmp_path):
     log = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2], log
-    assert all(0.0 <= r["reward"] <= 1.0 for r in steps)
-    assert summary["grpo_steps"] == 2
+    assert all(0.0 <= r["rewards/accuracy_reward"] <= 1.0 and "tool_calls" in r for r in steps)
+    assert summary["grpo_steps"] == 2 and summary["tools"] is True
+    for stage in ("sft", "rl"):  # the record of the held-out evaluation (with the calculator)
+        held = summary["heldout"][stage]
+        assert held["n"] == 4 and 0.0 <= held["ci95"][0] <= held["accuracy"] <= held["ci95"][1] <= 1.0
+        assert 0.0 <= held["tool_call_rate"] <= 1.0
     for name in (
         "config.json",
         "model.safetensors",
