@@ -390,18 +390,18 @@ class GRPO(Algorithm):
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
         """Mean reward of one greedy completion per eval prompt."""
-        if self.eval_dataset is None or len(self.eval_dataset) == 0:
-            return {}
-        return {
-            "eval/reward": mean_reward(
-                self._unwrap(model),
-                self.tokenizer,
-                list(self.eval_dataset),
-                self.reward_funcs,
-                self.cfg,
-                greedy=True,
-            )
-        }
+        return eval_reward(self, self._unwrap(model))
+
+
+def eval_reward(algo: Algorithm, policy) -> dict[str, float]:
+    """``{"eval/reward": ...}``: the mean reward of one greedy completion per eval prompt of an RL algorithm
+    (GRPO, SPO, PPO); {} without eval prompts."""
+    if algo.eval_dataset is None or len(algo.eval_dataset) == 0:
+        return {}
+    reward = mean_reward(
+        policy, algo.tokenizer, list(algo.eval_dataset), algo.reward_funcs, algo.cfg, greedy=True
+    )
+    return {"eval/reward": reward}
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from ..rewards import REWARDS
 from .checkpoint import load_model_weights
 from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
-from .grpo import k3_kl, mean_reward, rewards_from_config
+from .grpo import eval_reward, k3_kl, rewards_from_config
 from .loop import Algorithm, TrainConfig, TrainResult, default_param_groups, train
 from .rl_common import (
     RolloutCache,
@@ -375,18 +375,7 @@ class PPO(Algorithm):
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        if self.eval_dataset is None or len(self.eval_dataset) == 0:
-            return {}
-        return {
-            "eval/reward": mean_reward(
-                self._unwrap(model).policy,
-                self.tokenizer,
-                list(self.eval_dataset),
-                self.reward_funcs,
-                self.cfg,
-                greedy=True,
-            )
-        }
+        return eval_reward(self, self._unwrap(model).policy)
 
     def save_model(self, model, path) -> None:
         from safetensors.torch import save_file

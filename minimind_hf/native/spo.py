@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .grpo import GRPOConfig, grpo_loss, grpo_num_items, rewards_from_config
+from .grpo import GRPOConfig, eval_reward, grpo_loss, grpo_num_items, rewards_from_config
 from .loop import Algorithm, TrainResult, train
 from .rl_common import load_rl_prompts, per_token_logps
 from .rollout import rollout_for, score
@@ -215,20 +215,9 @@ class SPO(Algorithm):
         metrics.update({k: v for k, v in batch.items() if k.startswith("rewards/")})
         return loss, metrics
 
+    @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        from .grpo import mean_reward
-
-        if self.eval_dataset is None or len(self.eval_dataset) == 0:
-            return {}
-        reward = mean_reward(
-            self._unwrap(model),
-            self.tokenizer,
-            list(self.eval_dataset),
-            self.reward_funcs,
-            self.cfg,
-            greedy=True,
-        )
-        return {"eval/reward": reward}
+        return eval_reward(self, self._unwrap(model))
 
     def state_dict(self) -> dict:
         return {"tracker": self.tracker.state_dict(), "generator": self.generator.get_state()}
