@@ -371,6 +371,25 @@ def train_and_save(
             data=list(recipe_args.data),
             adapter=(Path(training_args.output_dir) / "adapter_config.json").is_file(),
         )
+        write_trl_report(trainer, stage, training_args.output_dir)
+
+
+def write_trl_report(trainer: Any, stage: str, output_dir: str) -> None:
+    """``report.md`` + curves from the Trainer's ``log_history`` (the same report the native loop writes)."""
+    from minimind_hf.report import step_records, write_stage_report
+
+    history = trainer.state.log_history
+    summary = next((row for row in reversed(history) if "train_runtime" in row), {})
+    records = [row for row in step_records(history) if "train_runtime" not in row]
+    losses = [row["loss"] for row in records if isinstance(row.get("loss"), (int, float))]
+    facts = {
+        "steps": trainer.state.global_step,
+        "final loss": losses[-1] if losses else None,
+        "train loss (mean)": summary.get("train_loss"),
+        "seconds": summary.get("train_runtime"),
+        "tokens seen": trainer.state.num_input_tokens_seen or None,
+    }
+    write_stage_report(output_dir, stage, records, facts, backend="trl")
 
 
 def _looks_local(name: str) -> bool:

@@ -58,7 +58,8 @@ step and resuming at step ``s`` continues with exactly the rows an uninterrupted
 
 Outputs in ``output_dir``: the final HF folder (config, safetensors, tokenizer, model code),
 ``train_log.jsonl`` (one line per logged step and per evaluation), ``checkpoints/`` (see `checkpoint`),
-``train_result.json``, and tracker logs under ``output_dir/runs``.
+``train_result.json``, ``report.md`` with ``training_curves.png`` (`minimind_hf.report`), and tracker logs under
+``output_dir/runs``.
 """
 
 from __future__ import annotations
@@ -678,6 +679,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             "config": config_to_dict(cfg),
         }
         (out_dir / "train_result.json").write_text(json.dumps(result_json, indent=2), encoding="utf-8")
+        _write_report(out_dir, algo.name, result_json)
         logger.info("saved the model to %s", out_dir)
     accelerator.wait_for_everyone()
     if trackers:
@@ -690,6 +692,23 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         seconds=time.time() - t_start,
         resumed_from=str(resume_path) if resume_path else None,
     )
+
+
+def _write_report(out_dir: Path, stage: str, result: dict) -> None:
+    from ..report import read_log, write_stage_report
+
+    records = read_log(out_dir / "train_log.jsonl")
+    rewards = [r["reward"] for r in records if isinstance(r.get("reward"), (int, float))]
+    facts = {
+        "steps": result["steps"],
+        "final loss": result["final_loss"],
+        "first reward": rewards[0] if rewards else None,
+        "last reward": rewards[-1] if rewards else None,
+        **{f"eval {k}": v for k, v in (result["eval"] or {}).items()},
+        "tokens seen": result["tokens_seen"] or None,
+        "seconds": result["seconds"],
+    }
+    write_stage_report(out_dir, stage, records, facts)
 
 
 def replace_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:
