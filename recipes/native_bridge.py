@@ -616,15 +616,17 @@ TRL_UNUSED: dict[str, frozenset[str]] = {
     "dpo": frozenset({"max_prompt_length"}),
     "grpo": frozenset({"max_prompt_length", "tools", "max_tool_response_tokens"}),
     "rloo": frozenset({"max_prompt_length", "tools", "max_tool_response_tokens"}),
+    "agent": frozenset({"max_prompt_length", "max_tool_response_tokens"}),
     "distill": frozenset({"alpha", "max_length"}),
 }
 _TRL_UNUSED_WHY = {
     "max_prompt_length": "trl 1.16 does not truncate prompts; native backend only",
     "alpha": "trl's on-policy distillation loss has no CE term; native backend only",
     "max_length": "trl's distillation uses prompts + max_completion_length; native backend only",
-    "tools": "tool-calling rollouts run on the native backend; trl's GRPOTrainer(tools=) is not wired to MiniMind's "
-    "chat template yet",
-    "max_tool_response_tokens": "native backend only (the native rollouts' tool turns)",
+    "tools": "under backend trl, tool-calling rollouts are the agent recipe (recipes/agent.py: trl's "
+    "GRPOTrainer(tools=))",
+    "max_tool_response_tokens": "native backend only (trl drops a tool result that overflows max_completion_length "
+    "instead of shortening it)",
 }
 
 

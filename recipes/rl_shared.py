@@ -21,6 +21,7 @@ __all__ = [
     "reward_funcs",
     "reward_options_dict",
     "reward_problems",
+    "drop_none_keys",
     "run_trl",
 ]
 
@@ -51,8 +52,8 @@ class RLArguments:
     tools: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "native backend: minimind_hf.tools names the rollouts run between turns (calculator, unit_convert, "
-            "lookup, current_time); turns = max_tool_calling_iterations + 1"
+            "help": "minimind_hf.tools names the rollouts run between turns (calculator, unit_convert, lookup, "
+            "current_time); turns = max_tool_calling_iterations + 1. The agent recipe on both backends; grpo native only"
         },
     )
     max_tool_response_tokens: int = field(
@@ -128,10 +129,10 @@ def trl_prompts(records, tokenizer, think: bool):
     if "tools" in records.column_names and any(records["tools"]):
         logger.info("records carry tool schemas: prompts are rendered to text (as the native trainer does)")
         return records.map(lambda r: {"prompt": render_prompt(tokenizer, r["prompt"], r["tools"], think)})
-    return records.with_transform(_drop_none_keys)
+    return records.with_transform(drop_none_keys)
 
 
-def _drop_none_keys(batch: dict) -> dict:
+def drop_none_keys(batch: dict) -> dict:
     """Messages without their null fields (Arrow gives every message every key, e.g. ``tool_calls: None``,
     which trl's ``log_completions`` printer iterates)."""
     batch = dict(batch)

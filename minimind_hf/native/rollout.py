@@ -14,7 +14,9 @@ Multi-turn (``tools`` given, ``max_turns > 1``): when a sample's turn ends in ``
 ``<tool_call>`` blocks (parsed by the server's parser, `minimind_hf.serve.parser`), each call runs through
 `minimind_hf.tools.run_tool_call`, the responses are appended exactly as the chat template renders ``tool``
 messages followed by the next generation prompt, and that row alone continues, until a turn without a call,
-the turn budget, or ``max_new_tokens`` sampled tokens in all. Tool-response tokens are context: they are in
+the turn budget, or ``max_new_tokens`` completion tokens in all. The budget counts tool-response tokens too, as
+trl's ``max_completion_length`` does: a response that would not fit is dropped and the row ends there, its call
+unanswered (trl does the same), so both backends see the same rollouts. Tool-response tokens are context: they are in
 ``attention_mask`` but never in ``policy_mask``, so no loss is taken on them. Rewards score the final turn's
 text (``texts``); every row's calls and responses (``tool_calls``), its number of turns and its whole
 decoded completion (``transcripts``) reach the reward functions as keyword columns.
@@ -221,7 +223,7 @@ def rollout(
     active = list(range(n))
     multi_turn = bool(tools) and max_turns > 1
     for turn in range(max_turns if multi_turn else 1):
-        budget = {i: max_new_tokens - sum(policy[i]) for i in active}
+        budget = {i: max_new_tokens - len(completion[i]) for i in active}
         active = [i for i in active if budget[i] > 0]
         if not active:
             break
@@ -248,13 +250,15 @@ def rollout(
             if multi_turn and ended:
                 calls = parse_output(texts[i], reasoning=open_thinking, parse_tool_calls=True)["tool_calls"]
             finished[i] = ended and not calls
-            if not calls or turn + 1 >= max_turns or sum(policy[i]) >= max_new_tokens:
+            if not calls or turn + 1 >= max_turns or len(completion[i]) >= max_new_tokens:
                 continue  # done: a final answer, or calls with no turn / token left to answer them
             made = [{"name": c.name, "arguments": c.arguments} for c in calls]
             for call in made:
                 call["response"] = run_tool_call(tools, call["name"], call["arguments"])
-            calls_made[i] += made
             context = _tool_context(tokenizer, row_records[i], made, open_thinking, max_tool_response_tokens)
+            if len(completion[i]) + len(context) > max_new_tokens:
+                continue  # the responses would not fit the completion budget: the row ends unanswered
+            calls_made[i] += made
             completion[i] += context
             policy[i] += [0] * len(context)
             still.append(i)

@@ -17,7 +17,7 @@ from .special_tokens import (
     SPECIAL_TOKENS,
     UNK_TOKEN,
 )
-from .template import chat_template
+from .template import RESPONSE_TEMPLATE, chat_template
 from .train import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokenizer, verify_reserved_tokens, wrap_tokenizer
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_VOCAB_SIZE",
     "EOS_TOKEN",
     "PAD_TOKEN",
+    "RESPONSE_TEMPLATE",
     "SPECIAL_TOKENS",
     "SPECIAL_TOKEN_IDS",
     "UNK_TOKEN",

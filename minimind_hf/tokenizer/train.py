@@ -13,6 +13,7 @@ exactly Qwen2's, so a GGUF export declares llama.cpp's ``qwen2`` pre-tokenizer.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from .special_tokens import (
     added_token,
     reserved_added_tokens,
 )
-from .template import chat_template
+from .template import RESPONSE_TEMPLATE, chat_template
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def wrap_tokenizer(backend: Tokenizer) -> PreTrainedTokenizerFast:
         model_max_length=MODEL_MAX_LENGTH,
         clean_up_tokenization_spaces=False,
         chat_template=chat_template(),
+        response_template=copy.deepcopy(RESPONSE_TEMPLATE),
     )
     verify_reserved_tokens(tok)
     return tok

@@ -15,6 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _tool_models import CALC_CALL, CALC_CONVERSATION, CALC_PROMPT
+from _tool_models import memorise as _memorise
+
 ROOT = Path(tempfile.mkdtemp(prefix="mm_native_tests_"))
 VOCAB = 400
 
@@ -152,13 +155,7 @@ def env() -> dict:
 
 
 # a tool-use conversation and a tiny model that learns it (rollout and tool-eval tests)
-TOOL_PROMPT = [{"role": "user", "content": "What is 6*7?"}]
-TOOL_CALL = {"name": "calculator", "arguments": {"expression": "6*7"}}
-TOOL_CONVERSATION = TOOL_PROMPT + [
-    {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": TOOL_CALL}]},
-    {"role": "tool", "content": "42"},
-    {"role": "assistant", "content": "The answer is 42."},
-]
+TOOL_PROMPT, TOOL_CALL, TOOL_CONVERSATION = CALC_PROMPT, CALC_CALL, CALC_CONVERSATION
 
 
 def tiny_lm(seed: int = 0):
@@ -175,19 +172,5 @@ def tiny_lm(seed: int = 0):
 
 
 def memorise(model, conversation, tools, steps: int = 150) -> None:
-    """Overfit the assistant turns of one conversation (a real model that then makes the tool call itself)."""
-    import torch
-
-    enc = tokenizer().apply_chat_template(
-        conversation, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    ids = torch.tensor([enc["input_ids"]])
-    labels = ids.masked_fill(torch.tensor([enc["assistant_masks"]]) == 0, -100)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
+    """`_tool_models.memorise` with the test tokenizer."""
+    _memorise(model, tokenizer(), conversation, tools, steps)

@@ -49,7 +49,7 @@ def test_tool_call_rollout_is_the_template_rendering_with_its_assistant_mask():
     tools = get_tools(["calculator"])
     _memorise(model, CONVERSATION, tool_schemas(tools))
     r = rollout(
-        model, tok, [{"prompt": PROMPT}], max_new_tokens=80, temperature=0.0, tools=tools, max_turns=3
+        model, tok, [{"prompt": PROMPT}], max_new_tokens=120, temperature=0.0, tools=tools, max_turns=3
     )
 
     assert r.turns == [2]
@@ -114,7 +114,7 @@ def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path):
             data=[str(data)],
             batch_size=1,
             num_generations=2,
-            max_new_tokens=64,
+            max_new_tokens=120,
             max_steps=2,
             learning_rate=1e-3,
             beta=0.0,
@@ -125,7 +125,11 @@ def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
     assert len(steps) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
-    assert all(r["turns"] > 1 and r["tool_calls"] >= 1 for r in steps), steps  # the tool really ran
+    # the tool really ran: every sample of the memorised model's first step, some samples after an update
+    assert (steps[0]["turns"], steps[0]["tool_calls"]) == (2, 1), steps[0]
+    assert all(r["tool_calls"] > 0 for r in steps), [
+        (r["turns"], r["tool_calls"]) for r in steps
+    ]  # the tool really ran
     assert {"rewards/gt_coverage_reward", "rewards/tool_use_reward", "rewards/unfinished_reward"} <= set(
         steps[0]
     )

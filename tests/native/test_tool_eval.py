@@ -36,7 +36,7 @@ def test_metrics_count_calls_arguments_by_value_and_answers(tool_model):
         },
     ]
     result = evaluate_tool_calls(
-        tool_model, tokenizer(), records, get_tools(["calculator"]), max_new_tokens=80
+        tool_model, tokenizer(), records, get_tools(["calculator"]), max_new_tokens=120
     )
     assert result.n == 2 and result.tool_call_rate == 1.0 and result.well_formed == 1.0
     assert result.right_tool == 1.0

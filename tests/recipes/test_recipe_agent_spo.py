@@ -1,5 +1,6 @@
-"""recipes/agent.py and recipes/spo.py: the tiny YAMLs run natively under accelerate (the agent's rollouts
-call the calculator), and backend trl is refused with its reason."""
+"""recipes/agent.py and recipes/spo.py: the tiny YAMLs run under accelerate -- the agent on both backends from a
+model that calls the calculator, so the rollouts really run it -- and spo's backend trl is refused with its
+reason."""
 
 from __future__ import annotations
 
@@ -7,47 +8,95 @@ import json
 import subprocess
 import sys
 
+import pytest
 from _recipe_helpers import CONFIGS, REPO, run_recipe
+from _tool_models import CALC_CONVERSATION, CALC_PROMPT, memorise
 
 CONFIG = CONFIGS / "tiny" / "agent.yaml"
 
 
-def test_agent_recipe_runs_natively(tiny_base, recipe_env, tmp_path):
-    out = tmp_path / "agent"
+@pytest.fixture(scope="module")
+def caller(tiny_base, tmp_path_factory):
+    """The tiny base overfit to answer CALC_PROMPT by calling the calculator, and 4 rl records of that prompt."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from minimind_hf import MiniMindForCausalLM
+    from minimind_hf.tools import get_tools, tool_schemas
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = MiniMindForCausalLM.from_pretrained(tiny_base)
+    memorise(model, tok, CALC_CONVERSATION, tool_schemas(get_tools(["calculator"])), steps=200)
+    out = tmp_path_factory.mktemp("caller")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    data = out / "agent.jsonl"
+    row = {"conversations": CALC_PROMPT, "gt": ["42"]}
+    data.write_text("".join(json.dumps(row) + "\n" for _ in range(4)), encoding="utf-8")
+    return out, data
+
+
+@pytest.mark.parametrize("backend", ["native", "trl"])
+def test_agent_recipe_runs_the_calculator_on_both_backends(caller, recipe_env, tmp_path, backend):
+    model, data = caller
+    out = tmp_path / f"agent_{backend}"
     run_recipe(
         "agent",
         CONFIG,
+        "--backend",
+        backend,
         "--data",
-        "demo:rl:20",
+        str(data),
         "--max_steps",
         "2",
+        "--logging_steps",
+        "1",
         "--max_completion_length",
-        "16",
+        "120",
         "--model_name_or_path",
-        str(tiny_base),
+        str(model),
         "--output_dir",
         str(out),
         env=recipe_env,
     )
-    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
-    steps = [r for r in log if "loss" in r]
-    assert [r["step"] for r in steps] == [2] and {"turns", "tool_calls", "rewards/tool_use_reward"} <= set(
-        steps[0]
-    )
+    if backend == "native":
+        steps = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        steps = [r for r in steps if "loss" in r]
+        calls = [r["tool_calls"] for r in steps]
+        coverage = [r["rewards/gt_coverage_reward"] for r in steps]
+    else:
+        from minimind_hf.report import read_log
+
+        steps = [r for r in read_log(out / "trainer_state.json") if "loss" in r]
+        calls = [r["tools/call_frequency"] for r in steps]
+        coverage = [r["rewards/gt_coverage_reward/mean"] for r in steps]
+    assert [r["step"] for r in steps] == [1, 2], steps
+    assert calls[0] > 0 and coverage[0] > 0, steps  # the model called the calculator and used its answer
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert "(training_curves.png)" in (out / "report.md").read_text(encoding="utf-8")
 
 
-def test_agent_recipe_refuses_trl_and_checks_the_turn_bound(tiny_base, recipe_env):
+def test_agent_recipe_checks_tools_and_the_turn_bound(tiny_base, recipe_env):
     base = [sys.executable, str(REPO / "recipes" / "agent.py"), "--config", str(CONFIG), "--dry_run", "true"]
     base += ["--model_name_or_path", str(tiny_base)]
+    for backend in ("native", "trl"):
+        proc = subprocess.run(
+            [*base, "--backend", backend, "--tools", "calculater"],
+            env=recipe_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and "['calculater']" in proc.stderr, proc.stderr[-2000:]
     proc = subprocess.run(
-        [*base, "--backend", "trl"], env=recipe_env, capture_output=True, text=True, timeout=120
+        [*base, "--backend", "trl", "--max_tool_response_tokens", "32"],
+        env=recipe_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert proc.returncode == 2 and "native backend only" in proc.stderr, proc.stderr[-2000:]
-    proc = subprocess.run(
-        [*base, "--tools", "calculater"], env=recipe_env, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 2 and "unknown ['calculater']" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "max_tool_response_tokens" in proc.stderr, proc.stderr[-2000:]
     proc = subprocess.run(base, env=recipe_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = json.loads(proc.stdout)["config"]
