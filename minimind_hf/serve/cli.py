@@ -2,7 +2,7 @@
 
     minimind-hf serve MODEL_DIR [--host 127.0.0.1] [--port 8998] [--api-key KEY]
     minimind-hf chat MODEL_DIR [--think] [--system TEXT]
-    minimind-hf webui MODEL_DIR [--host 127.0.0.1] [--port 7860]
+    minimind-hf webui MODEL_DIR [--host 127.0.0.1] [--port 7860] [--run-tools calculator]
 
 Also runnable as ``python -m minimind_hf.serve.cli serve MODEL_DIR``. The main ``minimind-hf`` parser adds
 these commands with :func:`add_serve_commands`.
@@ -84,6 +84,23 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tools", default=None, metavar="FILE.json", help="OpenAI tools list (JSON) offered to the model"
     )
+    _add_run_tools_args(p)
+    p.set_defaults(func=run_chat_command)
+
+    p = subparsers.add_parser(
+        "webui",
+        help="web chat page (Gradio): streaming, folded thinking, tool calls",
+        description="A Gradio chat page for MODEL_DIR, on localhost unless --host says otherwise.",
+    )
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-tokens", type=int, default=512)
+    _add_run_tools_args(p)
+    p.set_defaults(func=run_webui)
+
+
+def _add_run_tools_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--run-tools",
         nargs="+",
@@ -98,18 +115,20 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE.py",
         help="a Python file whose @minimind_hf.tools.register_tool functions become available to --run-tools",
     )
-    p.set_defaults(func=run_chat_command)
 
-    p = subparsers.add_parser(
-        "webui",
-        help="web chat page (Gradio): streaming, folded thinking, tool calls",
-        description="A Gradio chat page for MODEL_DIR, on localhost unless --host says otherwise.",
-    )
-    _add_model_args(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--max-tokens", type=int, default=512)
-    p.set_defaults(func=run_webui)
+
+def _run_tools_arg(args: argparse.Namespace) -> tuple[dict | None, bool]:
+    """(the {name: function} tools of --run-tools, ok); not ok after an error was logged."""
+    if args.tool_module and not args.run_tools:
+        logger.error("--tool-module: name the tools to run with --run-tools NAME ...")
+        return None, False
+    if not args.run_tools:
+        return None, True
+    try:
+        return _load_run_tools(args.run_tools, args.tool_module), True
+    except (KeyError, OSError, ImportError, SyntaxError) as exc:
+        logger.error("--run-tools / --tool-module: %s", exc.args[0] if exc.args else exc)
+        return None, False
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -211,13 +230,9 @@ def run_chat_command(args: argparse.Namespace) -> int:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    run_tools = None
-    if args.run_tools:
-        try:
-            run_tools = _load_run_tools(args.run_tools, args.tool_module)
-        except (KeyError, OSError, ImportError, SyntaxError) as exc:
-            logger.error("--run-tools / --tool-module: %s", exc.args[0] if exc.args else exc)
-            return 2
+    run_tools, ok = _run_tools_arg(args)
+    if not ok:
+        return 2
     with _engine(args) as engine:
         temperature, top_p = _model_defaults(engine.model)
         settings = ChatSettings(
@@ -257,6 +272,9 @@ def run_webui(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _missing_extra(exc)
 
+    run_tools, ok = _run_tools_arg(args)
+    if not ok:
+        return 2
     if not _is_loopback(args.host):
         logger.warning("the web page on %s has no authentication", args.host)
     with _engine(args) as engine:
@@ -270,6 +288,7 @@ def run_webui(args: argparse.Namespace) -> int:
             block=True,
             temperature=temperature,
             top_p=top_p,
+            run_tools=run_tools,
         )
     return 0
 

@@ -1,9 +1,11 @@
-"""A small web chat page (Gradio): streamed replies, thinking folded away, tool calls shown.
+"""A small web chat page (Gradio): streamed replies, thinking folded away, tool calls shown and run.
 
 The page runs the model in-process through the same :class:`~minimind_hf.serve.engine.Engine` as the
 HTTP server, so several browser tabs are batched together. Thinking appears as a collapsed
 "Thinking" panel above the answer; each tool call as a panel titled with the function name holding its
-JSON arguments. Tools can be given as a JSON list (OpenAI format) in the options.
+JSON arguments. Tools can be given as a JSON list (OpenAI format) in the options. With ``run_tools``
+(``minimind-hf webui MODEL --run-tools calculator``) the page also runs the calls, as the terminal chat does:
+each response appears in a folded "Tool result" panel and the model continues, up to ``max_tool_rounds``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..modeling_minimind import GENERATION_DEFAULTS
+from ..tools import run_tool_call, tool_schemas
 from .chat import Reply, stream_reply
 from .engine import Engine, Finish
 from .sampling import SamplingParams
@@ -21,6 +24,8 @@ from .sampling import SamplingParams
 logger = logging.getLogger(__name__)
 
 THINKING_TITLE = "Thinking"
+CALL_TITLE = "Tool call: "
+RESULT_TITLE = "Tool result: "
 
 
 def _text_of(content: Any) -> str:
@@ -41,7 +46,7 @@ def _unfence(text: str) -> str:
 
 def history_to_messages(history: list[dict]) -> list[dict]:
     """Gradio's message history -> chat-template messages. Thinking panels are display only and dropped;
-    tool-call panels become the assistant's ``tool_calls``."""
+    tool-call panels become the assistant's ``tool_calls``, tool-result panels ``tool`` messages."""
     messages: list[dict] = []
     for item in history:
         role = item.get("role")
@@ -53,10 +58,13 @@ def history_to_messages(history: list[dict]) -> list[dict]:
         elif role == "assistant":
             if title == THINKING_TITLE:
                 continue
-            if title and title.startswith("Tool call: "):
+            if title and title.startswith(RESULT_TITLE):
+                messages.append({"role": "tool", "content": text})
+                continue
+            if title and title.startswith(CALL_TITLE):
                 call = {
                     "type": "function",
-                    "function": {"name": title.removeprefix("Tool call: "), "arguments": _unfence(text)},
+                    "function": {"name": title.removeprefix(CALL_TITLE), "arguments": _unfence(text)},
                 }
                 if messages and messages[-1]["role"] == "assistant":
                     messages[-1].setdefault("tool_calls", []).append(call)
@@ -88,7 +96,7 @@ def reply_messages(reply: Reply, thinking_done: bool) -> list:
             gr.ChatMessage(
                 role="assistant",
                 content=f"```json\n{call.arguments}\n```",
-                metadata={"title": f"Tool call: {call.name}", "id": call.id},
+                metadata={"title": f"{CALL_TITLE}{call.name}", "id": call.id},
             )
         )
     if reply.content or not out:
@@ -102,12 +110,21 @@ def build_demo(
     max_tokens: int = 512,
     temperature: float = GENERATION_DEFAULTS["temperature"],
     top_p: float = GENERATION_DEFAULTS["top_p"],
+    run_tools: dict | None = None,
+    max_tool_rounds: int = 3,
 ):
     """The Gradio Blocks app. Its API endpoint ``/chat`` takes
     (message, thinking, tools_json, system, temperature, max_tokens) and streams the reply messages;
-    ``temperature`` is the slider's start, ``top_p`` the nucleus for every reply (the model's defaults)."""
+    ``temperature`` is the slider's start, ``top_p`` the nucleus for every reply (the model's defaults).
+    ``run_tools`` ({name: function}) are offered to the model when the tools box is empty, and their calls
+    run here between rounds (errors come back as the tool's response text, never as a failed page)."""
     default_temperature, default_top_p = temperature, top_p
     import gradio as gr
+
+    def tool_result(name: str, response: str):
+        return gr.ChatMessage(
+            role="assistant", content=response, metadata={"title": f"{RESULT_TITLE}{name}", "status": "done"}
+        )
 
     def respond(
         message: str,
@@ -125,26 +142,42 @@ def build_demo(
                 assert isinstance(tools, list)
             except (json.JSONDecodeError, AssertionError):
                 raise gr.Error("Tools must be a JSON list of OpenAI tool objects") from None
+        if tools is None and run_tools:
+            tools = tool_schemas(run_tools)
         messages = [{"role": "system", "content": system}] if system and system.strip() else []
         messages += history_to_messages(history) + [{"role": "user", "content": message}]
         params = SamplingParams(
             max_new_tokens=int(max_new), temperature=float(temperature), top_p=default_top_p
         )
-        reply = Reply()
-        try:
-            for item in stream_reply(engine, messages, params, tools, bool(thinking)):
-                if isinstance(item, Finish):
-                    reply.finish = item
-                    break
-                reply.add(item)
-                yield reply_messages(reply, thinking_done=item.kind != "reasoning")
-        except ValueError as exc:  # the conversation no longer fits the model's context
-            raise gr.Error(f"{exc}. Clear the chat to start again.") from None
-        if reply.finish is not None and reply.finish.reason == "error":
-            raise gr.Error(f"generation failed: {reply.finish.error}")
-        yield reply_messages(reply, thinking_done=True)
+        shown: list = []  # the panels of finished rounds (tool calls, their results)
+        for _ in range(1 + (max_tool_rounds if run_tools else 0)):
+            reply = Reply()
+            try:
+                for item in stream_reply(engine, messages, params, tools, bool(thinking)):
+                    if isinstance(item, Finish):
+                        reply.finish = item
+                        break
+                    reply.add(item)
+                    yield shown + reply_messages(reply, thinking_done=item.kind != "reasoning")
+            except ValueError as exc:  # the conversation no longer fits the model's context
+                if not shown:
+                    raise gr.Error(f"{exc}. Clear the chat to start again.") from None
+                yield shown + [gr.ChatMessage(role="assistant", content=f"[stopped: {exc}]")]
+                return
+            if reply.finish is not None and reply.finish.reason == "error":
+                raise gr.Error(f"generation failed: {reply.finish.error}")
+            shown += reply_messages(reply, thinking_done=True)
+            yield shown
+            if not (run_tools and reply.tool_calls):
+                return
+            messages.append(reply.as_message())
+            for call in reply.tool_calls:
+                response = run_tool_call(run_tools, call.name, call.arguments)
+                messages.append({"role": "tool", "content": response, "tool_call_id": call.id})
+                shown.append(tool_result(call.name, response))
+            yield shown
 
-    with gr.Blocks(title=f"MiniMind chat: {model_name}") as demo:
+    with gr.Blocks(title=f"MiniMind chat: {model_name}", analytics_enabled=False) as demo:
         gr.Markdown(f"### MiniMind chat: `{model_name}`")
         thinking = gr.Checkbox(label="Thinking (reasoning shown folded)", value=False, render=False)
         tools = gr.Textbox(label="Tools (JSON list, OpenAI format)", lines=3, render=False)
@@ -152,10 +185,11 @@ def build_demo(
         temperature = gr.Slider(
             0.0, 1.5, value=default_temperature, step=0.05, label="Temperature", render=False
         )
+        longest = max(1, min(max_tokens, engine.context_length - 1))
         max_new = gr.Slider(
             1,
-            max(1, min(max_tokens, engine.context_length - 1)),
-            value=min(max_tokens, 512),
+            longest,
+            value=min(longest, 512),
             step=1,
             label="Max new tokens",
             render=False,
@@ -179,9 +213,10 @@ def launch(
     block: bool = True,
     temperature: float = GENERATION_DEFAULTS["temperature"],
     top_p: float = GENERATION_DEFAULTS["top_p"],
+    run_tools: dict | None = None,
 ):
     """Serve the page on host:port (loopback by default). Returns the demo (non-blocking when block=False)."""
-    demo = build_demo(engine, model_name, max_tokens, temperature, top_p)
+    demo = build_demo(engine, model_name, max_tokens, temperature, top_p, run_tools=run_tools)
     demo.queue(default_concurrency_limit=16)
     demo.launch(
         server_name=host,

@@ -57,6 +57,48 @@ def test_page_shows_tool_calls(page):
         client.predict(CASES["tool"].user, False, json.dumps([WEATHER_TOOL]), "", 0.0, 60, api_name="/chat")
 
 
+def test_page_runs_tools_and_continues(model_and_tokenizer):
+    """`webui --run-tools`: the page runs the call, shows the response folded, and the model continues."""
+    from minimind_hf.serve.webui import history_to_messages, launch
+
+    calls = []
+
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city.
+
+        Args:
+            city: City name
+        """
+        calls.append(city)
+        return "sunny, 18 C"
+
+    model, tok = model_and_tokenizer
+    with Engine(model, tok) as engine:
+        port = free_port()
+        demo = launch(engine, "tiny-chat", port=port, block=False, run_tools={"get_weather": get_weather})
+        try:
+            client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+            final = client.predict(
+                CASES["tool"].user, False, json.dumps([WEATHER_TOOL]), "", 0.0, 60, api_name="/chat"
+            )
+        finally:
+            demo.close()
+    assert calls == ["Paris"]
+    call, result, *rest = final
+    assert call["metadata"]["title"] == "Tool call: get_weather"
+    assert result["metadata"]["title"] == "Tool result: get_weather" and result["content"] == "sunny, 18 C"
+    assert result["metadata"]["status"] == "done"  # shown folded
+    # the model went on after the response: another round, or (this fixture's 384-token context) a clean stop
+    assert rest, final
+    if rest[-1]["content"].startswith("[stopped:"):  # said on the page, the panels so far kept
+        assert "the context is 384" in rest[-1]["content"]
+    else:
+        assert not rest[-1]["metadata"].get("title")  # the model's reply after the tool response
+    messages = history_to_messages([{"role": "user", "content": CASES["tool"].user}, call, result])
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[2]["content"] == "sunny, 18 C"
+
+
 def test_history_conversion_keeps_tool_calls_and_drops_thinking():
     from minimind_hf.serve.webui import history_to_messages
 
