@@ -41,7 +41,7 @@ from ..rewards import REWARDS, get_rewards
 from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
 from .loop import Algorithm, TrainConfig, TrainResult, train
-from .rl_common import RolloutCache, load_rl_prompts, per_token_logps
+from .rl_common import RolloutCache, load_rl_prompts, per_token_logps, sampling_problems
 from .rollout import rollout_for, score
 from .stages import register_stage
 
@@ -112,6 +112,7 @@ class GRPOConfig(TrainConfig):
         unknown_tools = [t for t in self.tools if t not in TOOLS]
         if unknown_tools:
             p.append(f"tools: unknown {unknown_tools}; valid: {', '.join(sorted(TOOLS))}")
+        p += sampling_problems(self.temperature, self.top_p)
         if self.max_turns < 1:
             p.append(f"max_turns must be >= 1, got {self.max_turns}")
         if self.max_turns > 1 and not self.tools:

@@ -37,6 +37,7 @@ from .rl_common import (
     load_rl_prompts,
     per_token_logps,
     position_ids_from_mask,
+    sampling_problems,
 )
 from .rollout import rollout_for, score
 from .stages import register_stage
@@ -95,6 +96,7 @@ class PPOConfig(TrainConfig):
 
     def validate(self) -> list[str]:
         p = super().validate()
+        p += sampling_problems(self.temperature, self.top_p)
         p += check_data_files("data", self.data)
         p += check_data_files("eval_data", self.eval_data, required=False)
         if self.model is None:

@@ -15,6 +15,7 @@ Positions: prompts are left-padded, so ``position_ids = cumsum(attention_mask) -
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -166,6 +167,19 @@ class RolloutCache:
         if step % self.reuse == 0 or micro not in self.cache:
             self.cache[micro] = make()
         return self.cache[micro]
+
+
+def sampling_problems(temperature: float, top_p: float) -> list[str]:
+    """RL samples its rollouts and trains on their log-probs at `temperature`: 0 or less would divide the logits
+    by zero or flip their sign (a NaN loss, or training on the wrong distribution), so both are refused."""
+    p = []
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        p.append(
+            f"temperature must be > 0 for RL sampling, got {temperature!r} (for near-greedy rollouts use e.g. 0.1)"
+        )
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        p.append(f"top_p must be in (0, 1], got {top_p!r}")
+    return p
 
 
 def load_rl_prompts(cfg) -> tuple:

@@ -320,3 +320,27 @@ def test_stage_config_reward_options_and_errors(tmp_path):
     assert "valid: accuracy" in text and "loss_type 'ppo'" in text and "num_generations" in text
     with pytest.raises(ConfigError, match="options are"):
         load_config(GRPOConfig, None, base + ["rewards=[length]", "reward_options.length.max_len=3"])
+
+
+@pytest.mark.parametrize("stage", ["grpo", "ppo", "spo", "agent"])
+def test_rl_sampling_settings_are_validated_before_any_work(tmp_path, stage):
+    """temperature 0 divided the logits by zero (NaN loss at step 1), a negative one flipped their sign and
+    trained on it, top_p 5 was accepted: every RL stage refuses them up front, naming the field."""
+    from minimind_hf.native.config import ConfigError, load_config
+    from minimind_hf.native.stages import get_stage
+
+    (tmp_path / "rl.jsonl").write_text('{"question": "1+1?", "answer": 2}\n', encoding="utf-8")
+    (tmp_path / "m").mkdir()
+    base = [f"data=[{tmp_path / 'rl.jsonl'}]", f"model={tmp_path / 'm'}"]
+    if stage == "spo":
+        base.append("num_generations=1")
+    config_cls = get_stage(stage).config_cls
+    for bad, expected in (
+        ("temperature=0", "temperature must be > 0"),
+        ("temperature=-1", "temperature must be > 0"),
+        ("top_p=5", "top_p must be in (0, 1]"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            load_config(config_cls, None, base + [bad])
+        assert expected in str(e.value), (stage, bad, str(e.value))
+    load_config(config_cls, None, base + ["temperature=0.1", "top_p=0.9"])  # small but valid
