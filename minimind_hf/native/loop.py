@@ -403,6 +403,26 @@ def _mean(values: list) -> float:
     return sum(vals) / len(vals)
 
 
+def _log_rows(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) pairs of a ``train_log.jsonl``. A last line cut off by a crash mid-write is dropped with a
+    warning (the step it described is redone); a bad line elsewhere is an error naming the file and line."""
+    lines = [
+        (i, line) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
+    ]
+    rows = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            rows.append((line, json.loads(line)))
+        except json.JSONDecodeError as err:
+            if k == len(lines) - 1:
+                logger.warning("%s:%d: dropping a log line cut off mid-write (%s)", path, i, err.msg)
+                break
+            raise ValueError(
+                f"{path}:{i}: not a JSON log record ({err.msg}); fix or delete the line to resume"
+            ) from None
+    return rows
+
+
 class _JsonlLog:
     """``train_log.jsonl``: one JSON object per line (main process only)."""
 
@@ -414,11 +434,7 @@ class _JsonlLog:
         if resume_step is None:
             path.write_text("", encoding="utf-8")
         elif path.exists():  # drop what the interrupted run logged after the checkpoint
-            keep = [
-                line
-                for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
+            keep = [line for line, row in _log_rows(path) if row.get("step", 0) <= resume_step]
             ckpt.write_atomic(path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:

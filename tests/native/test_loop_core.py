@@ -285,3 +285,32 @@ def test_tensorboard_tracker_writes_the_logged_scalars(tmp_path):
     for e in losses:
         assert e.value == pytest.approx(by_step[e.step], rel=1e-6)
     assert any(t.startswith("eval") for t in tags), tags
+
+
+def test_resume_drops_a_log_line_cut_off_mid_write_and_names_a_bad_one(tmp_path):
+    rows = _rows(16)
+
+    def run(resume: str):
+        algo = Algorithm(
+            _cfg(tmp_path, "cut", batch_size=2, max_steps=4, save_every=2, resume=resume),
+            _tiny_model(),
+            None,
+            rows,
+        )
+        return train(algo.cfg, algo)
+
+    run("never")
+    out = tmp_path / "cut"
+    log = out / "train_log.jsonl"
+    ckpt.write_atomic(out / "checkpoints" / "latest", "step_000002")  # as if killed after step 2's checkpoint
+    log.write_text(log.read_text(encoding="utf-8") + '{"step": 3, "loss": 0.', encoding="utf-8")
+    result = run("auto")
+    assert result.resumed_from.endswith("step_000002") and len(result.losses) == 2
+    steps = [json.loads(x)["step"] for x in log.read_text(encoding="utf-8").splitlines() if '"loss"' in x]
+    assert steps == [1, 2, 3, 4]
+    # a damaged line that is not the last one is an error naming the file and line, not a bare JSONDecodeError
+    lines = log.read_text(encoding="utf-8").splitlines()
+    log.write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n", encoding="utf-8")
+    ckpt.write_atomic(out / "checkpoints" / "latest", "step_000002")
+    with pytest.raises(ValueError, match=r"train_log\.jsonl:2: not a JSON log record"):
+        run("auto")

@@ -46,6 +46,22 @@ WEATHER_TOOL = {
 }
 
 
+def weather_tool() -> tuple[list[str], object]:
+    """A real ``get_weather`` for the tool-running front ends, and the list of cities it was called with."""
+    calls: list[str] = []
+
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city.
+
+        Args:
+            city: City name
+        """
+        calls.append(city)
+        return "sunny, 18 C"
+
+    return calls, get_weather
+
+
 @dataclass(frozen=True)
 class Case:
     """One memorised conversation: what the client sends and what the model must produce."""

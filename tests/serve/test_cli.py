@@ -117,19 +117,10 @@ def test_terminal_chat_streams_keeps_history_and_toggles(model_and_tokenizer):
 
 
 def test_terminal_chat_runs_tools_and_lets_the_model_continue(model_and_tokenizer):
-    from .conftest import WEATHER_TOOL
+    from .conftest import WEATHER_TOOL, weather_tool
 
     model, tok = model_and_tokenizer
-    calls = []
-
-    def get_weather(city: str) -> str:
-        """Get the current weather in a city.
-
-        Args:
-            city: City name
-        """
-        calls.append(city)
-        return "sunny, 18 C"
+    calls, get_weather = weather_tool()
 
     script = iter(["What is the weather in Paris?", "/exit"])
     written: list[str] = []

@@ -9,7 +9,7 @@ import pytest
 
 from minimind_hf.serve.engine import Engine
 
-from .conftest import CASES, WEATHER_TOOL, free_port
+from .conftest import CASES, WEATHER_TOOL, free_port, weather_tool
 
 # gradio's queue calls pandas APIs that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
@@ -61,16 +61,7 @@ def test_page_runs_tools_and_continues(model_and_tokenizer):
     """`webui --run-tools`: the page runs the call, shows the response folded, and the model continues."""
     from minimind_hf.serve.webui import history_to_messages, launch
 
-    calls = []
-
-    def get_weather(city: str) -> str:
-        """Get the current weather in a city.
-
-        Args:
-            city: City name
-        """
-        calls.append(city)
-        return "sunny, 18 C"
+    calls, get_weather = weather_tool()
 
     model, tok = model_and_tokenizer
     with Engine(model, tok) as engine:
