@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .corpus import iter_source_texts
 from .train import DEFAULT_VOCAB_SIZE, train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> argparse.A
         nargs="+",
         required=True,
         metavar="FILE",
-        help=".jsonl ('text' or 'conversations' field), .json list, or .txt (one text per line)",
+        help="files (.jsonl/.json/.parquet, gzipped too; 'text' or 'conversations' records; .txt one text per "
+        "line), folders of them, demo:PART[:N] or Hub dataset names",
     )
     train.add_argument("--out", required=True, metavar="DIR", help="output folder for save_pretrained")
     train.add_argument(
@@ -59,7 +61,7 @@ def add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> argparse.A
 
 def _train(args: argparse.Namespace) -> int:
     tok = train_tokenizer(
-        args.data,
+        iter_source_texts(args.data),  # always sources: a mistyped path is an error, never text
         vocab_size=args.vocab_size,
         show_progress=not args.no_progress,
         min_frequency=args.min_frequency,

@@ -1,26 +1,28 @@
-"""Read tokenizer-training text from files or in-memory strings.
+"""Read tokenizer-training text from data sources or in-memory strings.
 
-Supported files:
-
-* ``.jsonl``: one JSON object per line, with a ``"text"`` field (pretrain format) or a
-  ``"conversations"`` list whose message ``content`` (and ``reasoning_content``) are joined (SFT format);
-* ``.json``: a JSON list of strings or of such objects;
-* anything else (``.txt``, ...): read line-wise, one text per non-empty line.
+Sources are what every trainer reads (`minimind_hf.data.sources`): ``.jsonl`` / ``.json`` / ``.parquet`` files
+(also gzipped), folders of them, ``demo:PART[:N]`` and Hugging Face Hub dataset names. Each record gives its
+``"text"`` (pretrain format) or the ``content`` (and ``reasoning_content``) of its ``"conversations"`` (SFT
+format); a JSON array may also hold plain strings. ``.txt`` files are read line-wise, one text per non-empty
+line. A path that does not exist, a folder without data files or an unsupported file type is an error naming
+it (never read as literal text); records without text are skipped, counted and logged.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..data.errors import RecordError
+from ..data.sources import DATA_SUFFIXES, iter_rows, resolve_sources
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-_FILE_SUFFIXES = (".jsonl", ".json", ".txt")
+_FILE_SUFFIXES = DATA_SUFFIXES + (".txt", ".parquet", ".gz")
 
 
 def record_text(record: Any) -> str | None:
@@ -46,96 +48,89 @@ def record_text(record: Any) -> str | None:
 
 
 def looks_like_files(items: Any) -> bool:
-    """Whether ``items`` (the ``texts_or_files`` argument) names files rather than being texts.
+    """Whether ``items`` (the ``texts_or_files`` argument) names data sources rather than being texts.
 
-    A single ``str``/``PathLike`` is one file. A list is a list of files when every item is a
-    ``PathLike`` or a one-line string ending in ``.jsonl``/``.json``/``.txt``.
-    """
+    A single ``str``/``PathLike`` is one source. A list is a list of sources when every item is a ``PathLike``,
+    an existing path, ``demo:...``, a path-looking string (starting with ``.``, ``/`` or ``~``, or ending in
+    ``/``), or a one-line string ending in a data-file extension (``.jsonl``, ``.json``, ``.parquet``, ``.txt``,
+    ``.gz``). The command line never guesses: its ``--data`` items are always sources."""
     if isinstance(items, (str, os.PathLike)):
         return True
     if not isinstance(items, (list, tuple)) or not items:
         return False
-    return all(
-        isinstance(x, os.PathLike)
-        or (isinstance(x, str) and "\n" not in x and x.lower().endswith(_FILE_SUFFIXES))
-        for x in items
+    return all(_names_a_source(x) for x in items)
+
+
+def _names_a_source(x: Any) -> bool:
+    if isinstance(x, os.PathLike):
+        return True
+    if not isinstance(x, str) or "\n" in x:
+        return False
+    return (
+        x.startswith(("demo:", ".", "/", "~"))
+        or x.endswith(("/", os.sep))
+        or x.lower().endswith(_FILE_SUFFIXES)
+        or os.path.exists(os.path.expanduser(x))
     )
 
 
-def check_files(paths: Iterable[PathLike]) -> list[Path]:
-    """Resolve ``paths`` and fail early, naming the file, if one is missing or unreadable."""
-    checked = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise ValueError(f"tokenizer training file not found: {path}")
-        if not path.is_file():
-            raise ValueError(f"tokenizer training data is not a regular file: {path}")
+def iter_source_texts(sources: Iterable[PathLike]) -> Iterator[str]:
+    """The texts of `sources` in order (see the module docstring). Every source is resolved before the first
+    text is read, so a missing path fails at once; a bad line is an error naming the file and line."""
+    items = list(sources)
+    if not items:
+        raise ValueError("no tokenizer training data given")
+    resolved: list = []
+    for item in items:
+        if not str(item).startswith("demo:") and os.fspath(item).lower().endswith(".txt"):
+            path = Path(item).expanduser()
+            if not path.is_file():
+                raise ValueError(f"tokenizer training data: {item}: no such file")
+            resolved.append(path)
+            continue
         try:
-            with path.open("rb") as fh:
-                fh.read(1)
-        except OSError as err:
-            raise ValueError(f"cannot read tokenizer training file {path}: {err.strerror or err}") from err
-        checked.append(path)
-    if not checked:
-        raise ValueError("no tokenizer training files given")
-    return checked
+            resolved += resolve_sources(item)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"tokenizer training data: {err}") from None
+    return _texts(resolved)
 
 
-def _load_json_list(path: Path) -> list[Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot parse JSON file {path}: {err}") from err
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of texts or records, got {type(data).__name__}")
-    return data
-
-
-def count_records(path: Path) -> int:
-    """Number of records ``iter_file_texts(path)`` will look at (for the progress bar)."""
-    if path.suffix.lower() == ".json":
-        return len(_load_json_list(path))
-    with path.open("rb") as fh:
-        return sum(1 for line in fh if line.strip())
-
-
-def iter_file_texts(path: Path) -> Iterator[str]:
-    """Yield the texts of one file (see the module docstring for formats)."""
-    suffix = path.suffix.lower()
-    skipped = 0
-    if suffix == ".json":
-        for record in _load_json_list(path):
-            text = record_text(record)
+def _texts(resolved: list) -> Iterator[str]:
+    found = 0
+    for src in resolved:
+        if isinstance(src, Path):
+            for text in _iter_txt(src):
+                found += 1
+                yield text
+            continue
+        logger.info("reading %s", src.name)
+        skipped = 0
+        for index, unit, value in iter_rows(src):
+            if isinstance(value, RecordError):  # a line that is not JSON, named by file and line
+                raise ValueError(str(value.locate(src.name, index, unit))) from None
+            text = record_text(value)
             if text:
+                found += 1
                 yield text
             else:
                 skipped += 1
-    else:
-        try:
-            with path.open("r", encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    if suffix != ".jsonl":
-                        yield line.rstrip("\r\n")
-                        continue
-                    try:
-                        text = record_text(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{lineno}: invalid JSON line: {err}") from err
-                    if text:
-                        yield text
-                    else:
-                        skipped += 1
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not valid UTF-8 text: {err}") from err
-    if skipped:
-        logger.warning("%s: skipped %d record(s) without a 'text' or 'conversations' field", path, skipped)
+        if skipped:
+            logger.warning(
+                "%s: skipped %d record(s) without a 'text' or 'conversations' field", src.name, skipped
+            )
+    if not found:
+        raise ValueError(
+            f"no text in {', '.join(str(getattr(s, 'name', s)) for s in resolved)}: records need a 'text' "
+            "string or a 'conversations' list"
+        )
 
 
-def iter_files_texts(paths: Iterable[Path]) -> Iterator[str]:
-    """Yield the texts of several files, in order."""
-    for path in paths:
-        logger.info("reading %s", path)
-        yield from iter_file_texts(path)
+def _iter_txt(path: Path) -> Iterator[str]:
+    logger.info("reading %s", path)
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield line.rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid UTF-8 text: {err}") from err

@@ -22,7 +22,7 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .corpus import check_files, count_records, iter_files_texts, looks_like_files
+from .corpus import iter_source_texts, looks_like_files
 from .special_tokens import (
     BOS_TOKEN,
     EOS_TOKEN,
@@ -70,9 +70,7 @@ def _corpus(texts_or_files: Any) -> tuple[Iterable[str], int | None]:
     """Turn the user's input into (iterator of texts, number of texts if known)."""
     if looks_like_files(texts_or_files):
         items = [texts_or_files] if isinstance(texts_or_files, (str, os.PathLike)) else texts_or_files
-        paths = check_files(items)
-        length = sum(count_records(p) for p in paths)
-        return iter_files_texts(paths), length
+        return iter_source_texts(items), None
     if isinstance(texts_or_files, bytes):
         raise TypeError("texts_or_files must be file paths or an iterable of str, not bytes")
     try:

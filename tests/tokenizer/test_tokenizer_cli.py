@@ -80,3 +80,12 @@ def test_missing_file_exit_code_and_message(tmp_path, corpus):
     assert str(missing) in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_data_that_is_not_a_source_exits_nonzero(tmp_path):
+    """`tokenizer train --data missing.parquet` once trained a tokenizer on the text 'missing.parquet'."""
+    from minimind_hf.tokenizer.cli import main
+
+    for bad in ("missing.parquet", "no_such_folder"):
+        code = main(["train", "--data", str(tmp_path / bad), "--out", str(tmp_path / "o"), "--no-progress"])
+        assert code == 2 and not (tmp_path / "o").exists(), bad

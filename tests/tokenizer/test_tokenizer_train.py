@@ -167,8 +167,40 @@ def test_missing_file_is_named(tmp_path):
     missing = tmp_path / "nope.jsonl"
     with pytest.raises(ValueError, match="nope.jsonl"):
         train_tokenizer([str(missing)], vocab_size=300, show_progress=False)
-    with pytest.raises(ValueError, match="not a regular file"):
+    with pytest.raises(ValueError, match="directory has no .jsonl"):
         train_tokenizer([tmp_path], vocab_size=300, show_progress=False)
+
+
+@pytest.mark.parametrize("name", ["missing.parquet", "missing.jsonl.gz", "missing_folder/", "notes.csv"])
+def test_paths_that_are_not_data_are_errors_never_text(tmp_path, name):
+    """These were once trained on as literal text (a 'tokenizer' from the file name, exit 0)."""
+    if name == "notes.csv":
+        (tmp_path / name).write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=name.rstrip("/")):
+        train_tokenizer([str(tmp_path / name)], vocab_size=300, show_progress=False)
+
+
+def test_reads_every_source_the_trainers_read(tmp_path):
+    """Folders, parquet, gzip and demo: sources, through the same readers as load_records."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pq.write_table(pa.table({"text": ["parquet text one", "parquet text two"]}), folder / "a.parquet")
+    with gzip.open(folder / "b.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "gzipped text"}) + "\n")
+    from minimind_hf.tokenizer.corpus import iter_source_texts
+
+    assert list(iter_source_texts([folder])) == ["parquet text one", "parquet text two", "gzipped text"]
+    assert len(list(iter_source_texts(["demo:sft:5"]))) == 5
+    tok = train_tokenizer([str(folder), "demo:pretrain:20"], vocab_size=300, show_progress=False)
+    assert len(tok) == 300
+    with pytest.raises(ValueError, match="no text in"):
+        (tmp_path / "empty.jsonl").write_text('{"other": 1}\n', encoding="utf-8")
+        train_tokenizer([tmp_path / "empty.jsonl"], vocab_size=300, show_progress=False)
 
 
 def test_malformed_jsonl_is_named(tmp_path):
