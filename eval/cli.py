@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from minimind_hf.cli_logging import configure_logging
+from minimind_hf.cli_logging import add_trust_remote_code_arg, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "run",
         help="C-Eval / CMMLU (or any lm-eval task) with lm-eval on a model folder (the default command)",
-        description="lm-eval's simple_evaluate with HFLM(trust_remote_code=True) and our tasks (eval/tasks). "
+        description="lm-eval's simple_evaluate with HFLM and our tasks (eval/tasks). "
         "Writes OUT/results.json (lm-eval's results) and OUT/results.md (a table per category).",
     )
     p.add_argument("model", metavar="MODEL", help="model folder (or Hugging Face Hub name)")
@@ -111,6 +111,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "--log-samples", action="store_true", help="also write every prompt and score, samples_<task>.jsonl"
     )
     p.add_argument("--seed", type=int, default=1234)
+    add_trust_remote_code_arg(p)
     p.set_defaults(func=_run)
 
 
@@ -157,6 +158,7 @@ def _add_ppl(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the result as JSON")
+    add_trust_remote_code_arg(p)
     p.set_defaults(func=_ppl)
 
 
@@ -186,6 +188,7 @@ def _add_tools(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--think", action="store_true", help="prompts open a <think> block")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", default=None, metavar="FILE.json", help="write the summary and every row")
+    add_trust_remote_code_arg(p)
     p.set_defaults(func=_tools)
 
 
@@ -244,6 +247,7 @@ def _run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         log_samples=args.log_samples,
         seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
     )
     try:
         outcome = run_lm_eval(settings)
@@ -266,7 +270,9 @@ def _ppl(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         logger.error("--data: %s", err)
         return EXIT_USAGE
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
     try:
         result = perplexity(
             model,

@@ -200,13 +200,14 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
-def load_model(model_dir: str, device: str = "cpu", dtype: str = "float32"):
-    """``(model, tokenizer)`` from a model folder or Hub name, with ``trust_remote_code=True``."""
+def load_model(model_dir: str, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False):
+    """``(model, tokenizer)`` from a model folder or Hub name (MiniMind with the package's classes; a folder's own
+    code runs only with ``trust_remote_code=True``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, trust_remote_code=True, dtype=getattr(torch, dtype)
+        model_dir, trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype)
     )
     return model.to(device).eval(), tokenizer
 

@@ -1,6 +1,6 @@
 """Run C-Eval / CMMLU (or any lm-eval task) on a model folder with lm-eval's ``simple_evaluate``.
 
-The model side is lm-eval's own ``HFLM`` (``pretrained=<folder or hub name>, trust_remote_code=True``), so
+The model side is lm-eval's own ``HFLM`` (``pretrained=<folder or hub name>``; remote code opt-in), so
 the scores are computed exactly as ``lm_eval --model hf`` would. The task side is ``eval/tasks`` (our include
 path); lm-eval's ~15k built-in tasks are only indexed when a requested name is not one of ours (indexing
 them takes ~20 s). Results go to ``<out>/results.json`` (lm-eval's results dict) and ``<out>/results.md``
@@ -41,6 +41,7 @@ class EvalSettings:
     dtype: str = "auto"
     log_samples: bool = False
     seed: int = 1234
+    trust_remote_code: bool = False  # MiniMind loads with the package's classes; other models may need it
 
 
 @dataclass
@@ -84,12 +85,12 @@ def build_task_manager(tasks: list[str], data_dir: str | None):
 
 
 def load_lm(settings: EvalSettings):
-    """lm-eval's ``HFLM`` on the model folder, with ``trust_remote_code=True``."""
+    """lm-eval's ``HFLM`` on the model folder (remote code only with ``settings.trust_remote_code``)."""
     from lm_eval.models.huggingface import HFLM
 
     return HFLM(
         pretrained=settings.model,
-        trust_remote_code=True,
+        trust_remote_code=settings.trust_remote_code,
         batch_size=settings.batch_size,
         device=settings.device,
         dtype=settings.dtype,
@@ -126,7 +127,10 @@ def evaluate(settings: EvalSettings, lm=None) -> dict[str, Any]:
         task_logger.removeFilter(notice)
     if results is None:  # non-zero rank in a distributed run
         return {}
-    results["config"]["model_args"] = {"pretrained": settings.model, "trust_remote_code": True}
+    results["config"]["model_args"] = {
+        "pretrained": settings.model,
+        "trust_remote_code": settings.trust_remote_code,
+    }
     results["config"]["data_dir"] = settings.data_dir
     results["config"]["apply_chat_template"] = settings.apply_chat_template
     return results

@@ -228,7 +228,7 @@ def run_tool_eval(args: Any) -> int:
         logger.error("--tools: %s", e.args[0])
         return 2
     try:
-        model, tokenizer = load_model(args.model, dtype="float32")
+        model, tokenizer = load_model(args.model, dtype="float32", trust_remote_code=args.trust_remote_code)
     except (FileNotFoundError, ValueError) as e:
         logger.error("%s", e)
         return 2

@@ -23,9 +23,10 @@ _TOKENIZER_LOCK = threading.Lock()  # the fast tokenizer's encode toggles state;
 
 
 def load_model(
-    model_dir: str | Path, device: str = "cpu", dtype: str = "auto"
+    model_dir: str | Path, device: str = "cpu", dtype: str = "auto", trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a Hugging Face model folder (weights + tokenizer with a chat template)."""
+    """Load a Hugging Face model folder (weights + tokenizer with a chat template). MiniMind folders load with
+    the package's own classes; the folder's Python files run only with ``trust_remote_code=True``."""
     import minimind_hf  # noqa: F401  (registers model_type "minimind" with the Auto classes)
 
     path = Path(model_dir)
@@ -34,11 +35,13 @@ def load_model(
             f"{path} is not a model folder (no config.json). Train one with `minimind-hf quickstart`, "
             f"then pass runs/quickstart/model."
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"the tokenizer in {path} has no chat template")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=True, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), trust_remote_code=trust_remote_code, dtype=torch_dtype
+    )
     model.to(device).eval()
     logger.info("loaded %s (%.1fM parameters) on %s", path, model.num_parameters() / 1e6, device)
     return model, tokenizer

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli_logging import configure_logging
+from ..cli_logging import add_trust_remote_code_arg, configure_logging
 
 logger = logging.getLogger("minimind_hf.serve")
 
@@ -45,6 +45,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: torch's choice; 1 is often faster for tiny models on busy CPUs)",
     )
     p.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
+    add_trust_remote_code_arg(p)
 
 
 def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -155,7 +156,9 @@ def _engine(args: argparse.Namespace):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_model(args.model_dir, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model(
+        args.model_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
     return Engine(
         model, tokenizer, max_batch_size=args.max_batch_size, max_queue=getattr(args, "max_queue", 256)
     )
