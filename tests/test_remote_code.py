@@ -26,6 +26,7 @@ def tampered(tmp_path_factory):
 
 def test_serve_and_eval_loaders_do_not_run_folder_code(tampered):
     from minimind_hf.eval.perplexity import load_model as eval_load
+
     from minimind_hf.serve.chat import load_model as serve_load
 
     folder, marker = tampered
@@ -52,6 +53,7 @@ def test_a_folder_that_needs_its_own_code_is_refused_without_the_flag(tampered, 
     import shutil
 
     from minimind_hf.eval.perplexity import load_model as eval_load
+
     from minimind_hf.serve.chat import load_model as serve_load
 
     folder, _ = tampered
