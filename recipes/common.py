@@ -237,6 +237,10 @@ def check_recipe(
         p.append(f"model_overrides configure a new model; they cannot change {model!r} (unset one of them)")
     if not training_args.output_dir:
         p.append("output_dir is required")
+    elif model and Path(model).is_dir() and Path(model).resolve() == Path(training_args.output_dir).resolve():
+        p.append(
+            f"output_dir is model_name_or_path {model!r}: the run would overwrite its input; choose a new one"
+        )
     p += launch_problems(recipe_args.backend, training_args)
     p += peft_problems(model_args)
     if recipe_args.backend == "native" and stage is not None:

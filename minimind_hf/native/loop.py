@@ -175,6 +175,16 @@ class TrainConfig:
             )
         if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
             p.append(f"tokenizer: no such folder {self.tokenizer!r}")
+        out = Path(self.output_dir).expanduser()
+        if out.exists() and not out.is_dir():
+            p.append(f"output_dir: {self.output_dir!r} is a file, not a folder")
+        for name in ("model", "teacher"):  # folders the run reads (those its stage has)
+            given = getattr(self, name, None)
+            if isinstance(given, str) and Path(given).expanduser().resolve() == out.resolve():
+                p.append(
+                    f"output_dir is the {name} folder {given!r}: the run would overwrite its own input; "
+                    "choose a new output_dir"
+                )
         if self.resume not in ("auto", "never") and not (Path(self.resume) / "trainer_state.json").is_file():
             p.append(
                 f"resume: {self.resume!r} is not a checkpoint folder (use auto, never, or "

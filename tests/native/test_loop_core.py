@@ -314,3 +314,14 @@ def test_resume_drops_a_log_line_cut_off_mid_write_and_names_a_bad_one(tmp_path)
     ckpt.write_atomic(out / "checkpoints" / "latest", "step_000002")
     with pytest.raises(ValueError, match=r"train_log\.jsonl:2: not a JSON log record"):
         run("auto")
+
+
+def test_output_dir_that_is_the_input_model_or_a_file_is_refused(tmp_path):
+    """`output_dir == model` used to overwrite the model being fine-tuned; a file as output_dir failed late."""
+    model = tmp_path / "pre"
+    model.mkdir()
+    for out, expected in ((model, "would overwrite its own input"), (tmp_path / "f.txt", "is a file")):
+        if out.suffix:
+            out.write_text("x", encoding="utf-8")
+        with pytest.raises(ConfigError, match=expected):
+            load_config(TrainConfig, None, [f"model={model}", f"output_dir={out}"])

@@ -190,3 +190,15 @@ def test_native_batch_semantics(tiny_base, recipe_env, tmp_path, monkeypatch, ca
     assert cfg["rewards"] == ["accuracy", "think_format"] and cfg["reward_weights"] == [1.0, 0.5]
     assert cfg["kl_ratio_correction"] is False and cfg["max_prompt_length"] == 512  # the native default
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("backend", ["trl", "native"])
+def test_output_dir_equal_to_the_model_is_refused(tiny_base, backend):
+    """Fine-tuning into the folder being fine-tuned would overwrite the input: refused before any work."""
+    from minimind_hf.recipes import common, grpo
+
+    args = grpo.parse_args(
+        ["--config", str(CONFIG), "--backend", backend, "--model_name_or_path", str(tiny_base), "--output_dir", str(tiny_base)]
+    )  # fmt: skip
+    with pytest.raises(common.RecipeError, match="would overwrite its input"):
+        grpo.main(*args)
