@@ -413,6 +413,45 @@ def _mean(values: list) -> float:
     return sum(vals) / len(vals)
 
 
+# Settings a resumed run may change without changing what it trains (how long, how often it logs and saves, ...).
+_RESUME_FREE = frozenset(
+    {"resume", "max_steps", "num_epochs", "save_every", "eval_every", "eval_max_batches", "eval_batch_size",
+     "log_every", "keep_last", "progress", "report_to", "run_name", "num_threads"}
+)  # fmt: skip
+
+
+def _check_resume(cfg: TrainConfig, stage: str, checkpoint: Path, total_steps: int, explicit: bool) -> None:
+    """Resume only what was asked. With ``resume=auto`` (the default) a checkpoint of another run in
+    ``output_dir`` (another stage, other data or model, other hyper-parameters) or of a finished run is an error
+    naming what differs and the options; ``resume=<checkpoint>`` continues it anyway, with a warning."""
+    from .config import ConfigError
+
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    saved, now = state.get("config", {}), _flat_config(cfg)
+    changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in now.items() if k in saved and saved[k] != v]
+    changed = [c for c in changed if c.split(":")[0] not in _RESUME_FREE]
+    if state.get("stage", stage) != stage:
+        changed.insert(0, f"stage: {state['stage']!r} -> {stage!r}")
+    if explicit:
+        if changed:
+            logger.warning("resuming %s with changed settings: %s", checkpoint, "; ".join(changed))
+        return
+    where = f"output_dir {cfg.output_dir!r} holds checkpoint {checkpoint.name}"
+    options = "resume=never to train from scratch there (its checkpoints are replaced), or a new output_dir"
+    if changed:
+        raise ConfigError(
+            [
+                f"{where} of a different run ({'; '.join(changed)}). Use {options}; resume={checkpoint} continues it anyway"
+            ]
+        )
+    step = int(state.get("step", 0))
+    if step >= total_steps:
+        raise ConfigError(
+            [f"{where} of a finished run (step {step} of {total_steps}): nothing to train. Raise max_steps to "
+             f"extend it, or use {options}"]
+        )  # fmt: skip
+
+
 def _log_rows(path: Path) -> list[tuple[str, dict]]:
     """(line, record) pairs of a ``train_log.jsonl``. A last line cut off by a crash mid-write is dropped with a
     warning (the step it described is redone); a bad line elsewhere is an error naming the file and line."""
@@ -494,6 +533,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         resume_path = ckpt.find_latest_checkpoint(out_dir)
     elif cfg.resume != "never":
         resume_path = Path(cfg.resume)
+    if resume_path is not None:
+        _check_resume(cfg, algo.name, resume_path, total_steps, explicit=cfg.resume != "auto")
     model = algo.model
     if resume_path is not None:
         logger.info("resuming from %s", resume_path)
@@ -518,10 +559,6 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         step, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
         if extra is not None:
             algo.load_state_dict(extra)
-        changed = {k for k, v in _flat_config(cfg).items() if state.get("config", {}).get(k, v) != v}
-        changed -= {"resume", "max_steps", "num_epochs", "save_every", "eval_every", "progress", "report_to"}
-        if changed:
-            logger.warning("resuming with changed settings: %s", ", ".join(sorted(changed)))
         if int(state.get("world_size", world)) != world:
             logger.warning(
                 "resuming with %d processes, the checkpoint had %s: the global batch and hence the "
@@ -561,6 +598,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             "tokens_seen": tokens_seen,
             "total_steps": total_steps,
             "world_size": world,
+            "stage": algo.name,
             "config": _flat_config(cfg),
         }
         ckpt.save_checkpoint(

@@ -193,20 +193,27 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "ck" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
     assert {"loss", "lr", "grad_norm", "tokens_per_sec", "items"} <= set(log[0])
-    # resume=auto on a finished run redoes nothing and keeps the weights
+    # resume=auto on a finished run trains nothing: an error that says so (and keeps the weights) ...
     ckpt.write_atomic(root / "latest", "step_000004")
     before = load_file(tmp_path / "ck" / "model.safetensors")
-    again = Algorithm(
-        _cfg(tmp_path, "ck", batch_size=2, max_steps=4, save_every=1, keep_last=2, resume="auto"),
-        _tiny_model(seed=1),
-        None,
-        rows,
-    )
-    result = train(again.cfg, again)
-    assert result.losses == [] and result.resumed_from.endswith("step_000004")
+
+    def again(**kw):
+        cfg = _cfg(tmp_path, "ck", **{"batch_size": 2, "max_steps": 4, "save_every": 1, "keep_last": 2, **kw})
+        algo = Algorithm(cfg, _tiny_model(seed=1), None, rows)
+        return train(algo.cfg, algo)
+
+    with pytest.raises(ConfigError, match=r"finished run \(step 4 of 4\).*Raise max_steps"):
+        again(resume="auto")
     after = load_file(tmp_path / "ck" / "model.safetensors")
     for k in before:
         torch.testing.assert_close(after[k], before[k])
+    # ... another run's checkpoint (other hyper-parameters) is an error naming what differs ...
+    with pytest.raises(ConfigError, match=r"different run \(learning_rate: 0.01 -> 0.001\)"):
+        again(resume="auto", max_steps=6, learning_rate=1e-3)
+    # ... while a larger max_steps extends the run, and a named checkpoint is resumed as asked
+    assert len(again(resume="auto", max_steps=6).losses) == 2
+    named = again(resume=str(root / "step_000006"), max_steps=8, learning_rate=1e-3)
+    assert named.resumed_from.endswith("step_000006") and len(named.losses) == 2
 
 
 def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
