@@ -72,7 +72,7 @@ def create_app(
         engine.shutdown()
 
     async def check_api_key(request: Request) -> None:
-        if api_key is None:
+        if api_key is None or request.url.path == "/health":  # load balancers probe without credentials
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -94,7 +94,7 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -197,6 +197,7 @@ def create_app(
                 f"The server is overloaded ({exc}); retry shortly.",
                 type="server_error",
                 code="overloaded",
+                headers={"Retry-After": "1"},
             ) from exc
 
     @app.post("/v1/chat/completions")

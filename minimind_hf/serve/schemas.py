@@ -1,19 +1,26 @@
 """OpenAI chat-completions request schema (pydantic) and the error body.
 
-Only what the server implements is typed; other OpenAI fields (``user``, ``metadata``, ``logit_bias``...)
-are accepted and ignored, like OpenAI-compatible servers usually do. ``chat_template_kwargs`` (vLLM's
-name) passes ``open_thinking`` / ``enable_thinking`` to the chat template.
+Only what the server implements is typed. Other request fields are refused with a 400 naming them
+(``logprobs``, ``logit_bias``, ``response_format``, ...), never ignored -- except bookkeeping that changes
+nothing generated (`IGNORED_METADATA`: ``user``, ``metadata``, ``store``, ``service_tier``). ``tool_choice``
+``"required"`` or a named function is refused too: this server cannot force a call. ``chat_template_kwargs``
+(vLLM's name) passes ``open_thinking`` / ``enable_thinking`` to the chat template.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+
+# Request fields that change nothing generated: accepted (OpenAI clients send them) and not used.
+IGNORED_METADATA = frozenset({"user", "metadata", "store", "service_tier"})
 
 
 class APIError(Exception):
-    """An error answered as ``{"error": {"message", "type", "param", "code"}}`` with ``status``."""
+    """An error answered as ``{"error": {"message", "type", "param", "code"}}`` with ``status`` (and
+    ``headers``, e.g. ``Retry-After``)."""
 
     def __init__(
         self,
@@ -22,9 +29,11 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return error_body(self.message, self.type, self.param, self.code)
@@ -69,6 +78,14 @@ class ChatMessage(BaseModel):
             raise ValueError(f"a {self.role!r} message needs content")
         return self
 
+    @field_validator("content")
+    @classmethod
+    def _no_lone_surrogates(cls, v):
+        texts = [v] if isinstance(v, str) else [p.text for p in v or []]
+        if any(_has_surrogate(t) for t in texts):
+            raise ValueError("content holds a lone UTF-16 surrogate (e.g. \\ud800), which is not text")
+        return v
+
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(p.text for p in self.content)
@@ -87,6 +104,10 @@ class ChatMessage(BaseModel):
         return msg
 
 
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
 class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -101,8 +122,8 @@ class ToolSpec(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    model_config = ConfigDict(extra="forbid")
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -110,7 +131,7 @@ class ChatCompletionRequest(BaseModel):
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -125,7 +146,28 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
-    ignore_eos: bool = False  # vLLM extension, for benchmarks
+    ignore_eos: StrictBool = False  # vLLM extension, for benchmarks
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> ChatCompletionRequest:
+        unknown = sorted(set(self.model_extra or {}) - IGNORED_METADATA)
+        if unknown:
+            raise APIError(
+                400,
+                f"unsupported parameter(s) {', '.join(unknown)}: this server does not implement them (it refuses "
+                "rather than ignores). Supported: " + ", ".join(sorted(type(self).model_fields)),
+                param=unknown[0],
+                code="unsupported_parameter",
+            )
+        if self.tool_choice == "required" or isinstance(self.tool_choice, dict):
+            raise APIError(
+                400,
+                "tool_choice 'required' or a named function cannot be enforced by this server (the model decides "
+                "whether to call); use 'auto' or 'none'",
+                param="tool_choice",
+                code="unsupported_parameter",
+            )
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -161,13 +203,7 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def active_tools(self) -> list[dict[str, Any]] | None:
-        """The tools to show the model: none with ``tool_choice="none"``, only the named one if forced."""
+        """The tools to show the model: none with ``tool_choice="none"``."""
         if not self.tools or self.tool_choice == "none":
             return None
-        if isinstance(self.tool_choice, dict):
-            name = self.tool_choice["function"]["name"]
-            chosen = [t for t in self.tools if t["function"]["name"] == name]
-            if not chosen:
-                raise APIError(400, f"tool_choice names {name!r}, which is not in tools", param="tool_choice")
-            return chosen
         return self.tools

@@ -78,6 +78,7 @@ def test_serve_process_requires_the_api_key(model_dir):
             bad.models.list()
         r = httpx.get(url + "/v1/models")  # no key at all
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(url + "/health").status_code == 200  # probes need no key
     finally:
         proc.terminate()
         try:

@@ -13,7 +13,7 @@ import pytest
 from minimind_hf.serve.app import create_app
 from minimind_hf.serve.engine import Engine
 
-from .conftest import CASES, BackgroundServer
+from .conftest import CASES, WEATHER_TOOL, BackgroundServer
 
 MODEL = "tiny-chat"
 
@@ -261,6 +261,27 @@ GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello plea
         ({**GOOD, "n": 2}, 400, "n"),
         ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         ({**GOOD, "tools": [{"type": "function", "function": {"description": "no name"}}]}, 400, "tools"),
+        # refused rather than ignored with a 200 (nothing accepted is silently ignored)
+        ({**GOOD, "logprobs": True}, 400, "logprobs"),
+        ({**GOOD, "logit_bias": {"42": 100}}, 400, "logit_bias"),
+        ({**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format"),
+        ({**GOOD, "tools": [WEATHER_TOOL], "tool_choice": "required"}, 400, "tool_choice"),
+        (
+            {
+                **GOOD,
+                "tools": [WEATHER_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            },
+            400,
+            "tool_choice",
+        ),
+        ({**GOOD, "stream": "yes"}, 400, "stream"),
+        ({**GOOD, "stream_options": {"include_usage": True, "extra": 1}}, 400, "stream_options"),
+        (
+            '{"model": "%s", "messages": [{"role": "user", "content": "\\ud800"}]}' % MODEL,
+            400,
+            "messages.0.content",
+        ),
     ],
 )
 def test_bad_requests_get_openai_errors(server, body, status, param):
@@ -308,3 +329,17 @@ def test_sse_wire_format_and_disconnect(server):
     while server.engine._active and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.engine.steps - steps < 250
+
+
+def test_bookkeeping_fields_are_accepted_and_health_needs_no_key(server):
+    r = post(server, {**GOOD, "user": "u-1", "metadata": {"k": "v"}, "store": False})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == CASES["hello"].content
+    assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+
+
+def test_overload_is_a_503_with_retry_after(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    with BackgroundServer(create_app(Engine(model, tok, max_queue=0), MODEL)) as srv:  # every request waits
+        r = post(srv, GOOD)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "overloaded"
