@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-
 # Request fields that change nothing generated: accepted (OpenAI clients send them) and not used.
 IGNORED_METADATA = frozenset({"user", "metadata", "store", "service_tier"})
 

@@ -278,7 +278,9 @@ GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello plea
         ({**GOOD, "stream": "yes"}, 400, "stream"),
         ({**GOOD, "stream_options": {"include_usage": True, "extra": 1}}, 400, "stream_options"),
         (
-            '{"model": "%s", "messages": [{"role": "user", "content": "\\ud800"}]}' % MODEL,
+            json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "SURROGATE"}]}).replace(
+                "SURROGATE", "\\ud800"
+            ),
             400,
             "messages.0.content",
         ),
