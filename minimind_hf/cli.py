@@ -79,6 +79,12 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         "--no-tools = the single-turn GRPO pipeline",
     )
     p.add_argument("--tool-conversations", type=int, default=d.tool_conversations, help="tool-use SFT rows")
+    p.add_argument(
+        "--tool-direct-share",
+        type=float,
+        default=d.tool_direct_share,
+        help="share of the tool-use SFT rows answered without calling the calculator (RL learns when to call)",
+    )
     p.add_argument("--grpo-steps", type=int, default=d.grpo_steps, help="RL steps (agent or GRPO; 0 = skip)")
     p.add_argument("--grpo-prompts", type=int, default=d.grpo_prompts, help="GRPO prompts per step")
     p.add_argument("--grpo-group", type=int, default=d.grpo_group, help="GRPO samples per prompt")
@@ -95,6 +101,12 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=d.eval_problems,
         help="held-out problems scored after SFT and after RL (greedy)",
+    )
+    p.add_argument(
+        "--novel-problems",
+        type=int,
+        default=d.novel_problems,
+        help="held-out problems in wordings no training generator uses, scored separately (0 = skip)",
     )
     p.add_argument("--samples", type=int, default=d.samples, help="sample answers printed at the end")
     p.add_argument(
@@ -130,6 +142,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
         pretrain_docs=args.pretrain_docs,
         tools=args.tools,
         tool_conversations=args.tool_conversations,
+        tool_direct_share=args.tool_direct_share,
         grpo_steps=args.grpo_steps,
         grpo_prompts=args.grpo_prompts,
         grpo_group=args.grpo_group,
@@ -137,6 +150,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
         grpo_beta=args.grpo_beta,
         max_new_tokens=args.max_new_tokens,
         eval_problems=args.eval_problems,
+        novel_problems=args.novel_problems,
         samples=args.samples,
         threads=args.threads,
         seed=args.seed,
@@ -166,14 +180,15 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     for s in summary["samples"]:
         mark = "ok " if s["correct"] else "   "
         print(f"  [{mark}] {s['prompt']!r} -> {s['completion'].strip()[:120]!r} (answer {s['answer']})")
-    n = summary["eval_problems"]
     tool = ", with the calculator" if summary.get("tools") else ""
-    calls = summary["heldout"]["rl"]["tool_call_rate"]
-    print(
-        f"held-out accuracy: {100 * summary['heldout_accuracy_before']:.1f}% after SFT -> "
-        f"{100 * summary['heldout_accuracy_after']:.1f}% after {rl} ({n} problems, greedy{tool}; "
-        f"tool-call rate {100 * calls:.0f}%)"
-    )
+    for name, title in (("heldout", "held-out accuracy"), ("novel", "new wordings")):
+        sft, after = summary[name]["sft"], summary[name]["rl"]
+        if not sft["n"]:
+            continue
+        print(
+            f"{title}: {_pct(sft)} after SFT -> {_pct(after)} after {rl} ({sft['n']} problems, greedy{tool}; "
+            f"tool-call rate {100 * sft['tool_call_rate']:.0f}% -> {100 * after['tool_call_rate']:.0f}%)"
+        )
     print(
         "Stage seconds: "
         + ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items())
@@ -183,6 +198,11 @@ def _run_quickstart(args: argparse.Namespace) -> int:
         f"Load it anywhere: AutoModelForCausalLM.from_pretrained({summary['model_dir']!r}, trust_remote_code=True)"
     )
     return 0
+
+
+def _pct(result: dict) -> str:
+    lo, hi = result["ci95"]
+    return f"{100 * result['accuracy']:.1f}% [{100 * lo:.0f}-{100 * hi:.0f}]"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,12 @@ __all__ = [
 ]
 
 # Curves drawn when the log has them: (log key, panel title). trl's Trainer names map onto ours.
-CURVES = [("loss", "loss"), ("reward", "mean reward"), ("lr", "learning rate")]
+CURVES = [
+    ("loss", "loss"),
+    ("reward", "mean reward"),
+    ("tool_calls", "tool calls per rollout"),
+    ("lr", "learning rate"),
+]
 _TRAINER_NAMES = {"learning_rate": "lr"}
 
 

@@ -48,6 +48,8 @@ def test_quickstart_end_to_end(tmp_path):
         "100",
         "--eval-problems",
         "4",
+        "--novel-problems",
+        "3",
         "--max-new-tokens",
         "16",
         "--threads",
@@ -78,10 +80,19 @@ def test_quickstart_end_to_end(tmp_path):
     assert [r["step"] for r in steps] == [1, 2], log
     assert all(0.0 <= r["rewards/accuracy_reward"] <= 1.0 and "tool_calls" in r for r in steps)
     assert summary["grpo_steps"] == 2 and summary["tools"] is True
-    for stage in ("sft", "rl"):  # the record of the held-out evaluation (with the calculator)
-        held = summary["heldout"][stage]
-        assert held["n"] == 4 and 0.0 <= held["ci95"][0] <= held["accuracy"] <= held["ci95"][1] <= 1.0
-        assert 0.0 <= held["tool_call_rate"] <= 1.0
+    for name, n in (("heldout", 4), ("novel", 3)):  # the held-out evaluations (with the calculator)
+        for stage in ("sft", "rl"):
+            held = summary[name][stage]
+            assert held["n"] == n and 0.0 <= held["ci95"][0] <= held["accuracy"] <= held["ci95"][1] <= 1.0
+            assert 0.0 <= held["tool_call_rate"] <= 1.0
+    assert "new wordings:" in proc.stdout
+    # the run report: real PNGs for every stage and the accuracy bars, linked from report.md
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for png in ("pretrain_curves.png", "sft_curves.png", "rl_curves.png", "heldout_accuracy.png"):
+        assert f"({png})" in report and (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert "| held-out | rl |" in report and "| new wordings | sft |" in report
+    stage_report = (model_dir / "report.md").read_text(encoding="utf-8")
+    assert "(training_curves.png)" in stage_report and "| last reward |" in stage_report
     for name in (
         "config.json",
         "model.safetensors",

@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "heldout_problems",
     "is_heldout_key",
     "math_problems",
+    "novel_problems",
     "dpo_pairs",
     "pretrain_texts",
     "rl_prompts",
@@ -116,6 +118,10 @@ _ARITH_TEMPLATES = {
             "{a} 加 {b} 等于多少？",
             "请算一算：{a} + {b} 是多少？",
             "{a} 和 {b} 的和是多少？",
+            "{a} 加上 {b} 是多少？",
+            "把 {a} 和 {b} 加起来是多少？",
+            "求 {a} 加 {b} 的结果。",
+            "{a} 再加 {b} 得多少？",
         ],
         "en": [
             "{a} + {b} = ?",
@@ -123,6 +129,10 @@ _ARITH_TEMPLATES = {
             "Compute {a} + {b}.",
             "Add {a} and {b}.",
             "What is the sum of {a} and {b}?",
+            "What do {a} and {b} add up to?",
+            "How much is {a} and {b} together?",
+            "What is {b} added to {a}?",
+            "Work out {a} + {b}.",
         ],
     },
     "sub": {
@@ -132,6 +142,10 @@ _ARITH_TEMPLATES = {
             "{a} 减去 {b} 等于多少？",
             "{a} 比 {b} 多多少？",
             "请算一算：{a} - {b} 是多少？",
+            "从 {a} 中减去 {b}，得多少？",
+            "{a} 去掉 {b} 还剩多少？",
+            "求 {a} 减 {b} 的差。",
+            "{a} 与 {b} 的差是多少？",
         ],
         "en": [
             "{a} - {b} = ?",
@@ -139,6 +153,10 @@ _ARITH_TEMPLATES = {
             "Subtract {b} from {a}.",
             "How much greater is {a} than {b}?",
             "Compute {a} - {b}.",
+            "What is {a} take away {b}?",
+            "What is left when you take {b} from {a}?",
+            "Find the difference between {a} and {b}.",
+            "Work out {a} - {b}.",
         ],
     },
     "mul": {
@@ -148,6 +166,10 @@ _ARITH_TEMPLATES = {
             "{a} 乘以 {b} 等于多少？",
             "{a} 和 {b} 的积是多少？",
             "{b} 个 {a} 相加是多少？",
+            "求 {a} 与 {b} 的乘积。",
+            "{a} 的 {b} 倍是多少？",
+            "{a} 乘上 {b} 得多少？",
+            "每份 {a} 个，{b} 份一共多少个？",
         ],
         "en": [
             "{a} × {b} = ?",
@@ -155,6 +177,137 @@ _ARITH_TEMPLATES = {
             "Multiply {a} by {b}.",
             "What is the product of {a} and {b}?",
             "What is {b} groups of {a}?",
+            "What is {a} multiplied by {b}?",
+            "What do you get if you multiply {a} and {b}?",
+            "How much is {b} lots of {a}?",
+            "Work out {a} × {b}.",
+        ],
+    },
+}
+
+# Composed training questions: an operation phrase inside a question frame ("What is {x}?" with "{a} take away
+# {b}"), so the vocabulary of each operation appears in many sentence frames and the model can learn the
+# operation rather than a handful of templates. Combinations that would rebuild a novel frame are avoided by
+# construction (`tests/data/test_demo_corpus.py` checks the training streams never emit one).
+_ARITH_PHRASES = {
+    "add": {
+        "zh": [
+            "{a} 加 {b}",
+            "{a} 加上 {b}",
+            "{a} 与 {b} 的和",
+            "{a} 增加 {b}",
+            "{a} 和 {b} 合起来",
+            "{a} 再添上 {b}",
+        ],
+        "en": [
+            "{a} plus {b}",
+            "the sum of {a} and {b}",
+            "{b} added to {a}",
+            "{b} more than {a}",
+            "{a} increased by {b}",
+            "{a} and {b} together",
+        ],
+    },
+    "sub": {
+        "zh": [
+            "{a} 减 {b}",
+            "{a} 减去 {b}",
+            "{a} 与 {b} 的差",
+            "{a} 减少 {b}",
+            "{a} 去掉 {b}",
+            "{a} 拿走 {b}",
+            "{a} 扣除 {b}",
+        ],
+        "en": [
+            "{a} minus {b}",
+            "{a} take away {b}",
+            "{b} less than {a}",
+            "{a} decreased by {b}",
+            "{b} subtracted from {a}",
+            "{a} with {b} removed",
+        ],
+    },
+    "mul": {
+        "zh": ["{a} 乘 {b}", "{a} 乘以 {b}", "{a} 与 {b} 的积", "{b} 个 {a}", "{a} 的 {b} 倍", "{b} 组 {a}"],
+        "en": [
+            "{a} times {b}",
+            "{a} multiplied by {b}",
+            "the product of {a} and {b}",
+            "{b} groups of {a}",
+            "{b} lots of {a}",
+            "{a} taken {b} times",
+        ],
+    },
+}
+_QUESTION_FRAMES = {
+    "zh": ["{x}等于几？", "求{x}。", "请算出{x}。", "{x}得多少？", "算一算{x}。", "{x}是几？"],
+    "en": [
+        "What is {x}?",
+        "Find {x}.",
+        "Work out {x}.",
+        "How much is {x}?",
+        "Tell me {x}.",
+        "Please compute {x}.",
+    ],
+}
+_DIGIT_HAN = re.compile(r"(\d)([\u4e00-\u9fff])")
+_HAN_DIGIT = re.compile(r"([\u4e00-\u9fff])(\d)")
+COMPOSED_SHARE = 0.5  # training arithmetic questions asked in a composed frame (the rest: _ARITH_TEMPLATES)
+
+
+def _arith_question(rng: random.Random, family: str, lang: str, a: int, b: int, templates: dict) -> str:
+    if templates is _ARITH_TEMPLATES and rng.random() < COMPOSED_SHARE:
+        phrase = rng.choice(_ARITH_PHRASES[family][lang]).format(a=a, b=b)
+        question = rng.choice(_QUESTION_FRAMES[lang]).format(x=phrase)
+        # the corpus's Chinese style: a space between a number and a character, none elsewhere
+        return _DIGIT_HAN.sub(r"\1 \2", _HAN_DIGIT.sub(r"\1 \2", question)) if lang == "zh" else question
+    return rng.choice(templates[family][lang]).format(a=a, b=b)
+
+
+# Wordings that no training generator produces: `novel_problems` asks the held-out keys in these, to measure
+# whether a model learned the operation or the training templates. Each frame differs from every training
+# frame in more than the numbers (`tests/native/test_demo_corpus.py` checks the training streams never emit one).
+_NOVEL_ARITH_TEMPLATES = {
+    "add": {
+        "zh": [
+            "{a} 与 {b} 相加，结果是几？",
+            "{a} 和 {b} 合在一起一共是多少？",
+            "比 {a} 多 {b} 的数是多少？",
+            "{a} 增加 {b} 以后是多少？",
+        ],
+        "en": [
+            "If you put {a} and {b} together, how many is that?",
+            "Increase {a} by {b}. What number do you get?",
+            "What number is {b} more than {a}?",
+            "Calculate the total of {a} and {b}.",
+        ],
+    },
+    "sub": {
+        "zh": [
+            "从 {a} 里拿走 {b}，还剩几？",
+            "比 {a} 少 {b} 的数是多少？",
+            "{a} 减少 {b} 以后是多少？",
+            "{a} 扣掉 {b} 等于几？",
+        ],
+        "en": [
+            "Take {b} away from {a}. What remains?",
+            "What number is {b} less than {a}?",
+            "Decrease {a} by {b}. What is the result?",
+            "If you remove {b} from {a}, how many are left?",
+        ],
+    },
+    "mul": {
+        "zh": [
+            "{a} 与 {b} 相乘，积是几？",
+            "把 {a} 扩大 {b} 倍是多少？",
+            "{b} 组，每组 {a} 个，一共几个？",
+            "{a} 乘以 {b}，结果是几？",
+        ],
+        "en": [
+            "Find the product when {a} is multiplied by {b}.",
+            "If each of {b} bags holds {a}, how many are there in all?",
+            "There are {b} rows of {a} chairs. How many chairs are there?",
+            "Calculate {a} times {b}.",
         ],
     },
 }
@@ -262,8 +415,8 @@ def _mul_steps(a: int, b: int, lang: str) -> list[str]:
     return [first, _zh_en(lang, f"所以 {a} × {b} = {p}。", f"So {a} × {b} = {p}.")]
 
 
-def _gen_arith(rng: random.Random, lang: str, family: str) -> Problem:
-    """Addition, subtraction or multiplication of small integers."""
+def _gen_arith(rng: random.Random, lang: str, family: str, templates: dict = _ARITH_TEMPLATES) -> Problem:
+    """Addition, subtraction or multiplication of small integers, asked in one of ``templates``."""
     tier = rng.random()
     if family == "add":
         if tier < 0.25:
@@ -289,7 +442,7 @@ def _gen_arith(rng: random.Random, lang: str, family: str) -> Problem:
         a, b = rng.randint(2, 9), rng.randint(2, 9)
         key, ans, steps = ("mul", min(a, b), max(a, b)), a * b, _mul_steps(a, b, lang)
     op = {"add": "+", "sub": "-", "mul": "×"}[family]
-    question = rng.choice(_ARITH_TEMPLATES[family][lang]).format(a=a, b=b)
+    question = _arith_question(rng, family, lang, a, b, templates)
     return Problem(
         family, lang, question, str(ans), key, f"{a} {op} {b} = {ans}", steps, {"expr": [a, op, b]}
     )
@@ -410,9 +563,15 @@ def _word_numbers(rng: random.Random, kind: str) -> tuple[list, tuple]:
         a = r(10, 50)
         b = r(1, a - 2)
         return [a, "-", b], (a, b)
-    p, k = r(2, 9), r(2, 5)  # boxes
-    c = r(1, k * p - 2)
-    return [k, "×", p, "-", c], (p, k, c)
+    if kind == "boxes":
+        p, k = r(2, 9), r(2, 5)
+        c = r(1, k * p - 2)
+        return [k, "×", p, "-", c], (p, k, c)
+    return _word_numbers(rng, _STORY_SHAPES[kind])
+
+
+# More story kinds with the numbers of an existing one: the same arithmetic told in other settings and verbs.
+_STORY_SHAPES = {"train": "change", "garden": "total", "savings": "price", "pond": "lose_gain"}
 
 
 # kind -> (zh question, en question, zh ending, en ending); fields: names, items, numbers a/b/c/p/k and ans
@@ -453,6 +612,30 @@ _WORD_TEMPLATES = {
         "{name}还剩 {ans} {u}{item}。",
         "{Name} has {ans} {items} left.",
     ),
+    "train": (
+        "火车上有 {a} 位乘客，到站时下车了 {b} 位。火车上还剩多少位乘客？",
+        "A train has {a} passengers. {b} of them get off at the station. How many passengers are left on the train?",
+        "火车上还剩 {ans} 位乘客。",
+        "There are {ans} passengers left on the train.",
+    ),
+    "garden": (
+        "花园里有 {a} 朵花，{name}又种了 {b} 朵。花园里现在有多少朵花？",
+        "There are {a} flowers in the garden. {Name} plants {b} more. How many flowers are in the garden now?",
+        "花园里现在有 {ans} 朵花。",
+        "There are {ans} flowers in the garden now.",
+    ),
+    "savings": (
+        "{name}每天存 {p} 元，存了 {k} 天。{name}一共存了多少元？",
+        "{Name} saves {p} yuan a day for {k} days. How many yuan does {Name} save in total?",
+        "{name}一共存了 {ans} 元。",
+        "{Name} saves {ans} yuan in total.",
+    ),
+    "pond": (
+        "池塘里有 {a} 只鸭子，游走了 {b} 只，后来又游来 {c} 只。池塘里现在有几只鸭子？",
+        "There are {a} ducks on the pond. {b} swim away and later {c} more come. How many ducks are on the pond now?",
+        "池塘里现在有 {ans} 只鸭子。",
+        "There are {ans} ducks on the pond now.",
+    ),
 }
 
 
@@ -473,7 +656,7 @@ def _gen_word(rng: random.Random, lang: str) -> Problem:
     calc = _eval_left_to_right(expr)
     ans = calc[-1][3]
     item_i = rng.randrange(len(_ITEMS["zh"]))
-    letters = "pkc" if kind in ("price", "boxes") else "abc"
+    letters = "pkc" if _STORY_SHAPES.get(kind, kind) in ("price", "boxes") else "abc"
     fields: dict = dict(zip(letters[: len(nums)], nums, strict=True))
     if lang == "zh":
         name, he = rng.choice(_NAMES["zh"])
@@ -502,6 +685,58 @@ def _gen_word(rng: random.Random, lang: str) -> Problem:
         {"expr": expr, "kind": kind},
         end.format(**fields),
     )
+
+
+# Story frames no training generator uses (see `_NOVEL_ARITH_TEMPLATES`): kind -> (zh, en, expression, numbers).
+_NOVEL_WORD_TEMPLATES = {
+    "shelf": (
+        "书架上有 {a} 本书，{name}又放上去 {b} 本。书架上现在有几本书？",
+        "A shelf has {a} books. {Name} puts {b} more on it. How many books are on the shelf now?",
+    ),
+    "bus": (
+        "公交车上有 {a} 个人，到站后下去了 {b} 个人。车上还有多少人？",
+        "A bus has {a} people on it. At the stop, {b} people get off. How many people are still on the bus?",
+    ),
+    "pages": (
+        "{name}每天读 {p} 页书，连续读了 {k} 天，一共读了多少页？",
+        "{Name} reads {p} pages every day for {k} days. How many pages does {Name} read in all?",
+    ),
+    "birds": (
+        "树上有 {a} 只鸟，飞走了 {b} 只，又飞来 {c} 只。树上现在有几只鸟？",
+        "There are {a} birds in a tree. {b} fly away, then {c} more arrive. How many birds are in the tree now?",
+    ),
+}
+
+
+def _gen_novel_word(rng: random.Random, lang: str) -> Problem:
+    """A story problem in a frame no training generator uses; its key is the arithmetic it needs, so
+    `is_heldout_key` keeps its operand pairs out of training as for plain arithmetic."""
+    kind = rng.choice(list(_NOVEL_WORD_TEMPLATES))
+    r = rng.randint
+    if kind == "shelf":
+        a, b = r(10, 60), r(2, 30)
+        expr, fields, key = [a, "+", b], {"a": a, "b": b}, ("add", min(a, b), max(a, b))
+    elif kind == "bus":
+        a = r(12, 60)
+        b = r(2, a - 2)
+        expr, fields, key = [a, "-", b], {"a": a, "b": b}, ("sub", a, b)
+    elif kind == "pages":
+        p, k = r(2, 9), r(2, 9)
+        expr, fields, key = [k, "×", p], {"p": p, "k": k}, ("mul", min(p, k), max(p, k))
+    else:
+        a = r(5, 20)
+        b, c = r(1, a - 1), r(1, 10)
+        expr, fields, key = [a, "-", b, "+", c], {"a": a, "b": b, "c": c}, ("word", "birds", a, b, c)
+    if lang == "zh":
+        fields["name"] = rng.choice(_NAMES["zh"])[0]
+    else:
+        fields["Name"] = rng.choice(_NAMES["en"])[0]
+    calc = _eval_left_to_right(expr)
+    ans = calc[-1][3]
+    question = _NOVEL_WORD_TEMPLATES[kind][0 if lang == "zh" else 1].format(**fields)
+    equation = " ".join(str(t) for t in expr) + f" = {ans}"
+    steps = [f"{x} {op} {y} = {res}" for x, op, y, res in calc]
+    return Problem("word", lang, question, str(ans), key, equation, steps, {"expr": expr, "kind": kind})
 
 
 def _sample_problem(
@@ -886,14 +1121,20 @@ def calculator_schema() -> list[dict]:
     return tool_schemas(get_tools(["calculator"]))
 
 
-def tool_conversations(n: int, seed: int = 5) -> list[dict]:
+def tool_conversations(n: int, seed: int = 5, direct_share: float = 0.0) -> list[dict]:
     """``n`` SFT rows in which the assistant answers an arithmetic or word problem (training keys) by calling
     the calculator: user question -> assistant ``calculator(expression)`` -> tool result -> assistant
-    ``equation + answer line``. Rows carry the calculator's schema in ``tools``."""
+    ``equation + answer line``. Rows carry the calculator's schema in ``tools``. In a `direct_share` of the rows
+    the calculator is offered but the assistant answers by itself (worked steps or the equation, as in
+    `sft_conversations`): demonstrations of both habits, so RL can learn from the reward when calling pays."""
     schema = calculator_schema()
     rng = random.Random(f"tools:{seed}")
     rows = []
     for p in math_problems(n, seed, stream="tools", families=("add", "sub", "mul", "word")):
+        if rng.random() < direct_share:
+            user = {"role": "user", "content": p.question}
+            rows.append({"conversations": [user, _math_reply(rng, p)], "tools": schema})
+            continue
         expression = " ".join(str(x) for x in p.meta["expr"])
         call = {
             "type": "function",
@@ -974,15 +1215,50 @@ def heldout_problems(n: int, seed: int = 1234) -> list[dict]:
     ]
 
 
+def novel_problems(n: int, seed: int = 4321) -> list[dict]:
+    """``n`` evaluation problems like `heldout_problems` (reserved keys only) but asked in wordings and story
+    frames that no training generator produces (`_NOVEL_ARITH_TEMPLATES`, `_NOVEL_WORD_TEMPLATES`): a model that
+    learned the templates rather than the operations fails these. Families: add, sub, mul (equal weights) and
+    word problems; rows carry ``expr`` (the expression a calculator call needs)."""
+    rng = random.Random(f"novel:{seed}")
+
+    def make() -> Problem:
+        lang = _lang(rng)
+        for _ in range(10_000):
+            family = rng.choice(("add", "sub", "mul", "word"))
+            if family == "word":
+                p = _gen_novel_word(rng, lang)
+            else:
+                p = _gen_arith(rng, lang, family, _NOVEL_ARITH_TEMPLATES)
+            if is_heldout_key(p.key):
+                return p
+        raise RuntimeError("could not sample a novel problem with a reserved key")
+
+    return [
+        {
+            "question": p.question,
+            "answer": p.answer,
+            "lang": p.lang,
+            "family": p.family,
+            "expr": " ".join(map(str, p.meta["expr"])),
+        }
+        for p in _unique(make, n, key=lambda p: p.question)
+    ]
+
+
 def write_demo_corpus(
-    out_dir: str | Path, sizes: dict[str, int] | None = None, parts: tuple[str, ...] | None = None
+    out_dir: str | Path,
+    sizes: dict[str, int] | None = None,
+    parts: tuple[str, ...] | None = None,
+    tool_direct_share: float = 0.0,
 ) -> dict[str, Path]:
     """Write ``pretrain.jsonl`` (``{"text"}``), ``sft.jsonl``, ``rl.jsonl``, ``dpo.jsonl`` and ``heldout.jsonl``
     to ``out_dir`` (only the parts named in ``parts``; default all).
 
     ``sizes`` overrides entries of :data:`DEFAULT_SIZES` (pretrain 12,000 docs ~2.8M chars; sft 6,000
     conversations ~0.74M chars; rl 2,000 prompts; dpo 1,000 pairs; heldout 200 problems). Takes ~2 s at
-    default sizes. Returns ``{"pretrain": path, "sft": path, ...}`` for the parts written.
+    default sizes. ``tool_direct_share``: see `tool_conversations`. Returns ``{"pretrain": path, "sft": path, ...}``
+    for the parts written.
     """
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     out = Path(out_dir)
@@ -990,7 +1266,7 @@ def write_demo_corpus(
     makers: dict[str, Callable[[int], list]] = {
         "pretrain": lambda k: [{"text": t} for t in pretrain_texts(k)],
         "sft": sft_conversations,
-        "tools": tool_conversations,
+        "tools": lambda k: tool_conversations(k, direct_share=tool_direct_share),
         "rl": rl_prompts,
         "dpo": dpo_pairs,
         "heldout": heldout_problems,

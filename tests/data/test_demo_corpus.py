@@ -274,3 +274,39 @@ def test_tool_conversations_call_the_calculator_with_the_right_expression(tmp_pa
         call = call_msg["tool_calls"][0]["function"]
         assert run_tool_call(TOOLS, call["name"], call["arguments"]) == tool_msg["content"]
         assert tool_msg["content"] in final["content"]
+
+
+def _frame_pattern(template: str) -> re.Pattern:
+    """A training or novel question template as a regex over generated questions ({a}/{name}/... -> wildcards)."""
+    parts = re.split(r"\{\w+\}", template)
+    return re.compile(r"^\s*" + r"\S+?".join(re.escape(p) for p in parts) + r"\s*$")
+
+
+def test_novel_problems_use_unseen_wordings_and_reserved_keys(corpus):
+    rows = dc.novel_problems(400)
+    assert len({r["question"] for r in rows}) == 400
+    assert {r["family"] for r in rows} == {"add", "sub", "mul", "word"}
+    assert {r["lang"] for r in rows} == {"zh", "en"}
+    for r in rows:  # our own evaluation of the expression the question needs
+        assert int(_calc(r["expr"])) == int(r["answer"]), r
+    frames = [
+        _frame_pattern(t) for fam in dc._NOVEL_ARITH_TEMPLATES.values() for ts in fam.values() for t in ts
+    ] + [_frame_pattern(t) for pair in dc._NOVEL_WORD_TEMPLATES.values() for t in pair]
+    assert all(any(f.match(r["question"]) for f in frames) for r in rows)
+    # No training stream ever asks a question in a novel frame (user turns, pretrain text lines, RL prompts).
+    training = [line for r in corpus["pretrain"] for line in re.split(r"[\n：:]", r["text"])]
+    training += [m["content"] for r in corpus["sft"] + corpus["rl"] for m in r["conversations"]]
+    training += [m["content"] for r in dc.tool_conversations(500) for m in r["conversations"]]
+    leaks = [t for t in training if any(f.match(t) for f in frames)]
+    assert not leaks, leaks[:5]
+    # Keys: every arithmetic the novel questions need is a reserved (held-out) key.
+    problems = dc.math_problems(3000)
+    train_pairs = {p.key for p in problems}
+    novel_pairs = set()
+    for r in rows:
+        a, op, b, *rest = r["expr"].split()
+        if not rest:
+            name = {"+": "add", "-": "sub", "×": "mul"}[op]
+            x, y = int(a), int(b)
+            novel_pairs.add((name, x, y) if name == "sub" else (name, min(x, y), max(x, y)))
+    assert novel_pairs and not novel_pairs & train_pairs
