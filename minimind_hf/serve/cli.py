@@ -149,6 +149,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace):
+    """The engine on ``args.model_dir``; None (after one logged line) when the folder cannot be loaded."""
     import torch
 
     from .chat import load_model
@@ -156,9 +157,13 @@ def _engine(args: argparse.Namespace):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_model(
-        args.model_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
-    )
+    try:
+        model, tokenizer = load_model(
+            args.model_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:  # not a model folder, no chat template, remote code refused
+        logger.error("%s", exc)
+        return None
     return Engine(
         model, tokenizer, max_batch_size=args.max_batch_size, max_queue=getattr(args, "max_queue", 256)
     )
@@ -184,17 +189,13 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _missing_extra(exc)
 
-    if not Path(args.model_dir, "config.json").is_file():
-        logger.error(
-            "%s is not a model folder (no config.json); train one with `minimind-hf quickstart`",
-            args.model_dir,
-        )
-        return 2
     if not _is_loopback(args.host) and not args.api_key:
         logger.warning(
             "serving on %s without --api-key: anyone who can reach this address can use the model", args.host
         )
     engine = _engine(args)
+    if engine is None:
+        return 2
     temperature, top_p = _model_defaults(engine.model)
     name = args.model_name or Path(args.model_dir).resolve().name
     app = create_app(
@@ -236,7 +237,10 @@ def run_chat_command(args: argparse.Namespace) -> int:
     run_tools, ok = _run_tools_arg(args)
     if not ok:
         return 2
-    with _engine(args) as engine:
+    engine = _engine(args)
+    if engine is None:
+        return 2
+    with engine:
         temperature, top_p = _model_defaults(engine.model)
         settings = ChatSettings(
             max_tokens=args.max_tokens,
@@ -280,7 +284,10 @@ def run_webui(args: argparse.Namespace) -> int:
         return 2
     if not _is_loopback(args.host):
         logger.warning("the web page on %s has no authentication", args.host)
-    with _engine(args) as engine:
+    engine = _engine(args)
+    if engine is None:
+        return 2
+    with engine:
         temperature, top_p = _model_defaults(engine.model)
         launch(
             engine,

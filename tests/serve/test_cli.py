@@ -142,3 +142,12 @@ def test_terminal_chat_runs_tools_and_lets_the_model_continue(model_and_tokenize
         assert roles[3] == "assistant" and roles.count("assistant") <= 1 + settings.max_tool_rounds
     else:  # or the tool response filled the context: said cleanly, the session goes on to /exit
         assert "[error: prompt has" in text and "/reset to start again" in text
+
+
+@pytest.mark.parametrize("command", ["serve", "chat", "webui"])
+def test_a_folder_that_is_not_a_model_is_one_line_not_a_traceback(tmp_path, command, capsys, caplog):
+    from minimind_hf.serve.cli import main
+
+    assert main([command, str(tmp_path)]) == 2
+    assert "is not a model folder (no config.json)" in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
