@@ -11,9 +11,7 @@ Rows are dicts of equal-length-per-row lists/arrays: ``input_ids``, ``labels`` a
 
 `encode_conversation` renders a conversation with the chat template and labels exactly the tokens the
 model generates (assistant content, reasoning, tool calls and `<|im_end|>`; not system/user/tool turns).
-`encode_prompt` renders a prompt for generation (RL) with ``open_thinking`` as configured, and
-`encode_prompt_completion` renders prompt + one assistant response so that the prompt tokens are
-identical for every response to the same prompt (DPO chosen/rejected).
+`encode_prompt` renders a prompt for generation (RL) with ``open_thinking`` as configured.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ __all__ = [
     "collate_rows",
     "encode_conversation",
     "encode_prompt",
-    "encode_prompt_completion",
 ]
 
 
@@ -122,32 +119,3 @@ def encode_prompt(
         open_thinking=open_thinking,
     )
     return list(enc["input_ids"])
-
-
-def encode_prompt_completion(
-    tokenizer: Any,
-    prompt: list[dict],
-    response: list[dict],
-    tools: list | None = None,
-    max_length: int | None = None,
-) -> dict[str, list[int]]:
-    """Render prompt + response turns; labels only on the response's generated tokens.
-
-    The prompt part is rendered by the same template call for every response, so chosen and rejected
-    share their prompt tokens exactly (asserted)."""
-    full = encode_conversation(tokenizer, list(prompt) + list(response), tools)
-    prompt_ids = encode_prompt(tokenizer, prompt, tools)
-    n = len(prompt_ids)
-    if full["input_ids"][:n] != prompt_ids:
-        # the generation prompt can differ from the rendered assistant header (e.g. the think block);
-        # fall back to the longest common prefix, which is still identical across responses.
-        n = 0
-        for a, b in zip(full["input_ids"], prompt_ids, strict=False):
-            if a != b:
-                break
-            n += 1
-    labels = [IGNORE_INDEX] * n + full["labels"][n:]
-    ids = full["input_ids"]
-    if max_length is not None:
-        ids, labels = ids[:max_length], labels[:max_length]
-    return {"input_ids": ids, "labels": labels, "prompt_length": n}

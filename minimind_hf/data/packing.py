@@ -12,7 +12,7 @@ would mean predicting a new document from the end of the previous one, which is 
 
 from collections.abc import Iterable, Iterator
 
-IGNORE_INDEX = -100
+from .collate import IGNORE_INDEX
 
 
 def pack_documents(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,9 +215,6 @@ class DPOCollator:
             for key in ("ref_chosen_logps", "ref_rejected_logps"):
                 batch[key] = torch.tensor([float(r[key]) for r in records], dtype=torch.float32)
         return batch
-
-
-LN2 = math.log(2.0)
 
 
 class DPO(Algorithm):

@@ -64,7 +64,6 @@ Outputs in ``output_dir``: the final HF folder (config, safetensors, tokenizer, 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -773,8 +772,3 @@ def _write_report(out_dir: Path, stage: str, result: dict) -> None:
         "seconds": result["seconds"],
     }
     write_stage_report(out_dir, stage, records, facts)
-
-
-def replace_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """`dataclasses.replace` for configs (handy in tests and scripts)."""
-    return dataclasses.replace(cfg, **changes)

@@ -19,7 +19,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +106,15 @@ def per_token_logps(
     logits_to_keep: int,
     chunk_rows: int | None = None,
     temperature: float = 1.0,
-    return_entropy: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """Log-probabilities of the last ``logits_to_keep`` tokens of each row under ``model``.
 
     input_ids, attention_mask: (B, T) with the completion in the last K = ``logits_to_keep`` columns.
-    Returns (B, K) float32 (and the (B, K) entropy if asked). Logits are divided by ``temperature`` (use the
+    Returns (B, K) float32. Logits are divided by ``temperature`` (use the
     sampling temperature so ratios refer to the sampling distribution). Gradients flow when enabled."""
     K = logits_to_keep
     rows = chunk_rows or input_ids.size(0)
-    logps, entropies = [], []
+    logps = []
     for start in range(0, input_ids.size(0), rows):
         ids = input_ids[start : start + rows]  # (b, T)
         mask = attention_mask[start : start + rows]  # (b, T)
@@ -131,13 +129,8 @@ def per_token_logps(
         if temperature != 1.0:
             logits = logits / temperature
         logps.append(selective_log_softmax(logits, ids[:, -K:]))  # (b, K)
-        if return_entropy:
-            with torch.no_grad():
-                p = F.softmax(logits.float(), dim=-1)
-                entropies.append(-(p * F.log_softmax(logits.float(), dim=-1)).sum(-1))  # (b, K)
         del out, logits
-    logp = torch.cat(logps, dim=0)
-    return (logp, torch.cat(entropies, dim=0)) if return_entropy else logp
+    return torch.cat(logps, dim=0)
 
 
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
