@@ -249,8 +249,8 @@ async def _complete(events: EventStream, parser: OutputParser, completion_id: st
         await events.aclose()
     assert finish is not None
     message: dict = {"role": "assistant", "content": "".join(content) or None}
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
+    if reasoning:  # both names: vLLM's current `reasoning` and the older `reasoning_content` clients read
+        message["reasoning"] = message["reasoning_content"] = "".join(reasoning)
     if parser.tool_calls:
         message["tool_calls"] = [c.to_openai() for c in parser.tool_calls]
     elif message["content"] is None:
@@ -299,7 +299,7 @@ async def _sse(
             deltas = parser.finish() if isinstance(event, Finish) else parser.feed(event)
             for d in deltas:
                 if d.kind == "reasoning":
-                    yield chunk({"reasoning_content": d.text})
+                    yield chunk({"reasoning": d.text, "reasoning_content": d.text})
                 elif d.kind == "content":
                     yield chunk({"content": d.text})
                 else:

@@ -62,6 +62,9 @@ def accumulate(chunks) -> dict:
                 out["content"] += d.content
                 out["n_content_chunks"] += 1
             out["reasoning"] += getattr(d, "reasoning_content", None) or ""
+            assert getattr(d, "reasoning", None) == getattr(
+                d, "reasoning_content", None
+            )  # the same, both names
             for tc in d.tool_calls or []:
                 slot = out["tool_calls"].setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
                 slot["id"] = slot["id"] or tc.id
@@ -87,7 +90,7 @@ def test_non_stream_reasoning_and_usage(client, model_and_tokenizer):
     msg = r.choices[0].message
     assert msg.role == "assistant"
     assert msg.content == case.content
-    assert msg.reasoning_content == case.reasoning
+    assert msg.reasoning_content == case.reasoning and msg.reasoning == case.reasoning  # both clients' names
     assert msg.tool_calls is None
     assert r.choices[0].finish_reason == "stop"
     assert r.id.startswith("chatcmpl-") and r.object == "chat.completion" and r.model == MODEL
