@@ -54,7 +54,8 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="OpenAI-compatible HTTP server (/v1/chat/completions, /v1/models)",
         description="Serve MODEL_DIR with an OpenAI-compatible API. Streams with SSE; thinking comes back as "
-        "reasoning (and reasoning_content), Hermes tool calls as tool_calls. Binds to localhost unless --host says otherwise.",
+        "reasoning (and reasoning_content), Hermes tool calls as tool_calls. Binds to localhost unless --host "
+        "says otherwise.",
     )
     _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, this machine only)")
