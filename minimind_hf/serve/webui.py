@@ -198,7 +198,7 @@ def build_demo(
             respond,
             chatbot=gr.Chatbot(height=520, label="MiniMind"),
             additional_inputs=[thinking, tools, system, temperature, max_new],
-            additional_inputs_accordion=gr.Accordion("Options", open=True),
+            additional_inputs_accordion="Options",  # a label: an Accordion built here would render empty
             api_name="chat",
         )
     return demo

@@ -116,3 +116,24 @@ def test_history_conversion_keeps_tool_calls_and_drops_thinking():
             ],
         },
     ]
+
+
+def test_one_options_accordion_holding_the_inputs_and_a_slider_default_that_fits(model_and_tokenizer):
+    """Regressions from a user's first look: an empty 'Options' accordion at the top of the page, and a
+    max-new-tokens default above the slider's maximum for contexts <= 512 (the first message failed)."""
+    from minimind_hf.serve.webui import build_demo
+
+    model, tok = model_and_tokenizer
+    with Engine(model, tok) as engine:
+        config = build_demo(engine, max_tokens=512).get_config_file()
+    accordions = {c["id"] for c in config["components"] if c.get("type") == "accordion"}
+
+    def nodes(node):
+        yield node
+        for child in node.get("children", []):
+            yield from nodes(child)
+
+    placed = [n for n in nodes(config["layout"]) if n["id"] in accordions]
+    assert len(placed) == 1 and placed[0].get("children"), placed
+    slider = next(c for c in config["components"] if c.get("props", {}).get("label") == "Max new tokens")
+    assert slider["props"]["value"] <= slider["props"]["maximum"] == engine.context_length - 1
