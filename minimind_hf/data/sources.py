@@ -30,7 +30,7 @@ from typing import Any
 
 from .errors import RecordError
 
-__all__ = ["DATA_SUFFIXES", "Source", "demo_source", "iter_rows", "resolve_sources"]
+__all__ = ["DATA_SUFFIXES", "Source", "demo_source", "iter_rows", "looks_local", "resolve_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class Source:
         return (self.name, getattr(self.hub, "_fingerprint", None))
 
 
-def _looks_local(text: str) -> bool:
+def looks_local(text: str) -> bool:
+    """Whether a string reads as a local path (a data-file extension, ``.``/``/``/``~``, several ``/``)."""
     return (
         text.lower().endswith(_LOCAL_LOOKING)
         or text.startswith((".", "/", "~", "\\"))
@@ -137,7 +138,7 @@ def _resolve_one(item: str | os.PathLike, split: str, streaming: bool) -> list[S
         if not files:
             raise FileNotFoundError(f"{text}: directory has no {', '.join(DATA_SUFFIXES)} files")
         return [Source(name=os.path.join(text, str(p.relative_to(path))), path=p) for p in files]
-    if isinstance(item, os.PathLike) or _looks_local(text):
+    if isinstance(item, os.PathLike) or looks_local(text):
         raise FileNotFoundError(
             f"{text}: no such file or directory (looked for {path.resolve()}). Check the path; "
             "to load a Hugging Face Hub dataset, pass its name, e.g. 'owner/name'."

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..data.errors import RecordError
-from ..data.sources import DATA_SUFFIXES, iter_rows, resolve_sources
+from ..data.sources import iter_rows, looks_local, resolve_sources
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-_FILE_SUFFIXES = DATA_SUFFIXES + (".txt", ".parquet", ".gz")
 
 
 def record_text(record: Any) -> str | None:
@@ -51,9 +50,9 @@ def looks_like_files(items: Any) -> bool:
     """Whether ``items`` (the ``texts_or_files`` argument) names data sources rather than being texts.
 
     A single ``str``/``PathLike`` is one source. A list is a list of sources when every item is a ``PathLike``,
-    an existing path, ``demo:...``, a path-looking string (starting with ``.``, ``/`` or ``~``, or ending in
-    ``/``), or a one-line string ending in a data-file extension (``.jsonl``, ``.json``, ``.parquet``, ``.txt``,
-    ``.gz``). The command line never guesses: its ``--data`` items are always sources."""
+    an existing path, ``demo:...``, or a one-line string that reads as a path (`minimind_hf.data.sources.looks_local`:
+    a data-file extension such as ``.jsonl`` or ``.txt``, a leading ``.``/``/``/``~``; or a trailing ``/``). The
+    command line never guesses: its ``--data`` items are always sources."""
     if isinstance(items, (str, os.PathLike)):
         return True
     if not isinstance(items, (list, tuple)) or not items:
@@ -67,9 +66,9 @@ def _names_a_source(x: Any) -> bool:
     if not isinstance(x, str) or "\n" in x:
         return False
     return (
-        x.startswith(("demo:", ".", "/", "~"))
+        x.startswith("demo:")
         or x.endswith(("/", os.sep))
-        or x.lower().endswith(_FILE_SUFFIXES)
+        or looks_local(x)
         or os.path.exists(os.path.expanduser(x))
     )
 

@@ -171,6 +171,16 @@ def tiny_lm(seed: int = 0):
     return MiniMindForCausalLM(cfg)
 
 
+def rl_inputs(tmp_path: Path, model, rows: list[dict]) -> tuple[Path, Path]:
+    """(a base folder holding `model` and the test tokenizer, an rl .jsonl of `rows`) for an RL stage run."""
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tokenizer().save_pretrained(base)
+    data = tmp_path / "rl.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return base, data
+
+
 def memorise(model, conversation, tools, steps: int = 150) -> None:
     """`_tool_models.memorise` with the test tokenizer."""
     _memorise(model, tokenizer(), conversation, tools, steps)

@@ -8,8 +8,8 @@ import torch
 from _native_helpers import TOOL_CONVERSATION as CONVERSATION
 from _native_helpers import TOOL_PROMPT as PROMPT
 from _native_helpers import memorise as _memorise
+from _native_helpers import rl_inputs, tokenizer
 from _native_helpers import tiny_lm as _model
-from _native_helpers import tokenizer
 
 from minimind_hf import MiniMindForCausalLM
 from minimind_hf.native.rollout import rollout, score
@@ -96,14 +96,10 @@ def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path):
     from minimind_hf.native.config import load_config
 
     torch.set_num_threads(1)
-    tok, model = tokenizer(), _model()
+    model = _model()
     _memorise(model, CONVERSATION, tool_schemas(get_tools(["calculator"])))
-    base = tmp_path / "base"
-    model.save_pretrained(base)
-    tok.save_pretrained(base)
-    data = tmp_path / "agent.jsonl"
     rows = [{"conversations": PROMPT + [{"role": "assistant", "content": ""}], "gt": ["42"]}] * 4
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    base, data = rl_inputs(tmp_path, model, rows)
     cfg = load_config(
         AgentConfig,
         None,

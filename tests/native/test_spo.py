@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from _native_helpers import base_config, tokenizer
+from _native_helpers import base_config, rl_inputs, tokenizer
 
 from minimind_hf.native.config import ConfigError, load_config
 from minimind_hf.native.spo import SPOConfig, ValueTracker, run_spo, spo_advantages
@@ -75,14 +75,11 @@ def test_toy_task_reward_rises_and_the_tracker_is_checkpointed(tmp_path):
 
     tok = tokenizer()
     torch.manual_seed(0)
-    base = tmp_path / "base"
-    MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok))).save_pretrained(base)
-    tok.save_pretrained(base)
-    data = tmp_path / "rl.jsonl"
     rows = [
         {"conversations": [{"role": "user", "content": f"say something {i}"}], "gt": "A"} for i in range(8)
     ]
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+    base, data = rl_inputs(tmp_path, model, rows)
     cfg = load_config(
         SPOConfig,
         None,
