@@ -49,7 +49,7 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
     common.prepare_runtime(recipe_args)
     problems = reward_problems(rl_args, training_args.reward_weights)
     if recipe_args.backend == "trl":
-        problems += trl_refusals("agent", rl_args) + _tool_problems(rl_args)
+        problems += trl_refusals("agent", rl_args) + _tool_problems(rl_args, training_args)
     common.check_recipe(
         recipe_args,
         training_args,
@@ -67,16 +67,21 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
     run_trl_agent(recipe_args, training_args, model_args, rl_args)
 
 
-def _tool_problems(rl_args: RLArguments) -> list[str]:
+def _tool_problems(rl_args: RLArguments, training_args) -> list[str]:
+    """Under trl, what the native translation checks too: named tools that exist, and a turn bound (trl alone
+    would loop until max_completion_length)."""
     from minimind_hf.tools import get_tools
 
     if not rl_args.tools:
         return ["tools: the agent recipe needs at least one tool (e.g. [calculator]); use grpo for one turn"]
+    p = []
     try:
         get_tools(rl_args.tools)
     except KeyError as e:
-        return [f"tools: {e.args[0]}"]
-    return []
+        p.append(f"tools: {e.args[0]}")
+    if training_args.max_tool_calling_iterations is None:
+        p.append("tools: set max_tool_calling_iterations (e.g. 2 = up to 3 turns); the rollouts need a bound")
+    return p
 
 
 def trl_tools(names: list[str]) -> list:

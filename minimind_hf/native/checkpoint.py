@@ -214,6 +214,11 @@ def save_checkpoint(
     return final
 
 
+def read_trainer_state(path: str | Path) -> dict:
+    """The ``trainer_state.json`` of checkpoint `path` (step, epoch, tokens seen, stage, config)."""
+    return json.loads((Path(path) / "trainer_state.json").read_text(encoding="utf-8"))
+
+
 def load_training_state(
     path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int
 ) -> tuple[dict, dict | None]:
@@ -223,7 +228,7 @@ def load_training_state(
     path = Path(path)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text(encoding="utf-8")))
-    state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    state = read_trainer_state(path)
     extra = (
         torch.load(path / "extra.pt", map_location="cpu", weights_only=True)
         if (path / "extra.pt").exists()

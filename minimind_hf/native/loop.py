@@ -425,7 +425,7 @@ def _check_resume(cfg: TrainConfig, stage: str, checkpoint: Path, total_steps: i
     naming what differs and the options; ``resume=<checkpoint>`` continues it anyway, with a warning."""
     from .config import ConfigError
 
-    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    state = ckpt.read_trainer_state(checkpoint)
     saved, now = state.get("config", {}), _flat_config(cfg)
     changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in now.items() if k in saved and saved[k] != v]
     changed = [c for c in changed if c.split(":")[0] not in _RESUME_FREE]

@@ -97,6 +97,15 @@ def test_agent_recipe_checks_tools_and_the_turn_bound(tiny_base, recipe_env):
         timeout=120,
     )
     assert proc.returncode == 2 and "max_tool_response_tokens" in proc.stderr, proc.stderr[-2000:]
+    for backend in ("native", "trl"):  # the same YAML needs a turn bound on both
+        proc = subprocess.run(
+            [*base, "--backend", backend, "--max_tool_calling_iterations", "null"],
+            env=recipe_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and "set max_tool_calling_iterations" in proc.stderr, proc.stderr[-2000:]
     proc = subprocess.run(base, env=recipe_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = json.loads(proc.stdout)["config"]
