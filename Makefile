@@ -45,6 +45,7 @@ eval: install-dev
 
 bench: install-dev
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/time_to_loss.py
 	$(PY) benchmarks/sft_backends.py
 	$(PY) benchmarks/decode_throughput.py
 	$(PY) benchmarks/serve_throughput.py

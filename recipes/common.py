@@ -105,7 +105,17 @@ class RecipeArguments:
         },
     )
     num_threads: int = field(
-        default=0, metadata={"help": "torch CPU threads per process (0 = torch's default)"}
+        default=0,
+        metadata={
+            "help": "torch CPU threads per process (0: backend native times steps to choose; trl: torch's)"
+        },
+    )
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "backend native: adamw, or muon (Muon at 0.02 for the block matrices, AdamW for the rest; "
+            "minimind_hf.native.optim). trl's optimizer is `optim`"
+        },
     )
     dry_run: bool = field(
         default=False,
@@ -212,6 +222,11 @@ def check_recipe(
     p = list(extra)
     if recipe_args.backend not in BACKENDS:
         p.append(f"backend must be one of {', '.join(BACKENDS)}, got {recipe_args.backend!r}")
+    if recipe_args.backend == "trl" and recipe_args.optimizer != "adamw":
+        p.append(
+            f"optimizer {recipe_args.optimizer!r}: backend trl takes its optimizer from `optim` (it has no Muon); "
+            "use backend: native"
+        )
     p += check_data_files("data", recipe_args.data)
     p += check_data_files("eval_data", recipe_args.eval_data, required=False)
     if not 0.0 <= recipe_args.eval_ratio < 1.0:

@@ -158,8 +158,18 @@ def _epochs(a: RecipeInputs, problems: list[str]) -> int:
 
 
 def _precision(a: RecipeInputs, problems: list[str]) -> str:
-    # the same meaning as trl's: bf16 / fp16 mixed precision when asked for, fp32 otherwise
+    # the same meaning as trl's: bf16 / fp16 mixed precision when asked for, fp32 when switched off; neither
+    # written in the YAML: the native auto (bf16 where the GPU or CPU computes it natively, `acceleration`)
+    if a.given is not None and not {"bf16", "fp16"} & set(a.given):
+        return "auto"
     return "bf16" if a.bf16 else "fp16" if a.fp16 else "no"
+
+
+def _compile(a: RecipeInputs, problems: list[str]) -> bool | str:
+    # torch_compile left unset leaves the native choice to `acceleration.resolve_compile` (auto)
+    if a.torch_compile:
+        return True
+    return "auto" if a.given is None or "torch_compile" not in a.given else False
 
 
 def _interval(strategy: str, steps_field: str, what: str) -> Convert:
@@ -265,6 +275,7 @@ COMMON = (
         note="cosine_with_min_lr (min_lr_rate or min_lr) or cosine (0)",
     ),
     key(None, "optim", convert=lambda a, p: _optim(a, p), note="adamw_torch / adamw_torch_fused / adamw_hf"),
+    key("optimizer", note="ours: adamw, or muon (native only)"),
     key(
         "warmup_steps",
         convert=lambda a, p: _ratio_steps(a.warmup_steps, "warmup_steps", a, p),
@@ -279,7 +290,14 @@ COMMON = (
     key("grad_accum_steps", "gradient_accumulation_steps"),
     key("num_epochs", "num_train_epochs", convert=_epochs, note="whole epochs"),
     key("max_steps", convert=lambda a, p: max(0, a.max_steps), note="-1 = by epochs (native 0)"),
-    key("mixed_precision", "bf16", "fp16", convert=_precision, note="bf16 / fp16 / fp32 (no)"),
+    key(
+        "mixed_precision",
+        "bf16",
+        "fp16",
+        convert=_precision,
+        note="bf16 / fp16 / fp32 (no); neither set: auto",
+    ),
+    key("compile", "torch_compile", convert=_compile, note="unset: auto (long runs on packed rows)"),
     key("seed"),
     key("num_threads"),
     key(
@@ -648,7 +666,6 @@ _HINTS = {
     "push_to_hub": "upload the output folder afterwards (hf upload REPO output_dir); or use backend: trl",
     "fsdp": "the native trainer runs DDP; use backend: trl for FSDP",
     "deepspeed": "the native trainer runs DDP; use backend: trl for DeepSpeed",
-    "torch_compile": "not implemented natively yet; use backend: trl",
     "load_best_model_at_end": "the native trainer keeps the final weights; pick a checkpoint from output_dir/checkpoints",
     "trust_remote_code": "the native trainer always uses minimind_hf's own MiniMind classes (no remote code)",
     "tools": "tool-calling rollouts run in the grpo and agent stages",

@@ -233,9 +233,10 @@ class DPO(Algorithm):
         super().setup(accelerator)
         self.reference.to(self.device).eval()
         if self.cfg.precompute_ref_logps:
-            self.train_dataset = self.with_reference_logps(self.train_dataset)
-            if self.eval_dataset is not None:
-                self.eval_dataset = self.with_reference_logps(self.eval_dataset)
+            with accelerator.autocast():  # the precision the loop scores the policy in
+                self.train_dataset = self.with_reference_logps(self.train_dataset)
+                if self.eval_dataset is not None:
+                    self.eval_dataset = self.with_reference_logps(self.eval_dataset)
             self.reference = None  # never needed again: free its memory
             logger.info(
                 "dpo: reference log-probs precomputed for %d pairs; reference model freed",

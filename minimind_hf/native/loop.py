@@ -1,9 +1,11 @@
 """The one training loop every native algorithm runs on (pretrain, SFT, LoRA, DPO, PPO, GRPO, distillation).
 
 An algorithm is a subclass of `Algorithm` that says how to turn a batch into a loss; `train(cfg, algo)` does
-everything else: accelerate (whatever accelerator torch finds, or the CPU; DDP; bf16 / fp16 autocast when
-asked), AdamW (no weight decay on norms, biases, embeddings), linear warmup + cosine to ``min_lr_ratio * lr`` stepped per
-optimizer step, gradient clipping, gradient accumulation normalised by token count, tqdm progress
+everything else: accelerate (whatever accelerator torch finds, or the CPU; DDP), the speed levers of
+`acceleration` (bf16 autocast where the hardware computes bf16, ``torch.compile``, the CPU thread count),
+fused AdamW (no weight decay on norms, biases, embeddings) or Muon + AdamW (`optim`), linear warmup + cosine
+to ``min_lr_ratio * lr`` stepped per optimizer step, gradient clipping, gradient accumulation normalised by
+token count, tqdm progress
 (loss, lr, tokens/s), trackers (tensorboard by default; wandb/swanlab if installed), evaluation on a
 held-out split, atomic checkpoints that resume exactly, and the final Hugging Face folder in ``output_dir``.
 
@@ -81,7 +83,9 @@ from torch import nn
 from ..data.collate import IGNORE_INDEX, collate_rows
 from ..model_card import write_model_card
 from . import checkpoint as ckpt
+from .acceleration import ThreadTuner, resolve_compile, resolve_precision
 from .config import config_to_dict
+from .optim import build_optimizer
 from .schedule import CosineSchedule
 
 logger = logging.getLogger(__name__)
@@ -121,9 +125,16 @@ class TrainConfig:
     grad_accum_steps: int = 1
     num_epochs: int = 1
     max_steps: int = 0  # optimizer steps; 0 = num_epochs over the data
-    mixed_precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | no | bf16 | fp16
+    optimizer: str = "adamw"  # adamw | muon (Muon for the block matrices, AdamW for the rest; see `optim`)
+    muon_lr: float = 0.02  # Muon's own rate (Keller Jordan's and nanochat's 0.02, with the original scaling)
+    muon_adjust_lr: str = "original"  # original (sqrt(max(1, rows/cols))) | match_rms_adamw (Moonshot's)
+    muon_momentum: float = 0.95
+    muon_ns_steps: int = 5  # Newton-Schulz iterations
+    # auto: bf16 autocast on GPUs with bf16 and on CPUs with bf16 instructions (avx512_bf16 / AMX), else fp32
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
+    compile: bool | str = "auto"  # torch.compile the training model: true | false | auto (see `acceleration`)
     seed: int = 42
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default (1 helps tiny models on a busy machine)
+    num_threads: int = 0  # torch CPU threads; 0 = chosen by timing steps (`acceleration.ThreadTuner`)
     # evaluation, logging, checkpoints
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
     eval_max_batches: int = 0  # 0 = the whole eval split
@@ -143,11 +154,12 @@ class TrainConfig:
     def validate(self) -> list[str]:
         """Problems with the values (types were checked already); an empty list means valid."""
         p = []
-        positive = ["learning_rate", "batch_size", "grad_accum_steps", "num_epochs", "log_every"]
+        positive = ["learning_rate", "muon_lr", "batch_size", "grad_accum_steps", "num_epochs", "log_every"]
         for name in positive:
             if getattr(self, name) <= 0:
                 p.append(f"{name} must be > 0, got {getattr(self, name)}")
         for name in [
+            "muon_ns_steps",
             "warmup_steps",
             "max_steps",
             "num_threads",
@@ -163,6 +175,18 @@ class TrainConfig:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             p.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        from .optim import MUON_ADJUST_LR, OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:
+            p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.muon_adjust_lr not in MUON_ADJUST_LR:
+            p.append(
+                f"muon_adjust_lr must be one of {', '.join(MUON_ADJUST_LR)}, got {self.muon_adjust_lr!r}"
+            )
+        if not 0.0 <= self.muon_momentum < 1.0:
+            p.append(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.compile not in (True, False, "auto"):
+            p.append(f"compile must be true, false or auto, got {self.compile!r}")
         if self.mixed_precision not in PRECISIONS:
             p.append(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         bad = [t for t in self.report_to if t not in TRACKERS]
@@ -242,6 +266,8 @@ class Algorithm:
     """
 
     name = "lm"
+    # whether compile: auto may compile it: batches of one shape (packed rows), so one graph serves every step
+    compile_friendly = False
 
     def __init__(
         self,
@@ -368,14 +394,6 @@ def _trackers(names: list[str]) -> list[str]:
     return out
 
 
-def _mixed_precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
-
-
 # train_log.jsonl key -> the name transformers' Trainer logs it under (so trl's and our tensorboard runs overlay)
 _TRL_TAG_NAMES = {"lr": "learning_rate", "tokens_seen": "num_input_tokens_seen"}
 
@@ -415,7 +433,7 @@ def _mean(values: list) -> float:
 # Settings a resumed run may change without changing what it trains (how long, how often it logs and saves, ...).
 _RESUME_FREE = frozenset(
     {"resume", "max_steps", "num_epochs", "save_every", "eval_every", "eval_max_batches", "eval_batch_size",
-     "log_every", "keep_last", "progress", "report_to", "run_name", "num_threads"}
+     "log_every", "keep_last", "progress", "report_to", "run_name", "num_threads", "compile"}
 )  # fmt: skip
 
 
@@ -495,17 +513,22 @@ class _JsonlLog:
 def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     """Train `algo.model` with `cfg`; write the HF folder to ``cfg.output_dir``; return a `TrainResult`."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm
 
     t_start = time.time()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    threads_before = torch.get_num_threads()
     out_dir = Path(cfg.output_dir)
     trackers = _trackers(cfg.report_to)
+    device_type = "cpu" if _use_cpu(cfg) else torch.accelerator.current_accelerator().type
+    precision = resolve_precision(cfg.mixed_precision, device_type)
+    # A run sets its own precision, whatever an earlier run in this process chose (transformers'
+    # TrainingArguments resets the state the same way); the process group (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=_use_cpu(cfg),
-        mixed_precision=_mixed_precision(cfg.mixed_precision),
+        mixed_precision=precision,
         log_with=trackers or None,
         project_dir=str(out_dir / "runs"),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
@@ -544,13 +567,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         _disable_dropout(model)
     model.to(accelerator.device)
     model.train()
-    optimizer = torch.optim.AdamW(
-        algo.param_groups(model),
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        eps=cfg.adam_eps,
-        weight_decay=cfg.weight_decay,
-    )
+    optimizer = build_optimizer(cfg, algo.param_groups(model), model)
     scheduler = CosineSchedule(optimizer, total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
     step, tokens_seen = 0, 0
     if resume_path is not None:
@@ -568,6 +585,16 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     start_step = step
     model, optimizer = accelerator.prepare(model, optimizer)
     algo.model = model
+    compiled = resolve_compile(
+        cfg.compile,
+        algo=algo,
+        model=accelerator.unwrap_model(model),
+        total_steps=total_steps,
+        device_type=device_type,
+    )
+    # the compiled module shares the parameters; evaluation, generation and saving use the plain one
+    train_model = torch.compile(model) if compiled else model
+    tuner = ThreadTuner(cfg.num_threads) if device_type == "cpu" else None
     if resume_path is not None:  # last: nothing after this may consume randomness before training
         rng = ckpt.load_rng(resume_path, accelerator.process_index)
         if rng is not None:
@@ -586,6 +613,15 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             global_batch,
             world,
             step,
+        )
+        logger.info(
+            "%s on %s: precision %s, compile %s, optimizer %s, threads %s",
+            algo.name,
+            device_type,
+            {"no": "fp32"}.get(precision, precision),
+            "on" if compiled else "off",
+            cfg.optimizer,
+            (tuner.current if tuner.fixed else "tuned") if tuner is not None else "-",
         )
 
     def save(at_step: int) -> None:
@@ -614,7 +650,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
 
     def run_eval(at_step: int) -> dict:
         model.eval()
-        metrics = algo.evaluate(model)
+        with accelerator.autocast():
+            metrics = algo.evaluate(model)
         model.train()
         if metrics:
             log.write({"step": at_step, **metrics})
@@ -638,6 +675,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     rank = accelerator.process_index
     t_window, tokens_window = time.time(), 0
     while step < total_steps:
+        if tuner is not None:
+            tuner.before_step()
         epoch, k = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:
             g = torch.Generator().manual_seed(cfg.seed + epoch)
@@ -650,7 +689,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
                 algo.collate_fn(_rows(algo.train_dataset, step_rows[lo : lo + cfg.batch_size])),
                 accelerator.device,
             )
-            micro.append(algo.prepare_batch(model, batch))
+            with accelerator.autocast():  # every model an algorithm runs (reference, teacher, critic) alike
+                micro.append(algo.prepare_batch(train_model, batch))
 
         # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
         count = torch.tensor(float(sum(algo.num_items(b) for b in micro)), device=accelerator.device)
@@ -662,7 +702,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
             with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
-                loss, metrics = algo.compute_loss(model, batch, denom)
+                with accelerator.autocast():
+                    loss, metrics = algo.compute_loss(train_model, batch, denom)
                 accelerator.backward(loss * world)  # DDP averages gradients over processes; undo it
             step_loss += loss.detach().float()
             for name, value in metrics.items():
@@ -684,6 +725,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         tokens_seen += n_tokens
         tokens_window += n_tokens
         loss_value = step_loss.item()
+        if tuner is not None:
+            tuner.after_step(n_tokens, warmup=step == start_step + 1)
         losses.append(loss_value)
         if not math.isfinite(loss_value):
             raise FloatingPointError(
@@ -702,6 +745,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             }
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
+            if tuner is not None and tuner.active:
+                record["threads"] = tuner.current
             for name, values in metric_values.items():
                 value = _mean(values)
                 if world > 1:
@@ -747,6 +792,9 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
+    # hand the model back as it came: accelerate wrapped its forward in autocast for mixed precision
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    torch.set_num_threads(threads_before)
     return TrainResult(
         output_dir=str(out_dir),
         steps=step,

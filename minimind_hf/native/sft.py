@@ -68,6 +68,10 @@ class SFT(Algorithm):
 
     name = "sft"
 
+    @property
+    def compile_friendly(self) -> bool:
+        return self.cfg.packing  # packed rows all have max_length tokens; unpacked ones vary
+
 
 def _rows(records, tokenizer, cfg: SFTConfig):
     enc = tokenize_conversations(records, tokenizer, cfg.max_length, num_proc=cfg.num_proc or None)

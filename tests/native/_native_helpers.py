@@ -69,6 +69,9 @@ def base_config(**overrides) -> dict:
         "progress": False,
         "num_threads": 1,
         "seed": 0,
+        # fp32 whatever the CPU (auto is bf16 where it has bf16 instructions): the tests compare exact values;
+        # test_acceleration.py covers bf16
+        "mixed_precision": "no",
     }
     cfg.update(overrides)
     return cfg

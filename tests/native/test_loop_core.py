@@ -46,6 +46,7 @@ def _cfg(tmp_path, name, **kw) -> TrainConfig:
         seed=0,
         resume="never",
         weight_decay=0.1,
+        mixed_precision="no",  # exact comparisons; bf16 is test_acceleration.py's
     )
     base.update(kw)
     return TrainConfig(**base)

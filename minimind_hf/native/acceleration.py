@@ -1,0 +1,172 @@
+"""How a native run uses the hardware: mixed precision, ``torch.compile``, CPU threads.
+
+Each choice has an ``auto`` default decided by measurement (``benchmarks/time_to_loss.py`` prints the
+figures):
+
+- precision ``auto``: bf16 autocast (fp32 master weights and optimizer state) on GPUs that support bf16 *and*
+  on CPUs with native bf16 instructions (x86 avx512_bf16 or AMX); fp32 elsewhere, where bf16 is emulated and
+  slower. On a 2-core AMD EPYC (avx512_bf16) a training step of the quickstart's 1.7M model ran 1.55x faster
+  in bf16, minimind3's 2.5x.
+- compile ``auto``: ``torch.compile`` (inductor) of the training forward and backward for algorithms whose
+  batches have one shape (packed pretrain / SFT rows), for dense models, when the run is long enough to repay
+  the compilation (``COMPILE_MIN_STEPS``) and a compiler is there (a C++ compiler on the CPU, triton on CUDA).
+- threads ``0``: `ThreadTuner` picks the torch thread count while training, by timing steps (below).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["COMPILE_MIN_STEPS", "ThreadTuner", "cpu_has_native_bf16", "resolve_compile", "resolve_precision"]
+
+# Compiling the 1.7M quickstart model took 6-35 s on 2 cores (35 s with a cold inductor cache) and saved
+# ~0.15 s a step.
+COMPILE_MIN_STEPS = 200
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls in hardware (x86 avx512_bf16 or AMX tiles)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(setting: str, device_type: str) -> str:
+    """``mixed_precision`` -> what accelerate gets: ``bf16`` | ``fp16`` | ``no``."""
+    if setting != "auto":
+        return setting
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    if device_type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "no"
+    return "no"  # MPS, XPU, ...: fp32 unless asked
+
+
+def _compiler_available(device_type: str) -> bool:
+    if device_type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    if device_type == "cpu":
+        return any(shutil.which(cc) for cc in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if cc)
+    return False
+
+
+def resolve_compile(
+    setting: bool | str, *, algo: Any, model: torch.nn.Module, total_steps: int, device_type: str
+) -> bool:
+    """``compile`` -> whether to compile; explains an ``auto`` that says no at debug level, and refuses an
+    explicit ``true`` the machine cannot honour."""
+    if setting is True:
+        if not _compiler_available(device_type):
+            need = "triton" if device_type == "cuda" else "a C++ compiler (g++ or clang++)"
+            raise RuntimeError(
+                f"compile: true needs {need} on {device_type}; install it or set compile: false"
+            )
+        return True
+    if setting is False:
+        return False
+    reasons = []
+    if not getattr(algo, "compile_friendly", False):
+        reasons.append(f"{algo.name} batches change shape from step to step")
+    if getattr(getattr(model, "config", None), "use_moe", False):
+        reasons.append("MoE routing is data-dependent")
+    if total_steps < COMPILE_MIN_STEPS:
+        reasons.append(f"{total_steps} steps (< {COMPILE_MIN_STEPS}) do not repay the compilation")
+    if not _compiler_available(device_type):
+        reasons.append(f"no compiler for {device_type}")
+    if reasons:
+        logger.debug("compile auto: off (%s)", "; ".join(reasons))
+        return False
+    return True
+
+
+class ThreadTuner:
+    """Chooses torch's CPU thread count by timing training steps, and re-checks now and then.
+
+    With ``num_threads: 0`` on the CPU the candidates are the cores this process may run on
+    (``os.sched_getaffinity``), half of them and one. Each candidate runs ``trial_steps`` steps; the one with
+    the lowest median time per token is kept until the next check, ``recheck_every`` steps later (the load of
+    other processes changes). Why: OpenMP threads wait on each other, so when another process holds a core a
+    2-thread step waits for the slow thread. Measured on 2 cores, quickstart model, one busy process beside
+    it: 2 threads 0.86 s/step, 1 thread 0.57 (idle: 0.42 and 0.56). The thread count does not change the
+    arithmetic of a step (checked bit for bit on that model), so tuning does not disturb exact resume.
+    """
+
+    def __init__(
+        self, requested: int, *, trial_steps: int = 3, recheck_every: int = 200, clock=time.perf_counter
+    ):
+        if requested <= 0 and os.environ.get("OMP_NUM_THREADS"):
+            requested = torch.get_num_threads()  # the user (or torchrun, one per process) fixed it already
+        self.fixed = requested > 0
+        cores = _available_cores()
+        self.candidates = [requested] if self.fixed else sorted({cores, max(1, cores // 2), 1}, reverse=True)
+        self.trial_steps, self.recheck_every, self.clock = trial_steps, recheck_every, clock
+        self.current = self.candidates[0]
+        self.chosen: int | None = None
+        self._times: dict[int, list[float]] = {}
+        self._trial: list[int] = []  # candidates still to time in the running check (each trial_steps times)
+        self._steps_since_check = 0
+        self._t0 = 0.0
+        torch.set_num_threads(self.current)
+        if len(self.candidates) > 1:
+            self._start_check()
+
+    @property
+    def active(self) -> bool:
+        return len(self.candidates) > 1
+
+    def _start_check(self) -> None:
+        self._times = {c: [] for c in self.candidates}
+        self._trial = [c for c in self.candidates for _ in range(self.trial_steps)]
+        self._steps_since_check = 0
+
+    def before_step(self) -> None:
+        if not self.active:
+            return
+        if self._trial:
+            self.current = self._trial[0]
+            torch.set_num_threads(self.current)
+        self._t0 = self.clock()
+
+    def after_step(self, tokens: int, *, warmup: bool = False) -> None:
+        """Record the step just run (``warmup``: a step whose time says nothing, e.g. the compiling one)."""
+        if not self.active:
+            return
+        seconds = self.clock() - self._t0
+        if self._trial and not warmup:
+            self._times[self._trial.pop(0)].append(seconds / max(tokens, 1))
+            if not self._trial:
+                self._decide()
+        self._steps_since_check += 1
+        if not self._trial and self._steps_since_check >= self.recheck_every:
+            self._start_check()
+
+    def _decide(self) -> None:
+        medians = {c: sorted(t)[len(t) // 2] for c, t in self._times.items() if t}
+        best = min(medians, key=medians.get)
+        previous, self.chosen = self.chosen, best
+        logger.log(
+            logging.INFO if best != previous else logging.DEBUG,
+            "threads: %d (per-token step time %s)",
+            best,
+            ", ".join(f"{c} threads {1e6 * s:.1f} us" for c, s in sorted(medians.items(), reverse=True)),
+        )
+        self.current = best
+        torch.set_num_threads(best)
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
