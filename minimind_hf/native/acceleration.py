@@ -125,6 +125,12 @@ class ThreadTuner:
     def active(self) -> bool:
         return len(self.candidates) > 1
 
+    @property
+    def in_trial(self) -> bool:
+        """Whether the coming step times a candidate. The loop runs such steps on the eager model: compiled
+        code is specialised to the thread count, so a trial of a new count would recompile it (~20 s)."""
+        return bool(self._trial)
+
     def _start_check(self) -> None:
         self._times = {c: [] for c in self.candidates}
         self._trial = [c for c in self.candidates for _ in range(self.trial_steps)]

@@ -675,8 +675,11 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     rank = accelerator.process_index
     t_window, tokens_window = time.time(), 0
     while step < total_steps:
+        step_model = train_model
         if tuner is not None:
             tuner.before_step()
+            if tuner.in_trial:
+                step_model = model
         epoch, k = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:
             g = torch.Generator().manual_seed(cfg.seed + epoch)
@@ -690,7 +693,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
                 accelerator.device,
             )
             with accelerator.autocast():  # every model an algorithm runs (reference, teacher, critic) alike
-                micro.append(algo.prepare_batch(train_model, batch))
+                micro.append(algo.prepare_batch(step_model, batch))
 
         # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
         count = torch.tensor(float(sum(algo.num_items(b) for b in micro)), device=accelerator.device)
@@ -703,7 +706,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             sync = i == len(micro) - 1
             with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    loss, metrics = algo.compute_loss(train_model, batch, denom)
+                    loss, metrics = algo.compute_loss(step_model, batch, denom)
                 accelerator.backward(loss * world)  # DDP averages gradients over processes; undo it
             step_loss += loss.detach().float()
             for name, value in metrics.items():
@@ -713,7 +716,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         grad_norm = None
         if cfg.max_grad_norm > 0:
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
+        group = optimizer.param_groups[0]  # Muon's, with optimizer: muon; log the rate of `learning_rate`
+        lr = cfg.learning_rate * group["lr"] / group["base_lr"]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
