@@ -46,24 +46,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import padded_batch  # noqa: E402  (the original's batch: right padding + mask)
+from train_throughput import matmul_peak, padded_batch  # noqa: E402  (padded_batch: the original's batch)
 
 from minimind_hf.native.acceleration import COMPILE_MIN_STEPS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MINIMIND_SHARED_DATA", REPO.parent / "shared" / "data"))
 IGNORE = -100
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 @dataclass
@@ -355,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
     from minimind_hf.tokenizer import train_tokenizer
 
     t0 = time.time()
-    args.peaks = {torch.float32: matmul_peak(torch.float32), torch.bfloat16: matmul_peak(torch.bfloat16)}
+    args.peaks = {dtype: matmul_peak(1024, dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
     stages = [s for s in args.stages.split(",") if s]
     arms = ["base", "ours"] + (
         ["ours-fp32", "ours-eager", "ours-adamw", "ours-muon"] if args.ablations else []

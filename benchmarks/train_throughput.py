@@ -40,9 +40,9 @@ SHARED = Path(os.environ.get("MINIMIND_SHARED_DATA", REPO.parent / "shared" / "d
 IGNORE = -100
 
 
-def matmul_peak(n: int = 1536, reps: int = 5) -> float:
-    """Best observed fp32 matmul FLOP/s on this machine, now (same threads as training)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 1536, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best observed matmul FLOP/s in `dtype` on this machine, now (same threads as training)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(reps):
