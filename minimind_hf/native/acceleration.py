@@ -25,7 +25,14 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COMPILE_MIN_STEPS", "ThreadTuner", "cpu_has_native_bf16", "resolve_compile", "resolve_precision"]
+__all__ = [
+    "COMPILE_MIN_STEPS",
+    "ThreadTuner",
+    "compiler_problem",
+    "cpu_has_native_bf16",
+    "resolve_compile",
+    "resolve_precision",
+]
 
 # Compiling the 1.7M quickstart model took 6-35 s on 2 cores (35 s with a cold inductor cache) and saved
 # ~0.15 s a step.
@@ -61,17 +68,24 @@ def _compiler_available(device_type: str) -> bool:
     return False
 
 
+def compiler_problem(device_type: str) -> str | None:
+    """Why ``compile: true`` cannot run on `device_type`, or None."""
+    if _compiler_available(device_type):
+        return None
+    need = "triton" if device_type == "cuda" else "a C++ compiler (g++ or clang++)"
+    return f"compile: true needs {need} on {device_type}; install it or set compile: false"
+
+
 def resolve_compile(
     setting: bool | str, *, algo: Any, model: torch.nn.Module, total_steps: int, device_type: str
 ) -> bool:
     """``compile`` -> whether to compile; explains an ``auto`` that says no at debug level, and refuses an
     explicit ``true`` the machine cannot honour."""
     if setting is True:
-        if not _compiler_available(device_type):
-            need = "triton" if device_type == "cuda" else "a C++ compiler (g++ or clang++)"
+        if (problem := compiler_problem(device_type)) is not None:
             raise RuntimeError(
-                f"compile: true needs {need} on {device_type}; install it or set compile: false"
-            )
+                problem
+            )  # TrainConfig.validate reports it before any work; this is for other callers
         return True
     if setting is False:
         return False

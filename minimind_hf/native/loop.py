@@ -66,6 +66,7 @@ Outputs in ``output_dir``: the final HF folder (config, safetensors, tokenizer, 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -83,7 +84,7 @@ from torch import nn
 from ..data.collate import IGNORE_INDEX, collate_rows
 from ..model_card import write_model_card
 from . import checkpoint as ckpt
-from .acceleration import ThreadTuner, resolve_compile, resolve_precision
+from .acceleration import ThreadTuner, compiler_problem, resolve_compile, resolve_precision
 from .config import config_to_dict
 from .optim import build_optimizer
 from .schedule import CosineSchedule
@@ -187,6 +188,21 @@ class TrainConfig:
             p.append(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.compile not in (True, False, "auto"):
             p.append(f"compile must be true, false or auto, got {self.compile!r}")
+        elif self.compile is True:
+            device = "cpu" if _use_cpu(self) else torch.accelerator.current_accelerator().type
+            if (problem := compiler_problem(device)) is not None:
+                p.append(problem)
+        if (
+            self.optimizer != "muon"
+        ):  # Muon's settings do nothing under AdamW: refuse them rather than drop them
+            defaults = {
+                f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name.startswith("muon_")
+            }
+            set_ = [k for k, v in defaults.items() if getattr(self, k) != v]
+            if set_:
+                p.append(
+                    f"{', '.join(set_)} set, but optimizer is {self.optimizer!r}: they apply to optimizer: muon"
+                )
         if self.mixed_precision not in PRECISIONS:
             p.append(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         bad = [t for t in self.report_to if t not in TRACKERS]

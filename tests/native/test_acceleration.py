@@ -99,6 +99,19 @@ def test_compile_values_are_validated(tmp_path):
         _pretrain_cfg(tmp_path, "bad", compile="yes")
     with pytest.raises(ConfigError, match="optimizer must be one of adamw, muon"):
         _pretrain_cfg(tmp_path, "bad", optimizer="sgd")
+    # Muon's settings with AdamW would do nothing: refused by name, not dropped
+    with pytest.raises(ConfigError, match="muon_lr, muon_momentum set, but optimizer is 'adamw'"):
+        _pretrain_cfg(tmp_path, "bad", optimizer="adamw", muon_lr=0.05, muon_momentum=0.9)
+    assert _pretrain_cfg(tmp_path, "ok", muon_lr=0.05).muon_lr == 0.05  # pretraining's default is Muon
+
+
+def test_compile_true_without_a_compiler_is_refused_before_any_work(tmp_path, monkeypatch):
+    from minimind_hf.native.config import ConfigError
+
+    monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(ConfigError, match="compile: true needs a C\\+\\+ compiler"):
+        _pretrain_cfg(tmp_path, "nocc", compile=True, use_cpu=True)
 
 
 @pytest.mark.skipif(not acceleration._compiler_available("cpu"), reason="no C++ compiler for inductor")
