@@ -112,8 +112,9 @@ class ThreadTuner:
     the lowest median time per token is kept until the next check, ``recheck_every`` steps later (the load of
     other processes changes). Why: OpenMP threads wait on each other, so when another process holds a core a
     2-thread step waits for the slow thread. Measured on 2 cores, quickstart model, one busy process beside
-    it: 2 threads 0.86 s/step, 1 thread 0.57 (idle: 0.42 and 0.56). The thread count does not change the
-    arithmetic of a step (checked bit for bit on that model), so tuning does not disturb exact resume.
+    it: 2 threads 0.86 s/step, 1 thread 0.57 (idle: 0.42 and 0.56). In fp32 eager the thread count did not
+    change a step's arithmetic (checked bit for bit); in bf16 / compiled runs it can, so a resumed run is
+    bit-exact only if the tuner picks the same count (set ``num_threads`` for strict reproducibility).
     """
 
     def __init__(
