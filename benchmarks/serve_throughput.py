@@ -1,12 +1,26 @@
-"""Throughput of `minimind-hf serve` under 1, 4 and 16 concurrent streaming clients.
+"""`minimind-hf serve` against llama-cpp-python's own server, on the same weights, in the same run.
 
-    python benchmarks/serve_throughput.py [--model DIR] [--requests 32] [--max-tokens 64] [--threads 1]
+    python benchmarks/serve_throughput.py                       # minimind3 (63.9M), random weights, 1 thread
+    python benchmarks/serve_throughput.py --model runs/quickstart/model --threads 2
+    python benchmarks/serve_throughput.py --serve-args="--weights int8"    # a serving option of ours
 
-Without --model, a tokenizer is trained on the built-in demo corpus and a randomly initialised `tiny`
-MiniMind (2 layers, hidden 64) is saved to a temporary folder: the numbers then measure the serving
-stack (HTTP, SSE, batching, sampling, detokenization), not a useful model. The server runs as a separate
-process on a free 127.0.0.1 port; every request streams `--max-tokens` tokens (`ignore_eos`) at
-temperature 1 with a fixed seed. Prints a table, then one JSON line with the figures.
+Without --model, a tokenizer is trained on the built-in demo corpus and a random `--preset` MiniMind is
+saved to a temporary folder (the figures then measure the serving stack and the decoder, not a useful
+model). Its f16 GGUF export (`minimind_hf.convert.to_gguf`) is what llama.cpp serves. Each server runs
+alone, as a separate process on a free 127.0.0.1 port, with the same thread count; every request is the
+same chat prompt, greedy, `--max-tokens` new tokens (EOS suppressed: `ignore_eos` for ours, a -100
+`logit_bias` on EOS for llama.cpp), streamed over SSE and counted from the stream.
+
+Measured per server:
+- ``bs1``: one client, requests one after another: tokens/s (time to first token included);
+- ``bs8``: eight concurrent clients: aggregate tokens/s (llama-cpp-python's server queues them);
+- ours only, ``stall``: while one stream is decoding, a `--long-prompt`-token request arrives; the largest
+  gap between two of the running stream's tokens, against its median gap (chunked prefill keeps it small),
+  and the long request's latency for one token against `--long-prompt` / the short prompt's (prefill cost
+  is proportional to a prompt's own tokens when nothing is padded).
+
+Goals (issue 12): ``bs1_vs_llamacpp_per_core`` >= 0.5 and ``bs8_vs_llamacpp_server`` >= 2. The last line
+printed is JSON with both ratios, the raw tokens/s and the threads.
 """
 
 from __future__ import annotations
@@ -16,32 +30,34 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 logger = logging.getLogger("serve_throughput")
 
+PROMPT = "小明有 3 个苹果，又买了 5 个，现在一共有几个苹果？请一步一步地算出来，并说明理由。"
 
-def build_tiny_model(out: Path, vocab_size: int = 1024) -> Path:
+
+def build_model(out: Path, preset: str) -> Path:
     import torch
 
-    import minimind_hf  # noqa: F401
     from minimind_hf import MiniMindConfig, MiniMindForCausalLM
     from minimind_hf.data.demo_corpus import pretrain_texts
     from minimind_hf.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(pretrain_texts(400), vocab_size=vocab_size, show_progress=False)
+    # The demo corpus supports ~2.4k merges; the model keeps its preset's vocabulary (the GGUF pads up to it).
+    tok = train_tokenizer(pretrain_texts(4000, seed=0), vocab_size=2048, show_progress=False)
     torch.manual_seed(0)
-    model = MiniMindForCausalLM(
-        MiniMindConfig.from_preset("tiny", vocab_size=len(tok), max_position_embeddings=2048)
-    )
+    model = MiniMindForCausalLM(MiniMindConfig.from_preset(preset, max_position_embeddings=4096))
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -53,148 +69,269 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def one_request(client: httpx.AsyncClient, url: str, model: str, i: int, max_tokens: int) -> dict:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}],
+def request_body(content: str, max_tokens: int, extra: dict) -> dict:
+    return {
+        "model": "bench",
+        "messages": [{"role": "user", "content": content}],
         "stream": True,
         "stream_options": {"include_usage": True},
         "max_tokens": max_tokens,
-        "temperature": 1.0,
-        "seed": i,
-        "ignore_eos": True,
+        "temperature": 0.0,
+        **extra,
     }
+
+
+async def one_request(client: httpx.AsyncClient, url: str, body: dict, on_token=None) -> dict:
+    """Stream one request. Completion tokens: the usage chunk where the server sends one, else
+    ``max_tokens`` when it stopped for length (EOS is suppressed, so nothing else ends a reply early)."""
     start = time.perf_counter()
-    first = None
-    tokens = 0
+    stamps: list[float] = []  # arrival of text chunks (a chunk can hold several tokens' bytes)
+    tokens, reason = None, None
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                first = time.perf_counter() - start
-    return {"latency": time.perf_counter() - start, "ttft": first or 0.0, "tokens": tokens}
+            choice = chunk["choices"][0] if chunk.get("choices") else {}
+            reason = choice.get("finish_reason") or reason
+            delta = choice.get("delta") or {}
+            if delta.get("content") or delta.get("reasoning_content"):
+                stamps.append(time.perf_counter())
+                if on_token is not None:
+                    on_token(len(stamps))
+    if tokens is None:
+        if reason != "length":
+            raise RuntimeError(f"cannot count the tokens of a reply that ended with {reason!r}")
+        tokens = body["max_tokens"]
+    return {"start": start, "stamps": stamps, "latency": time.perf_counter() - start, "tokens": tokens}
 
 
-async def run_level(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> dict:
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
+async def run_level(url: str, body: dict, clients: int, requests: int) -> dict:
+    pending = list(range(requests))
     results: list[dict] = []
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while True:
-            try:
-                i = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            results.append(await one_request(client, url, model, i, max_tokens))
+        while pending:
+            pending.pop()
+            results.append(await one_request(client, url, body))
 
-    limits = httpx.Limits(max_connections=concurrency + 2)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 2)) as client:
         start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
         wall = time.perf_counter() - start
     tokens = sum(r["tokens"] for r in results)
     return {
-        "concurrency": concurrency,
+        "clients": clients,
         "requests": len(results),
         "seconds": round(wall, 3),
-        "requests_per_s": round(len(results) / wall, 3),
-        "tokens_per_s": round(tokens / wall, 1),
-        "mean_ttft_s": round(statistics.mean(r["ttft"] for r in results), 4),
-        "p50_latency_s": round(statistics.median(r["latency"] for r in results), 4),
+        "tokens_per_s": round(tokens / wall, 2),
+        "mean_ttft_s": round(statistics.mean(r["stamps"][0] - r["start"] for r in results if r["stamps"]), 4),
         "completion_tokens": tokens,
     }
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def measure_stall(serve_argv: list[str], prompt: list[int], long_prompt: list[int]) -> dict:
+    """In-process, on the engine the server builds from ``serve_argv`` (a random model's text arrives in
+    irregular chunks, its decoding steps do not): while one request decodes, a long prompt arrives; the
+    gaps between the running request's steps, and the long prompt's latency to one token."""
+    import threading
+
+    from minimind_hf.serve.cli import _engine, build_parser
+    from minimind_hf.serve.sampling import SamplingParams
+
+    engine = _engine(build_parser().parse_args(serve_argv))
+    if engine is None:
+        raise RuntimeError(f"serve {' '.join(serve_argv)}: the engine could not be built (see the log)")
+    engine.start()
+    steps: list[float] = []
+    decode = engine.decoder.decode
+
+    def timed_decode(*args):
+        out = decode(*args)
+        steps.append(time.perf_counter())
+        return out
+
+    engine.decoder.decode = timed_decode
+    one = SamplingParams(max_new_tokens=1, temperature=0.0, ignore_eos=True)
+
+    def latency(ids: list[int]) -> float:
+        start = time.perf_counter()
+        engine.generate_text(ids, one)
+        return time.perf_counter() - start
+
+    try:
+        latency(prompt)  # warm-up
+        short, long_alone = latency(prompt), latency(long_prompt)
+        steps.clear()
+        running = threading.Thread(
+            target=engine.generate_text,
+            args=(prompt, SamplingParams(max_new_tokens=64, temperature=0.0, ignore_eos=True)),
+        )
+        running.start()
+        while len(steps) < 8:
+            time.sleep(0.001)
+        long_during = latency(long_prompt)
+        running.join()
+    finally:
+        engine.shutdown()
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    return {
+        "prefill_chunk": engine.prefill_chunk,
+        "stream_max_step_gap_s": round(max(gaps), 4),
+        "stream_median_step_gap_s": round(statistics.median(gaps), 4),
+        "long_prompt_tokens": len(long_prompt),
+        "short_prompt_tokens": len(prompt),
+        "long_prompt_latency_s": round(long_alone, 4),  # prefill + one token
+        "long_prompt_latency_during_stream_s": round(long_during, 4),
+        "short_prompt_latency_s": round(short, 4),
+    }
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         try:
-            httpx.get(url + "/health", timeout=1).raise_for_status()
+            httpx.get(url + "/v1/models", timeout=2).raise_for_status()
             return
         except httpx.HTTPError:
             time.sleep(0.3)
     raise RuntimeError("server did not start in time")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", default=None, help="model folder (default: a random tiny model built here)"
-    )
-    parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--levels", default="1,4,16", help="concurrency levels")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the server (default 1)")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(args.model) if args.model else build_tiny_model(Path(tmp) / "tiny")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "minimind_hf.serve.cli",
-            "serve",
-            str(model_dir),
-            "--port",
-            str(port),
-            "--threads",
-            str(args.threads),
-            "--max-batch-size",
-            str(args.max_batch_size),
-            "--model-name",
-            "bench",
-        ]
-        log = open(Path(tmp) / "server.log", "w")
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
+@contextmanager
+def server(cmd: list[str], port: int, log: Path, threads: int):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_ready(url, proc)
-            asyncio.run(run_level(url, "bench", 1, 2, 8))  # warm-up
-            rows = []
-            for level in (int(x) for x in args.levels.split(",")):
-                logger.info("concurrency %d: %d requests x %d tokens", level, args.requests, args.max_tokens)
-                rows.append(asyncio.run(run_level(url, "bench", level, args.requests, args.max_tokens)))
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, proc, log)
+            yield url
         finally:
             proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            log.close()
+                proc.wait()
 
-    print(
-        f"{'clients':>7} {'requests':>8} {'seconds':>8} {'req/s':>7} {'tok/s':>8} {'ttft s':>7} {'p50 s':>7}"
+
+def bench_server(url: str, body: dict, args: argparse.Namespace) -> dict:
+    asyncio.run(run_level(url, {**body, "max_tokens": 8}, 1, 2))  # warm-up
+    out = {}
+    for name, clients, requests in (("bs1", 1, args.requests), ("bs8", 8, 8 * args.requests)):
+        logger.info("%s: %d requests x %d tokens, %d clients", name, requests, args.max_tokens, clients)
+        out[name] = asyncio.run(run_level(url, body, clients, requests))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="a MiniMind folder (default: random --preset weights)")
+    parser.add_argument("--preset", default="minimind3")
+    parser.add_argument("--requests", type=int, default=3, help="requests per client at each level")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="threads of each server (default 1)")
+    parser.add_argument(
+        "--long-prompt", type=int, default=1200, help="tokens of the stall test's long prompt"
     )
-    for r in rows:
-        print(
-            f"{r['concurrency']:>7} {r['requests']:>8} {r['seconds']:>8.2f} {r['requests_per_s']:>7.2f} "
-            f"{r['tokens_per_s']:>8.1f} {r['mean_ttft_s']:>7.3f} {r['p50_latency_s']:>7.3f}"
-        )
-    base = rows[0]["tokens_per_s"] or 1.0
-    summary = {
+    parser.add_argument("--serve-args", default="", help="extra arguments for `minimind-hf serve`")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="measure our server only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(os.environ.get("SERVE_BENCH_DIR", tmp))
+        model_dir = Path(args.model) if args.model else build_model(tmp / "model", args.preset)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        eos = tokenizer.eos_token_id
+        # a long prompt of about --long-prompt tokens: the short one repeated
+        per = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
+        long_text = "\n".join([PROMPT] * max(1, args.long_prompt // per))
+
+        results: dict[str, dict] = {}
+        port = free_port()
+        ours_cmd = [
+            sys.executable, "-m", "minimind_hf.serve.cli", "serve", str(model_dir),
+            "--port", str(port), "--threads", str(args.threads), "--model-name", "bench",
+            *shlex.split(args.serve_args),
+        ]  # fmt: skip
+        ours_body = request_body(PROMPT, args.max_tokens, {"ignore_eos": True})
+        logger.info("ours: %s", " ".join(ours_cmd[2:]))
+        with server(ours_cmd, port, tmp / "ours.log", args.threads) as url:
+            results["ours"] = bench_server(url, ours_body, args)
+        ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+        long_ids = tokenizer(long_text, add_special_tokens=False)["input_ids"]
+        stall = measure_stall(ours_cmd[3:], ids, long_ids)
+
+        llama_note = None
+        if not args.no_llama_cpp:
+            try:
+                import llama_cpp.server  # noqa: F401
+            except ImportError as exc:
+                llama_note = f"llama-cpp-python server not installed ({exc.name})"
+            else:
+                from minimind_hf.convert import to_gguf
+
+                gguf = to_gguf(model_dir, tmp / "model-f16.gguf", outtype="f16", force=True)
+                port = free_port()
+                llama_cmd = [
+                    sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+                    "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+                    "--n_ctx", "4096", "--verbose", "False", "--model_alias", "bench",
+                    "--interrupt_requests", "False",  # queue concurrent requests instead of cutting them off
+                ]  # fmt: skip
+                llama_body = request_body(PROMPT, args.max_tokens, {"logit_bias": {str(eos): -100}})
+                with server(llama_cmd, port, tmp / "llama.log", args.threads) as url:
+                    results["llama.cpp f16"] = bench_server(url, llama_body, args)
+
+    print(f"{'server':<14} {'level':<5} {'requests':>8} {'seconds':>8} {'tok/s':>8} {'ttft s':>7}")
+    for name, res in results.items():
+        for level in ("bs1", "bs8"):
+            r = res[level]
+            print(
+                f"{name:<14} {level:<5} {r['requests']:>8} {r['seconds']:>8.2f} {r['tokens_per_s']:>8.1f} "
+                f"{r['mean_ttft_s']:>7.3f}"
+            )
+    print(
+        f"engine, a {stall['long_prompt_tokens']}-token prompt arriving mid-stream (prefill chunk "
+        f"{stall['prefill_chunk']}): the stream's largest step gap {stall['stream_max_step_gap_s']:.3f} s "
+        f"(median {stall['stream_median_step_gap_s']:.3f} s); one token after it in "
+        f"{stall['long_prompt_latency_s']:.3f} s alone, {stall['long_prompt_latency_during_stream_s']:.3f} s "
+        f"beside the stream, {stall['short_prompt_latency_s']:.3f} s after the "
+        f"{stall['short_prompt_tokens']}-token prompt"
+    )
+    summary: dict = {
         "benchmark": "serve_throughput",
-        "model": "random tiny" if not args.model else str(args.model),
+        "model": str(args.model) if args.model else f"random {args.preset}",
         "max_tokens": args.max_tokens,
         "threads": args.threads,
+        "serve_args": args.serve_args,
         "cpu_load_1m": round(os.getloadavg()[0], 2),
-        "levels": rows,
-        "speedup_vs_1_client": {str(r["concurrency"]): round(r["tokens_per_s"] / base, 2) for r in rows},
-    }
+        "tokens_per_s": {f"{n} {lvl}": res[lvl]["tokens_per_s"] for n, res in results.items() for lvl in ("bs1", "bs8")},
+        "stall": stall,
+    }  # fmt: skip
+    if "llama.cpp f16" in results:
+        ours, llama = results["ours"], results["llama.cpp f16"]
+        # same thread count on both sides, so per core = the plain ratio
+        summary["bs1_vs_llamacpp_per_core"] = round(
+            ours["bs1"]["tokens_per_s"] / llama["bs1"]["tokens_per_s"], 3
+        )
+        summary["bs8_vs_llamacpp_server"] = round(
+            ours["bs8"]["tokens_per_s"] / llama["bs8"]["tokens_per_s"], 3
+        )
+        summary["goals"] = {"bs1_vs_llamacpp_per_core": ">= 0.5", "bs8_vs_llamacpp_server": ">= 2"}
+    else:
+        summary["llama_cpp"] = llama_note or "skipped (--no-llama-cpp)"
     print(json.dumps(summary))
     return 0
 

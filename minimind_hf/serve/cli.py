@@ -23,6 +23,7 @@ from ..cli_logging import add_trust_remote_code_arg, configure_logging
 logger = logging.getLogger("minimind_hf.serve")
 
 API_KEY_ENV = "MINIMIND_API_KEY"
+LLAMA_DEFAULT_CONTEXT = 4096
 
 
 def _is_loopback(host: str) -> bool:
@@ -45,6 +46,34 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: torch's choice; 1 is often faster for tiny models on busy CPUs)",
     )
     p.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together (default 16)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "llama.cpp"),
+        default="torch",
+        help="the forward: torch (the model's own modules over a preallocated KV cache) or llama.cpp (the "
+        "folder's GGUF export through llama-cpp-python: faster per core on CPUs; same API, sampling, parsing)",
+    )
+    p.add_argument(
+        "--gguf",
+        default=None,
+        metavar="FILE",
+        help="with --backend llama.cpp: this GGUF file of the same model (default: export MODEL_DIR to a "
+        "temporary f16 GGUF at start-up)",
+    )
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="longest prompt + reply served, at most the model's context (default: the model's context; "
+        f"{LLAMA_DEFAULT_CONTEXT} with --backend llama.cpp, whose KV cache is allocated up front per slot)",
+    )
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=64,
+        help="prompt tokens prefilled between two decoding steps: smaller keeps running streams smoother "
+        "while a long prompt arrives, larger prefills it sooner (default 64)",
+    )
     add_trust_remote_code_arg(p)
 
 
@@ -150,7 +179,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace):
-    """The engine on ``args.model_dir``; None (after one logged line) when the folder cannot be loaded."""
+    """The engine on ``args.model_dir``; None (after one logged line) when it cannot be built."""
     import torch
 
     from .chat import load_model
@@ -162,12 +191,50 @@ def _engine(args: argparse.Namespace):
         model, tokenizer = load_model(
             args.model_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
         )
-    except (OSError, ValueError) as exc:  # not a model folder, no chat template, remote code refused
+        model_context = int(getattr(model.config, "max_position_embeddings", 2048))
+        context = args.max_model_len or model_context
+        if args.backend == "llama.cpp" and not args.max_model_len:
+            context = min(model_context, LLAMA_DEFAULT_CONTEXT)
+        if not 1 < context <= model_context:
+            raise ValueError(f"--max-model-len {context}: the model's context is {model_context} tokens")
+        if args.gguf and args.backend != "llama.cpp":
+            raise ValueError("--gguf is read by --backend llama.cpp only")
+        decoder = _llama_decoder(args, context) if args.backend == "llama.cpp" else None
+        return Engine(
+            model,
+            tokenizer,
+            max_batch_size=args.max_batch_size,
+            max_queue=getattr(args, "max_queue", 256),
+            prefill_chunk=args.prefill_chunk,
+            context_length=context,
+            decoder=decoder,
+        )
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:
+        # not a model folder, no chat template, remote code refused, no llama.cpp, a bad option
         logger.error("%s", exc)
         return None
-    return Engine(
-        model, tokenizer, max_batch_size=args.max_batch_size, max_queue=getattr(args, "max_queue", 256)
-    )
+
+
+def _llama_decoder(args: argparse.Namespace, context: int):
+    import tempfile
+
+    import torch
+
+    from .llama_backend import LlamaCppDecoder
+
+    if args.device != "cpu":
+        raise ValueError("--backend llama.cpp runs on the CPU here: drop --device")
+    gguf = args.gguf
+    if gguf is None:
+        from ..convert import to_gguf
+
+        # the exported file lives as long as the process (the directory is removed at exit)
+        args._gguf_dir = tempfile.TemporaryDirectory(prefix="minimind-serve-")
+        logger.info("exporting %s to f16 GGUF for llama.cpp", args.model_dir)
+        gguf = to_gguf(args.model_dir, Path(args._gguf_dir.name) / "model-f16.gguf", outtype="f16")
+    elif not Path(gguf).is_file():
+        raise ValueError(f"--gguf {gguf}: no such file")
+    return LlamaCppDecoder(gguf, args.max_batch_size, context, threads=torch.get_num_threads())
 
 
 def _model_defaults(model) -> tuple[float, float]:

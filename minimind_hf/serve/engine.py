@@ -1,11 +1,16 @@
 """The generation engine: one worker thread owns the model and decodes all requests in one batch.
 
-Requests are queued from any thread (or event loop). Between two decoding steps the worker admits
-waiting requests (continuous batching): their prompts are prefilled together, left-padded, into a fresh
-KV cache, which is then left-padded and concatenated onto the running batch's cache. Every row keeps its
-own position counter, so padding never shifts RoPE positions, and its own sampling parameters and
-``torch.Generator``. Finished rows are dropped from the batch and the all-padding columns on the left are
-trimmed. Nothing else touches the model, so concurrent requests cannot corrupt each other's state.
+Requests are queued from any thread (or event loop). Between two decoding steps the worker admits waiting
+requests (continuous batching). A prompt is prefilled on its own, ``prefill_chunk`` tokens per step, into a
+private cache, so its cost is its own tokens (nothing is padded to the longest prompt) and the running
+streams get a decoding step between two chunks of a long prompt. A prefilled request then joins the batch:
+request ``i`` owns slot ``i`` of the decoder's KV cache, and a finished request's slot is refilled by the
+last one, so the batch stays dense. Every request keeps its own position, sampling parameters and
+``torch.Generator``. Nothing else touches the model, so concurrent requests cannot corrupt each other.
+
+The forward itself is a *decoder* (:mod:`.slots` runs the model's own modules over a preallocated cache;
+:mod:`.llama_backend` runs its GGUF export through llama.cpp): ``start_prefill`` / ``prefill`` /
+``admit`` / ``decode`` / ``release`` / ``move`` / ``reset``.
 
 Each request's output is streamed as events to a ``sink`` callback, called on the worker thread:
 ``str`` text deltas (never a partial UTF-8 character, ``stop`` strings already cut) and one final
@@ -15,6 +20,7 @@ Each request's output is streamed as events to a ``sink`` callback, called on th
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import itertools
 import logging
@@ -24,11 +30,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import DynamicCache
 
 from .sampling import SamplingParams, sample_token
+from .slots import SlotDecoder
 from .streaming import IncrementalDecoder, StopMatcher
 
 logger = logging.getLogger(__name__)
@@ -45,6 +50,11 @@ class Finish:
 
 
 Event = str | Finish
+
+
+# Prompt tokens prefilled in one forward when no request is decoding (nobody waits for it; larger forwards
+# use the CPU better, up to about this size).
+IDLE_PREFILL_TOKENS = 1024
 
 
 class EngineOverloaded(RuntimeError):
@@ -133,12 +143,14 @@ class Engine:
     """Owns ``model`` on a worker thread and serves generation requests in dynamic batches.
 
     Args:
-        model: a causal LM whose forward takes ``input_ids, attention_mask, position_ids, cache`` and
-            uses a ``DynamicCache`` (any transformers 5 decoder-only model without sliding windows).
+        model: a causal LM the slot decoder runs (MiniMind, Qwen3, Qwen3-MoE, Qwen2, Llama); with
+            ``decoder`` given, only its config and generation config are read.
         tokenizer: decodes the generated ids.
         max_batch_size: rows decoded together; further requests wait in the queue.
         max_queue: waiting requests beyond this are refused with :class:`EngineOverloaded`.
         context_length: the model's maximum sequence length (default ``config.max_position_embeddings``).
+        prefill_chunk: prompt tokens prefilled between two decoding steps of the running batch.
+        decoder: the forward to use (default: :class:`~.slots.SlotDecoder` on ``model``).
     """
 
     def __init__(
@@ -148,8 +160,12 @@ class Engine:
         max_batch_size: int = 16,
         max_queue: int = 256,
         context_length: int | None = None,
+        prefill_chunk: int = 64,
+        decoder=None,
     ):
-        self.model = model.eval()
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be at least 1, not {prefill_chunk}")
+        self.model = model.eval() if decoder is None else model
         self.tokenizer = tokenizer
         # The worker decodes with its own copy: a fast tokenizer shared across threads can fail with
         # "Already borrowed" when one thread encodes (and toggles padding/truncation) while another decodes.
@@ -157,16 +173,18 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.context_length = context_length or int(getattr(model.config, "max_position_embeddings", 2048))
-        self.device = next(model.parameters()).device
+        self.prefill_chunk = prefill_chunk
+        self.decoder = decoder or SlotDecoder(model, slots=max_batch_size, context_length=self.context_length)
+        self.device = self.decoder.device
         self.eos_ids = self._eos_ids(model, tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._queue: queue.Queue[_Sequence] = queue.Queue()
-        self._active: list[_Sequence] = []
-        self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None  # (B, T) 1 = real token in the cache
+        self._waiting: collections.deque[_Sequence] = collections.deque()  # taken, not yet prefilled
+        self._prefilling: list[tuple[_Sequence, object]] = []  # (request, decoder prefill state), FIFO
+        self._active: list[_Sequence] = []  # request i decodes in slot i
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self.steps = 0  # decoding steps run (for tests / stats)
+        self.prefill_chunks = 0
         self.max_rows_seen = 0
 
     @staticmethod
@@ -254,113 +272,100 @@ class Engine:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def cancel_all(self) -> None:
+        """Cancel every queued and running request (their streams end with finish reason "cancelled")."""
+        for seq in self._snapshot():
+            seq.cancelled = True
+
+    def _snapshot(self) -> list[_Sequence]:
+        with self._queue.mutex:
+            queued = list(self._queue.queue)
+        current = [seq for seq, _ in self._prefilling]
+        return queued + list(self._waiting) + current + list(self._active)
+
     # -- worker -------------------------------------------------------------------------------------
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._closing.is_set():
                 try:
-                    new = self._take_new(block=not self._active)
-                    if new:
-                        self._prefill(new)
+                    idle = not (self._active or self._waiting or self._prefilling)
+                    self._take_new(block=idle)
+                    if self._waiting or self._prefilling:
+                        self._prefill_step()
                     if self._active:
                         self._decode_step()
-                except Exception as exc:  # keep serving: fail the batch in flight, reset the state
+                except Exception as exc:  # keep serving: fail the work in flight, reset the state
                     logger.exception("generation failed")
-                    for seq in self._active:
+                    for seq in list(self._active) + [seq for seq, _ in self._prefilling]:
                         seq.finish("error", error=f"{type(exc).__name__}: {exc}")
-                    self._active, self._cache, self._mask = [], None, None
-        for seq in self._active:
+                    self._active, self._prefilling = [], []
+                    self.decoder.reset()
+        for seq in self._snapshot():
             seq.finish("cancelled")
+        self._active, self._prefilling = [], []
+        self._waiting.clear()
         while not self._queue.empty():
-            self._queue.get_nowait().finish("cancelled")
+            self._queue.get_nowait()
 
-    def _take_new(self, block: bool) -> list[_Sequence]:
-        new: list[_Sequence] = []
-        room = self.max_batch_size - len(self._active)
-        if block:
+    def _take_new(self, block: bool) -> None:
+        """Move queued requests into ``_waiting`` while the batch has room for them."""
+
+        def room() -> int:
+            return self.max_batch_size - len(self._active) - len(self._waiting) - len(self._prefilling)
+
+        if block and room() > 0:
             try:
-                new.append(self._queue.get(timeout=0.05))
+                self._waiting.append(self._queue.get(timeout=0.05))
             except queue.Empty:
-                return new
-        while len(new) < room:
+                return
+        while room() > 0:
             try:
-                new.append(self._queue.get_nowait())
+                self._waiting.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        kept = []
-        for seq in new:
-            if seq.cancelled:
-                seq.finish("cancelled")
-            else:
-                kept.append(seq)
-        return kept
 
-    def _forward(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
-    ) -> torch.Tensor:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1, :]
-
-    def _prefill(self, new: list[_Sequence]) -> None:
-        width = max(len(s.prompt_ids) for s in new)
-        ids = torch.full((len(new), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(new), width), dtype=torch.long)
-        for row, seq in enumerate(new):
-            ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
-            mask[row, width - len(seq.prompt_ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-        logits = self._forward(ids, mask, positions, cache)
-        self._merge(new, cache, mask)
-        self._advance(new, logits)
-
-    def _merge(self, new: list[_Sequence], cache: DynamicCache, mask: torch.Tensor) -> None:
-        """Append the new rows (their cache and mask) to the running batch, left-padding the shorter."""
-        if self._cache is None or not self._active:
-            self._active, self._cache, self._mask = list(new), cache, mask
+    def _prefill_step(self) -> None:
+        """Prefill the next prompt tokens, oldest request first, packed into one forward: ``prefill_chunk``
+        tokens while others decode (they wait for it), up to ``IDLE_PREFILL_TOKENS`` when none do. Requests
+        whose prompt is done join the batch and get their first token."""
+        for seq, state in [item for item in self._prefilling if item[0].cancelled]:
+            self.decoder.discard(state)
+            self._prefilling.remove((seq, state))
+            seq.finish("cancelled")
+        budget = self.prefill_chunk if self._active else max(self.prefill_chunk, IDLE_PREFILL_TOKENS)
+        work, scheduled = [], 0
+        while budget > 0:
+            if scheduled == len(self._prefilling):
+                if not self._waiting:
+                    break
+                seq = self._waiting.popleft()
+                if seq.cancelled:
+                    seq.finish("cancelled")
+                    continue
+                self._prefilling.append((seq, self.decoder.start_prefill(len(seq.prompt_ids))))
+            seq, state = self._prefilling[scheduled]
+            chunk = seq.prompt_ids[state.done : state.done + budget]
+            work.append((seq, state, chunk))
+            budget -= len(chunk)
+            scheduled += 1
+        if not work:
             return
-        width = max(self._mask.shape[1], mask.shape[1])
-
-        def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
-            missing = width - t.shape[-dim_from_end]
-            if missing == 0:
-                return t
-            spec = [0, 0] * (dim_from_end - 1) + [missing, 0]
-            return F.pad(t, spec)
-
-        for old_layer, new_layer in zip(self._layers(self._cache), self._layers(cache), strict=True):
-            old_layer.keys = torch.cat([pad(old_layer.keys, 2), pad(new_layer.keys, 2)], dim=0)
-            old_layer.values = torch.cat([pad(old_layer.values, 2), pad(new_layer.values, 2)], dim=0)
-        self._mask = torch.cat([pad(self._mask, 1), pad(mask, 1)], dim=0)
-        self._active.extend(new)
-
-    @staticmethod
-    def _layers(cache: DynamicCache) -> list:
-        layers = cache.layers
-        for layer in layers:
-            if type(layer).__name__ != "DynamicLayer":
-                raise NotImplementedError(
-                    f"the engine batches plain DynamicLayer caches, not {type(layer).__name__}"
-                )
-        return layers
+        logits = self.decoder.prefill([(state, chunk) for _, state, chunk in work])
+        self.prefill_chunks += 1
+        done = [i for i, (seq, state, _) in enumerate(work) if state.done == len(seq.prompt_ids)]
+        for i in done:
+            seq, state, _ = work[i]
+            self._prefilling.remove((seq, state))
+            self.decoder.admit(state, len(self._active))
+            self._active.append(seq)
+        if done:
+            self._advance([work[i][0] for i in done], logits[done])
 
     def _decode_step(self) -> None:
         rows = self._active
-        last = torch.tensor([[seq.generated[-1]] for seq in rows], device=self.device)
-        positions = torch.tensor([[seq.length - 1] for seq in rows], device=self.device)
-        mask = torch.cat(
-            [self._mask, torch.ones((len(rows), 1), dtype=self._mask.dtype, device=self.device)], 1
-        )
-        logits = self._forward(last, mask, positions, self._cache)
-        self._mask = mask
+        last = torch.tensor([seq.generated[-1] for seq in rows], device=self.device)
+        positions = torch.tensor([seq.length - 1 for seq in rows], device=self.device)
+        logits = self.decoder.decode(last, positions)
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(rows))
         self._advance(rows, logits)
@@ -395,17 +400,21 @@ class Engine:
         return hit
 
     def _drop_finished(self) -> None:
-        keep = [i for i, seq in enumerate(self._active) if not seq.done]
-        if len(keep) == len(self._active):
-            return
-        if not keep:
-            self._active, self._cache, self._mask = [], None, None
-            return
-        index = torch.tensor(keep, device=self.device)
-        mask = self._mask.index_select(0, index)
-        first = int((mask.sum(0) > 0).nonzero()[0])  # columns left of this are padding in every row
-        for layer in self._layers(self._cache):
-            layer.keys = layer.keys.index_select(0, index)[:, :, first:]
-            layer.values = layer.values.index_select(0, index)[:, :, first:]
-        self._mask = mask[:, first:]
-        self._active = [self._active[i] for i in keep]
+        """Free finished rows' slots; the last row moves into a freed slot, so rows stay 0..B-1."""
+        active = self._active
+
+        def pop_finished_tail() -> None:
+            while active and active[-1].done:
+                active.pop()
+                self.decoder.release(len(active))
+
+        pop_finished_tail()
+        i = 0
+        while i < len(active):
+            if active[i].done:
+                self.decoder.release(i)
+                last = len(active) - 1  # not finished: the tail was popped
+                self.decoder.move(last, i, active[last].length - 1)  # its cached columns
+                active[i] = active.pop()
+                pop_finished_tail()
+            i += 1

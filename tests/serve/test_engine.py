@@ -134,3 +134,137 @@ def test_cancelled_request_stops_generating(engine, model_and_tokenizer):
         engine.generate_text(ids, SamplingParams(max_new_tokens=200, temperature=0.0))[0]
         == CASES["hello"].completion()
     )
+
+
+class RecordingDecoder:
+    """Wraps the engine's decoder and records each call: ("prefill", [chunk lengths]) or ("decode", rows)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def prefill(self, work):
+        self.calls.append(("prefill", [len(chunk) for _, chunk in work]))
+        return self.inner.prefill(work)
+
+    def decode(self, tokens, positions):
+        self.calls.append(("decode", len(tokens)))
+        return self.inner.decode(tokens, positions)
+
+
+def test_small_prefill_chunks_pack_prompts_without_padding(model_and_tokenizer):
+    """Prompts split into 5-token chunks, several packed in one forward, give the reference's tokens; the
+    prompt tokens fed to the model are exactly the prompts' own (no padding to the longest)."""
+    model, tok = model_and_tokenizer
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(40, len(tok), (n,), generator=g).tolist() for n in (3, 23, 11, 40, 7)]
+    jobs, expected = [], []
+    for ids in prompts:
+        ref, margin = reference_greedy(model, ids, 8)
+        if margin > 1e-3:
+            jobs.append((ids, SamplingParams(max_new_tokens=8, temperature=0.0, ignore_eos=True)))
+            expected.append(tok.decode(ref, skip_special_tokens=True))
+    assert len(jobs) >= 4
+    with Engine(model, tok, max_batch_size=4, prefill_chunk=5) as eng:
+        eng.decoder = recorder = RecordingDecoder(eng.decoder)
+        results = run_concurrently(eng, jobs)
+    assert [text for text, _ in results] == expected
+    prefills = [lengths for kind, lengths in recorder.calls if kind == "prefill"]
+    assert sum(map(sum, prefills)) == sum(len(ids) for ids, _ in jobs)
+    assert any(len(lengths) > 1 for lengths in prefills), "waiting prompts should share a forward"
+
+
+def test_running_request_keeps_decoding_while_a_long_prompt_prefills(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    short = render_prompt(tok, CASES["hello"].messages())[1]
+    long_prompt = (short * 20)[:200]
+    with Engine(model, tok, prefill_chunk=16) as eng:
+        eng.decoder = recorder = RecordingDecoder(eng.decoder)
+        events = []
+        eng.submit(short, SamplingParams(max_new_tokens=60, temperature=0.0, ignore_eos=True), events.append)
+        while eng.steps < 3:
+            time.sleep(0.005)
+        text, finish = eng.generate_text(long_prompt, SamplingParams(max_new_tokens=2, temperature=0.0))
+        while not (events and isinstance(events[-1], Finish)):
+            time.sleep(0.01)
+    start = next(i for i, c in enumerate(recorder.calls) if c == ("prefill", [16]))
+    window = recorder.calls[start : start + 2 * (200 // 16)]
+    # alternating: one 16-token chunk of the long prompt, one decoding step of the running request
+    assert window[0::2] == [("prefill", [16])] * len(window[0::2])
+    assert all(kind == "decode" for kind, _ in window[1::2])
+    assert finish.prompt_tokens == 200 and events[-1].completion_tokens == 60
+
+
+def _reference_model(name: str, vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    common = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    if name == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common)).eval()
+    return LlamaForCausalLM(LlamaConfig(**common)).eval()
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama"])
+def test_transformers_models_decode_like_their_own_forward(name, model_and_tokenizer):
+    """The slot decoder runs transformers' own Qwen3 / Llama classes: greedy tokens equal their forward."""
+    _, tok = model_and_tokenizer
+    model = _reference_model(name, len(tok))
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(40, len(tok), (n,), generator=g).tolist() for n in (5, 31, 12, 20)]
+    jobs, expected = [], []
+    for ids in prompts:
+        ref, margin = reference_greedy(model, ids, 10)
+        if margin > 1e-3:
+            jobs.append((ids, SamplingParams(max_new_tokens=10, temperature=0.0, ignore_eos=True)))
+            expected.append(tok.decode(ref, skip_special_tokens=True))
+    assert len(jobs) >= 3
+    with Engine(model, tok, max_batch_size=2, prefill_chunk=8) as eng:
+        assert [text for text, _ in run_concurrently(eng, jobs)] == expected
+
+
+def test_unsupported_architecture_is_refused_by_name(model_and_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tok = model_and_tokenizer
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
+    with pytest.raises(ValueError, match="'gpt2'"):
+        Engine(gpt2, tok)
+
+
+def test_llama_cpp_backend_serves_the_same_model(model_and_tokenizer, model_dir, tmp_path):
+    """The llama.cpp decoder on the folder's f16 GGUF export: logits close to the model's own forward,
+    the memorised replies, packed prefill and batching through the same engine."""
+    pytest.importorskip("llama_cpp")
+    from minimind_hf.convert import to_gguf
+
+    from minimind_hf.serve.llama_backend import LlamaCppDecoder
+
+    model, tok = model_and_tokenizer
+    gguf = to_gguf(model_dir, tmp_path / "model-f16.gguf", outtype="f16")
+    decoder = LlamaCppDecoder(gguf, slots=3, context_length=CONTEXT_FOR_LLAMA, threads=1)
+    ids = render_prompt(tok, CASES["hello"].messages())[1]
+    state = decoder.start_prefill(len(ids))
+    got = decoder.prefill([(state, ids[:10]), ])  # fmt: skip
+    with torch.no_grad():
+        want = model(torch.tensor([ids[:10]])).logits[0, -1]
+    assert torch.allclose(got[0], want, atol=0.05 * float(want.abs().max())), (got[0] - want).abs().max()
+    decoder.discard(state)
+    with Engine(model, tok, max_batch_size=3, prefill_chunk=7, context_length=CONTEXT_FOR_LLAMA,
+                decoder=decoder) as eng:  # fmt: skip
+        jobs = []
+        for case in CASES.values():
+            prompt = render_prompt(tok, case.messages(), list(case.tools), case.thinking)[1]
+            jobs.append((prompt, SamplingParams(max_new_tokens=200, temperature=0.0)))
+        results = run_concurrently(eng, jobs * 2)
+        assert [text for text, _ in results] == [case.completion() for case in CASES.values()] * 2
+        assert eng.max_rows_seen > 1
+    decoder.close()
+
+
+CONTEXT_FOR_LLAMA = 384

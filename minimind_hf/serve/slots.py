@@ -1,0 +1,228 @@
+"""A lean forward for serving: Qwen3-shaped decoders over a slot-indexed, preallocated KV cache.
+
+``model(...)`` with a ``DynamicCache`` costs, per generated token, a framework pass (mask building, output
+recording, kwargs plumbing) and a ``torch.cat`` of every layer's whole cache (the cache is copied once per
+token, so a long reply is quadratic in memory traffic). For a 64M model on one core that overhead was larger
+than the matrix work. Here the cache is one tensor per layer, ``(slots, kv_heads, capacity, head_dim)``:
+request ``i`` of the running batch owns slot ``i``, a decode step writes one column per row in place and
+attends over a view of the first ``max(length)`` columns. The layers' own modules still compute everything
+else (norms, q/k norms, MLP or MoE block, rotary embedding, head), so the arithmetic is the model's.
+
+:class:`SlotDecoder` works for the decoders whose attention block is the Qwen3 / Llama one (``q/k/v/o_proj``,
+optional ``q_norm`` / ``k_norm``, RoPE from ``model.model.rotary_emb``): MiniMind (dense and MoE), Qwen3,
+Qwen3-MoE, Qwen2 and Llama. Other architectures are refused by name.
+
+Prompts are prefilled one request at a time, in chunks, into a private cache (no padding: the cost is the
+prompt's own tokens), which :meth:`SlotDecoder.admit` then copies into the next free slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+SUPPORTED_MODEL_TYPES = ("minimind", "qwen3", "qwen3_moe", "qwen2", "llama")
+
+
+def check_supported(model: PreTrainedModel) -> None:
+    """Raise ``ValueError`` naming what stops ``model`` from running on the slot decoder."""
+    config = model.config
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"the serving engine runs {', '.join(SUPPORTED_MODEL_TYPES)} models; this one is {model_type!r}"
+        )
+    layer_types = getattr(config, "layer_types", None) or []
+    windowed = [t for t in layer_types if t != "full_attention"]
+    if windowed or (getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None)):
+        raise ValueError("the serving engine does not implement sliding-window attention layers")
+    base = getattr(model, "model", None)
+    if base is None or not hasattr(base, "layers") or not hasattr(base, "rotary_emb"):
+        raise ValueError(f"{type(model).__name__} has no model.layers / model.rotary_emb to decode with")
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE in the half-split layout every supported model uses (``rotate_half``)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+@dataclass(eq=False)  # compared by identity (the engine looks states up in a list)
+class PrefillState:
+    """One prompt's private cache while it is prefilled, chunk by chunk."""
+
+    keys: list[torch.Tensor]  # per layer (1, kv_heads, prompt_len, head_dim)
+    values: list[torch.Tensor]
+    done: int = 0  # prompt tokens already in the cache
+
+
+class SlotDecoder:
+    """Runs ``model``'s forward for the engine (see the module docstring).
+
+    Args:
+        model: a supported causal LM (in eval mode; its dtype is the cache's dtype).
+        slots: rows decoded together at most.
+        context_length: the longest sequence a slot will hold.
+        initial_capacity: columns allocated at first; the cache doubles as sequences grow.
+    """
+
+    def __init__(self, model: PreTrainedModel, slots: int, context_length: int, initial_capacity: int = 256):
+        check_supported(model)
+        self.model = model
+        config = model.config
+        self.layers = list(model.model.layers)
+        self.embed = model.get_input_embeddings()
+        self.norm = model.model.norm
+        self.rotary = model.model.rotary_emb
+        self.head = model.get_output_embeddings()
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads or config.num_attention_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.slots = slots
+        self.context_length = context_length
+        weight = next(model.parameters())
+        self.device, self.dtype = weight.device, weight.dtype
+        self.capacity = 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self._grow(min(initial_capacity, context_length))
+
+    # -- cache management ---------------------------------------------------------------------------
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        capacity = min(self.context_length, max(needed, 2 * self.capacity))
+        shape = (self.slots, self.kv_heads, capacity, self.head_dim)
+        keys, values = [], []
+        for layer in range(len(self.layers)):
+            k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            if self.capacity:
+                k[:, :, : self.capacity] = self.keys[layer]
+                v[:, :, : self.capacity] = self.values[layer]
+            keys.append(k)
+            values.append(v)
+        self.keys, self.values, self.capacity = keys, values, capacity
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy slot ``src``'s first ``length`` columns into slot ``dst`` (compacting the batch)."""
+        for k, v in zip(self.keys, self.values, strict=True):
+            k[dst, :, :length] = k[src, :, :length]
+            v[dst, :, :length] = v[src, :, :length]
+
+    def release(self, slot: int) -> None:
+        """A slot's request finished. Nothing to free: a slot's columns past its length are never read."""
+
+    def discard(self, state: PrefillState) -> None:
+        """A prefill was abandoned (its request was cancelled); its private cache is garbage."""
+
+    def reset(self) -> None:
+        """Forget every request (after a failed step). The cache is simply overwritten by the next ones."""
+
+    def admit(self, state: PrefillState, slot: int) -> None:
+        """Copy a finished prefill into ``slot``."""
+        self._grow(state.done)
+        for k, v, pk, pv in zip(self.keys, self.values, state.keys, state.values, strict=True):
+            k[slot, :, : state.done] = pk[0]
+            v[slot, :, : state.done] = pv[0]
+
+    # -- forward ------------------------------------------------------------------------------------
+    def _attention(self, layer, hidden, cos, sin, store) -> torch.Tensor:
+        """``hidden`` (B, T, hidden) -> attention output; ``store(layer_index, k, v)`` returns the keys,
+        values and boolean mask to attend over."""
+        attn = layer.self_attn
+        batch, width, _ = hidden.shape
+        q = attn.q_proj(hidden).view(batch, width, self.heads, self.head_dim)
+        k = attn.k_proj(hidden).view(batch, width, self.kv_heads, self.head_dim)
+        v = attn.v_proj(hidden).view(batch, width, self.kv_heads, self.head_dim)
+        if getattr(attn, "q_norm", None) is not None:
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q = _rotate(q.transpose(1, 2), cos, sin)
+        k = _rotate(k.transpose(1, 2), cos, sin)
+        keys, values, mask = store(k, v.transpose(1, 2))
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, scale=attn.scaling, enable_gqa=self.kv_heads != self.heads
+        )
+        return attn.o_proj(out.transpose(1, 2).reshape(batch, width, self.heads * self.head_dim))
+
+    def _layers(self, ids: torch.Tensor, positions: torch.Tensor, store_for) -> torch.Tensor:
+        hidden = self.embed(ids)
+        cos, sin = self.rotary(hidden, positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
+        for index, layer in enumerate(self.layers):
+            attended = self._attention(layer, layer.input_layernorm(hidden), cos, sin, store_for(index))
+            hidden = hidden + attended
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One token for each of the slots ``0..B-1``: ``tokens`` (B,) sit at ``positions`` (B,), which are
+        also the columns they are written to. Returns the next-token logits (B, vocab)."""
+        batch = tokens.shape[0]
+        width = int(positions.max()) + 1
+        self._grow(width)
+        rows = torch.arange(batch, device=self.device)
+        mask = (torch.arange(width, device=self.device)[None, :] <= positions[:, None]).view(
+            batch, 1, 1, width
+        )
+
+        def store_for(index: int):
+            def store(k: torch.Tensor, v: torch.Tensor):
+                cache_k, cache_v = self.keys[index], self.values[index]
+                cache_k[rows, :, positions] = k[:, :, 0]
+                cache_v[rows, :, positions] = v[:, :, 0]
+                return cache_k[:batch, :, :width], cache_v[:batch, :, :width], mask
+
+            return store
+
+        hidden = self._layers(tokens[:, None], positions[:, None], store_for)
+        return self.head(self.norm(hidden[:, -1])).float()
+
+    def start_prefill(self, prompt_len: int) -> PrefillState:
+        shape = (1, self.kv_heads, prompt_len, self.head_dim)
+        empty = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        return PrefillState(keys=empty, values=[torch.zeros_like(t) for t in empty])
+
+    def prefill(self, work: list[tuple[PrefillState, list[int]]]) -> torch.Tensor:
+        """Run the next chunk of several prompts in one forward, packed into one row (no padding: each
+        token attends only to its own prompt, causally). Returns the logits after each chunk's last
+        token (len(work), vocab)."""
+        starts = [state.done for state, _ in work]
+        widths = [len(chunk) for _, chunk in work]
+        ends = [s + w for s, w in zip(starts, widths, strict=True)]
+        ids = torch.tensor([[t for _, chunk in work for t in chunk]], device=self.device)
+        positions = torch.cat(
+            [torch.arange(s, e, device=self.device) for s, e in zip(starts, ends, strict=True)]
+        )
+        # block-diagonal causal mask over the concatenated keys: query (prompt i, position p) sees
+        # prompt i's keys 0..p
+        owner_q = torch.repeat_interleave(torch.arange(len(work), device=self.device), torch.tensor(widths))
+        owner_k = torch.repeat_interleave(torch.arange(len(work), device=self.device), torch.tensor(ends))
+        key_pos = torch.cat([torch.arange(e, device=self.device) for e in ends])
+        mask = (owner_q[:, None] == owner_k[None, :]) & (key_pos[None, :] <= positions[:, None])
+        mask = mask.view(1, 1, len(positions), len(key_pos))
+
+        def store_for(index: int):
+            def store(k: torch.Tensor, v: torch.Tensor):
+                keys, values, offset = [], [], 0
+                for (state, _), start, end in zip(work, starts, ends, strict=True):
+                    state.keys[index][:, :, start:end] = k[:, :, offset : offset + end - start]
+                    state.values[index][:, :, start:end] = v[:, :, offset : offset + end - start]
+                    keys.append(state.keys[index][:, :, :end])
+                    values.append(state.values[index][:, :, :end])
+                    offset += end - start
+                if len(work) == 1:
+                    return keys[0], values[0], mask
+                return torch.cat(keys, dim=2), torch.cat(values, dim=2), mask
+
+            return store
+
+        hidden = self._layers(ids, positions[None, :], store_for)
+        for (state, _), end in zip(work, ends, strict=True):
+            state.done = end
+        last = torch.tensor(widths, device=self.device).cumsum(0) - 1
+        return self.head(self.norm(hidden[0, last])).float()
