@@ -4,18 +4,26 @@ Streaming answers are Server-Sent Events (``data: {chunk}\\n\\n`` ... ``data: [D
 including malformed JSON and unknown routes, is answered with OpenAI's error body
 ``{"error": {"message", "type", "param", "code"}}``. With an API key configured, every request must send
 ``Authorization: Bearer KEY``.
+
+Nothing slow runs on the event loop: a body over ``max_body_bytes`` is refused (413) as soon as its
+``Content-Length`` or its bytes say so; a conversation too long for the context by its bytes alone is
+refused before it is rendered; rendering and tokenising run on one worker thread. A non-streamed request
+whose client goes away is cancelled like a streamed one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -29,6 +37,77 @@ from .sampling import SamplingParams
 from .schemas import APIError, ChatCompletionRequest, error_body
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+GRACEFUL_SHUTDOWN_S = 5  # after SIGTERM / Ctrl-C, at most this long for open connections to close
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, by their ``Content-Length`` before
+    anything is read, or (for chunked uploads) as soon as the bytes received pass the limit."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                return await _send_error(send, 400, "invalid Content-Length header", None)
+            if too_large:
+                return await _send_error(send, 413, self.message(int(declared)), "request_too_large")
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.message(received))
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def message(self, size: int) -> str:
+        return f"The request body ({size} bytes or more) is larger than this server's limit of {self.max_bytes} bytes."
+
+
+async def _send_error(send, status: int, message: str, code: str | None) -> None:
+    body = json.dumps(error_body(message, param=None, code=code)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.append((b"connection", b"close"))  # the unread body is not drained
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _max_token_bytes(tokenizer) -> int:
+    """An upper bound on the UTF-8 bytes one token stands for (byte-level symbols count 2 bytes: safe)."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except Exception:  # a tokenizer without a readable vocabulary: no early refusal
+        return 0
+    return max((len(piece.encode("utf-8")) for piece in vocab), default=0)
+
+
+def _text_bytes(value) -> int:
+    """UTF-8 bytes of every string in a (JSON-like) value."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, dict):
+        return sum(_text_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_text_bytes(v) for v in value)
+    return 0
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -60,16 +139,21 @@ def create_app(
     api_key: str | None = None,
     default_temperature: float = 1.0,
     default_top_p: float = 1.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """Build the app around a started (or startable) :class:`Engine`; the engine runs while the app does."""
     created = int(time.time())
     context = engine.context_length
+    token_bytes = _max_token_bytes(engine.tokenizer)
+    # one thread renders and tokenises: the event loop stays free, and the tokenizer is used by one thread
+    render_pool = ThreadPoolExecutor(1, thread_name_prefix="minimind-render")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
         yield
         engine.shutdown()
+        render_pool.shutdown(wait=False, cancel_futures=True)
 
     async def check_api_key(request: Request) -> None:
         if api_key is None or request.url.path == "/health":  # load balancers probe without credentials
@@ -92,6 +176,16 @@ def create_app(
         openapi_url=None,
     )
 
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(
+            error_body(str(exc), param=None, code="request_too_large"),
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
@@ -103,6 +197,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps errors raised while reading the body
+            return await _too_large(request, exc.__cause__)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return JSONResponse(error_body(str(exc.detail), param=None, code=code), status_code=exc.status_code)
 
@@ -148,6 +244,16 @@ def create_app(
             )
         tools = req.active_tools()
         messages = [m.for_template() for m in req.messages]
+        if token_bytes:  # too long by its bytes alone: refuse before rendering / tokenising
+            least_tokens = (_text_bytes(messages) + _text_bytes(tools)) // token_bytes
+            if least_tokens >= context:
+                raise APIError(
+                    400,
+                    f"This model's maximum context length is {context} tokens. However, your messages "
+                    f"are at least {least_tokens} tokens long. Please reduce the length of the messages.",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
         try:
             text, ids = render_prompt(engine.tokenizer, messages, tools, req.open_thinking())
         except TemplateError as exc:
@@ -189,6 +295,8 @@ def create_app(
         return ids, params, parser
 
     def open_stream(ids: list[int], params: SamplingParams) -> EventStream:
+        if engine.closing:
+            raise APIError(503, "The server is shutting down.", type="server_error", code="shutting_down")
         try:
             return engine.stream(ids, params)
         except EngineOverloaded as exc:
@@ -201,8 +309,8 @@ def create_app(
             ) from exc
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest):
-        ids, params, parser = prepare(req)
+    async def chat_completions(req: ChatCompletionRequest, request: Request):
+        ids, params, parser = await asyncio.get_running_loop().run_in_executor(render_pool, prepare, req)
         completion_id = "chatcmpl-" + uuid.uuid4().hex
         events = open_stream(ids, params)
         if req.stream:
@@ -212,9 +320,26 @@ def create_app(
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await _complete(events, parser, completion_id, model_name)
+        return await _unless_disconnected(request, _complete(events, parser, completion_id, model_name))
 
     return app
+
+
+async def _unless_disconnected(request: Request, work):
+    """Run ``work``; cancel it (and so its generation) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                logger.info("client went away: cancelling its request")
+                task.cancel()
+                raise APIError(499, "client closed the request", code="client_closed_request")
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _usage(finish: Finish) -> dict:
@@ -228,6 +353,13 @@ def _usage(finish: Finish) -> dict:
 def _finish_reason(finish: Finish, parser: OutputParser) -> str:
     if finish.reason == "error":
         raise APIError(500, f"generation failed: {finish.error}", type="server_error")
+    if finish.reason == "cancelled":  # the engine stopped it: the server is shutting down
+        raise APIError(
+            503,
+            "The request was cancelled: the server is shutting down.",
+            type="server_error",
+            code="shutting_down",
+        )
     if parser.tool_calls:
         return "tool_calls"
     return "length" if finish.reason == "length" else "stop"
@@ -317,3 +449,24 @@ async def _sse(
         yield "data: [DONE]\n\n"
     finally:
         await events.aclose()
+
+
+class _StoppingServer(uvicorn.Server):
+    """uvicorn waits for open connections before the app's shutdown runs; stopping the engine first ends
+    every stream and pending request at once (finish "cancelled": an error event, or a 503)."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine):
+        super().__init__(config)
+        self.engine = engine
+
+    def handle_exit(self, sig, frame) -> None:
+        self.engine.stop()
+        super().handle_exit(sig, frame)
+
+
+def run_server(app: FastAPI, engine: Engine, host: str, port: int, log_level: str = "warning") -> None:
+    """Serve ``app`` until SIGINT / SIGTERM, which cancel the engine's work and stop within seconds."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
+    )
+    _StoppingServer(config, engine).run()

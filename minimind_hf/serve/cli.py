@@ -97,6 +97,12 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-name", default=None, help="model id clients send (default: the folder name)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before answering 503")
     p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="larger request bodies are refused with 413 before they are read (default 4 MiB)",
+    )
+    p.add_argument(
         "--temperature",
         type=float,
         default=None,
@@ -251,9 +257,7 @@ def _missing_extra(exc: ImportError) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
-        from .app import create_app
+        from .app import create_app, run_server
     except ImportError as exc:
         return _missing_extra(exc)
 
@@ -272,6 +276,7 @@ def run_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         default_temperature=temperature if args.temperature is None else args.temperature,
         default_top_p=top_p if args.top_p is None else args.top_p,
+        max_body_bytes=args.max_body_bytes,
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
@@ -279,11 +284,8 @@ def run_serve(args: argparse.Namespace) -> int:
         f"{', API key required' if args.api_key else ''})",
         flush=True,
     )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info" if getattr(args, "verbose", False) else "warning",
+    run_server(
+        app, engine, args.host, args.port, log_level="info" if getattr(args, "verbose", False) else "warning"
     )
     return 0
 

@@ -206,8 +206,17 @@ class Engine:
             self._thread.start()
         return self
 
-    def shutdown(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
+        """Begin shutting down, without waiting: the worker ends after its current step, and every queued
+        or running request finishes with reason "cancelled"."""
         self._closing.set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

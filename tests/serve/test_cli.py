@@ -6,7 +6,9 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import openai
@@ -32,30 +34,14 @@ def test_commands_are_registered_with_safe_defaults():
     assert parser.parse_args(["webui", "d"]).host == "127.0.0.1"
 
 
-def test_serve_process_requires_the_api_key(model_dir):
+@contextmanager
+def serve_process(model_dir, *extra: str):
+    """`python -m minimind_hf.serve.cli serve` on a free port; yields (url, process); always stopped."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "minimind_hf.serve.cli",
-            "serve",
-            str(model_dir),
-            "--port",
-            str(port),
-            "--api-key",
-            "sk-test-123",
-            "--threads",
-            "1",
-            "--model-name",
-            "tiny",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    cmd = [sys.executable, "-m", "minimind_hf.serve.cli", "serve", str(model_dir), "--port", str(port),
+           "--threads", "1", "--model-name", "tiny", *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
@@ -67,6 +53,15 @@ def test_serve_process_requires_the_api_key(model_dir):
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_serve_process_requires_the_api_key(model_dir):
+    with serve_process(model_dir, "--api-key", "sk-test-123") as (url, proc):
         good = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-123", max_retries=0)
         r = good.chat.completions.create(model="tiny", messages=CASES["hello"].messages(), temperature=0)
         assert r.choices[0].message.content == CASES["hello"].content
@@ -79,14 +74,54 @@ def test_serve_process_requires_the_api_key(model_dir):
         r = httpx.get(url + "/v1/models")  # no key at all
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(url + "/health").status_code == 200  # probes need no key
-    finally:
         proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    assert f"http://127.0.0.1:{port}/v1" in out  # bound to loopback, as announced
+        out, _ = proc.communicate(timeout=20)
+    assert url + "/v1" in out  # bound to loopback, as announced
+
+
+def test_sigterm_ends_open_requests_and_stops_within_seconds(model_dir, tmp_path):
+    """A stream and a non-streamed request that would each run for minutes: SIGTERM ends both (an error
+    event / a 503 naming the shutdown) and the process exits within a few seconds."""
+    from transformers import AutoTokenizer
+
+    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(model_dir)  # a random model with a long context: long replies
+    config = MiniMindConfig.from_preset("tiny", vocab_size=len(tok), max_position_embeddings=65536)
+    MiniMindForCausalLM(config).save_pretrained(tmp_path / "long")
+    tok.save_pretrained(tmp_path / "long")
+    with serve_process(tmp_path / "long") as (url, proc):
+        body = {"model": "tiny", "messages": CASES["hello"].messages(), "max_tokens": 60_000,
+                "ignore_eos": True}  # fmt: skip
+        lines, replies = [], []
+
+        def stream():
+            with httpx.stream(
+                "POST", url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60
+            ) as r:
+                lines.extend(r.iter_lines())
+
+        def plain():
+            replies.append(httpx.post(url + "/v1/chat/completions", json=body, timeout=60))
+
+        threads = [threading.Thread(target=stream), threading.Thread(target=plain)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        start = time.monotonic()
+        proc.terminate()
+        proc.communicate(timeout=30)
+        stopped_after = time.monotonic() - start
+        for t in threads:
+            t.join(10)
+    assert stopped_after < 10, f"the server took {stopped_after:.1f} s to stop"
+    assert any("shutting down" in line for line in lines), lines[-3:]
+    assert (
+        replies and replies[0].status_code == 503 and "shutting down" in replies[0].json()["error"]["message"]
+    )
 
 
 def test_terminal_chat_streams_keeps_history_and_toggles(model_and_tokenizer):

@@ -348,3 +348,89 @@ def test_overload_is_a_503_with_retry_after(model_and_tokenizer):
         r = post(srv, GOOD)
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert r.json()["error"]["code"] == "overloaded"
+
+
+@pytest.fixture(scope="module")
+def long_server(model_and_tokenizer):
+    """A random tiny model with a 64k context: its replies run for minutes unless cancelled."""
+    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+
+    _, tok = model_and_tokenizer
+    model = MiniMindForCausalLM(
+        MiniMindConfig.from_preset("tiny", vocab_size=len(tok), max_position_embeddings=65536)
+    ).eval()
+    engine = Engine(model, tok, max_batch_size=4)
+    with BackgroundServer(create_app(engine, MODEL, max_body_bytes=1_000_000)) as srv:
+        srv.engine = engine
+        yield srv
+
+
+def test_bodies_over_the_limit_are_refused_before_they_are_read(long_server):
+    big = b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "' + b"x" * 5_000_000 + b'"}]}'
+    r = httpx.post(long_server.url + "/v1/chat/completions", content=big, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+    def chunked():  # no Content-Length: counted as it arrives
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    r = httpx.post(long_server.url + "/v1/chat/completions", content=chunked(), timeout=30)
+    assert r.status_code == 413 and "1000000 bytes" in r.json()["error"]["message"]
+
+
+def test_health_stays_fast_while_hostile_bodies_arrive(long_server):
+    import statistics
+    import threading
+
+    big = b"[" + b"1," * 2_500_000 + b"1]"  # 5 MB
+    stop = threading.Event()
+
+    def hostile():
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                c.post(long_server.url + "/v1/chat/completions", content=big)
+                c.post(long_server.url + "/v1/chat/completions", content=iter([big[:700_000]] * 8))
+
+    attackers = [threading.Thread(target=hostile) for _ in range(2)]
+    for t in attackers:
+        t.start()
+    latencies = []
+    try:
+        with httpx.Client(timeout=10) as c:
+            for _ in range(60):
+                start = time.perf_counter()
+                assert c.get(long_server.url + "/health").status_code == 200
+                latencies.append(time.perf_counter() - start)
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in attackers:
+            t.join(30)
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    assert p99 < 0.1, f"/health p99 {p99 * 1000:.0f} ms while 5 MB bodies were being refused"
+
+
+def test_a_conversation_too_long_by_its_bytes_is_refused_before_tokenising(server):
+    content = "长" * 100_000  # 300 kB: however it tokenises, far more than the 384-token context
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": content}]},
+        timeout=30,
+    )
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert "at least" in error["message"]  # the byte bound answered, not the tokenizer
+
+
+def test_a_non_streamed_request_is_cancelled_when_its_client_leaves(long_server):
+    engine = long_server.engine
+    body = {"model": MODEL, "messages": CASES["hello"].messages(), "max_tokens": 60_000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(long_server.url + "/v1/chat/completions", json=body, timeout=1.5)
+    deadline = time.monotonic() + 10
+    while engine._active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not engine._active, "the orphaned request kept generating"
+    steps = engine.steps
+    time.sleep(0.5)
+    assert engine.steps == steps
