@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 # llama.cpp's Python bindings are built from source (6-9 minutes on 2 cores the first time; pip caches
 # the wheel). GGML_NATIVE=OFF: the cached wheel must not depend on this machine's CPU features.
-LLAMA_CPP ?= llama-cpp-python>=0.3.36
+LLAMA_CPP ?= llama-cpp-python[server]>=0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 PY := $(VENV)/bin/python
 CORE := $(VENV)/.installed-core

@@ -31,6 +31,7 @@ from jinja2 import TemplateError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chat import prompt_opens_thinking, render_prompt
+from .constrained import GrammarCompiler, GrammarError, build_grammar
 from .engine import Engine, EngineOverloaded, EventStream, Finish
 from .parser import OutputParser
 from .sampling import SamplingParams
@@ -147,6 +148,8 @@ def create_app(
     token_bytes = _max_token_bytes(engine.tokenizer)
     # one thread renders and tokenises: the event loop stays free, and the tokenizer is used by one thread
     render_pool = ThreadPoolExecutor(1, thread_name_prefix="minimind-render")
+    vocab_size = int(getattr(engine.model.config, "vocab_size", 0) or len(engine.tokenizer))
+    grammars = GrammarCompiler(engine.tokenizer, vocab_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -234,7 +237,41 @@ def create_app(
             )
         return model_card()
 
-    def prepare(req: ChatCompletionRequest) -> tuple[list[int], SamplingParams, OutputParser]:
+    def constraint_for(req: ChatCompletionRequest, tools, opens_thinking: bool):
+        """The grammar ``tool_choice`` / ``response_format`` impose, compiled; None when they impose none."""
+        forced = req.forced_tools()
+        schema = req.response_format.target_schema() if req.response_format else None
+        if forced is None and schema is None:
+            return None
+        param = "tool_choice" if forced is not None else "response_format"
+        if opens_thinking:
+            raise APIError(
+                400,
+                f"{param} cannot be combined with open thinking (chat_template_kwargs): the grammar covers the "
+                "whole reply",
+                param=param,
+            )
+        if forced is not None and schema is not None:
+            raise APIError(
+                400, "tool_choice forces a tool call; response_format cannot apply too", param=param
+            )
+        if not grammars.available():
+            raise APIError(
+                400, f"{param} needs llguidance on the server: pip install llguidance", param=param,
+                code="unsupported_parameter",
+            )  # fmt: skip
+        grammar = build_grammar(
+            engine.tokenizer,
+            call_tools=forced if forced is not None else tools,
+            calls_required=forced is not None,
+            response_schema=schema,
+        )
+        try:
+            return grammars.compile(grammar)
+        except GrammarError as exc:
+            raise APIError(400, f"{param}: the schema could not be compiled: {exc}", param=param) from exc
+
+    def prepare(req: ChatCompletionRequest):
         if req.model != model_name:
             raise APIError(
                 404,
@@ -291,14 +328,16 @@ def create_app(
             stop=tuple(req.stop or ()),
             ignore_eos=req.ignore_eos,
         )
-        parser = OutputParser(reasoning=prompt_opens_thinking(text), parse_tool_calls=bool(tools))
-        return ids, params, parser
+        opens_thinking = prompt_opens_thinking(text)
+        constraint = constraint_for(req, tools, opens_thinking)
+        parser = OutputParser(reasoning=opens_thinking, parse_tool_calls=bool(tools))
+        return ids, params, parser, constraint
 
-    def open_stream(ids: list[int], params: SamplingParams) -> EventStream:
+    def open_stream(ids: list[int], params: SamplingParams, constraint=None) -> EventStream:
         if engine.closing:
             raise APIError(503, "The server is shutting down.", type="server_error", code="shutting_down")
         try:
-            return engine.stream(ids, params)
+            return engine.stream(ids, params, constraint)
         except EngineOverloaded as exc:
             raise APIError(
                 503,
@@ -310,9 +349,11 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request):
-        ids, params, parser = await asyncio.get_running_loop().run_in_executor(render_pool, prepare, req)
+        ids, params, parser, constraint = await asyncio.get_running_loop().run_in_executor(
+            render_pool, prepare, req
+        )
         completion_id = "chatcmpl-" + uuid.uuid4().hex
-        events = open_stream(ids, params)
+        events = open_stream(ids, params, constraint)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(

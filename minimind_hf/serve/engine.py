@@ -109,8 +109,10 @@ class _Sequence:
         params: SamplingParams,
         sink: Callable[[Event], None],
         tokenizer: PreTrainedTokenizerBase,
+        constraint=None,
     ):
         self.id = next(self._ids)
+        self.constraint = constraint  # a constrained.Constraint: the grammar the reply must follow
         self.prompt_ids = prompt_ids
         self.params = params
         self.sink = sink
@@ -229,9 +231,15 @@ class Engine:
 
     # -- submitting ---------------------------------------------------------------------------------
     def submit(
-        self, prompt_ids: Sequence[int], params: SamplingParams, sink: Callable[[Event], None]
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        sink: Callable[[Event], None],
+        constraint=None,
     ) -> RequestHandle:
-        """Queue a request; events go to ``sink`` (called on the worker thread, must not block)."""
+        """Queue a request; events go to ``sink`` (called on the worker thread, must not block). With a
+        ``constraint`` (:class:`~.constrained.Constraint`), only tokens its grammar accepts are sampled and
+        the reply ends when the grammar is complete."""
         if not prompt_ids:
             raise ValueError("empty prompt")
         if len(prompt_ids) >= self.context_length:
@@ -240,11 +248,11 @@ class Engine:
             raise EngineOverloaded(f"{self._queue.qsize()} requests are already waiting")
         if self._thread is None:
             self.start()
-        seq = _Sequence(list(prompt_ids), params, sink, self._decode_tokenizer)
+        seq = _Sequence(list(prompt_ids), params, sink, self._decode_tokenizer, constraint)
         self._queue.put(seq)
         return RequestHandle(seq)
 
-    def stream(self, prompt_ids: Sequence[int], params: SamplingParams) -> EventStream:
+    def stream(self, prompt_ids: Sequence[int], params: SamplingParams, constraint=None) -> EventStream:
         """Queue a request now (raising :class:`EngineOverloaded` / ``ValueError`` at once) and return an
         async iterator over its events; ``aclose()`` or leaving it early cancels the request."""
         loop = asyncio.get_running_loop()
@@ -253,7 +261,7 @@ class Engine:
         def sink(event: Event) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        return EventStream(events, self.submit(prompt_ids, params, sink))
+        return EventStream(events, self.submit(prompt_ids, params, sink, constraint))
 
     def stream_sync(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[Event]:
         """Blocking iterator over a request's events (terminal chat, web UI)."""
@@ -385,13 +393,23 @@ class Engine:
             if seq.cancelled:
                 seq.finish("cancelled")
                 continue
-            token = sample_token(logits[row], seq.params, seq.generator, seq.generated)
+            row_logits = logits[row] if seq.constraint is None else seq.constraint.mask(logits[row])
+            token = sample_token(row_logits, seq.params, seq.generator, seq.generated)
             seq.generated.append(token)
             if token in self.eos_ids and not seq.params.ignore_eos:
                 self._emit(seq, seq.decoder.flush(), final=True)
                 seq.finish("stop")
                 continue
+            if seq.constraint is not None:
+                try:
+                    seq.constraint.consume(token)
+                except ValueError as exc:  # a grammar failure ends this request only
+                    seq.finish("error", error=str(exc))
+                    continue
             if self._emit(seq, seq.decoder.push(token)):
+                seq.finish("stop")
+            elif seq.constraint is not None and seq.constraint.finished:
+                self._emit(seq, seq.decoder.flush(), final=True)
                 seq.finish("stop")
             elif len(seq.generated) >= seq.params.max_new_tokens or seq.length >= self.context_length:
                 self._emit(seq, seq.decoder.flush(), final=True)

@@ -1,10 +1,10 @@
 """OpenAI chat-completions request schema (pydantic) and the error body.
 
 Only what the server implements is typed. Other request fields are refused with a 400 naming them
-(``logprobs``, ``logit_bias``, ``response_format``, ...), never ignored -- except bookkeeping that changes
-nothing generated (`IGNORED_METADATA`: ``user``, ``metadata``, ``store``, ``service_tier``). ``tool_choice``
-``"required"`` or a named function is refused too: this server cannot force a call. ``chat_template_kwargs``
-(vLLM's name) passes ``open_thinking`` / ``enable_thinking`` to the chat template.
+(``logprobs``, ``logit_bias``, ...), never ignored -- except bookkeeping that changes nothing generated
+(`IGNORED_METADATA`: ``user``, ``metadata``, ``store``, ``service_tier``). ``tool_choice`` "required" / a
+named function and ``response_format`` are enforced by constrained decoding (:mod:`.constrained`).
+``chat_template_kwargs`` (vLLM's name) passes ``open_thinking`` / ``enable_thinking`` to the chat template.
 """
 
 from __future__ import annotations
@@ -120,6 +120,34 @@ class ToolSpec(BaseModel):
     function: FunctionSpec
 
 
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: StrictBool | None = None  # the schema is always enforced
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError(
+                "response_format.json_schema is required with type 'json_schema' (and only then)"
+            )
+        return self
+
+    def target_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the reply must match; None for plain text."""
+        if self.type == "json_object":
+            return {"type": "object"}
+        return self.json_schema.schema_ if self.json_schema else None
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: StrictBool = False
@@ -144,6 +172,7 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     ignore_eos: StrictBool = False  # vLLM extension, for benchmarks
 
@@ -158,14 +187,13 @@ class ChatCompletionRequest(BaseModel):
                 param=unknown[0],
                 code="unsupported_parameter",
             )
-        if self.tool_choice == "required" or isinstance(self.tool_choice, dict):
-            raise APIError(
-                400,
-                "tool_choice 'required' or a named function cannot be enforced by this server (the model decides "
-                "whether to call); use 'auto' or 'none'",
-                param="tool_choice",
-                code="unsupported_parameter",
-            )
+        if self.forced_tools() is not None and not self.tools:
+            raise APIError(400, "tool_choice 'required' or a named function needs tools", param="tool_choice")
+        name = (
+            self.tool_choice.get("function", {}).get("name") if isinstance(self.tool_choice, dict) else None
+        )
+        if name is not None and name not in {t["function"]["name"] for t in self.tools or []}:
+            raise APIError(400, f"tool_choice names '{name}', which is not in tools", param="tool_choice")
         return self
 
     @field_validator("stop")
@@ -200,6 +228,15 @@ class ChatCompletionRequest(BaseModel):
 
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def forced_tools(self) -> list[dict[str, Any]] | None:
+        """The tools the reply must call (tool_choice "required": any, named: that one); None if not forced."""
+        if self.tool_choice == "required":
+            return self.tools or []
+        if isinstance(self.tool_choice, dict):
+            name = self.tool_choice["function"]["name"]
+            return [t for t in self.tools or [] if t["function"]["name"] == name]
+        return None
 
     def active_tools(self) -> list[dict[str, Any]] | None:
         """The tools to show the model: none with ``tool_choice="none"``."""

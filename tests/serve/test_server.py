@@ -267,17 +267,6 @@ GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello plea
         # refused rather than ignored with a 200 (nothing accepted is silently ignored)
         ({**GOOD, "logprobs": True}, 400, "logprobs"),
         ({**GOOD, "logit_bias": {"42": 100}}, 400, "logit_bias"),
-        ({**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format"),
-        ({**GOOD, "tools": [WEATHER_TOOL], "tool_choice": "required"}, 400, "tool_choice"),
-        (
-            {
-                **GOOD,
-                "tools": [WEATHER_TOOL],
-                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-            },
-            400,
-            "tool_choice",
-        ),
         ({**GOOD, "stream": "yes"}, 400, "stream"),
         ({**GOOD, "stream_options": {"include_usage": True, "extra": 1}}, 400, "stream_options"),
         (
@@ -434,3 +423,123 @@ def test_a_non_streamed_request_is_cancelled_when_its_client_leaves(long_server)
     steps = engine.steps
     time.sleep(0.5)
     assert engine.steps == steps
+
+
+def test_tool_choice_required_and_named_force_a_valid_call(client):
+    """The 'hello' conversation is memorised as a plain reply; with tool_choice required (or the function
+    named) constrained decoding makes it a call whose arguments match the tool's schema."""
+    import jsonschema
+
+    calculator = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    for tools, choice, names in (  # one tool each: the 384-token context holds one schema and the reply
+        ([WEATHER_TOOL], "required", {"get_weather"}),
+        ([calculator], {"type": "function", "function": {"name": "add"}}, {"add"}),
+    ):
+        r = client.chat.completions.create(
+            model=MODEL, messages=CASES["hello"].messages(), tools=tools, tool_choice=choice, temperature=0,
+        )  # fmt: skip
+        choice0 = r.choices[0]
+        assert choice0.finish_reason == "tool_calls", choice0
+        for call in choice0.message.tool_calls:
+            assert call.function.name in names
+            spec = next(t for t in tools if t["function"]["name"] == call.function.name)
+            jsonschema.validate(json.loads(call.function.arguments), spec["function"]["parameters"])
+
+
+def test_a_required_call_may_be_to_any_offered_tool_and_nothing_else(model_and_tokenizer):
+    """The grammar for several tools, checked token by token against texts: each offered tool's call is
+    accepted to the end; an unknown name or arguments off the schema are masked out."""
+    from minimind_hf.serve.constrained import GrammarCompiler, build_grammar
+
+    _, tok = model_and_tokenizer
+    add = {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}}  # fmt: skip
+    compiler = GrammarCompiler(tok, len(tok))
+    grammar = build_grammar(tok, call_tools=[WEATHER_TOOL, add], calls_required=True)
+
+    def accepts(text: str) -> tuple[bool, bool]:
+        """(every token allowed, the reply may end here)"""
+        constraint = compiler.compile(grammar)
+        for token in tok.encode(text, add_special_tokens=False):
+            if not constraint.allowed()[token]:
+                return False, False
+            constraint.consume(token)
+        return True, constraint.matcher.is_accepting()
+
+    weather = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    adding = '<tool_call>\n{"name": "add", "arguments": {"a": 2}}\n</tool_call>'
+    assert accepts(weather) == accepts(adding) == accepts(weather + "\n" + adding) == (True, True)
+    assert accepts(weather[: weather.index("}}") + 2]) == (True, False)  # the block is not closed yet
+    assert accepts('<tool_call>\n{"name": "delete_all"')[0] is False
+    assert accepts('<tool_call>\n{"name": "add", "arguments": {"a": "two"')[0] is False
+    assert accepts("Sure, let me check.")[0] is False
+
+
+def test_response_format_json_schema_and_json_object(client):
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string", "maxLength": 12},
+            "confidence": {"type": "integer", "minimum": 0, "maximum": 9},
+            "mood": {"enum": ["calm", "happy"]},
+        },
+        "required": ["answer", "confidence", "mood"],
+        "additionalProperties": False,
+    }
+    r = client.chat.completions.create(
+        model=MODEL, messages=CASES["hello"].messages(), temperature=0, max_tokens=150,
+        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}},
+    )  # fmt: skip
+    assert r.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=CASES["count"].messages(), temperature=0, max_tokens=150, stream=True,
+        response_format={"type": "json_object"},
+    )  # fmt: skip
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    assert isinstance(json.loads(text), dict)
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"tool_choice": "required"}, "tool_choice"),  # no tools to call
+        (
+            {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        (
+            {"response_format": {"type": "json_object"}, "chat_template_kwargs": {"open_thinking": True}},
+            "response_format",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "nonsense"}},
+                }
+            },
+            "response_format",
+        ),
+    ],
+)
+def test_constraints_that_cannot_apply_are_400s_naming_the_field(server, extra, param):
+    body = {"model": MODEL, "messages": CASES["hello"].messages(), **extra}
+    r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
