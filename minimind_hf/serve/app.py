@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API (FastAPI): ``/v1/models`` and ``/v1/chat/completions``.
+"""The OpenAI-compatible HTTP API (FastAPI): ``/v1/models``, ``/v1/chat/completions`` and the legacy
+``/v1/completions`` (raw prompts, no chat template), with ``n`` choices and ``logprobs``.
 
 Streaming answers are Server-Sent Events (``data: {chunk}\\n\\n`` ... ``data: [DONE]\\n\\n``). Every error,
 including malformed JSON and unknown routes, is answered with OpenAI's error body
@@ -14,12 +15,12 @@ whose client goes away is cancelled like a streamed one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -30,12 +31,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .chat import prompt_opens_thinking, render_prompt
+from .chat import _TOKENIZER_LOCK, prompt_opens_thinking, render_prompt
 from .constrained import GrammarCompiler, GrammarError, build_grammar
-from .engine import Engine, EngineOverloaded, EventStream, Finish
+from .engine import Engine, EngineOverloaded
 from .parser import OutputParser
+from .responses import Choice, TokenText, chat_response, chat_sse, text_response, text_sse
 from .sampling import SamplingParams
-from .schemas import APIError, ChatCompletionRequest, error_body
+from .schemas import APIError, ChatCompletionRequest, CompletionRequest, SamplingRequest, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +152,7 @@ def create_app(
     render_pool = ThreadPoolExecutor(1, thread_name_prefix="minimind-render")
     vocab_size = int(getattr(engine.model.config, "vocab_size", 0) or len(engine.tokenizer))
     grammars = GrammarCompiler(engine.tokenizer, vocab_size)
+    token_text = TokenText(engine.tokenizer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -271,7 +274,7 @@ def create_app(
         except GrammarError as exc:
             raise APIError(400, f"{param}: the schema could not be compiled: {exc}", param=param) from exc
 
-    def prepare(req: ChatCompletionRequest):
+    def check_model(req: SamplingRequest) -> None:
         if req.model != model_name:
             raise APIError(
                 404,
@@ -279,6 +282,46 @@ def create_app(
                 param="model",
                 code="model_not_found",
             )
+
+    def check_room(n_prompt: int, wanted: int | None, param: str, what: str = "messages") -> int:
+        """The tokens left for the reply after an ``n_prompt``-token prompt (400 when none, or fewer than
+        ``wanted``)."""
+        room = context - n_prompt
+        if room < 1:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, your {what} "
+                f"resulted in {n_prompt} tokens. Please reduce the length of the {what}.",
+                param=what,
+                code="context_length_exceeded",
+            )
+        if wanted is not None and wanted > room:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, you requested "
+                f"{n_prompt + wanted} tokens ({n_prompt} in the {what}, {wanted} in the completion). "
+                f"Please reduce the length of the {what} or completion.",
+                param=param,
+                code="context_length_exceeded",
+            )
+        return room
+
+    def sampling(req: SamplingRequest, max_new_tokens: int, logprobs: int | None) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=default_temperature if req.temperature is None else req.temperature,
+            top_p=default_top_p if req.top_p is None else req.top_p,
+            top_k=req.top_k or 0,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            seed=req.seed,
+            stop=tuple(req.stop or ()),
+            ignore_eos=req.ignore_eos,
+            logprobs=logprobs,
+        )
+
+    def prepare_chat(req: ChatCompletionRequest) -> list[EngineRequest]:
+        check_model(req)
         tools = req.active_tools()
         messages = [m.for_template() for m in req.messages]
         if token_bytes:  # too long by its bytes alone: refuse before rendering / tokenising
@@ -297,48 +340,60 @@ def create_app(
             raise APIError(
                 400, f"The messages could not be rendered with the chat template: {exc}", param="messages"
             ) from exc
-        room = context - len(ids)
-        if room < 1:
-            raise APIError(
-                400,
-                f"This model's maximum context length is {context} tokens. However, your messages "
-                f"resulted in {len(ids)} tokens. Please reduce the length of the messages.",
-                param="messages",
-                code="context_length_exceeded",
-            )
         wanted = req.requested_tokens()
-        if wanted is not None and wanted > room:
-            param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-            raise APIError(
-                400,
-                f"This model's maximum context length is {context} tokens. However, you requested "
-                f"{len(ids) + wanted} tokens ({len(ids)} in the messages, {wanted} in the completion). "
-                f"Please reduce the length of the messages or completion.",
-                param=param,
-                code="context_length_exceeded",
-            )
-        params = SamplingParams(
-            max_new_tokens=wanted or room,
-            temperature=default_temperature if req.temperature is None else req.temperature,
-            top_p=default_top_p if req.top_p is None else req.top_p,
-            top_k=req.top_k or 0,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            seed=req.seed,
-            stop=tuple(req.stop or ()),
-            ignore_eos=req.ignore_eos,
-        )
+        param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+        room = check_room(len(ids), wanted, param)
+        params = sampling(req, wanted or room, req.logprobs_top())
         opens_thinking = prompt_opens_thinking(text)
         constraint = constraint_for(req, tools, opens_thinking)
-        parser = OutputParser(reasoning=opens_thinking, parse_tool_calls=bool(tools))
-        return ids, params, parser, constraint
+        out = []
+        for i in range(req.n):  # each choice its own seed, grammar state and parser
+            out.append(
+                EngineRequest(
+                    ids,
+                    dataclasses.replace(params, seed=req.choice_seed(i)),
+                    constraint if i == 0 or constraint is None else constraint.copy(),
+                    OutputParser(reasoning=opens_thinking, parse_tool_calls=bool(tools)),
+                )
+            )
+        return out
 
-    def open_stream(ids: list[int], params: SamplingParams, constraint=None) -> EventStream:
+    def prepare_text(req: CompletionRequest) -> list[EngineRequest]:
+        check_model(req)
+        out = []
+        for prompt in req.prompts():
+            if isinstance(prompt, str):
+                least_tokens = _text_bytes(prompt) // token_bytes if token_bytes else 0
+                if least_tokens >= context:  # too long by its bytes alone: refused before tokenising
+                    check_room(least_tokens, None, "prompt", "prompt")
+                with _TOKENIZER_LOCK:
+                    ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            else:
+                ids = prompt
+                bad = [t for t in ids if not 0 <= t < vocab_size]
+                if bad:
+                    raise APIError(400, f"prompt token id {bad[0]} is outside the vocabulary (0..{vocab_size - 1})",
+                                   param="prompt")  # fmt: skip
+            if not ids:
+                raise APIError(400, "the prompt is empty", param="prompt")
+            room = check_room(len(ids), req.max_tokens, "max_tokens", "prompt")
+            params = sampling(req, min(req.max_tokens or room, room), req.logprobs)
+            for _ in range(req.n):
+                seed = req.choice_seed(len(out))
+                out.append(EngineRequest(list(ids), dataclasses.replace(params, seed=seed), None, None))
+        return out
+
+    def open_streams(requests: list[EngineRequest]) -> list[Choice]:
         if engine.closing:
             raise APIError(503, "The server is shutting down.", type="server_error", code="shutting_down")
+        choices: list[Choice] = []
         try:
-            return engine.stream(ids, params, constraint)
+            for i, r in enumerate(requests):
+                events = engine.stream(r.ids, r.params, r.constraint)
+                choices.append(Choice(i, events, r.parser, want_logprobs=r.params.logprobs is not None))
         except EngineOverloaded as exc:
+            for choice in choices:
+                choice.events.cancel()
             raise APIError(
                 503,
                 f"The server is overloaded ({exc}); retry shortly.",
@@ -346,24 +401,56 @@ def create_app(
                 code="overloaded",
                 headers={"Retry-After": "1"},
             ) from exc
+        return choices
+
+    async def off_loop(fn, req):
+        return await asyncio.get_running_loop().run_in_executor(render_pool, fn, req)
+
+    def sse(body) -> StreamingResponse:
+        return StreamingResponse(
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request):
-        ids, params, parser, constraint = await asyncio.get_running_loop().run_in_executor(
-            render_pool, prepare, req
-        )
+        choices = open_streams(await off_loop(prepare_chat, req))
         completion_id = "chatcmpl-" + uuid.uuid4().hex
-        events = open_stream(ids, params, constraint)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(
-                _sse(events, parser, completion_id, model_name, include_usage),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        return await _unless_disconnected(request, _complete(events, parser, completion_id, model_name))
+            return sse(chat_sse(choices, completion_id, model_name, include_usage, token_text))
+        return await _unless_disconnected(
+            request, chat_response(choices, completion_id, model_name, token_text)
+        )
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest, request: Request):
+        choices = open_streams(await off_loop(prepare_text, req))
+        completion_id = "cmpl-" + uuid.uuid4().hex
+        echo = req.prompt if req.echo and isinstance(req.prompt, str) else None
+        if req.echo and echo is None:
+            for choice in choices:
+                await choice.events.aclose()
+            raise APIError(400, "echo is supported for a single text prompt", param="echo")
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return sse(text_sse(choices, completion_id, model_name, include_usage, token_text, echo))
+        return await _unless_disconnected(
+            request, text_response(choices, completion_id, model_name, token_text, echo)
+        )
 
     return app
+
+
+@dataclasses.dataclass
+class EngineRequest:
+    """One engine request of a response (one choice)."""
+
+    ids: list[int]
+    params: SamplingParams
+    constraint: object | None
+    parser: OutputParser | None
 
 
 async def _unless_disconnected(request: Request, work):
@@ -381,115 +468,6 @@ async def _unless_disconnected(request: Request, work):
     finally:
         if not task.done():
             task.cancel()
-
-
-def _usage(finish: Finish) -> dict:
-    return {
-        "prompt_tokens": finish.prompt_tokens,
-        "completion_tokens": finish.completion_tokens,
-        "total_tokens": finish.prompt_tokens + finish.completion_tokens,
-    }
-
-
-def _finish_reason(finish: Finish, parser: OutputParser) -> str:
-    if finish.reason == "error":
-        raise APIError(500, f"generation failed: {finish.error}", type="server_error")
-    if finish.reason == "cancelled":  # the engine stopped it: the server is shutting down
-        raise APIError(
-            503,
-            "The request was cancelled: the server is shutting down.",
-            type="server_error",
-            code="shutting_down",
-        )
-    if parser.tool_calls:
-        return "tool_calls"
-    return "length" if finish.reason == "length" else "stop"
-
-
-async def _complete(events: EventStream, parser: OutputParser, completion_id: str, model: str) -> dict:
-    reasoning, content = [], []
-    finish = None
-    try:
-        async for event in events:
-            deltas = parser.finish() if isinstance(event, Finish) else parser.feed(event)
-            for d in deltas:
-                (reasoning if d.kind == "reasoning" else content if d.kind == "content" else []).append(
-                    d.text
-                )
-            if isinstance(event, Finish):
-                finish = event
-    finally:
-        await events.aclose()
-    assert finish is not None
-    message: dict = {"role": "assistant", "content": "".join(content) or None}
-    if reasoning:  # both names: vLLM's current `reasoning` and the older `reasoning_content` clients read
-        message["reasoning"] = message["reasoning_content"] = "".join(reasoning)
-    if parser.tool_calls:
-        message["tool_calls"] = [c.to_openai() for c in parser.tool_calls]
-    elif message["content"] is None:
-        message["content"] = ""
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": _finish_reason(finish, parser),
-            }
-        ],
-        "usage": _usage(finish),
-    }
-
-
-async def _sse(
-    events: EventStream, parser: OutputParser, completion_id: str, model: str, include_usage: bool
-) -> AsyncIterator[str]:
-    created = int(time.time())
-
-    def chunk(
-        delta: dict, finish_reason: str | None = None, usage: dict | None = None, choices: bool = True
-    ) -> str:
-        body: dict = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
-            if choices
-            else [],
-        }
-        if include_usage:
-            body["usage"] = usage
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""})
-    try:
-        async for event in events:
-            deltas = parser.finish() if isinstance(event, Finish) else parser.feed(event)
-            for d in deltas:
-                if d.kind == "reasoning":
-                    yield chunk({"reasoning": d.text, "reasoning_content": d.text})
-                elif d.kind == "content":
-                    yield chunk({"content": d.text})
-                else:
-                    call = d.tool_call
-                    yield chunk({"tool_calls": [{"index": call.index, **call.to_openai()}]})
-            if isinstance(event, Finish):
-                try:
-                    reason = _finish_reason(event, parser)
-                except APIError as exc:
-                    yield f"data: {json.dumps(exc.body())}\n\n"
-                    break
-                yield chunk({}, finish_reason=reason)
-                if include_usage:
-                    yield chunk({}, usage=_usage(event), choices=False)
-        yield "data: [DONE]\n\n"
-    finally:
-        await events.aclose()
 
 
 class _StoppingServer(uvicorn.Server):

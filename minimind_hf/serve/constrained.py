@@ -140,6 +140,10 @@ class Constraint:
         self._words = torch.full(((vocab_size + 31) // 32,), -1, dtype=torch.int32)
         self._bits = torch.arange(32, dtype=torch.int32)
 
+    def copy(self) -> Constraint:
+        """A fresh state of the same grammar, for another choice of the request."""
+        return Constraint(self.matcher.deep_copy(), self.vocab_size)
+
     def allowed(self) -> torch.Tensor:
         """Boolean (vocab,) of the tokens the grammar accepts next."""
         self.matcher.unsafe_compute_mask_ptr(self._words.data_ptr(), self._words.numel() * 4)

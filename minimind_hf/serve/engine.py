@@ -49,7 +49,18 @@ class Finish:
     error: str | None = None
 
 
-Event = str | Finish
+@dataclass
+class TokenLogprob:
+    """Sent before a token's text when the request asked for ``logprobs``: the token, its log-probability
+    under the model (the raw distribution: before temperature, top-p, penalties or a grammar), and the
+    ``top`` most likely tokens as (id, log-probability)."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+Event = str | TokenLogprob | Finish
 
 
 # Prompt tokens prefilled in one forward when no request is decoding (nobody waits for it; larger forwards
@@ -91,6 +102,12 @@ class EventStream:
         if isinstance(event, Finish):
             self._finished = True
         return event
+
+    def cancel(self) -> None:
+        """Stop generating for this request (from the event loop's thread, without awaiting)."""
+        if not self._finished:
+            self._handle.cancel()
+            self._finished = True
 
     async def aclose(self) -> None:
         if not self._finished:
@@ -270,6 +287,8 @@ class Engine:
         try:
             while True:
                 event = events.get()
+                if isinstance(event, TokenLogprob):
+                    continue
                 yield event
                 if isinstance(event, Finish):
                     return
@@ -400,6 +419,8 @@ class Engine:
                 self._emit(seq, seq.decoder.flush(), final=True)
                 seq.finish("stop")
                 continue
+            if seq.params.logprobs is not None:  # the tokens of the reply (not the end-of-sequence one)
+                seq.send(self._logprob(logits[row], token, seq.params.logprobs))
             if seq.constraint is not None:
                 try:
                     seq.constraint.consume(token)
@@ -415,6 +436,13 @@ class Engine:
                 self._emit(seq, seq.decoder.flush(), final=True)
                 seq.finish("length")
         self._drop_finished()
+
+    @staticmethod
+    def _logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        best = torch.topk(logprobs, top) if top else None
+        alternatives = list(zip(best.indices.tolist(), best.values.tolist(), strict=True)) if best else []
+        return TokenLogprob(token, float(logprobs[token]), alternatives)
 
     @staticmethod
     def _emit(seq: _Sequence, text: str, final: bool = False) -> bool:

@@ -26,6 +26,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives (None: off)
 
     @property
     def greedy(self) -> bool:

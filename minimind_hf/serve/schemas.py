@@ -153,31 +153,30 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-class ChatCompletionRequest(BaseModel):
+MAX_CHOICES = 16  # n (times the prompts of a text completion) per request
+
+
+class SamplingRequest(BaseModel):
+    """What chat and text completions share: sampling, limits, streaming, and the refusal of the unknown."""
+
     model_config = ConfigDict(extra="allow")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=0)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
     seed: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: ResponseFormat | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
     ignore_eos: StrictBool = False  # vLLM extension, for benchmarks
 
     @model_validator(mode="after")
-    def _refuse_unsupported(self) -> ChatCompletionRequest:
+    def _refuse_unknown(self) -> SamplingRequest:
         unknown = sorted(set(self.model_extra or {}) - IGNORED_METADATA)
         if unknown:
             raise APIError(
@@ -187,13 +186,6 @@ class ChatCompletionRequest(BaseModel):
                 param=unknown[0],
                 code="unsupported_parameter",
             )
-        if self.forced_tools() is not None and not self.tools:
-            raise APIError(400, "tool_choice 'required' or a named function needs tools", param="tool_choice")
-        name = (
-            self.tool_choice.get("function", {}).get("name") if isinstance(self.tool_choice, dict) else None
-        )
-        if name is not None and name not in {t["function"]["name"] for t in self.tools or []}:
-            raise APIError(400, f"tool_choice names '{name}', which is not in tools", param="tool_choice")
         return self
 
     @field_validator("stop")
@@ -203,6 +195,38 @@ class ChatCompletionRequest(BaseModel):
         if len(stops) > 4:
             raise ValueError("at most 4 stop sequences")
         return [s for s in stops if s]
+
+    def choice_seed(self, i: int) -> int | None:
+        """Choice ``i``'s seed: ``seed + i`` (so n seeded choices differ, and repeat), else fresh entropy."""
+        return None if self.seed is None else self.seed + i
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: StrictBool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_choices(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if self.forced_tools() is not None and not self.tools:
+            raise APIError(400, "tool_choice 'required' or a named function needs tools", param="tool_choice")
+        name = (
+            self.tool_choice.get("function", {}).get("name") if isinstance(self.tool_choice, dict) else None
+        )
+        if name is not None and name not in {t["function"]["name"] for t in self.tools or []}:
+            raise APIError(400, f"tool_choice names '{name}', which is not in tools", param="tool_choice")
+        return self
+
+    def logprobs_top(self) -> int | None:
+        """The engine's ``logprobs`` setting: alternatives per token, None when not asked for."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("tools")
     @classmethod
@@ -243,3 +267,41 @@ class ChatCompletionRequest(BaseModel):
         if not self.tools or self.tool_choice == "none":
             return None
         return self.tools
+
+
+class CompletionRequest(SamplingRequest):
+    """The legacy ``/v1/completions``: a raw prompt (text or token ids, one or a batch), no chat template."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for completions
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: StrictBool = False
+    suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_completion(self) -> CompletionRequest:
+        if self.suffix:
+            raise APIError(400, "suffix (fill-in-the-middle) is not supported by this model", param="suffix",
+                           code="unsupported_parameter")  # fmt: skip
+        if self.best_of is not None and self.best_of != self.n:
+            raise APIError(
+                400, "best_of other than n is not supported", param="best_of", code="unsupported_parameter"
+            )
+        if self.echo and self.logprobs is not None:
+            raise APIError(400, "echo with logprobs would need the prompt's log-probabilities, which this server "
+                           "does not compute", param="echo", code="unsupported_parameter")  # fmt: skip
+        if len(self.prompts()) * self.n > MAX_CHOICES:
+            raise APIError(400, f"at most {MAX_CHOICES} choices (prompts x n) per request", param="n")
+        return self
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts: strings or token-id lists."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if not p:
+            raise APIError(400, "prompt is empty", param="prompt")
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]
+        return list(p)

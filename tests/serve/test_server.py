@@ -9,6 +9,7 @@ import time
 import httpx
 import openai
 import pytest
+import torch
 
 from minimind_hf.serve.app import create_app
 from minimind_hf.serve.engine import Engine
@@ -261,11 +262,12 @@ GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello plea
         ({**GOOD, "max_tokens": 0}, 400, "max_tokens"),
         ({**GOOD, "messages": [{"role": "user", "content": "hello " * 2000}]}, 400, "messages"),
         ({**GOOD, "temperature": 3.5}, 400, "temperature"),
-        ({**GOOD, "n": 2}, 400, "n"),
+        ({**GOOD, "n": 17}, 400, "n"),
         ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         ({**GOOD, "tools": [{"type": "function", "function": {"description": "no name"}}]}, 400, "tools"),
         # refused rather than ignored with a 200 (nothing accepted is silently ignored)
-        ({**GOOD, "logprobs": True}, 400, "logprobs"),
+        ({**GOOD, "top_logprobs": 2}, 400, "top_logprobs"),  # without logprobs: true
+        ({**GOOD, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
         ({**GOOD, "logit_bias": {"42": 100}}, 400, "logit_bias"),
         ({**GOOD, "stream": "yes"}, 400, "stream"),
         ({**GOOD, "stream_options": {"include_usage": True, "extra": 1}}, 400, "stream_options"),
@@ -541,5 +543,123 @@ def test_response_format_json_schema_and_json_object(client):
 def test_constraints_that_cannot_apply_are_400s_naming_the_field(server, extra, param):
     body = {"model": MODEL, "messages": CASES["hello"].messages(), **extra}
     r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+@torch.no_grad()
+def reference_logprobs(model, ids: list[int], reply: list[int]) -> torch.Tensor:
+    """log p(reply[i] | ids + reply[:i]) from one forward of the model (no cache, no engine)."""
+    logits = model(torch.tensor([ids + reply]), use_cache=False).logits[0, len(ids) - 1 : -1].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(reply)[:, None])[:, 0]
+
+
+def test_chat_logprobs_match_the_models_own_forward(client, model_and_tokenizer):
+    from minimind_hf.serve.chat import render_prompt
+
+    model, tok = model_and_tokenizer
+    case = CASES["hello"]
+    r = client.chat.completions.create(
+        model=MODEL, messages=case.messages(), temperature=0, logprobs=True, top_logprobs=3
+    )
+    entries = r.choices[0].logprobs.content
+    assert b"".join(bytes(e.bytes) for e in entries).decode() == r.choices[0].message.content == case.content
+    reply = tok(case.content, add_special_tokens=False)["input_ids"]
+    ids = render_prompt(tok, case.messages())[1]
+    assert len(entries) == len(reply)
+    want = reference_logprobs(model, ids, reply)
+    assert torch.allclose(torch.tensor([e.logprob for e in entries]), want, atol=1e-4)
+    for e in entries:  # greedy: the token drawn is the most likely one; alternatives best first
+        assert len(e.top_logprobs) == 3 and e.top_logprobs[0].logprob == pytest.approx(e.logprob)
+        assert [a.logprob for a in e.top_logprobs] == sorted(
+            (a.logprob for a in e.top_logprobs), reverse=True
+        )
+    stream = client.chat.completions.create(
+        model=MODEL, messages=case.messages(), temperature=0, logprobs=True, top_logprobs=3, stream=True
+    )
+    streamed = [
+        e for ch in stream if ch.choices and ch.choices[0].logprobs for e in ch.choices[0].logprobs.content
+    ]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
+
+
+def test_n_choices_have_their_own_seeds(client):
+    kwargs = dict(model=MODEL, messages=CASES["hello"].messages(), temperature=1.5, max_tokens=12, seed=7)
+    three = client.chat.completions.create(n=3, **kwargs)
+    again = client.chat.completions.create(n=3, **kwargs)
+    texts = [c.message.content for c in sorted(three.choices, key=lambda c: c.index)]
+    assert [c.index for c in sorted(three.choices, key=lambda c: c.index)] == [0, 1, 2]
+    assert texts == [c.message.content for c in sorted(again.choices, key=lambda c: c.index)]
+    assert len(set(texts)) > 1
+    second = client.chat.completions.create(**{**kwargs, "seed": 8})  # choice 1 is seed 7 + 1
+    assert second.choices[0].message.content == texts[1]
+    assert three.usage.prompt_tokens == second.usage.prompt_tokens  # counted once, not per choice
+    stream = client.chat.completions.create(n=3, stream=True, **kwargs)
+    parts = {0: "", 1: "", 2: ""}
+    for ch in stream:
+        for c in ch.choices:
+            parts[c.index] += c.delta.content or ""
+    assert [parts[i] for i in range(3)] == texts
+
+
+def test_text_completions_through_the_openai_client(client, model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    prompt = "Hello! How can"
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    want_ids = out[0, len(ids) :].tolist()
+    r = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=6, temperature=0, logprobs=2, extra_body={"ignore_eos": True}
+    )
+    choice = r.choices[0]
+    assert r.object == "text_completion" and choice.finish_reason == "length"
+    assert choice.text == tok.decode(want_ids, skip_special_tokens=True)
+    want = reference_logprobs(model, ids, want_ids)
+    assert torch.allclose(torch.tensor(choice.logprobs.token_logprobs), want, atol=1e-4)
+    assert all(len(top) == 2 for top in choice.logprobs.top_logprobs)
+    assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == 6
+    # echo, token-id prompts, a batch of prompts times n, streaming
+    echoed = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, echo=True,
+                                       extra_body={"ignore_eos": True})  # fmt: skip
+    assert echoed.choices[0].text == prompt + choice.text
+    by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=6, temperature=0,
+                                       extra_body={"ignore_eos": True})  # fmt: skip
+    assert by_ids.choices[0].text == choice.text
+    batch = client.completions.create(
+        model=MODEL, prompt=[prompt, "one two"], n=2, max_tokens=4, temperature=0
+    )
+    by_index = {c.index: c.text for c in batch.choices}
+    assert sorted(by_index) == [0, 1, 2, 3]  # prompt i's n choices are indices i*n .. i*n+n-1
+    assert by_index[0] == by_index[1] == tok.decode(want_ids[:4], skip_special_tokens=True)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model=MODEL,
+            prompt=prompt,
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        if c.choices
+    )
+    assert streamed == choice.text
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"suffix": "x"}, "suffix"),
+        ({"best_of": 3}, "best_of"),
+        ({"echo": True, "logprobs": 1}, "echo"),
+        ({"prompt": [1, 2, 10**9]}, "prompt"),
+        ({"logit_bias": {"5": 1}}, "logit_bias"),
+        ({"max_tokens": 10_000}, "max_tokens"),
+    ],
+)
+def test_text_completion_refusals_name_the_field(server, extra, param):
+    body = {"model": MODEL, "prompt": "Hello", **extra}
+    r = httpx.post(server.url + "/v1/completions", json=body, timeout=30)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
