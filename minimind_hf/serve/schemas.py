@@ -45,7 +45,7 @@ def error_body(
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
     text: str
 
@@ -62,6 +62,10 @@ class ToolCallIn(BaseModel):
     function: FunctionCall
 
 
+# Fields OpenAI clients copy back from a response message; accepted when empty (null, [], "").
+ECHOED_MESSAGE_FIELDS = frozenset({"refusal", "annotations", "audio", "function_call"})
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -73,6 +77,16 @@ class ChatMessage(BaseModel):
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessage:
+        extra = dict(self.model_extra or {})
+        if self.reasoning_content is None and isinstance(extra.get("reasoning"), str):
+            self.reasoning_content = extra.pop("reasoning")  # vLLM's current name for it
+        unknown = sorted(k for k, v in extra.items() if not (k in ECHOED_MESSAGE_FIELDS and not v))
+        if unknown:
+            raise ValueError(
+                f"unsupported message field(s) {', '.join(unknown)}: the chat template cannot show them"
+            )
+        if self.name:
+            raise ValueError("message 'name' is not supported: the chat template has no place for it")
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError(f"a {self.role!r} message needs content")
         return self

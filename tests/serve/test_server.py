@@ -270,6 +270,14 @@ GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello plea
         ({**GOOD, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
         ({**GOOD, "logit_bias": {"42": 100}}, 400, "logit_bias"),
         ({**GOOD, "stream": "yes"}, 400, "stream"),
+        # message fields the template cannot show are refused, not dropped
+        ({**GOOD, "messages": [{"role": "user", "content": "hi", "name": "bob"}]}, 400, "messages.0"),
+        ({**GOOD, "messages": [{"role": "user", "content": "hi", "lang": "en"}]}, 400, "messages.0"),
+        (
+            {**GOOD, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "x": 1}]}]},
+            400,
+            "messages.0.content",
+        ),  # fmt: skip
         ({**GOOD, "stream_options": {"include_usage": True, "extra": 1}}, 400, "stream_options"),
         (
             json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "SURROGATE"}]}).replace(
@@ -552,6 +560,16 @@ def reference_logprobs(model, ids: list[int], reply: list[int]) -> torch.Tensor:
     """log p(reply[i] | ids + reply[:i]) from one forward of the model (no cache, no engine)."""
     logits = model(torch.tensor([ids + reply]), use_cache=False).logits[0, len(ids) - 1 : -1].float()
     return torch.log_softmax(logits, -1).gather(1, torch.tensor(reply)[:, None])[:, 0]
+
+
+def test_assistant_messages_copied_back_from_a_response_are_accepted(client):
+    """A client that appends the response's message as is (refusal/annotations/audio null, vLLM's
+    `reasoning`) gets a reply; the reasoning reaches the template as reasoning_content."""
+    first = client.chat.completions.create(model=MODEL, messages=CASES["hello"].messages(), temperature=0)
+    echoed = {**first.choices[0].message.model_dump(), "reasoning": "thought about it"}
+    messages = [*CASES["hello"].messages(), echoed, {"role": "user", "content": "Say hello please."}]
+    r = client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=5)
+    assert r.choices[0].finish_reason in ("stop", "length")
 
 
 def test_chat_logprobs_match_the_models_own_forward(client, model_and_tokenizer):
