@@ -9,12 +9,17 @@
 One module per job:
 
 - ``schemas``   request validation (pydantic) and OpenAI's error body
-- ``engine``    one worker thread owns the model; continuous batching with left padding, per-request
-                sampling and seeds, incremental UTF-8-safe detokenization, stop strings
+- ``engine``    one worker thread owns the model; continuous batching, packed chunked prefill, per-request
+                sampling and seeds, logprobs, grammars, incremental UTF-8-safe detokenization, stop strings
+- ``slots``     the torch forward: the model's modules over a slot-indexed, preallocated KV cache
+- ``llama_backend`` the llama.cpp forward on the folder's GGUF (``serve --backend llama.cpp``)
+- ``constrained`` llguidance grammars for tool_choice and response_format
 - ``sampling``  temperature / top-p / top-k / penalties with a per-request ``torch.Generator``
 - ``streaming`` incremental detokenizer and stop-string matcher
 - ``parser``    incremental split of generated text into reasoning, content and Hermes tool calls
 - ``chat``      load a model folder, render prompts, stream one parsed reply (shared by all front ends)
-- ``app``       the FastAPI app (``/v1/models``, ``/v1/chat/completions`` with SSE)
+- ``app``       the FastAPI app (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``): limits,
+                cancellation, shutdown
+- ``responses`` OpenAI response bodies and SSE chunks from the engine's events (n choices, logprobs)
 - ``terminal``  the terminal chat loop; ``webui`` the Gradio page; ``cli`` the commands
 """
