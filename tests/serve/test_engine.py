@@ -205,14 +205,22 @@ def _reference_model(name: str, vocab_size: int):
         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
     )  # fmt: skip
     torch.manual_seed(0)
+    if name == "minimind-moe":
+        from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+
+        config = MiniMindConfig.from_preset(
+            "tiny", vocab_size=vocab_size, use_moe=True, max_position_embeddings=256
+        )
+        return MiniMindForCausalLM(config).eval()
     if name == "qwen3":
         return Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common)).eval()
     return LlamaForCausalLM(LlamaConfig(**common)).eval()
 
 
-@pytest.mark.parametrize("name", ["qwen3", "llama"])
+@pytest.mark.parametrize("name", ["qwen3", "llama", "minimind-moe"])
 def test_transformers_models_decode_like_their_own_forward(name, model_and_tokenizer):
-    """The slot decoder runs transformers' own Qwen3 / Llama classes: greedy tokens equal their forward."""
+    """The slot decoder runs transformers' own Qwen3 / Llama classes and MiniMind's MoE block: greedy tokens
+    equal their own forward's."""
     _, tok = model_and_tokenizer
     model = _reference_model(name, len(tok))
     g = torch.Generator().manual_seed(2)
