@@ -34,6 +34,20 @@ def reference_greedy(model, ids: list[int], n: int) -> tuple[list[int], float]:
     return seq[len(ids) :], min(margins)
 
 
+def greedy_jobs(model, tok, lengths, seed: int, new_tokens: int):
+    """Random prompts of ``lengths`` as greedy engine jobs, with the reference's text for each; prompts whose
+    reference has a near-tie (which batching noise could flip) are left out."""
+    g = torch.Generator().manual_seed(seed)
+    jobs, expected = [], []
+    for n in lengths:
+        ids = torch.randint(40, len(tok), (n,), generator=g).tolist()
+        ref, margin = reference_greedy(model, ids, new_tokens)
+        if margin > 1e-3:
+            jobs.append((ids, SamplingParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)))
+            expected.append(tok.decode(ref, skip_special_tokens=True))
+    return jobs, expected
+
+
 def run_concurrently(engine, jobs: list[tuple[list[int], SamplingParams]]) -> list[tuple[str, Finish]]:
     results: list = [None] * len(jobs)
 
@@ -158,14 +172,7 @@ def test_small_prefill_chunks_pack_prompts_without_padding(model_and_tokenizer):
     """Prompts split into 5-token chunks, several packed in one forward, give the reference's tokens; the
     prompt tokens fed to the model are exactly the prompts' own (no padding to the longest)."""
     model, tok = model_and_tokenizer
-    g = torch.Generator().manual_seed(1)
-    prompts = [torch.randint(40, len(tok), (n,), generator=g).tolist() for n in (3, 23, 11, 40, 7)]
-    jobs, expected = [], []
-    for ids in prompts:
-        ref, margin = reference_greedy(model, ids, 8)
-        if margin > 1e-3:
-            jobs.append((ids, SamplingParams(max_new_tokens=8, temperature=0.0, ignore_eos=True)))
-            expected.append(tok.decode(ref, skip_special_tokens=True))
+    jobs, expected = greedy_jobs(model, tok, (3, 23, 11, 40, 7), seed=1, new_tokens=8)
     assert len(jobs) >= 4
     with Engine(model, tok, max_batch_size=4, prefill_chunk=5) as eng:
         eng.decoder = recorder = RecordingDecoder(eng.decoder)
@@ -223,14 +230,7 @@ def test_transformers_models_decode_like_their_own_forward(name, model_and_token
     equal their own forward's."""
     _, tok = model_and_tokenizer
     model = _reference_model(name, len(tok))
-    g = torch.Generator().manual_seed(2)
-    prompts = [torch.randint(40, len(tok), (n,), generator=g).tolist() for n in (5, 31, 12, 20)]
-    jobs, expected = [], []
-    for ids in prompts:
-        ref, margin = reference_greedy(model, ids, 10)
-        if margin > 1e-3:
-            jobs.append((ids, SamplingParams(max_new_tokens=10, temperature=0.0, ignore_eos=True)))
-            expected.append(tok.decode(ref, skip_special_tokens=True))
+    jobs, expected = greedy_jobs(model, tok, (5, 31, 12, 20), seed=2, new_tokens=10)
     assert len(jobs) >= 3
     with Engine(model, tok, max_batch_size=2, prefill_chunk=8) as eng:
         assert [text for text, _ in run_concurrently(eng, jobs)] == expected
