@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 
+from minimind_hf.cli_errors import run_guarded
 from minimind_hf.cli_logging import configure_logging
 
 logger = logging.getLogger("minimind_hf.convert")
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    return args.func(args)
+    return run_guarded(lambda: args.func(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from minimind_hf.cli_errors import run_guarded
 from minimind_hf.cli_logging import add_trust_remote_code_arg, configure_logging
 
 logger = logging.getLogger(__name__)
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(first, "eval")
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    return args.func(args)
+    return run_guarded(lambda: args.func(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli_errors import run_guarded
 from .cli_logging import configure_logging
 from .convert.cli import add_convert_commands
 from .eval.cli import add_eval_commands
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    return args.func(args)
+    return run_guarded(lambda: args.func(args), args.verbose)
 
 
 if __name__ == "__main__":

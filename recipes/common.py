@@ -569,8 +569,10 @@ def run_recipe(main: Any, parse_args: Any) -> int:
 
 
 def run_cli(main: Any, parse_args: Any) -> None:
-    """A recipe's ``__main__``: `run_recipe`, exiting with its status."""
-    status = run_recipe(main, parse_args)
+    """A recipe's ``__main__``: `run_recipe`, exiting with its status (other failures as one line too)."""
+    from minimind_hf.cli_errors import run_guarded
+
+    status = run_guarded(lambda: run_recipe(main, parse_args))
     if status:
         sys.exit(status)
 

@@ -11,15 +11,22 @@ Layout (one folder per checkpoint, the newest named in ``latest``)::
             trainer_state.json      step, epoch, batches consumed in the epoch, tokens seen, config
             rng_rank{r}.json/.pt    python + numpy RNG (json), torch CPU/CUDA RNG (pt), one per process
             extra.pt                optional algorithm state (e.g. a reference model's running stats)
+            manifest.json           size and sha256 of every file above (written last)
 
-A checkpoint is written into ``.tmp_step_000100`` and renamed into place with `os.replace` only once
-complete, so a crash (even SIGKILL) mid-write never leaves a half checkpoint where resume would look.
-Older checkpoints beyond ``keep_last`` (0 = keep all) are deleted after the new one is in place; checkpoints of
-later steps are never deleted in favour of an earlier one.
+A checkpoint is written into ``.tmp_step_000100``, fsynced, and renamed into place with `os.replace` only
+once complete, so a crash (even SIGKILL, or power loss) mid-write never leaves a half checkpoint where resume
+would look. Older checkpoints beyond ``keep_last`` (0 = keep all) are deleted after the new one is in place
+and ``latest`` names it; checkpoints of later steps are never deleted in favour of an earlier one.
+
+On resume, `find_latest_checkpoint` checks the checkpoint ``latest`` names against its manifest; a damaged
+or missing one falls back, with a warning, to the newest earlier checkpoint that checks out, and a folder
+whose checkpoints are all damaged is an error (never a silent restart from step 0).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "CheckpointError",
     "capture_rng_state",
     "find_latest_checkpoint",
     "load_model_weights",
@@ -44,6 +52,13 @@ __all__ = [
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
+MANIFEST = "manifest.json"
+# what every complete checkpoint holds, also those written before manifests existed
+_REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.json")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or none of a run's checkpoints can be resumed; says what to do."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -54,10 +69,30 @@ def write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def step_dir_name(step: int) -> str:
     return f"step_{step:06d}"
+
+
+def _step_of(path: Path) -> int | None:
+    digits = path.name[len("step_") :]
+    return int(digits) if path.name.startswith("step_") and digits.isdigit() else None
 
 
 # ------------------------------------------------------------------------------------------- RNG
@@ -112,16 +147,97 @@ def restore_rng_state(js: dict, tensors: dict[str, torch.Tensor]) -> None:
 
 # ------------------------------------------------------------------------------------- find/load
 def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The checkpoint named by ``output_dir/checkpoints/latest``, or None."""
+    """The checkpoint to resume in `output_dir`: the one ``latest`` names if it checks out, else (loudly) the
+    newest earlier one that does. None when the folder has no checkpoints.
+
+    Raises:
+        CheckpointError: checkpoints exist but none is complete and intact.
+    """
     root = Path(output_dir) / CHECKPOINT_DIR
+    folders = sorted(
+        ((step, p) for p in root.glob("step_*") if p.is_dir() and (step := _step_of(p)) is not None),
+        reverse=True,
+    )
     pointer = root / LATEST
-    if not pointer.is_file():
+    named = root / pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
+    if named is None and not folders:
         return None
-    path = root / pointer.read_text(encoding="utf-8").strip()
-    if not (path / "trainer_state.json").is_file():
-        logger.warning("%s names %s, which is incomplete; ignoring it", pointer, path)
+    # after `latest`, only earlier steps: later folders belong to a run that was restarted from before them
+    limit = _step_of(named) if named is not None else None
+    candidates = ([named] if named is not None else []) + [
+        p for step, p in folders if p != named and (limit is None or step < limit)
+    ]
+    problems = []
+    for path in candidates:
+        problem = verify_checkpoint(path)
+        if problem is None:
+            if problems:
+                logger.warning(
+                    "checkpoint %s cannot be resumed (%s); resuming from %s instead",
+                    problems[0][0],
+                    problems[0][1],
+                    path,
+                )
+            return path
+        problems.append((path, problem))
+    listed = "; ".join(f"{p.name}: {why}" for p, why in problems)
+    raise CheckpointError(
+        f"{root} holds no checkpoint that can be resumed ({listed}). Use resume=never to train from scratch "
+        "(its checkpoints are replaced), or a new output_dir"
+    )
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """What is wrong with checkpoint folder `path` (missing, incomplete, a file whose size or sha256 differs
+    from its manifest), or None if it can be resumed."""
+    path = Path(path)
+    if not path.is_dir():
+        return "missing"
+    for name in _REQUIRED:
+        if not (path / name).is_file():
+            return f"no {name}"
+    if not list((path / "model").glob("*.safetensors")):
+        return "no model weights"
+    manifest = path / MANIFEST
+    if not manifest.is_file():  # written before manifests existed: the files above are all we can check
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            return f"trainer_state.json unreadable ({err})"
         return None
-    return path
+    try:
+        expected = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{MANIFEST} unreadable ({err})"
+    for rel, (size, digest) in expected.items():
+        f = path / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != size:
+            return f"{rel} has {f.stat().st_size} bytes, the manifest says {size}"
+        if _sha256(f) != digest:
+            return f"{rel} is damaged (sha256 differs from the manifest)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _seal(folder: Path) -> None:
+    """fsync every file of a finished checkpoint folder and record its manifest (sizes + sha256), last."""
+    files = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+        files[f.relative_to(folder).as_posix()] = [f.stat().st_size, _sha256(f)]
+    write_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1))
+    for d in sorted({p.parent for p in folder.rglob("*")} | {folder}):
+        _fsync_dir(d)
 
 
 def load_model_weights(model: torch.nn.Module, folder: str | Path) -> None:
@@ -178,40 +294,72 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     rank = accelerator.process_index
-    js, tensors = capture_rng_state()
-    (tmp / f"rng_rank{rank}.json").write_text(json.dumps(js), encoding="utf-8")
-    torch.save(tensors, tmp / f"rng_rank{rank}.pt")
-    if main:
-        save_model(tmp / "model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
-        if extra_state:
-            torch.save(extra_state, tmp / "extra.pt")
-        (tmp / "trainer_state.json").write_text(
-            json.dumps(trainer_state, indent=2, default=str), encoding="utf-8"
-        )
+    try:
+        js, tensors = capture_rng_state()
+        (tmp / f"rng_rank{rank}.json").write_text(json.dumps(js), encoding="utf-8")
+        torch.save(tensors, tmp / f"rng_rank{rank}.pt")
+        if main:
+            save_model(tmp / "model")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
+            if extra_state:
+                torch.save(extra_state, tmp / "extra.pt")
+            (tmp / "trainer_state.json").write_text(
+                json.dumps(trainer_state, indent=2, default=str), encoding="utf-8"
+            )
+    except (OSError, RuntimeError) as err:
+        raise _write_failure(err, tmp) from err
     accelerator.wait_for_everyone()
     if not main:
         accelerator.wait_for_everyone()
         return None
+    try:
+        _seal(tmp)
+    except OSError as err:
+        raise _write_failure(err, tmp) from err
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_atomic(root / LATEST, final.name)
-    # keep the newest `keep_last` complete checkpoints up to this one (0 = keep all). Folders from later
-    # steps (a run restarted from an earlier checkpoint) are never pruned in favour of this one.
-    if keep_last > 0:
-        older = sorted(
-            (int(p.name[len("step_") :]), p)
-            for p in root.glob("step_*")
-            if p.is_dir() and p.name[len("step_") :].isdigit() and int(p.name[len("step_") :]) < step
-        )
-        older = [p for _, p in older]
-        for old in older[: max(0, len(older) - (keep_last - 1))]:
-            shutil.rmtree(old, ignore_errors=True)
+    _prune(root, step, keep_last)
     accelerator.wait_for_everyone()
     logger.info("saved checkpoint %s", final)
     return final
+
+
+def _prune(root: Path, step: int, keep_last: int) -> None:
+    """Keep the newest `keep_last` checkpoints up to `step`, the one just written included (0 = keep all).
+    Folders of later steps (a run restarted from an earlier checkpoint) are never pruned in favour of it."""
+    if keep_last <= 0:
+        return
+    older = sorted(
+        (s, p) for p in root.glob("step_*") if p.is_dir() and (s := _step_of(p)) is not None and s < step
+    )
+    for _, old in older[: max(0, len(older) - (keep_last - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_failure(err: BaseException, tmp: Path) -> BaseException:
+    """A failed checkpoint write as one clear error: the partial folder is removed (it would only take the
+    space a retry needs) and a full disk is named as such; torch.save reports one as 'unexpected pos' or
+    'file write failed'."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    text = str(err)
+    full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or (
+        isinstance(err, RuntimeError) and ("unexpected pos" in text or "write failed" in text)
+    )
+    if full:
+        free = shutil.disk_usage(tmp.parent).free / 2**20
+        return OSError(
+            errno.ENOSPC,
+            f"no space left on device writing checkpoint {tmp.name[len('.tmp_') :]} ({free:.0f} MiB free); "
+            "free some space (or set keep_last lower, or output_dir on a larger disk) and run the same command "
+            "to resume from the last complete checkpoint",
+            str(tmp.parent),
+        )
+    if isinstance(err, OSError):
+        return err
+    return CheckpointError(f"could not write checkpoint {tmp.name[len('.tmp_') :]} in {tmp.parent}: {text}")
 
 
 def read_trainer_state(path: str | Path) -> dict:

@@ -86,6 +86,7 @@ from ..model_card import write_model_card
 from . import checkpoint as ckpt
 from .acceleration import ThreadTuner, compiler_problem, resolve_compile, resolve_precision
 from .config import config_to_dict
+from .interrupt import GracefulStop, TrainingInterrupted
 from .optim import build_optimizer
 from .schedule import CosineSchedule
 
@@ -640,7 +641,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             (tuner.current if tuner.fixed else "tuned") if tuner is not None else "-",
         )
 
-    def save(at_step: int) -> None:
+    def save(at_step: int) -> Path | None:
         epoch, in_epoch = divmod(at_step, steps_per_epoch)
         state = {
             "step": at_step,
@@ -652,7 +653,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             "stage": algo.name,
             "config": _flat_config(cfg),
         }
-        ckpt.save_checkpoint(
+        return ckpt.save_checkpoint(
             out_dir,
             at_step,
             accelerator=accelerator,
@@ -690,99 +691,112 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     perm_epoch, perm = -1, None
     rank = accelerator.process_index
     t_window, tokens_window = time.time(), 0
-    while step < total_steps:
-        step_model = train_model
-        if tuner is not None:
-            tuner.before_step()
-            if tuner.in_trial:
-                step_model = model
-        epoch, k = divmod(step, steps_per_epoch)
-        if epoch != perm_epoch:
-            g = torch.Generator().manual_seed(cfg.seed + epoch)
-            perm, perm_epoch = torch.randperm(n_rows, generator=g).tolist(), epoch
-        step_rows = perm[k * global_batch : (k + 1) * global_batch]
-        micro = []
-        for m in range(cfg.grad_accum_steps):
-            lo = (m * world + rank) * cfg.batch_size
-            batch = _to_device(
-                algo.collate_fn(_rows(algo.train_dataset, step_rows[lo : lo + cfg.batch_size])),
-                accelerator.device,
-            )
-            with accelerator.autocast():  # every model an algorithm runs (reference, teacher, critic) alike
-                micro.append(algo.prepare_batch(step_model, batch))
+    stop = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save, stop (see interrupt.py)
+    with stop:
+        while step < total_steps:
+            step_model = train_model
+            if tuner is not None:
+                tuner.before_step()
+                if tuner.in_trial:
+                    step_model = model
+            epoch, k = divmod(step, steps_per_epoch)
+            if epoch != perm_epoch:
+                g = torch.Generator().manual_seed(cfg.seed + epoch)
+                perm, perm_epoch = torch.randperm(n_rows, generator=g).tolist(), epoch
+            step_rows = perm[k * global_batch : (k + 1) * global_batch]
+            micro = []
+            for m in range(cfg.grad_accum_steps):
+                lo = (m * world + rank) * cfg.batch_size
+                batch = _to_device(
+                    algo.collate_fn(_rows(algo.train_dataset, step_rows[lo : lo + cfg.batch_size])),
+                    accelerator.device,
+                )
+                with (
+                    accelerator.autocast()
+                ):  # every model an algorithm runs (reference, teacher, critic) alike
+                    micro.append(algo.prepare_batch(step_model, batch))
 
-        # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
-        count = torch.tensor(float(sum(algo.num_items(b) for b in micro)), device=accelerator.device)
-        global_count = accelerator.reduce(count, "sum") if world > 1 else count
-        denom = global_count.clamp(min=1.0)
-        step_loss = torch.zeros((), device=accelerator.device)
-        metric_values: dict[str, list] = {}
-        n_tokens = 0
-        for i, batch in enumerate(micro):
-            sync = i == len(micro) - 1
-            with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
-                with accelerator.autocast():
-                    loss, metrics = algo.compute_loss(step_model, batch, denom)
-                accelerator.backward(loss * world)  # DDP averages gradients over processes; undo it
-            step_loss += loss.detach().float()
-            for name, value in metrics.items():
-                metric_values.setdefault(name, []).append(value)
-            if isinstance(batch, dict) and isinstance(batch.get("input_ids"), torch.Tensor):
-                n_tokens += batch["input_ids"].numel()
-        grad_norm = None
-        if cfg.max_grad_norm > 0:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        group = optimizer.param_groups[0]  # Muon's, with optimizer: muon; log the rate of `learning_rate`
-        lr = cfg.learning_rate * group["lr"] / group["base_lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+            # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
+            count = torch.tensor(float(sum(algo.num_items(b) for b in micro)), device=accelerator.device)
+            global_count = accelerator.reduce(count, "sum") if world > 1 else count
+            denom = global_count.clamp(min=1.0)
+            step_loss = torch.zeros((), device=accelerator.device)
+            metric_values: dict[str, list] = {}
+            n_tokens = 0
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1
+                with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
+                    with accelerator.autocast():
+                        loss, metrics = algo.compute_loss(step_model, batch, denom)
+                    accelerator.backward(loss * world)  # DDP averages gradients over processes; undo it
+                step_loss += loss.detach().float()
+                for name, value in metrics.items():
+                    metric_values.setdefault(name, []).append(value)
+                if isinstance(batch, dict) and isinstance(batch.get("input_ids"), torch.Tensor):
+                    n_tokens += batch["input_ids"].numel()
+            grad_norm = None
+            if cfg.max_grad_norm > 0:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            group = optimizer.param_groups[0]  # Muon's, with optimizer: muon; log the rate of `learning_rate`
+            lr = cfg.learning_rate * group["lr"] / group["base_lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
 
-        if world > 1:
-            step_loss = accelerator.reduce(step_loss, "sum")
-            n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
-        tokens_seen += n_tokens
-        tokens_window += n_tokens
-        loss_value = step_loss.item()
-        if tuner is not None:
-            tuner.after_step(n_tokens, warmup=step == start_step + 1)
-        losses.append(loss_value)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"step {step}: loss is {loss_value}; lower learning_rate or check the data"
-            )
-        if step % cfg.log_every == 0 or step == total_steps:
-            elapsed = max(time.time() - t_window, 1e-9)
-            record = {
-                "step": step,
-                "epoch": epoch,
-                "loss": loss_value,
-                "lr": lr,
-                "items": int(global_count.item()),
-                "tokens_per_sec": tokens_window / elapsed,
-                "tokens_seen": tokens_seen,
-            }
-            if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
-            if tuner is not None and tuner.active:
-                record["threads"] = tuner.current
-            for name, values in metric_values.items():
-                value = _mean(values)
-                if world > 1:
-                    value = float(accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean"))
-                record[name] = value
-            log.write(record)
-            if trackers:
-                accelerator.log(_tracker_scalars(record), step=step)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_sec']:.0f}")
-            t_window, tokens_window = time.time(), 0
-        bar.update(1)
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-            run_eval(step)
-        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-            save(step)
+            if world > 1:
+                step_loss = accelerator.reduce(step_loss, "sum")
+                n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
+            tokens_seen += n_tokens
+            tokens_window += n_tokens
+            loss_value = step_loss.item()
+            if tuner is not None:
+                tuner.after_step(n_tokens, warmup=step == start_step + 1)
+            losses.append(loss_value)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"step {step}: loss is {loss_value}; lower learning_rate or check the data"
+                )
+            if step % cfg.log_every == 0 or step == total_steps:
+                elapsed = max(time.time() - t_window, 1e-9)
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "items": int(global_count.item()),
+                    "tokens_per_sec": tokens_window / elapsed,
+                    "tokens_seen": tokens_seen,
+                }
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                if tuner is not None and tuner.active:
+                    record["threads"] = tuner.current
+                for name, values in metric_values.items():
+                    value = _mean(values)
+                    if world > 1:
+                        value = float(
+                            accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean")
+                        )
+                    record[name] = value
+                log.write(record)
+                if trackers:
+                    accelerator.log(_tracker_scalars(record), step=step)
+                bar.set_postfix(
+                    loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_sec']:.0f}"
+                )
+                t_window, tokens_window = time.time(), 0
+            bar.update(1)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                run_eval(step)
+            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+                save(step)
+            if stop.requested(accelerator):
+                break
     bar.close()
+    if stop.signal_name is not None and step < total_steps:  # a signal in the last step just lets it end
+        saved = save(step) if step > start_step else ckpt.find_latest_checkpoint(out_dir)
+        raise TrainingInterrupted(step, total_steps, str(saved) if saved else None, stop.signal_name)
     if cfg.save_every and not (resume_path is not None and step == start_step):
         save(step)  # so that `resume=auto` on a finished run has nothing left to redo
 

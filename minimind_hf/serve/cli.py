@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..cli_errors import run_guarded
 from ..cli_logging import add_trust_remote_code_arg, configure_logging
 
 logger = logging.getLogger("minimind_hf.serve")
@@ -385,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    return args.func(args)
+    return run_guarded(lambda: args.func(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli_errors import run_guarded
 from .corpus import iter_source_texts
 from .train import DEFAULT_VOCAB_SIZE, train_tokenizer
 
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return run_guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

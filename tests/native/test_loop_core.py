@@ -188,8 +188,8 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     # a half-written checkpoint (crash before the rename) is never picked up
     (root / ".tmp_step_000009").mkdir()
     assert ckpt.find_latest_checkpoint(tmp_path / "ck") == root / "step_000004"
-    (root / "latest").write_text("step_000009")
-    assert ckpt.find_latest_checkpoint(tmp_path / "ck") is None
+    (root / "latest").write_text("step_000009")  # names a folder that is not there: the newest earlier one
+    assert ckpt.find_latest_checkpoint(tmp_path / "ck") == root / "step_000004"
     # log: one line per step with the documented fields
     log = [json.loads(x) for x in (tmp_path / "ck" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
