@@ -21,20 +21,29 @@ identically.
 Input message keys other than role/content/reasoning_content/tools/tool_calls are rejected, except
 OpenAI metadata that no template here renders (``name``, ``tool_call_id``, ``id``) and keys whose
 value is null (parquet files give every message every column), which are dropped.
+
+Text the template renders (content, reasoning_content, tool calls, tool specs) must not contain the
+ChatML turn delimiters `CONTROL_TOKENS`: the tokenizer reads them as the real special tokens, so the
+text would forge turns (wrong roles, wrong loss mask). Pretrain ``text`` is not checked here: the
+original MiniMind pretrain corpus legitimately contains them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from .errors import RecordError
 
 __all__ = [
+    "CONTROL_TOKENS",
     "MESSAGE_KEYS",
     "ROLES",
+    "check_no_control_tokens",
     "fail",
     "is_empty_assistant",
+    "iter_strings",
     "merge_tools",
     "normalise_conversation",
     "normalise_tool_calls",
@@ -45,6 +54,9 @@ ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = ("role", "content", "reasoning_content", "tool_calls")
 _ACCEPTED_KEYS = frozenset(MESSAGE_KEYS) | {"tools"}
 _IGNORED_KEYS = frozenset({"name", "tool_call_id", "id"})
+# The chat template's turn delimiters: `minimind_hf.tokenizer.special_tokens` BOS/EOS, spelled out
+# because importing them would be a cycle (the tokenizer package reads data through this package).
+CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>")
 
 
 def fail(field: str | None, message: str, reason: str) -> NoReturn:
@@ -63,6 +75,40 @@ def _parse_json(value: str, field: str, reason: str) -> Any:
         fail(field, f"not valid JSON ({e})", reason)
 
 
+def iter_strings(value: Any, field: str) -> Iterator[tuple[str, str]]:
+    """Every string inside a JSON value, dict keys included, as ``(field path, string)`` in document order.
+
+    Iterative, so a deeply nested value cannot exhaust the Python stack."""
+    stack = [(field, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            yield path, item
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str):
+                    yield where, key
+                children.append((where, child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{path}[{i}]", child) for i, child in enumerate(item)]))
+
+
+def check_no_control_tokens(value: Any, field: str) -> None:
+    """Refuse `CONTROL_TOKENS` anywhere in `value` (a string, or JSON the template renders)."""
+    for where, text in iter_strings(value, field):
+        found = [(text.find(token), token) for token in CONTROL_TOKENS if token in text]
+        if found:
+            fail(
+                where,
+                f"contains the chat-template control token {min(found)[1]!r}: the tokenizer reads it as a "
+                "real turn boundary, so this text would forge turns (wrong roles and loss mask); remove it",
+                "control_token",
+            )
+
+
 # --------------------------------------------------------------------------------------- tools
 def normalise_tools(value: Any, field: str) -> list[dict]:
     """Parse and check a tool list (JSON string, list, or a single spec); ``[]`` if there is none."""
@@ -79,6 +125,7 @@ def normalise_tools(value: Any, field: str) -> list[dict]:
         if isinstance(tool, str):  # parquet/Json columns store each spec as a JSON string
             tool = _parse_json(tool, f"{field}[{j}]", "bad_tools")
         tools.append(_check_tool(tool, f"{field}[{j}]"))
+    check_no_control_tokens(tools, field)  # specs are rendered verbatim into the system turn
     return tools
 
 
@@ -143,7 +190,10 @@ def normalise_tool_calls(value: Any, field: str) -> list[dict] | None:
         value = [value]
     if not isinstance(value, list):
         fail(field, f"tool_calls must be a list of calls, got {_type_name(value)}", "bad_tool_calls")
-    return [_normalise_call(call, f"{field}[{j}]") for j, call in enumerate(value)] or None
+    calls = [_normalise_call(call, f"{field}[{j}]") for j, call in enumerate(value)]
+    for j, call in enumerate(calls):  # rendered with tojson, which leaves '<|' as is
+        check_no_control_tokens(call["function"], f"{field}[{j}]")
+    return calls or None
 
 
 def _normalise_call(call: Any, field: str) -> dict:
@@ -269,6 +319,9 @@ def _normalise_message(msg: Any, field: str) -> tuple[dict, list[dict]]:
             )
         reasoning = None  # an empty value on another role carries nothing
 
+    check_no_control_tokens(content, f"{field}.content")
+    if reasoning is not None:
+        check_no_control_tokens(reasoning, f"{field}.reasoning_content")
     tools = normalise_tools(msg.get("tools"), f"{field}.tools")
     message = {"role": role, "content": content, "reasoning_content": reasoning, "tool_calls": tool_calls}
     return message, tools

@@ -23,7 +23,7 @@ Accepted input, per kind (keys not listed are ignored):
   empty assistant turn; optional top-level ``tools``.
 - dpo: MiniMind's ``{"chosen": [...], "rejected": [...]}`` (both full conversations ending in an
   assistant turn, sharing every turn before it) or trl's ``{"prompt": [...], "chosen": [...],
-  "rejected": [...]}``.
+  "rejected": [...]}``; chosen and rejected must differ.
 - rl: a conversation (``conversations``/``messages``/``prompt``) ending with a user or tool turn, or
   with an empty assistant turn (dropped), plus optional ``gt``/``ground_truth`` (string, number, or a list of
   them: the original's agent-RL rows);
@@ -186,6 +186,13 @@ def _dpo(record: dict) -> dict:
             raise _missing(record, "dpo", f"{key!r}", key)
     explicit = record.get("prompt") is not None
     prompt, chosen, rejected, groups = (_dpo_explicit if explicit else _dpo_implicit)(record)
+    if chosen == rejected:  # both log-ratios are equal: the loss is constant and the pair teaches nothing
+        fail(
+            "rejected",
+            "chosen and rejected are identical: the pair has no preference to learn (zero DPO gradient); "
+            "fix the rejected response or drop the pair",
+            "identical_pair",
+        )
     groups.append((normalise_tools(record.get("tools"), "tools"), "tools"))
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "tools": merge_tools(groups)}
 
