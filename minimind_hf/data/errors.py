@@ -8,11 +8,14 @@ compiler error::
 
 Each error also carries a short machine-readable `reason` (e.g. ``"unknown_role"``) that
 `load_records(..., skip_invalid=True)` counts skipped records by.
+
+`DataFileError` is the other kind: a whole file that cannot be read (e.g. a truncated gzip stream), so
+no record after the break can be trusted and ``skip_invalid`` does not apply.
 """
 
 from __future__ import annotations
 
-__all__ = ["RecordError"]
+__all__ = ["DataFileError", "RecordError"]
 
 
 class RecordError(ValueError):
@@ -76,3 +79,10 @@ class RecordError(ValueError):
 
 def _rebuild(file, line, field, message, reason, unit) -> RecordError:
     return RecordError(file, line, field, message, reason=reason, unit=unit)
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read past some point (a broken gzip stream, ...): not one bad record.
+
+    A `ValueError`, so command lines print it as one line; never counted as a skip by ``skip_invalid``.
+    """

@@ -121,6 +121,8 @@ def load_records(
 
     Raises:
         RecordError: an invalid row (without ``skip_invalid``); says file, line and field.
+        DataFileError: a file unreadable from some point on (a gzip file that is not gzip, truncated or
+            corrupt); names the file and the last line read; raised even with ``skip_invalid``.
         FileNotFoundError: a local-looking path that does not exist, or an empty directory.
         ValueError: unknown `kind`; no rows at all; or every row invalid with ``skip_invalid``.
     """

@@ -12,8 +12,11 @@ confusing hub lookup.
 
 Rows are yielded as ``(index, unit, value)``: `unit` is ``"line"`` with a 1-based physical line
 number for JSON Lines, ``"row"`` with a 0-based row index for parquet, JSON arrays and hub
-datasets. A line that is not valid JSON yields a `RecordError` as its value, so the caller can
-count it like any other invalid record. Blank lines are skipped.
+datasets. A line that is not valid JSON (or nested too deeply to parse, or holding a lone UTF-16
+surrogate from a ``\\ud800`` escape, which no UTF-8 writer can store) yields a `RecordError` as its
+value, so the caller can count it like any other invalid record. Blank lines are skipped. A gzip file
+that is not gzip, or whose stream is truncated or corrupt, raises `DataFileError` naming the file and
+the last line read: nothing after the break is readable, so it is never a skippable record.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ import hashlib
 import json
 import logging
 import os
+import re
+import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RecordError
+from .errors import DataFileError, RecordError
+from .messages import iter_strings
 
 __all__ = ["DATA_SUFFIXES", "Source", "demo_source", "iter_rows", "looks_local", "resolve_sources"]
 
@@ -38,6 +45,9 @@ DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz")
 # Extensions that mark a string as a (mistyped) local file rather than a hub dataset name.
 _LOCAL_LOOKING = DATA_SUFFIXES + (".gz", ".csv", ".tsv", ".txt", ".arrow")
 _BOM = b"\xef\xbb\xbf"
+# what gzip raises on a file that is not gzip, a cut-off stream, and damaged deflate data
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 SourceLike = str | os.PathLike | Sequence["str | os.PathLike"]
 
@@ -172,7 +182,7 @@ def iter_rows(src: Source) -> Iterator[tuple[int, str, Any]]:
     name = src.path.name.lower()
     if name.endswith(".parquet"):
         yield from _iter_parquet(src)
-    elif name.endswith((".json", ".json.gz")) and _starts_with_array(src.path):
+    elif name.endswith((".json", ".json.gz")) and _starts_with_array(src):
         yield from _iter_json_array(src)
     else:  # .jsonl, and .json files holding one object per line (common on the hub)
         yield from _iter_jsonl(src)
@@ -182,43 +192,102 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
+def _gzip_error(src: Source, err: Exception, line: int = 0) -> DataFileError:
+    """One line naming the file, how far it was read and what to do."""
+    if isinstance(err, gzip.BadGzipFile) and not line:
+        with open(src.path, "rb") as f:
+            head = f.read(8)
+        plain = src.path.name[: -len(".gz")]
+        return DataFileError(
+            f"{src.name}: not a gzip file (it starts with {head!r}, not the gzip magic b'\\x1f\\x8b'); "
+            f"if it holds plain JSON, rename it to {plain}"
+        )
+    where = f"after line {line}" if line else "before its first line"
+    return DataFileError(
+        f"{src.name}: truncated or corrupt gzip stream {where} ({err}); re-create or re-download the file"
+    )
+
+
+def _lines(src: Source) -> Iterator[tuple[int, bytes]]:
+    """The file's physical lines, numbered from 1; a broken gzip stream raises `DataFileError`."""
+    lineno = 0
+    try:
+        with _open(src.path) as f:
+            for lineno, raw in enumerate(f, 1):
+                yield lineno, raw
+    except _GZIP_ERRORS as e:
+        raise _gzip_error(src, e, lineno) from None
+
+
+def _read(src: Source, size: int = -1) -> bytes:
+    try:
+        with _open(src.path) as f:
+            return f.read(size)
+    except _GZIP_ERRORS as e:
+        raise _gzip_error(src, e) from None
+
+
 def _malformed(detail: str, hint: str = "") -> RecordError:
     return RecordError(None, None, None, f"malformed JSON: {detail}{hint}", reason="malformed_json")
+
+
+def _too_deep() -> RecordError:
+    return _malformed(f"nested too deeply to parse (deeper than about {sys.getrecursionlimit()} levels)")
+
+
+def _lone_surrogate(value: Any, field: str = "") -> RecordError | None:
+    """An error for the first string holding half a UTF-16 surrogate pair (a ``\\ud800`` escape without
+    its partner; a full pair decodes to one character), which UTF-8 and Arrow cannot store."""
+    for where, text in iter_strings(value, field):
+        found = _SURROGATE.search(text)
+        if found:
+            return RecordError(
+                None,
+                None,
+                where.encode("utf-8", "backslashreplace").decode() or None,  # a key can hold one too
+                f"lone surrogate {ascii(found.group())[1:-1]} at character {found.start()} (a JSON "
+                "\\uXXXX escape for half of a UTF-16 pair): not encodable text; fix the escape",
+                reason="lone_surrogate",
+            )
+    return None
+
+
+def _decode(raw: bytes, hint: str = "") -> Any:
+    """One JSON line as a value, or the `RecordError` saying why it is not one."""
+    try:
+        value = json.loads(raw)
+    except UnicodeDecodeError as e:
+        return _malformed(f"not valid UTF-8 ({e.reason} at byte {e.start})")
+    except ValueError as e:
+        detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
+        return _malformed(detail, hint)
+    except RecursionError:
+        return _too_deep()
+    if b"\\u" in raw:  # only a \u escape can produce a surrogate (raw UTF-8 bytes for one fail above)
+        return _lone_surrogate(value) or value
+    return value
 
 
 def _iter_jsonl(src: Source) -> Iterator[tuple[int, str, Any]]:
     json_hint = ""
     if src.path.name.lower().endswith((".json", ".json.gz")):
         json_hint = " (a .json file must hold a JSON array of records, or one record per line)"
-    with _open(src.path) as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, "line", json.loads(raw)
-            except UnicodeDecodeError as e:
-                yield lineno, "line", _malformed(f"not valid UTF-8 ({e.reason} at byte {e.start})")
-            except ValueError as e:
-                detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-                yield lineno, "line", _malformed(detail, json_hint)
+    for lineno, raw in _lines(src):
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if raw.strip():
+            yield lineno, "line", _decode(raw, json_hint)
 
 
-def _starts_with_array(path: Path) -> bool:
-    with _open(path) as f:
-        head = f.read(4096).lstrip(_BOM).lstrip()
-        while not head:  # a file starting with a lot of whitespace
-            chunk = f.read(65536)
-            if not chunk:
-                return False
-            head = chunk.lstrip()
+def _starts_with_array(src: Source) -> bool:
+    head = _read(src, 65536).lstrip(_BOM).lstrip()
+    if not head:  # a file starting with a lot of whitespace
+        head = _read(src).lstrip(_BOM).lstrip()
     return head.startswith(b"[")
 
 
 def _iter_json_array(src: Source) -> Iterator[tuple[int, str, Any]]:
-    with _open(src.path) as f:
-        data = f.read()
+    data = _read(src)
     try:
         rows = json.loads(data.removeprefix(_BOM))
     except UnicodeDecodeError as e:
@@ -227,8 +296,12 @@ def _iter_json_array(src: Source) -> Iterator[tuple[int, str, Any]]:
     except json.JSONDecodeError as e:  # the whole array is unusable: report where parsing stopped
         yield e.lineno, "line", _malformed(f"{e.msg} at column {e.colno}")
         return
+    except RecursionError:
+        yield 1, "line", _too_deep()
+        return
+    escapes = b"\\u" in data
     for i, row in enumerate(rows):
-        yield i, "row", row
+        yield i, "row", (_lone_surrogate(row) or row) if escapes else row
 
 
 def _iter_parquet(src: Source) -> Iterator[tuple[int, str, Any]]:

@@ -90,8 +90,16 @@ def iter_source_texts(sources: Iterable[PathLike]) -> Iterator[str]:
         try:
             resolved += resolve_sources(item)
         except (FileNotFoundError, ValueError) as err:
-            raise ValueError(f"tokenizer training data: {err}") from None
+            raise ValueError(f"tokenizer training data: {err}{_txt_hint(item)}") from None
     return _texts(resolved)
+
+
+def _txt_hint(item: PathLike) -> str:
+    """Folders are searched for data files only; say so when the folder holds .txt files."""
+    path = Path(item).expanduser()
+    if path.is_dir() and any(path.rglob("*.txt")):
+        return " (it has .txt files: a folder is searched for data files only, so name each .txt file)"
+    return ""
 
 
 def _texts(resolved: list) -> Iterator[str]:
