@@ -156,8 +156,14 @@ def parse_recipe(
     from trl import ModelConfig, TrlParser
 
     use_cpu_when_no_accelerator()
-    parser = TrlParser((RecipeArguments, stage_config_cls, ModelConfig, *extra_dataclasses))
+    # allow_abbrev=False: argparse would take a typo such as --learning_rat for --learning_rate
+    parser = TrlParser(
+        (RecipeArguments, stage_config_cls, ModelConfig, *extra_dataclasses), allow_abbrev=False
+    )
     args = list(sys.argv[1:] if argv is None else argv)
+    _read_config_file(
+        args
+    )  # a missing, unreadable or non-mapping YAML is one named error, before trl reads it
     try:
         parsed = parser.parse_args_and_config(args, fail_with_unknown_args=True)
     except ValueError as e:  # trl's "Unknown arguments from config file", transformers' value checks
@@ -169,22 +175,51 @@ def parse_recipe(
     return tuple(parsed)
 
 
+def _read_config_file(argv: Sequence[str]) -> dict:
+    """The ``--config`` YAML as a mapping ({} without one); `RecipeError` naming the file (and the YAML line)
+    when it is missing, a folder, not YAML, or not a mapping of keys."""
+    import yaml
+
+    argv = list(argv)
+    if "--config" not in argv:
+        return {}
+    i = argv.index("--config")
+    if i + 1 >= len(argv):
+        raise RecipeError(["--config needs a YAML file"], "command line")
+    path = Path(argv[i + 1])
+    if not path.exists():
+        raise RecipeError(
+            [f"no such file {str(path)!r} (`minimind-hf recipes ls` lists the shipped configs)"], "--config"
+        )
+    if not path.is_file():
+        raise RecipeError([f"{str(path)!r} is a folder, not a YAML file"], "--config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError([f"not UTF-8 text ({e.reason} at byte {e.start})"], str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise RecipeError([f"not valid YAML: {where}{what}"], str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            [f"expected a mapping of keys (key: value lines), got a {type(data).__name__}"], str(path)
+        )
+    return data
+
+
 def given_keys(argv: Sequence[str]) -> frozenset[str]:
     """The keys the user set: the ``--config`` YAML's plus the ``--key`` flags (so that a field left at its
     default, or filled in by a config class's ``__post_init__``, is never taken for a request)."""
-    import yaml
-
-    keys = set()
-    argv = list(argv)
-    for i, arg in enumerate(argv):
-        if not arg.startswith("--"):
-            continue
-        name = arg[2:].split("=", 1)[0].replace("-", "_")
-        if name == "config" and i + 1 < len(argv):
-            data = yaml.safe_load(Path(argv[i + 1]).read_text(encoding="utf-8")) or {}
-            keys |= set(data) if isinstance(data, dict) else set()
-        elif name != "config":
-            keys.add(name)
+    keys = set(_read_config_file(argv))
+    for arg in argv:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0].replace("-", "_")
+            if name != "config":
+                keys.add(name)
     return frozenset(keys)
 
 
@@ -250,6 +285,7 @@ def check_recipe(
         p.append(f"tokenizer: no such folder {recipe_args.tokenizer!r}")
     if model and recipe_args.overrides():
         p.append(f"model_overrides configure a new model; they cannot change {model!r} (unset one of them)")
+    p += _model_problems(recipe_args, training_args, model_args)
     if not training_args.output_dir:
         p.append("output_dir is required")
     elif model and Path(model).is_dir() and Path(model).resolve() == Path(training_args.output_dir).resolve():
@@ -265,6 +301,40 @@ def check_recipe(
             p += translation_problems(stage, recipe_args, training_args, model_args, *stage_args)
     if p:
         raise RecipeError(list(dict.fromkeys(p)))  # in order, each problem once
+
+
+def _model_problems(recipe_args: RecipeArguments, training_args: Any, model_args: Any) -> list[str]:
+    """Under backend trl, the model before any data is read: its folders, attention, overrides and sequence
+    length (the native backend's validation checks the same on the translated config)."""
+    import torch
+
+    from minimind_hf.native.acceleration import attention_problem
+    from minimind_hf.native.common import (
+        folder_max_positions,
+        folder_problems,
+        length_problems,
+        override_problems,
+    )
+
+    if recipe_args.backend == "native":
+        return []
+    model = model_args.model_name_or_path
+    local = model if model and _looks_local(model) else None
+    problems = folder_problems(local, recipe_args.tokenizer, "model_name_or_path")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if attention := attention_problem(model_args.attn_implementation or "sdpa", device):
+        problems.append(attention)
+    lengths = {"max_length": getattr(training_args, "max_length", None)}
+    if model:
+        return problems + length_problems(lengths, folder_max_positions(local) if local else None, model)
+    try:
+        found, config = override_problems(recipe_args.preset, recipe_args.overrides())
+    except (ValueError, json.JSONDecodeError):
+        return problems  # a malformed model_overrides is reported by check_recipe
+    problems += found
+    if config is not None:
+        problems += length_problems(lengths, config.max_position_embeddings, f"preset {recipe_args.preset!r}")
+    return problems
 
 
 def _env_flag(name: str) -> bool:

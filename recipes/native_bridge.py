@@ -149,6 +149,14 @@ def _optim(a: RecipeInputs, problems: list[str]) -> None:
         )
 
 
+def _max_steps(a: RecipeInputs, problems: list[str]) -> int:
+    if a.max_steps < -1 or a.max_steps == 0:  # transformers' -1 means "by epochs"; anything else is a slip
+        problems.append(
+            f"max_steps must be a positive step count, or -1 to train num_train_epochs, got {a.max_steps}"
+        )
+    return max(0, a.max_steps)
+
+
 def _epochs(a: RecipeInputs, problems: list[str]) -> int:
     if a.max_steps <= 0 and not float(a.num_train_epochs).is_integer():
         problems.append(
@@ -289,7 +297,7 @@ COMMON = (
     key("batch_size", "per_device_train_batch_size"),
     key("grad_accum_steps", "gradient_accumulation_steps"),
     key("num_epochs", "num_train_epochs", convert=_epochs, note="whole epochs"),
-    key("max_steps", convert=lambda a, p: max(0, a.max_steps), note="-1 = by epochs (native 0)"),
+    key("max_steps", convert=lambda a, p: _max_steps(a, p), note="-1 = by epochs (native 0)"),
     key(
         "mixed_precision",
         "bf16",
@@ -340,6 +348,8 @@ COMMON = (
 
 # ------------------------------------------------------------------------------ stage tables
 def _num_proc(a: RecipeInputs, problems: list[str]) -> int:
+    if a.dataset_num_proc is not None and a.dataset_num_proc < 1:
+        problems.append(f"dataset_num_proc must be >= 1 (or unset: automatic), got {a.dataset_num_proc}")
     return int(a.dataset_num_proc or 0)
 
 
@@ -791,10 +801,21 @@ def native_config(stage: str, *parts: Any, problems: Sequence[str] = ()):
     try:
         cfg = load_config(get_stage(TABLES[stage][0]).config_cls, None, values)
     except ConfigError as e:
-        problems += e.problems
+        problems += [_in_recipe_names(stage, problem) for problem in e.problems]
     if problems:
         raise RecipeError(problems, f"recipe (backend native, stage {stage})")
     return cfg
+
+
+def _in_recipe_names(stage: str, problem: str) -> str:
+    """A native validation message in the recipe's vocabulary (``seq_len`` -> ``max_length``): the user wrote
+    the YAML's keys, not the native ones. Only names read from exactly one recipe field are renamed."""
+    import re
+
+    for row in rows(stage):
+        if row.native and len(row.reads) == 1 and row.reads[0] != row.native and "_" in row.native:
+            problem = re.sub(rf"\b{re.escape(row.native)}\b", row.reads[0], problem)
+    return problem
 
 
 def run_native(stage: str, *parts: Any, problems: Sequence[str] = ()):

@@ -162,13 +162,12 @@ def _load_hub(name: str, split: str, streaming: bool) -> Any:
     logger.info("%r is not a local path: loading split %r from the Hugging Face Hub", name, split)
     try:
         return datasets.load_dataset(name, split=split, streaming=streaming)
-    except Exception as e:
-        if hasattr(e, "add_note"):  # Python >= 3.11
-            e.add_note(
-                f"{name!r} is not an existing local file or directory, so it was looked up on the "
-                f"Hugging Face Hub. If you meant a local path, check it (relative to {os.getcwd()})."
-            )
-        raise
+    except Exception as e:  # offline, no such dataset, not a valid repo id, no such split, ...
+        detail = " ".join(str(e).split())[:300]
+        raise DataFileError(
+            f"{name!r} is not an existing local file or folder (relative to {os.getcwd()}), and loading it from "
+            f"the Hugging Face Hub failed ({type(e).__name__}: {detail}). Check the path, or the dataset name"
+        ) from e
 
 
 # ------------------------------------------------------------------------------------ readers

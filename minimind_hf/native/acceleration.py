@@ -76,6 +76,30 @@ def compiler_problem(device_type: str) -> str | None:
     return f"compile: true needs {need} on {device_type}; install it or set compile: false"
 
 
+def attention_problem(implementation: str, device_type: str) -> str | None:
+    """Why ``attn_implementation`` cannot run here (unknown, or flash attention without CUDA / flash-attn),
+    found before any data is read instead of when the model is built."""
+    import importlib.util
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    name = implementation.split("|")[-1]  # "paged|sdpa" and friends
+    if "/" in name:  # a kernel from the Hub (kernels-community/...): transformers resolves it
+        return None
+    valid = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if name not in valid:
+        return f"attn_implementation: unknown {implementation!r}; valid: {', '.join(dict.fromkeys(valid))}"
+    if name.startswith("flash_attention"):
+        if device_type != "cuda":
+            return f"attn_implementation {implementation!r} needs a CUDA GPU; on {device_type} use sdpa"
+        package = "flash_attn_interface" if name == "flash_attention_3" else "flash_attn"
+        if importlib.util.find_spec(package) is None:
+            return (
+                f"attn_implementation {implementation!r} needs the {package} package; install it or use sdpa"
+            )
+    return None
+
+
 def resolve_compile(
     setting: bool | str, *, algo: Any, model: torch.nn.Module, total_steps: int, device_type: str
 ) -> bool:

@@ -61,6 +61,93 @@ def load_tokenizer(cfg: TrainConfig) -> Any | None:
     return AutoTokenizer.from_pretrained(source)
 
 
+# keyword arguments PreTrainedConfig reads besides its fields (the legacy RoPE spellings)
+_CONFIG_KWARGS = frozenset({"rope_scaling", "rope_theta", "attn_implementation"})
+
+
+def model_problems(cfg: TrainConfig) -> list[str]:
+    """The model a run would train, checked before any data is read: ``model_overrides`` (`override_problems`)
+    and the stage's sequence lengths against the model's ``max_position_embeddings``."""
+    lengths = {name: getattr(cfg, name) for name in ("seq_len", "max_length") if hasattr(cfg, name)}
+    if hasattr(cfg, "max_new_tokens") and hasattr(cfg, "max_prompt_length"):
+        lengths["max_prompt_length + max_new_tokens"] = cfg.max_prompt_length + cfg.max_new_tokens
+    problems = folder_problems(cfg.model, cfg.tokenizer)
+    if cfg.model is not None:
+        return problems + length_problems(lengths, folder_max_positions(cfg.model), cfg.model)
+    found, config = override_problems(cfg.preset, cfg.model_overrides)
+    problems += found
+    if config is None:
+        return problems
+    return problems + length_problems(lengths, config.max_position_embeddings, f"preset {cfg.preset!r}")
+
+
+# any one of these makes a folder loadable by AutoTokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def folder_problems(
+    model: str | None, tokenizer: str | None, model_key: str = "model", tokenizer_key: str = "tokenizer"
+) -> list[str]:
+    """Local folders that exist but are not what they are given as (an empty or half-copied folder), caught
+    before any data is read instead of as transformers' 'install sentencepiece' when the tokenizer loads."""
+    p = []
+    if model and Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        p.append(
+            f"{model_key}: {model!r} has no config.json, so it is not a model folder (a run's output_dir is)"
+        )
+    source, key = (tokenizer, tokenizer_key) if tokenizer else (model, model_key)
+    if source and Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+        p.append(f"{key}: {source!r} holds no tokenizer ({' / '.join(TOKENIZER_FILES)})")
+    return p
+
+
+def override_problems(preset: str, overrides: dict) -> tuple[list[str], MiniMindConfig | None]:
+    """(problems, the config) for a new model of `preset` with `overrides`: an unknown key (a typo would be
+    stored in config.json and change nothing), a wrong type, an architecture that does not hold together."""
+    import dataclasses
+    import difflib
+
+    from ..configuration_minimind import PRESETS
+
+    if preset not in PRESETS:
+        return [], None  # reported with the preset check
+    known = {f.name for f in dataclasses.fields(MiniMindConfig)} | _CONFIG_KWARGS
+    problems = []
+    for k in overrides:
+        if k not in known:
+            near = difflib.get_close_matches(k, sorted(known), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            problems.append(f"model_overrides: {k!r} is not a MiniMindConfig field{hint}")
+    if problems:
+        return problems, None
+    try:
+        return [], MiniMindConfig.from_preset(preset, **overrides)
+    except Exception as err:  # huggingface_hub's strict type checks, our architecture checks
+        return [f"model_overrides: {' '.join(str(err).split())}"], None
+
+
+def folder_max_positions(folder: str) -> int | None:
+    import json
+
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get(
+            "max_position_embeddings"
+        )
+    except (OSError, ValueError, AttributeError):
+        return None  # a missing or broken folder is reported where the folder is checked
+
+
+def length_problems(lengths: dict[str, int], limit: int | None, model: str) -> list[str]:
+    """Rows longer than the model's positions: RoPE would run past what the config promises."""
+    if not limit:
+        return []
+    return [
+        f"{name} {value} exceeds max_position_embeddings {limit} of {model}: lower {name.split()[0]}"
+        for name, value in lengths.items()
+        if value and value > limit
+    ]
+
+
 def build_model(cfg: TrainConfig, tokenizer: Any) -> MiniMindForCausalLM:
     """Load ``cfg.model`` (fp32) or build a new model from ``cfg.preset`` + overrides sized to the tokenizer."""
     if cfg.model is not None:

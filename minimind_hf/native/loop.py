@@ -84,7 +84,13 @@ from torch import nn
 from ..data.collate import IGNORE_INDEX, collate_rows
 from ..model_card import write_model_card
 from . import checkpoint as ckpt
-from .acceleration import ThreadTuner, compiler_problem, resolve_compile, resolve_precision
+from .acceleration import (
+    ThreadTuner,
+    attention_problem,
+    compiler_problem,
+    resolve_compile,
+    resolve_precision,
+)
 from .config import config_to_dict
 from .interrupt import GracefulStop, TrainingInterrupted
 from .optim import build_optimizer
@@ -177,6 +183,15 @@ class TrainConfig:
                 p.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             p.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for f in dataclasses.fields(self):  # NaN passes every comparison above; inf would train to NaN
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                p.append(f"{f.name} must be a finite number, got {value}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                p.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.adam_eps < 0:
+            p.append(f"adam_eps must be >= 0, got {self.adam_eps}")
         from .optim import MUON_ADJUST_LR, OPTIMIZERS
 
         if self.optimizer not in OPTIMIZERS:
@@ -235,6 +250,12 @@ class TrainConfig:
 
             if self.preset not in PRESETS:
                 p.append(f"preset: unknown {self.preset!r}; valid: {', '.join(PRESETS)}")
+        device = "cpu" if _use_cpu(self) else torch.accelerator.current_accelerator().type
+        if (problem := attention_problem(self.attn_implementation, device)) is not None:
+            p.append(problem)
+        from .common import model_problems
+
+        p += model_problems(self)
         return p
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -184,6 +185,30 @@ def load_rl_prompts(cfg) -> tuple:
     records = load_records("rl", cfg.data, skip_invalid=cfg.skip_invalid)
     if cfg.max_prompts:
         records = records.select(range(min(cfg.max_prompts, len(records))))
+    check_ground_truth(records, getattr(cfg, "rewards", ()), "data")
     if cfg.eval_data:
-        return records, load_records("rl", cfg.eval_data, skip_invalid=cfg.skip_invalid)
+        eval_records = load_records("rl", cfg.eval_data, skip_invalid=cfg.skip_invalid)
+        check_ground_truth(eval_records, getattr(cfg, "rewards", ()), "eval_data")
+        return records, eval_records
     return split_records(records, cfg.eval_ratio, cfg.seed)
+
+
+# rewards that score against a record's `gt`: a prompt without one always scores 0 and teaches nothing
+GROUND_TRUTH_REWARDS = ("accuracy", "gt_coverage")
+
+
+def check_ground_truth(records: Any, rewards: Sequence[str], key: str) -> None:
+    """Refuse prompts without ground truth when a reward needs it (a run on them would train on zero reward
+    and exit 0); name the first such row and the count."""
+    needs = [r for r in rewards if r in GROUND_TRUTH_REWARDS]
+    if not needs:
+        return
+    missing = [
+        i for i, truth in enumerate(records["ground_truth"]) if truth is None or not str(truth).strip()
+    ]
+    if missing:
+        raise ValueError(
+            f"{key}: {len(missing)} of {len(records)} prompts have no ground truth ('gt'), e.g. row {missing[0]}, "
+            f"but the {' and '.join(needs)} reward{'s need' if len(needs) > 1 else ' needs'} one: add 'gt' to "
+            "every record, or choose rewards that need none"
+        )
