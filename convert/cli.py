@@ -114,6 +114,11 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("base", help="base model folder (MiniMind or Qwen3-family)")
     p.add_argument("adapter", help="adapter folder (peft: adapter_config.json + adapter_model.safetensors)")
     p.add_argument("out", help="output folder")
+    p.add_argument(
+        "--allow-other-base",
+        action="store_true",
+        help="merge even though the adapter records another local base model (same shapes, other weights)",
+    )
     _common(p)
     p.set_defaults(convert_func=_merge_lora)
 
@@ -192,7 +197,15 @@ def _to_pth(a):
 def _merge_lora(a):
     from .lora import merge_lora
 
-    out = merge_lora(a.base, a.adapter, a.out, dtype=a.dtype, tokenizer=a.tokenizer, force=a.force)
+    out = merge_lora(
+        a.base,
+        a.adapter,
+        a.out,
+        dtype=a.dtype,
+        tokenizer=a.tokenizer,
+        force=a.force,
+        allow_other_base=a.allow_other_base,
+    )
     print(f"Wrote {out}")
 
 

@@ -191,6 +191,45 @@ def merge_into_state_dict(state: dict[str, torch.Tensor], adapter: Adapter) -> d
     return state
 
 
+def check_adapter_base(adapter: str | os.PathLike, base: str | os.PathLike) -> None:
+    """Refuse a peft adapter recorded against another local base folder whose weights differ from `base`'s.
+    A Hub name or a folder that no longer exists cannot be checked: that is logged, not refused."""
+    config = Path(adapter) / "adapter_config.json"
+    if not config.is_file():
+        return
+    recorded = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not recorded:
+        return
+    recorded_path = Path(recorded).expanduser()
+    if not recorded_path.is_dir():
+        logger.info(
+            "adapter %s names base %r, which is not a local folder here: not checked", adapter, recorded
+        )
+        return
+    if recorded_path.resolve() == Path(base).resolve() or _same_weights(recorded_path, Path(base)):
+        return
+    raise ConversionError(
+        f"adapter {adapter} was trained on {recorded}, whose weights differ from {base}'s: merging it into {base} "
+        "gives a model neither was trained as. Pass the base it was trained on, or --allow-other-base to merge anyway"
+    )
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    import hashlib
+
+    def digest(folder: Path) -> list[tuple[str, str]]:
+        out = []
+        for f in sorted(folder.glob("*.safetensors")):
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            out.append((f.name, h.hexdigest()))
+        return out
+
+    return digest(a) == digest(b)
+
+
 def merge_lora(
     base: str | os.PathLike,
     adapter: str | os.PathLike,
@@ -199,14 +238,20 @@ def merge_lora(
     dtype: str | torch.dtype | None = "auto",
     tokenizer: str | os.PathLike | None = None,
     force: bool = False,
+    allow_other_base: bool = False,
 ) -> Path:
-    """Base model folder (MiniMind or Qwen3-family) + adapter -> a full folder of the same kind."""
+    """Base model folder (MiniMind or Qwen3-family) + adapter -> a full folder of the same kind.
+
+    An adapter whose ``base_model_name_or_path`` is a local folder with other weights than `base` is refused
+    (same shapes merge without error into a wrong model) unless `allow_other_base`."""
     check_tokenizer_arg(tokenizer)
     from transformers import AutoConfig
 
     from .hf import build_model, save_folder
 
     kind = model_type_of(base)
+    if not allow_other_base:
+        check_adapter_base(adapter, base)
     config, state = read_model_folder(base)
     lora = read_adapter(adapter)
     merged = merge_into_state_dict(state, lora)

@@ -97,7 +97,12 @@ def resolve_config(preset: str | None = None, config: str | os.PathLike | dict |
             path = path / "config.json"
         if not path.is_file():
             raise ConversionError(f"config {config}: no such file")
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConversionError(f"--config {path}: not a JSON config ({e})") from None
+        if not isinstance(raw, dict):
+            raise ConversionError(f"--config {path}: expected a JSON object of config fields")
     return config_from_original({**raw, **overrides})
 
 
@@ -138,7 +143,7 @@ def read_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, non-tensor objects refused by weights_only
         raise ConversionError(
-            f"{path}: not a loadable weights-only state dict ({type(e).__name__}: {e})"
+            f"{path}: not a loadable weights-only state dict ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
         ) from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a resume checkpoint {"model": ..., "optimizer": ...}

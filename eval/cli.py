@@ -196,6 +196,9 @@ def _add_tools(commands: argparse._SubParsersAction) -> None:
 def _tools(args: argparse.Namespace) -> int:
     from .tool_calls import run_tool_eval
 
+    if problem := _model_problem(args.model):
+        logger.error("%s", problem)
+        return EXIT_USAGE
     return run_tool_eval(args)
 
 
@@ -226,10 +229,29 @@ def _split_tasks(values: list[str]) -> list[str]:
     return [t for v in values for t in v.split(",") if t]
 
 
+def _model_problem(model: str) -> str | None:
+    """A local MODEL that is missing or not a model folder, said before anything loads (else lm-eval and
+    transformers take the path for a Hub name and fail with a repo-id error)."""
+    from minimind_hf.data.sources import looks_local
+    from minimind_hf.native.common import folder_problems
+
+    path = Path(model).expanduser()
+    if not path.exists():
+        return f"MODEL: no such folder {model!r}" if looks_local(model) else None
+    if not path.is_dir():
+        return f"MODEL: {model!r} is a file; give the model folder"
+    problems = folder_problems(model, None, "MODEL")
+    return problems[0] if problems else None
+
+
 def _run(args: argparse.Namespace) -> int:
     from .catalog import TaskSelectionError
     from .data import EvalDataError
     from .runner import EvalSettings, run_lm_eval
+
+    if problem := _model_problem(args.model):
+        logger.error("%s", problem)
+        return EXIT_USAGE
 
     batch = args.batch_size if args.batch_size.startswith("auto") else int(args.batch_size)
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
@@ -265,6 +287,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _ppl(args: argparse.Namespace) -> int:
     from .perplexity import load_model, perplexity, read_texts, write_result
+
+    if problem := _model_problem(args.model):
+        logger.error("%s", problem)
+        return EXIT_USAGE
 
     try:
         texts = [t for f in args.data for t in read_texts(f, limit=args.limit)]

@@ -47,8 +47,8 @@ def check_data_dir(
     """Resolve the data location (``data_dir`` > ``$MINIMIND_EVAL_DATA`` > Hub) and check it before any work.
 
     ``subjects`` maps a benchmark (``"ceval"``, ``"cmmlu"``) to the subjects about to be run (default: all
-    subjects of both). For a local folder each of their CSVs must exist; the first missing file is named
-    in the ``EvalDataError``. Returns the folder, or ``None`` for the Hub.
+    subjects of both). For a local folder each of their CSVs must exist and read cleanly (`read_csv`); the
+    first bad file is named in the ``EvalDataError``. Returns the folder, or ``None`` for the Hub.
     """
     utils = task_utils()
     root = utils.resolve_data_dir(data_dir)
@@ -66,4 +66,7 @@ def check_data_dir(
                     raise utils.EvalDataError(
                         f"{path}: file not found ({bench.title} subject {subject!r}, split {split})"
                     )
+                utils.read_csv(
+                    path, name
+                )  # its content too (columns, answers, encoding), before the model loads
     return root

@@ -217,7 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_commands(sub)
     add_eval_commands(sub)
     add_serve_commands(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """argparse takes an unambiguous prefix for a flag (``--out`` for ``--outtype``, ``--learning_rat`` for
+    ``--learning_rate``): a typo then sets another option. Turn that off in every (sub)command."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _no_abbreviations(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,16 @@ def read_csv(path: Path, benchmark: str) -> list[dict[str, str]]:
     """Rows of an official CSV as exact strings, validated: required columns present, answers in A-D."""
     if not path.is_file():
         raise EvalDataError(f"{path}: file not found (a subject's CSV is missing from the data dir)")
+    try:
+        return _read_rows(path, benchmark)
+    except UnicodeDecodeError as e:  # e.g. a CSV re-saved by Excel in GBK
+        raise EvalDataError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); the official CSVs are UTF-8: convert it, "
+            f"e.g. iconv -f GBK -t UTF-8"
+        ) from None
+
+
+def _read_rows(path: Path, benchmark: str) -> list[dict[str, str]]:
     required = REQUIRED_COLUMNS[benchmark]
     answer_col = required[-1]
     with path.open(encoding="utf-8-sig", newline="") as fh:

@@ -108,3 +108,25 @@ def _rename(adapter, tmp_path):
         dst / "adapter_model.safetensors",
     )
     return dst
+
+
+def test_an_adapter_for_another_base_of_the_same_shape_is_refused(trained, tmp_path):
+    """Same shapes merge without an error into a model neither was trained as: the adapter's recorded local base
+    must hold the same weights as the base given (issue 16 item 10); --allow-other-base overrides."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    base = trained["dense"]
+    adapter = _make_adapter(base, tmp_path / "adapter", r=2, lora_alpha=4, target_modules=["q_proj"])
+    copy = tmp_path / "copy"  # the same weights elsewhere: fine
+    shutil.copytree(base, copy)
+    merge_lora(copy, adapter, tmp_path / "ok")
+    other = tmp_path / "other"  # same shapes, other weights
+    shutil.copytree(base, other)
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, other / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConversionError, match=r"was trained on .*--allow-other-base"):
+        merge_lora(other, adapter, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert merge_lora(other, adapter, tmp_path / "out", allow_other_base=True).is_dir()

@@ -295,12 +295,18 @@ def test_rollout_with_registered_rewards_and_open_thinking(tok, tmp_path):
     assert prompt.endswith("<think>\n") and rows[0]["conversations"][0]["content"] in prompt
 
 
+def _config_only_model(folder):
+    """What config validation looks at in a model folder (config.json, a tokenizer file), without weights."""
+    MiniMindConfig.from_preset("tiny").save_pretrained(folder)
+    (folder / "tokenizer_config.json").write_text("{}", encoding="utf-8")
+
+
 def test_stage_config_reward_options_and_errors(tmp_path):
     from minimind_hf.native.config import ConfigError, load_config
     from minimind_hf.native.grpo import rewards_from_config
 
     (tmp_path / "rl.jsonl").write_text('{"question": "1+1?", "answer": 2}\n', encoding="utf-8")
-    (tmp_path / "m").mkdir()
+    _config_only_model(tmp_path / "m")
     base = [f"data=[{tmp_path / 'rl.jsonl'}]", f"model={tmp_path / 'm'}"]
     cfg = load_config(
         GRPOConfig,
@@ -330,7 +336,7 @@ def test_rl_sampling_settings_are_validated_before_any_work(tmp_path, stage):
     from minimind_hf.native.stages import get_stage
 
     (tmp_path / "rl.jsonl").write_text('{"question": "1+1?", "answer": 2}\n', encoding="utf-8")
-    (tmp_path / "m").mkdir()
+    _config_only_model(tmp_path / "m")
     base = [f"data=[{tmp_path / 'rl.jsonl'}]", f"model={tmp_path / 'm'}"]
     if stage == "spo":
         base.append("num_generations=1")
