@@ -293,6 +293,7 @@ def check_recipe(
             f"output_dir is model_name_or_path {model!r}: the run would overwrite its input; choose a new one"
         )
     p += launch_problems(recipe_args.backend, training_args)
+    p += _overwrite_problems(recipe_args.backend, training_args)
     p += peft_problems(model_args)
     if recipe_args.backend == "native" and stage is not None:
         from .native_bridge import TABLES, translation_problems
@@ -335,6 +336,35 @@ def _model_problems(recipe_args: RecipeArguments, training_args: Any, model_args
     if config is not None:
         problems += length_problems(lengths, config.max_position_embeddings, f"preset {recipe_args.preset!r}")
     return problems
+
+
+def _overwrite_problems(backend: str, training_args: Any) -> list[str]:
+    """Checkpoints in output_dir that this backend would replace rather than resume: trl's Trainer starts over
+    when ``resume_from_checkpoint`` is unset, and neither backend can resume the other's checkpoints. Starting
+    over there is then a choice (``resume_from_checkpoint: false``), not a default. (A native run resumes or
+    refuses its own checkpoints by itself, see `native.loop`.)"""
+    resume = training_args.resume_from_checkpoint
+    if not training_args.output_dir or str(resume).lower() == "false" or resume is False:
+        return []
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(training_args.output_dir)
+    if not out.is_dir():
+        return []
+    trl_last = get_last_checkpoint(str(out))
+    native = (out / "checkpoints" / "latest").is_file()
+    if backend == "trl" and resume is None and (trl_last or native):
+        found = Path(trl_last).name if trl_last else "native checkpoints (checkpoints/)"
+        return [
+            f"output_dir {str(out)!r} holds {found} of an earlier run: resume_from_checkpoint: true to continue "
+            "it, false to start over (its checkpoints are replaced), or a new output_dir"
+        ]
+    if backend == "native" and trl_last and not native:
+        return [
+            f"output_dir {str(out)!r} holds trl's {Path(trl_last).name}, which the native backend cannot resume: "
+            "backend: trl to continue it, resume_from_checkpoint: false to start over, or a new output_dir"
+        ]
+    return []
 
 
 def _env_flag(name: str) -> bool:

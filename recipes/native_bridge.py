@@ -210,10 +210,12 @@ def _keep_last(a: RecipeInputs, problems: list[str]) -> int:
 
 
 def _resume(a: RecipeInputs, problems: list[str]) -> str:
+    """Unset means native ``auto``, not trl's "start over": a re-run continues a matching unfinished run, and
+    another run's (or a finished run's) checkpoints are an error, never silently replaced. ``false`` starts over."""
     value = a.resume_from_checkpoint
-    if value in (None, "", False) or str(value).lower() == "false":
-        return "never"
-    return "auto" if value is True or str(value).lower() == "true" else str(value)
+    if value in (None, "", True) or str(value).lower() == "true":
+        return "auto"
+    return "never" if value is False or str(value).lower() == "false" else str(value)
 
 
 def _report_to(a: RecipeInputs, problems: list[str]) -> list[str]:
@@ -324,7 +326,12 @@ COMMON = (
         note="steps or no",
     ),
     key("keep_last", "save_total_limit", convert=_keep_last, note="unset = keep all"),
-    key("resume", "resume_from_checkpoint", convert=_resume, note="unset: never; true: auto; or a folder"),
+    key(
+        "resume",
+        "resume_from_checkpoint",
+        convert=_resume,
+        note="unset / true: auto (a matching unfinished run only); false: start over; or a folder",
+    ),
     key("report_to", convert=_report_to, note="tensorboard, wandb, swanlab, none"),
     key("run_name"),
     key("progress", "disable_tqdm", convert=lambda a, p: not a.disable_tqdm),

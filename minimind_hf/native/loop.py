@@ -492,7 +492,10 @@ def _check_resume(cfg: TrainConfig, stage: str, checkpoint: Path, total_steps: i
             logger.warning("resuming %s with changed settings: %s", checkpoint, "; ".join(changed))
         return
     where = f"output_dir {cfg.output_dir!r} holds checkpoint {checkpoint.name}"
-    options = "resume=never to train from scratch there (its checkpoints are replaced), or a new output_dir"
+    options = (
+        "resume=never (in a recipe: resume_from_checkpoint: false) to train from scratch there (its checkpoints "
+        "are replaced), or a new output_dir"
+    )
     if changed:
         raise ConfigError(
             [

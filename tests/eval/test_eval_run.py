@@ -156,14 +156,16 @@ def test_chat_template_wraps_the_prompt(model_dir, shared_data, tmp_path):
     )
 
 
-def test_bad_requests_fail_before_the_model_is_loaded(tmp_path, shared_data, caplog):
+def test_bad_requests_fail_before_the_model_is_loaded(model_dir, tmp_path, shared_data, caplog):
     with pytest.raises(ValueError, match="in both minimind_cmmlu and minimind_cmmlu_china_specific"):
         build_task_manager(["minimind_cmmlu", "minimind_cmmlu_china_specific"], None)
     (tmp_path / "cmmlu").mkdir()
+    code = main(["run", str(model_dir), "--tasks", "minimind_ceval_law", "--data-dir", str(tmp_path)])
+    assert code == 2 and "no ceval/ folder" in caplog.text
     code = main(
         ["run", str(tmp_path / "no-model"), "--tasks", "minimind_ceval_law", "--data-dir", str(tmp_path)]
     )
-    assert code == 2 and "no ceval/ folder" in caplog.text
+    assert code == 2 and "MODEL: no such folder" in caplog.text
     settings = EvalSettings(model="unused", tasks=["minimind_ceval_lawyer"])
     with pytest.raises(ValueError, match="unknown task"):
         build_task_manager(settings.tasks, str(shared_data))

@@ -96,7 +96,12 @@ def test_train_cli_reports_malformed_records_with_file_line_and_field(tmp_path, 
     argv = ["--max_length", "1", "--data", "nope.jsonl", "--neftune_noise_alpha", "5", "--optim", "sgd"]
     assert main(["train", "pretrain", "--config", str(cfg), *argv]) == 2
     err = capsys.readouterr().err
-    assert "seq_len" in err and "nope.jsonl" in err and "neftune_noise_alpha" in err and "optim" in err, err
+    assert (
+        "max_length must be >= 2" in err
+        and "nope.jsonl" in err
+        and "neftune_noise_alpha" in err
+        and "optim" in err
+    ), err
     assert not (tmp_path / "o").exists()
     # --dry_run prints the validated native config; flags override the YAML
     good = tmp_path / "good.jsonl"
