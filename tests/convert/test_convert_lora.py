@@ -125,7 +125,9 @@ def test_an_adapter_for_another_base_of_the_same_shape_is_refused(trained, tmp_p
     other = tmp_path / "other"  # same shapes, other weights
     shutil.copytree(base, other)
     weights = load_file(other / "model.safetensors")
-    save_file({k: v + 0.01 for k, v in weights.items()}, other / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v + 0.01 for k, v in weights.items()}, other / "model.safetensors", metadata={"format": "pt"}
+    )
     with pytest.raises(ConversionError, match=r"was trained on .*--allow-other-base"):
         merge_lora(other, adapter, tmp_path / "out")
     assert not (tmp_path / "out").exists()
