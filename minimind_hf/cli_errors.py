@@ -12,12 +12,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 
 __all__ = ["describe_failure", "run_guarded", "verbose_requested"]
 
 _TRACEBACK_HINT = "rerun with -v (or MINIMIND_HF_VERBOSE=1) for the traceback"
+# how a full disk reads inside other libraries' errors: safetensors' Rust IoError, torch's stream writer
+_DISK_FULL = re.compile(r"No space left on device|StorageFull|os error 28|code: 28\b")
 
 
 def verbose_requested(flag: bool = False) -> bool:
@@ -60,6 +63,12 @@ def describe_failure(err: BaseException) -> tuple[str, int]:
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         where = f" ({err.filename})" if err.filename else ""
         return f"error: no space left on device{where}: {err.strerror or err}", 1
+    if _DISK_FULL.search(str(err)):  # safetensors / torch writers report a full disk in their own exceptions
+        return (
+            f"error: no space left on device ({type(err).__name__}: {_one_line(err)[:200]}); free some space or "
+            "write elsewhere, then run the same command (training resumes from its last complete checkpoint)",
+            1,
+        )
     if isinstance(err, OSError) and err.strerror:
         where = f": {err.filename}" if err.filename else ""
         return f"error: {err.strerror}{where}", 1
