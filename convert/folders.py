@@ -245,6 +245,42 @@ def check_tokenizer_arg(tokenizer: str | os.PathLike | None) -> None:
         raise ConversionError(f"--tokenizer {tokenizer}: no tokenizer.json (or vocab.json) in that folder")
 
 
+def mark_assistant_tokens(folder: Path) -> None:
+    """Give a MiniMind folder's tokenizer the package's chat template when its own renders exactly the same but
+    lacks ``{% generation %}`` markers (the original MiniMind's): `train sft` / `dpo` need the markers to find
+    the assistant's tokens. Only the template changes (``chat_template.jinja`` and the key in
+    ``tokenizer_config.json``); any other template is kept, with a warning."""
+    from transformers import AutoTokenizer
+
+    from minimind_hf.tokenizer.template import chat_template, has_generation_markers, renders_like_ours
+
+    if not has_tokenizer(folder):
+        return
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    template = tokenizer.chat_template
+    if not isinstance(template, str) or has_generation_markers(template):
+        return
+    if not renders_like_ours(tokenizer, template):
+        logger.warning(
+            "%s: the chat template has no {%% generation %%} markers and renders differently from MiniMind's, so "
+            "it is kept as is; `train sft` / `dpo` on this folder need the markers (or --tokenizer a folder with them)",
+            folder,
+        )
+        return
+    ours = chat_template()
+    (folder / "chat_template.jinja").write_text(ours, encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if "chat_template" in data:
+            data["chat_template"] = ours
+            config.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    logger.info(
+        "the tokenizer's chat template renders as MiniMind's but had no {%% generation %%} markers: replaced by "
+        "the package's (same text, plus the markers SFT needs)"
+    )
+
+
 def write_tokenizer(dst: Path, sources: list[str | os.PathLike | None]) -> str | None:
     """Copy the tokenizer from the first of `sources` that has one; warn when none does."""
     for src in sources:

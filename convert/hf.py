@@ -19,6 +19,7 @@ classes averages over layers where MiniMind sums (inference is identical).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -30,6 +31,7 @@ from .folders import (
     atomic_output_dir,
     check_tokenizer_arg,
     floating_dtype,
+    mark_assistant_tokens,
     model_type_of,
     parse_dtype,
     read_config_json,
@@ -221,6 +223,23 @@ def _copy_generation_config(src: Path | None, model) -> None:
         model.generation_config = GenerationConfig.from_pretrained(os.fspath(src))
 
 
+def add_legacy_config_fields(path: Path) -> None:
+    """Also write the config fields transformers 4.x reads (what the original MiniMind pins, 4.57, and what many
+    vLLM installs carry): 4.x ignores transformers 5's ``rope_parameters`` (``rope_theta`` fell back to 10000,
+    logits off by 0.2) and reads Qwen3-MoE's expert count as ``num_experts`` (5.x: ``num_local_experts``;
+    4.x then built 128 experts). transformers 5 reads the same folder unchanged: it prefers
+    ``rope_parameters`` and maps the legacy names onto it."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        config["rope_theta"] = rope["rope_theta"]
+    if rope.get("rope_type", "default") != "default":
+        config["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    if config.get("model_type") == "qwen3_moe" and "num_local_experts" in config:
+        config["num_experts"] = config["num_local_experts"]
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def save_folder(
     model,
     out: str | os.PathLike,
@@ -241,6 +260,10 @@ def save_folder(
         model.save_pretrained(tmp)
         write_tokenizer(tmp, sources)
         own_code = getattr(model.config, "model_type", "") == "minimind"
+        if own_code:
+            mark_assistant_tokens(tmp)
+        else:
+            add_legacy_config_fields(tmp / "config.json")
         source = os.fspath(base_model) if base_model is not None else None
         write_model_card(
             tmp, stage=made_by, backend="convert", base_model=source, load_from=out, own_code=own_code

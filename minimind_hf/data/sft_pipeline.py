@@ -29,12 +29,48 @@ from .pretrain_pipeline import PackedDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["pack_sequences", "tokenize_conversations"]
+__all__ = ["assistant_mask_problem", "pack_sequences", "tokenize_conversations"]
+
+
+def assistant_mask_problem(folder: str) -> str | None:
+    """Why the tokenizer in local `folder` cannot mark the assistant's tokens (its chat template has no
+    ``{% generation %}`` markers), read from its files without loading it; None if it can, or is not local."""
+    import json
+    from pathlib import Path
+
+    from ..tokenizer.template import has_generation_markers
+
+    path = Path(folder)
+    if (path / "chat_template.jinja").is_file():
+        template = (path / "chat_template.jinja").read_text(encoding="utf-8")
+    elif (path / "tokenizer_config.json").is_file():
+        try:
+            template = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get(
+                "chat_template"
+            )
+        except (ValueError, AttributeError):
+            return None  # a broken folder is reported where it is loaded
+    else:
+        return None
+    if isinstance(template, str) and has_generation_markers(template):
+        return None
+    return _NO_MARKERS.format(where=folder)
+
+
+_NO_MARKERS = (
+    "the chat template of {where} has no {{% generation %}} markers, so no token can be marked as the assistant's "
+    "to learn from: use a tokenizer with MiniMind's template (minimind_hf.tokenizer.chat_template(); `convert "
+    "from-pth` installs it when the original's renders the same), or add the markers around assistant turns"
+)
 
 
 def tokenize_conversations(dataset: Any, tokenizer: Any, max_length: int, num_proc: int | None = None) -> Any:
     """`datasets.map` SFT records to ``input_ids``/``labels`` (truncated to `max_length`); rows with no
     label left are dropped (logged)."""
+    from ..tokenizer.template import has_generation_markers
+
+    if not has_generation_markers(getattr(tokenizer, "chat_template", None)):
+        raise ValueError(_NO_MARKERS.format(where=getattr(tokenizer, "name_or_path", "the tokenizer")))
 
     def encode(batch: dict) -> dict:
         out = {"input_ids": [], "labels": []}

@@ -26,7 +26,7 @@ from functools import partial
 
 from ..data import load_records
 from ..data.collate import collate_rows
-from ..data.sft_pipeline import pack_sequences, tokenize_conversations
+from ..data.sft_pipeline import assistant_mask_problem, pack_sequences, tokenize_conversations
 from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .stages import register_stage
@@ -58,6 +58,9 @@ class SFTConfig(TrainConfig):
             )
         if self.max_length < 8:
             p.append(f"max_length must be >= 8, got {self.max_length}")
+        source = self.tokenizer or self.model
+        if source is not None and (problem := assistant_mask_problem(source)) is not None:
+            p.append(problem)
         if not 0.0 <= self.eval_ratio < 1.0:
             p.append(f"eval_ratio must be in [0, 1), got {self.eval_ratio}")
         return p

@@ -51,3 +51,59 @@ RESPONSE_TEMPLATE = {
         "content": {"close_pattern": r"<\|im_end\|>\s*", "content": "text"},
     },
 }
+
+
+def has_generation_markers(template: str | None) -> bool:
+    """Whether a chat template marks the assistant's tokens (``{% generation %}``), which SFT and DPO need to
+    know which tokens to learn from (``return_assistant_tokens_mask``)."""
+    return bool(template) and _GENERATION_TAG.search(template) is not None
+
+
+# Conversations through every branch of the template (system, tools, tool calls and responses, reasoning,
+# several turns, both generation prompts): a template that renders all of them as ours does is ours, bar the
+# generation markers.
+_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+_PROBES: list[tuple[list[dict], dict]] = [
+    ([{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}], {}),
+    ([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}], {"add_generation_prompt": True}),
+    ([{"role": "user", "content": "Q"}], {"add_generation_prompt": True, "open_thinking": True}),
+    (
+        [
+            {"role": "user", "content": "北京天气？"},
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "查一下。",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "北京"}}}
+                ],
+            },
+            {"role": "tool", "content": "晴"},
+            {"role": "assistant", "content": "北京晴。"},
+            {"role": "user", "content": "谢谢"},
+            {"role": "assistant", "content": "不客气", "reasoning_content": "礼貌"},
+        ],
+        {"tools": [_WEATHER]},
+    ),
+]
+
+
+def renders_like_ours(tokenizer, template: str) -> bool:
+    """Whether `template` renders every probe conversation exactly as the MiniMind template does (e.g. the
+    original MiniMind's template, which has no generation markers)."""
+    ours = chat_template()
+    for messages, kwargs in _PROBES:
+        try:
+            theirs = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template, **kwargs)
+        except Exception:  # a template that cannot render these at all is not ours
+            return False
+        if theirs != tokenizer.apply_chat_template(messages, tokenize=False, chat_template=ours, **kwargs):
+            return False
+    return True

@@ -174,3 +174,35 @@ class _NotATensor:
 def test_needs_preset_or_config(tmp_path):
     with pytest.raises(ConversionError, match="exactly one of a preset"):
         from_pth(tmp_path / "x.pth", tmp_path / "hf")
+
+
+def test_the_original_template_gets_generation_markers_so_sft_trains(tokenizer_dir, tokenizer, tmp_path):
+    """issue 14 A: `from-pth --tokenizer <the original's model folder>` kept its template, which has no
+    {% generation %} markers, so `train sft` on the import failed at any max_length. A template that renders
+    exactly as ours is replaced by ours (same text, plus markers); any other is kept and SFT names the problem."""
+    import shutil
+    from pathlib import Path
+
+    from minimind_hf.cli import main
+    from minimind_hf.tokenizer import chat_template
+
+    original = (Path(__file__).parents[1] / "tokenizer" / "original_minimind_template.jinja").read_text(
+        "utf-8"
+    )
+    assert "{% generation %}" not in original and "{%- generation %}" not in original
+    tok_dir = tmp_path / "original_tokenizer"
+    shutil.copytree(tokenizer_dir, tok_dir)
+    (tok_dir / "chat_template.jinja").write_text(original, encoding="utf-8")
+    _, _, path = _original(tmp_path, len(tokenizer))
+    folder = from_pth(path, tmp_path / "hf", preset="tiny", vocab_size=len(tokenizer), tokenizer=tok_dir)
+    assert (folder / "chat_template.jinja").read_text(encoding="utf-8") == chat_template()
+    sft = ["train", "sft", "--config", str(Path(__file__).parents[2] / "recipes/configs/tiny/sft.yaml"),
+           "--backend", "native", "--data", "demo:sft:40", "--max_steps", "1", "--per_device_train_batch_size", "2",
+           "--eval_strategy", "no", "--save_strategy", "no", "--torch_compile", "false"]  # fmt: skip
+    assert main([*sft, "--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "sft")]) == 0
+
+    other = original.replace("<|im_start|>assistant", "<|im_start|>bot")  # renders differently: kept as is
+    (tok_dir / "chat_template.jinja").write_text(other, encoding="utf-8")
+    kept = from_pth(path, tmp_path / "hf2", preset="tiny", vocab_size=len(tokenizer), tokenizer=tok_dir)
+    assert (kept / "chat_template.jinja").read_text(encoding="utf-8") == other
+    assert main([*sft, "--model_name_or_path", str(kept), "--output_dir", str(tmp_path / "sft2")]) == 2

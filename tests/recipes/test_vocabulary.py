@@ -181,7 +181,11 @@ def test_precision_checkpoints_and_resume_mean_what_trl_means(tiny_base, monkeyp
     )  # unset: keep every checkpoint, as transformers does
     cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env, "--resume_from_checkpoint", "true")
     assert cfg.resume == "auto"
+    # unset: auto too (a re-run continues its own unfinished run; another run's checkpoints are an error, never
+    # replaced as trl's "start over" would); false starts over
     cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env)
+    assert cfg.resume == "auto"
+    cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env, "--resume_from_checkpoint", "false")
     assert cfg.resume == "never"
     cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env, "--activation_checkpointing", "true")
     assert cfg.gradient_checkpointing is True
