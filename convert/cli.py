@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from minimind_hf.cli_errors import run_guarded
 from minimind_hf.cli_logging import configure_logging
@@ -85,12 +86,13 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "from-pth",
-        help="original MiniMind .pth state dict -> MiniMind folder",
-        description="The .pth has no config: give --preset or --config (ours or the original's).",
+        help="original MiniMind .pth state dict (or a folder its code saved) -> MiniMind folder",
+        description="A .pth has no config: give --preset or --config (ours or the original's), and --tokenizer. "
+        "A folder saved by the original's code (config.json + weights in its layout) needs neither.",
     )
-    p.add_argument("pth", help="native checkpoint, e.g. out/full_sft_768.pth")
+    p.add_argument("pth", help="native checkpoint, e.g. out/full_sft_768.pth, or a folder the original saved")
     p.add_argument("out", help="output folder")
-    group = p.add_mutually_exclusive_group(required=True)
+    group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", help="minimind3, minimind3-moe, minimind2-small, minimind2, tiny")
     group.add_argument("--config", metavar="JSON", help="config.json (ours or the original MiniMind's)")
     p.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocab size")
@@ -98,8 +100,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer",
         metavar="DIR",
-        required=True,
-        help="tokenizer folder (the original repository's model/ folder, or any MiniMind model folder)",
+        help="tokenizer folder (the original repository's model/ folder, or any MiniMind model folder); "
+        "required for a .pth, default for a folder: its own",
     )
     _common(p, tokenizer=False)
     p.set_defaults(convert_func=_from_pth)
@@ -168,8 +170,17 @@ def _from_qwen3(a):
 
 
 def _from_pth(a):
+    from .folders import ConversionError
     from .pth import from_pth
 
+    if not Path(a.pth).is_dir():
+        missing = [
+            flag
+            for flag, given in (("--preset or --config", a.preset or a.config), ("--tokenizer", a.tokenizer))
+            if not given
+        ]
+        if missing:
+            raise ConversionError(f"{a.pth}: a .pth checkpoint needs {' and '.join(missing)}")
     overrides = {}
     if a.vocab_size is not None:
         overrides["vocab_size"] = a.vocab_size

@@ -313,6 +313,11 @@ def from_qwen3(
     check_tokenizer_arg(tokenizer)
     kind = model_type_of(src)
     if kind == "minimind":
+        if "use_qk_norm" not in read_config_json(src):
+            raise ConversionError(
+                f"{src} is a folder in the original MiniMind's format: convert it with "
+                f"`minimind-hf convert from-pth {src} OUT` (it reads the original's config and weight layout)"
+            )
         raise ConversionError(f"{src} is already a MiniMind folder; nothing to do")
     config, state = read_model_folder(src)
     raw = read_config_json(src)

@@ -64,7 +64,7 @@ def config_from_original(raw: dict):
     from minimind_hf import MiniMindConfig
 
     raw = dict(raw)
-    if raw.get("n_shared_experts"):
+    if raw.get("use_moe") and raw.get("n_shared_experts"):  # dense minimind2 configs carry the default 1 too
         raise ConversionError(
             f"n_shared_experts={raw['n_shared_experts']}: shared experts (older MiniMind MoE) are not supported"
         )
@@ -75,6 +75,10 @@ def config_from_original(raw: dict):
         if key in _ORIGINAL_ONLY:
             continue
         fields[_ORIGINAL_ALIASES.get(key, key)] = value
+    if fields.get("use_moe") and "router_top1_gradient" not in fields:
+        # the original's top-1 router gets no gradient from the LM loss: keep its training dynamics
+        fields["router_top1_gradient"] = False
+        logger.info("router_top1_gradient: false (the original's behaviour; set it true to train the router)")
     return MiniMindConfig(**fields)
 
 
@@ -158,6 +162,31 @@ def read_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             continue
         state[key] = value
     return state
+
+
+def read_original_folder(folder, preset, config) -> tuple[dict[str, torch.Tensor], dict | str | None]:
+    """(state dict, config) of a folder saved by the original's ``save_pretrained``: its safetensors (or
+    pytorch_model.bin) and, unless a preset or config is given, its config.json with ``use_qk_norm`` as the
+    weights say (the original's config has no such field)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        state = {k: v for f in files for k, v in load_file(f).items()}
+    elif (folder / "pytorch_model.bin").is_file():
+        state = read_pth(folder / "pytorch_model.bin")
+    else:
+        raise ConversionError(f"{folder}: no *.safetensors or pytorch_model.bin weights")
+    state = {k: v for k, v in state.items() if not _IGNORED_KEYS.search(k)}
+    if preset is not None or config is not None:
+        return state, config
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConversionError(f"{folder}: no config.json; give --preset or --config")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw.setdefault("use_qk_norm", any(k.endswith("self_attn.q_norm.weight") for k in state))
+    return state, raw
 
 
 def fuse_experts(state: dict[str, torch.Tensor], num_experts: int) -> dict[str, torch.Tensor]:
@@ -267,12 +296,20 @@ def from_pth(
     force: bool = False,
     **overrides,
 ) -> Path:
-    """Original `.pth` state dict + preset/config (+ tokenizer folder) -> a complete MiniMind folder."""
+    """Original `.pth` state dict + preset/config (+ tokenizer folder) -> a complete MiniMind folder.
+
+    `pth` may also be a folder the original's code saved (config.json + safetensors in its layout): its
+    config is read from it (q/k norm as its weights have it) and its tokenizer is used unless one is given."""
     check_tokenizer_arg(tokenizer)
     from .hf import build_model, save_folder
 
-    cfg = resolve_config(preset, config, **overrides)
-    raw = read_pth(pth)
+    if Path(pth).is_dir():
+        raw, config = read_original_folder(pth, preset, config)
+        tokenizer = tokenizer if tokenizer is not None else pth
+        cfg = resolve_config(preset, config, **overrides)
+    else:
+        cfg = resolve_config(preset, config, **overrides)
+        raw = read_pth(pth)
     state = state_dict_from_pth(raw, cfg, source=str(pth))
     model = build_model("minimind", cfg, state, parse_dtype(dtype) or floating_dtype(state))
     if tokenizer is None:

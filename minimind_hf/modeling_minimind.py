@@ -19,6 +19,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.configuration_utils import PreTrainedConfig
 from transformers.generation import GenerationMixin
 from transformers.integrations import use_experts_implementation
 from transformers.masking_utils import create_causal_mask
@@ -399,6 +400,57 @@ class MiniMindDecoderLayer(GradientCheckpointingLayer):
         return residual + hidden_states
 
 
+def original_layout_settings(folder) -> dict:
+    """Config settings that make a local folder written by the original MiniMind's code load exactly here.
+
+    The original's config.json has no ``use_qk_norm`` (its minimind-3 code always has q/k norms; minimind2-era
+    folders have none) and no ``router_top1_gradient``; its MoE weights are one module per expert. So: q/k norm
+    on exactly when the weights have it, the original's router gradient, and per-expert MoE weights refused with
+    the conversion command (they would otherwise be re-initialised: logits off by ~1). Our own folders always
+    write ``use_qk_norm`` and get nothing here; neither do Hub names (their files are not looked at)."""
+    import json
+    import os
+
+    config_file = os.path.join(os.fspath(folder), "config.json")
+    if not os.path.isfile(config_file):
+        return {}
+    with open(config_file, encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get("model_type") != "minimind" or "use_qk_norm" in config:
+        return {}
+    keys = _weight_names(os.fspath(folder))
+    if any(".mlp.experts.0.gate_proj.weight" in k for k in keys):
+        raise ValueError(
+            f"{folder} is a MoE folder in the original MiniMind's layout (one weight per expert); convert it once, "
+            f"exactly: minimind-hf convert from-pth {folder} OUT_DIR"
+        )
+    settings = {"use_qk_norm": any(k.endswith("self_attn.q_norm.weight") for k in keys)}
+    if config.get("use_moe"):
+        settings["router_top1_gradient"] = (
+            False  # the original's training dynamics; set True to train the router
+        )
+    logger.info("%s: a folder in the original MiniMind's format; loading it with %s", folder, settings)
+    return settings
+
+
+def _weight_names(folder: str) -> list[str]:
+    """Tensor names in a folder's safetensors files (headers only) or pytorch_model.bin."""
+    import glob
+    import os
+
+    from safetensors import safe_open
+
+    names = []
+    for path in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
+        with safe_open(path, framework="pt") as f:
+            names += list(f.keys())
+    if not names and os.path.isfile(os.path.join(folder, "pytorch_model.bin")):
+        names = list(
+            torch.load(os.path.join(folder, "pytorch_model.bin"), map_location="meta", weights_only=True)
+        )
+    return names
+
+
 class MiniMindPreTrainedModel(PreTrainedModel):
     config: MiniMindConfig
     config_class = MiniMindConfig
@@ -421,6 +473,18 @@ class MiniMindPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, *args, **kwargs):
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(*args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        # A folder saved by the original MiniMind's own code loads exactly, or is refused naming the one command
+        # that converts it: never with weights silently re-initialised (see `original_layout_settings`).
+        config = kwargs.get("config")
+        for key, value in original_layout_settings(pretrained_model_name_or_path).items():
+            if not isinstance(config, PreTrainedConfig):
+                kwargs.setdefault(key, value)
+            elif str(getattr(config, "name_or_path", "")) == str(pretrained_model_name_or_path):
+                setattr(config, key, value)  # read from this folder by AutoModel* just before
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
         # Reentrant checkpointing reruns the forward under no_grad, so the router logits captured for the

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from minimind_hf.convert import ConversionError
 from minimind_hf.convert.cli import add_convert_commands, main
 
 SUBCOMMANDS = ["to-qwen3", "from-qwen3", "from-pth", "to-pth", "merge-lora", "to-gguf", "to-ollama"]
@@ -23,10 +24,16 @@ def test_registers_on_a_parent_cli():
         ["convert", "from-pth", "x.pth", "out", "--preset", "minimind3", "--tokenizer", "tok"]
     )
     assert args.preset == "minimind3" and args.dtype == "auto"
-    with pytest.raises(SystemExit):  # --preset and --config are exclusive, one is required
-        parser.parse_args(["convert", "from-pth", "x.pth", "out", "--tokenizer", "tok"])
-    with pytest.raises(SystemExit):  # a folder without tokenizer would be incomplete
-        parser.parse_args(["convert", "from-pth", "x.pth", "out", "--preset", "tiny"])
+    with pytest.raises(SystemExit):  # --preset and --config are exclusive
+        parser.parse_args(["convert", "from-pth", "x.pth", "out", "--preset", "tiny", "--config", "c.json"])
+    # a .pth needs one of them and --tokenizer (a folder the original saved has its own): said when it runs
+    for missing, argv in (
+        ("--preset or --config", ["--tokenizer", "tok"]),
+        ("--tokenizer", ["--preset", "tiny"]),
+    ):
+        args = parser.parse_args(["convert", "from-pth", "x.pth", "out", *argv])
+        with pytest.raises(ConversionError, match=f"a .pth checkpoint needs {missing}"):
+            args.convert_func(args)
     help_text = sub.choices["convert"].format_help()
     for name in SUBCOMMANDS:
         assert name in help_text
