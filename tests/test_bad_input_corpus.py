@@ -4,7 +4,7 @@ skipping was asked for, or a normal run where the input is in fact fine. Never a
 "unexpected" line (a failure class nobody has named yet), and a non-zero exit whenever nothing useful was done.
 
 The data files and config cases are the shared `bad_inputs/` corpus (its README says what each one is); the
-server's hostile requests are `tests/serve/test_app_protocol.py`'s (HTTP 4xx, never 500).
+server's hostile requests are `tests/serve/test_server.py`'s (HTTP 4xx naming the field, never a 500).
 """
 
 from __future__ import annotations

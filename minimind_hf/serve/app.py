@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -143,9 +144,14 @@ def create_app(
     default_temperature: float = 1.0,
     default_top_p: float = 1.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    aliases: Sequence[str] = (),
 ) -> FastAPI:
-    """Build the app around a started (or startable) :class:`Engine`; the engine runs while the app does."""
+    """Build the app around a started (or startable) :class:`Engine`; the engine runs while the app does.
+
+    Requests may name the model `model_name` or any of `aliases` (e.g. the id the original MiniMind's
+    ``chat_api.py`` sends); responses and ``/v1/models`` use the names as given."""
     created = int(time.time())
+    names = list(dict.fromkeys([model_name, *aliases]))
     context = engine.context_length
     token_bytes = _max_token_bytes(engine.tokenizer)
     # one thread renders and tokenises: the event loop stays free, and the tokenizer is used by one thread
@@ -215,9 +221,9 @@ def create_app(
             error_body(f"internal error: {type(exc).__name__}", type="server_error"), status_code=500
         )
 
-    def model_card() -> dict:
+    def model_card(name: str = model_name) -> dict:
         return {
-            "id": model_name,
+            "id": name,
             "object": "model",
             "created": created,
             "owned_by": "minimind-hf",
@@ -230,15 +236,15 @@ def create_app(
 
     @app.get("/v1/models")
     async def list_models() -> dict:
-        return {"object": "list", "data": [model_card()]}
+        return {"object": "list", "data": [model_card(name) for name in names]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict:
-        if model_id != model_name:
+        if model_id not in names:
             raise APIError(
                 404, f"The model '{model_id}' does not exist", param="model", code="model_not_found"
             )
-        return model_card()
+        return model_card(model_id)
 
     def constraint_for(req: ChatCompletionRequest, tools, opens_thinking: bool):
         """The grammar ``tool_choice`` / ``response_format`` impose, compiled; None when they impose none."""
@@ -275,10 +281,12 @@ def create_app(
             raise APIError(400, f"{param}: the schema could not be compiled: {exc}", param=param) from exc
 
     def check_model(req: SamplingRequest) -> None:
-        if req.model != model_name:
+        if req.model not in names:
+            served = ", ".join(f"'{n}'" for n in names)
             raise APIError(
                 404,
-                f"The model '{req.model}' does not exist; this server serves '{model_name}'.",
+                f"The model '{req.model}' does not exist; this server serves {served} (serve --model-name adds "
+                "names).",
                 param="model",
                 code="model_not_found",
             )
@@ -335,7 +343,7 @@ def create_app(
                     code="context_length_exceeded",
                 )
         try:
-            text, ids = render_prompt(engine.tokenizer, messages, tools, req.open_thinking())
+            text, ids = render_prompt(engine.tokenizer, messages, tools, req.opens_thinking())
         except TemplateError as exc:
             raise APIError(
                 400, f"The messages could not be rendered with the chat template: {exc}", param="messages"
@@ -419,9 +427,9 @@ def create_app(
         completion_id = "chatcmpl-" + uuid.uuid4().hex
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return sse(chat_sse(choices, completion_id, model_name, include_usage, token_text))
+            return sse(chat_sse(choices, completion_id, req.model, include_usage, token_text))
         return await _unless_disconnected(
-            request, chat_response(choices, completion_id, model_name, token_text)
+            request, chat_response(choices, completion_id, req.model, token_text)
         )
 
     @app.post("/v1/completions")
@@ -435,9 +443,9 @@ def create_app(
             raise APIError(400, "echo is supported for a single text prompt", param="echo")
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return sse(text_sse(choices, completion_id, model_name, include_usage, token_text, echo))
+            return sse(text_sse(choices, completion_id, req.model, include_usage, token_text, echo))
         return await _unless_disconnected(
-            request, text_response(choices, completion_id, model_name, token_text, echo)
+            request, text_response(choices, completion_id, req.model, token_text, echo)
         )
 
     return app

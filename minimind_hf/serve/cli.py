@@ -95,7 +95,14 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         default=os.environ.get(API_KEY_ENV),
         help=f"require 'Authorization: Bearer KEY' on every request (default ${API_KEY_ENV})",
     )
-    p.add_argument("--model-name", default=None, help="model id clients send (default: the folder name)")
+    p.add_argument(
+        "--model-name",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="model id(s) clients may send; the first is the main one (default: the folder name). E.g. "
+        "--model-name minimind minimind-local:latest also answers the original MiniMind's chat_api.py",
+    )
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before answering 503")
     p.add_argument(
         "--max-body-bytes",
@@ -270,10 +277,12 @@ def run_serve(args: argparse.Namespace) -> int:
     if engine is None:
         return 2
     temperature, top_p = _model_defaults(engine.model)
-    name = args.model_name or Path(args.model_dir).resolve().name
+    names = args.model_name or [Path(args.model_dir).resolve().name]
+    name = names[0]
     app = create_app(
         engine,
         name,
+        aliases=names[1:],
         api_key=args.api_key,
         default_temperature=temperature if args.temperature is None else args.temperature,
         default_top_p=top_p if args.top_p is None else args.top_p,

@@ -224,6 +224,15 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    open_thinking: StrictBool | None = None  # the original MiniMind server's top-level switch
+    # OpenAI's / vLLM's: MiniMind has no effort levels, only the think block, so none / minimal = no thinking
+    # and low / medium / high = thinking (README: Serving)
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+
+    @model_validator(mode="after")
+    def _check_thinking(self) -> ChatCompletionRequest:
+        self.opens_thinking()  # conflicting switches are a 400 naming them
+        return self
 
     @model_validator(mode="after")
     def _check_choices(self) -> ChatCompletionRequest:
@@ -260,9 +269,23 @@ class ChatCompletionRequest(SamplingRequest):
                 raise ValueError("tool_choice object must be {'type': 'function', 'function': {'name': ...}}")
         return v
 
-    def open_thinking(self) -> bool:
+    def opens_thinking(self) -> bool:
+        """Whether the prompt opens the think block: ``chat_template_kwargs`` (open_thinking / enable_thinking),
+        the top-level ``open_thinking`` or ``reasoning_effort``; switches that disagree are refused."""
         kwargs = self.chat_template_kwargs or {}
-        return bool(kwargs.get("open_thinking", kwargs.get("enable_thinking", False)))
+        said = {
+            f"chat_template_kwargs.{k}": bool(kwargs[k])
+            for k in ("open_thinking", "enable_thinking")
+            if k in kwargs
+        }
+        if self.open_thinking is not None:
+            said["open_thinking"] = self.open_thinking
+        if self.reasoning_effort is not None:
+            said["reasoning_effort"] = self.reasoning_effort not in ("none", "minimal")
+        if len(set(said.values())) > 1:
+            shown = ", ".join(f"{k}={'on' if v else 'off'}" for k, v in said.items())
+            raise APIError(400, f"thinking switches disagree ({shown})", param=next(iter(said)))
+        return next(iter(said.values()), False)
 
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -681,3 +681,43 @@ def test_text_completion_refusals_name_the_field(server, extra, param):
     r = httpx.post(server.url + "/v1/completions", json=body, timeout=30)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_what_the_original_minimind_client_sends(model_and_tokenizer):
+    """issue 14 E: the original's scripts/chat_api.py names the model "minimind-local:latest" and switches
+    thinking with chat_template_kwargs plus reasoning_effort; its server took a top-level open_thinking."""
+    model, tok = model_and_tokenizer
+    with BackgroundServer(create_app(Engine(model, tok), MODEL, aliases=["minimind-local:latest"])) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-123", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list().data] == [MODEL, "minimind-local:latest"]
+        case = CASES["reason"]
+        for extra in (
+            {"chat_template_kwargs": {"open_thinking": True}, "reasoning_effort": "medium"},  # chat_api.py
+            {"open_thinking": True},  # the original server's field
+            {"reasoning_effort": "high"},
+        ):
+            r = client.chat.completions.create(
+                model="minimind-local:latest", messages=case.messages(), temperature=0, extra_body=extra
+            )
+            assert r.model == "minimind-local:latest"
+            assert r.choices[0].message.reasoning_content == case.reasoning, extra
+        hello = CASES["hello"]
+        off = client.chat.completions.create(
+            model=MODEL, messages=hello.messages(), temperature=0, extra_body={"reasoning_effort": "none"}
+        )
+        assert off.choices[0].message.content == hello.content
+        body = {
+            "model": MODEL,
+            "messages": hello.messages(),
+            "open_thinking": True,
+            "reasoning_effort": "none",
+        }
+        r = httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 400 and "thinking switches disagree" in r.json()["error"]["message"]
+        plain = {"model": MODEL, "messages": hello.messages()}
+        for bad, param in (
+            ({"open_thinking": "yes"}, "open_thinking"),
+            ({"reasoning_effort": "max"}, "reasoning_effort"),
+        ):
+            r = httpx.post(srv.url + "/v1/chat/completions", json={**plain, **bad}, timeout=30)
+            assert r.status_code == 400 and (r.json()["error"]["param"] or "").startswith(param), r.text
