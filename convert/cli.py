@@ -112,9 +112,16 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     _common(p, dtype_default="float16", tokenizer=False)
     p.set_defaults(convert_func=_to_pth)
 
-    p = sub.add_parser("merge-lora", help="base folder + LoRA adapter (peft) -> full model folder")
+    p = sub.add_parser(
+        "merge-lora",
+        help="base folder + LoRA adapter (peft, or the original MiniMind's .pth) -> full model folder",
+    )
     p.add_argument("base", help="base model folder (MiniMind or Qwen3-family)")
-    p.add_argument("adapter", help="adapter folder (peft: adapter_config.json + adapter_model.safetensors)")
+    p.add_argument(
+        "adapter",
+        help="adapter: a peft folder (adapter_config.json + adapter_model.safetensors) or the original MiniMind's "
+        "LoRA .pth (e.g. out/lora/lora_identity_768.pth)",
+    )
     p.add_argument("out", help="output folder")
     p.add_argument(
         "--allow-other-base",

@@ -77,7 +77,8 @@ def read_adapter(path: str | os.PathLike) -> Adapter:
             return read(path)
     raise ConversionError(
         f"{path} is not a known LoRA adapter (formats: {', '.join(ADAPTER_FORMATS)}); a peft adapter folder has "
-        "adapter_config.json and adapter_model.safetensors"
+        "adapter_config.json and adapter_model.safetensors, the original MiniMind's is a .pth of "
+        "{module}.lora.A/B.weight"
     )
 
 
@@ -158,6 +159,48 @@ def _read_peft(path: Path) -> Adapter:
 
 
 register_adapter_format("peft", _is_peft, _read_peft)
+
+
+# ---------------------------------------------------------------------------------- the original's .pth
+# The original MiniMind's model_lora.py: a `lora` child on each adapted nn.Linear with A [r, in] and
+# B [out, r] and no scaling (y = W x + B A x); save_lora writes `{module}.lora.{A,B}.weight` with torch.save.
+_ORIGINAL_LORA_KEY = re.compile(r"^(?:module\.)?(?P<module>.+)\.lora\.(?P<which>[AB])\.weight$")
+
+
+def _is_original_lora(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".pth"
+
+
+def _read_original_lora(path: Path) -> Adapter:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, non-tensor objects refused by weights_only
+        raise ConversionError(
+            f"{path}: not a loadable weights-only LoRA state dict ({type(e).__name__})"
+        ) from e
+    if not isinstance(state, dict) or not state:
+        raise ConversionError(f"{path}: expected a state dict of LoRA weights")
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _ORIGINAL_LORA_KEY.match(key)
+        if m is None or not isinstance(value, torch.Tensor):
+            raise ConversionError(
+                f"{path}: {key} is not a LoRA weight of the original's layout ({{module}}.lora.A.weight / .B.weight)"
+            )
+        pairs.setdefault(m.group("module"), {})[m.group("which")] = value
+    adapter = Adapter(format="minimind-pth", source=str(path))
+    for module, ab in sorted(pairs.items()):
+        if set(ab) != {"A", "B"}:
+            raise ConversionError(f"{path}: {module} has lora.{''.join(ab)} only; need both A and B")
+        if ab["A"].shape[0] != ab["B"].shape[1]:
+            raise ConversionError(
+                f"{path}: {module}: A {tuple(ab['A'].shape)} and B {tuple(ab['B'].shape)} disagree on the rank"
+            )
+        adapter.updates.append(LoraUpdate(module, ab["A"], ab["B"], 1.0))
+    return adapter
+
+
+register_adapter_format("minimind-pth", _is_original_lora, _read_original_lora)
 
 
 # ----------------------------------------------------------------------------------------------- merge

@@ -132,3 +132,40 @@ def test_an_adapter_for_another_base_of_the_same_shape_is_refused(trained, tmp_p
         merge_lora(other, adapter, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert merge_lora(other, adapter, tmp_path / "out", allow_other_base=True).is_dir()
+
+
+def test_the_original_minimind_lora_pth_merges(trained, tmp_path):
+    """issue 14 E: the original's LoRA .pth (`{module}.lora.A.weight` [r, in], `.lora.B.weight` [out, r], added
+    unscaled to the square linears: y = W x + B A x) merges; the reference applies it with forward hooks."""
+    base = trained["dense"]
+    model = load_minimind(base)
+    square = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and m.in_features == m.out_features
+    ]
+    assert square and all(n.endswith(("q_proj", "o_proj")) for n in square)
+    g = torch.Generator().manual_seed(0)
+    lora, hooks = {}, []
+    for name in square:
+        linear = model.get_submodule(name)
+        A = torch.randn(8, linear.in_features, generator=g) * 0.02
+        B = torch.randn(linear.out_features, 8, generator=g) * 0.05
+        lora[f"{name}.lora.A.weight"], lora[f"{name}.lora.B.weight"] = A, B
+        hooks.append(linear.register_forward_hook(lambda m, args, out, A=A, B=B: out + args[0] @ A.T @ B.T))
+    pth = tmp_path / "lora_identity_64.pth"
+    torch.save(
+        {f"module.{k}" if i == 0 else k: v for i, (k, v) in enumerate(lora.items())}, pth
+    )  # a DDP prefix too
+    ids = torch.randint(3, 1000, (2, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(ids).logits
+    for h in hooks:
+        h.remove()
+    merged = load_minimind(merge_lora(base, pth, tmp_path / "merged"))
+    with torch.no_grad():
+        assert max_abs_diff(merged(ids).logits, expected) < 1e-4
+        assert max_abs_diff(model(ids).logits, expected) > 1e-3  # the adapter mattered
+    torch.save({"model.layers.0.self_attn.q_proj.lora.A.weight": lora[f"{square[0]}.lora.A.weight"]}, pth)
+    with pytest.raises(ConversionError, match="lora.A only; need both A and B"):
+        merge_lora(base, pth, tmp_path / "half")
