@@ -82,10 +82,12 @@ def write_model_card(
         "A [MiniMind](https://github.com/jingyaogong/minimind) model made with minimind-hf. "
         f"{made}\n\n"
         + (
-            "The folder carries its own model code (`auto_map`), so it loads with plain transformers; the "
-            "`minimind_hf` package is not needed:\n\n"
+            "The folder carries its own model code (`auto_map`), so it loads with plain transformers >= 5 "
+            "(the code is written for transformers 5's API; for transformers 4.x or vLLM, export it with "
+            "`minimind-hf convert to-qwen3`); the `minimind_hf` package is not needed:\n\n"
             if own_code
-            else "The folder is a plain transformers model (no remote code, no `minimind_hf` needed):\n\n"
+            else "The folder is a plain transformers model (no remote code, no `minimind_hf` needed); its config "
+            "carries the fields transformers 4.x reads too (tested with 4.57):\n\n"
         )
         + f"{load}\n"
         + (f"\n{extra.strip()}\n" if extra.strip() else "")
