@@ -71,6 +71,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--data-dir",
+        "--data_dir",
         default=None,
         metavar="DIR",
         help="folder holding ceval/{val,dev}/*.csv and cmmlu/{test,dev}/*.csv (official CSVs); "
@@ -78,6 +79,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--num-fewshot",
+        "--num_fewshot",
         type=int,
         default=None,
         metavar="N",
@@ -92,24 +94,35 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--apply-chat-template",
+        "--apply_chat_template",
         action="store_true",
         help="wrap prompts in the tokenizer's chat template (for SFT/chat models)",
     )
     p.add_argument(
         "--no-fewshot-as-multiturn",
+        "--no_fewshot_as_multiturn",
         dest="fewshot_as_multiturn",
         action="store_false",
         help="with --apply-chat-template, put few-shot examples in one user turn instead of several turns",
     )
     p.add_argument(
-        "--system-instruction", default=None, metavar="TEXT", help="system prompt prepended to each prompt"
+        "--system-instruction",
+        "--system_instruction",
+        default=None,
+        metavar="TEXT",
+        help="system prompt prepended to each prompt",
     )
-    p.add_argument("--batch-size", default="8", metavar="N", help="batch size, or 'auto' (default 8)")
+    p.add_argument(
+        "--batch-size", "--batch_size", default="8", metavar="N", help="batch size, or 'auto' (default 8)"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, ... (default auto)")
     p.add_argument("--out", default="runs/eval", metavar="DIR", help="output folder (default runs/eval)")
     p.add_argument(
-        "--log-samples", action="store_true", help="also write every prompt and score, samples_<task>.jsonl"
+        "--log-samples",
+        "--log_samples",
+        action="store_true",
+        help="also write every prompt and score, samples_<task>.jsonl",
     )
     p.add_argument("--seed", type=int, default=1234)
     add_trust_remote_code_arg(p)
@@ -135,6 +148,7 @@ def _add_ppl(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-length",
+        "--max_length",
         type=int,
         default=DEFAULT_MAX_LENGTH,
         metavar="N",
@@ -145,16 +159,19 @@ def _add_ppl(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="window step (default max-length/2; max-length - 1 = lm-eval's disjoint rolling windows)",
+        help="window step (default max-length/2); lm-eval's rolling windows of L tokens are --max-length L+1 "
+        "--stride L",
     )
-    p.add_argument("--batch-size", type=int, default=8, metavar="N")
+    p.add_argument("--batch-size", "--batch_size", type=int, default=8, metavar="N")
     p.add_argument(
         "--prefix",
         choices=("auto", "bos", "eos"),
         default="auto",
         help="context token before each document (auto: BOS if the tokenizer has one, else EOS)",
     )
-    p.add_argument("--score-eos", action="store_true", help="also score an EOS after each document")
+    p.add_argument(
+        "--score-eos", "--score_eos", action="store_true", help="also score an EOS after each document"
+    )
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N documents of each file only")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
@@ -183,9 +200,15 @@ def _add_tools(commands: argparse._SubParsersAction) -> None:
         default=["calculator", "unit_convert", "lookup", "current_time"],
         help="tools from minimind_hf.tools that run when called",
     )
-    p.add_argument("--max-turns", type=int, default=3)
-    p.add_argument("--max-new-tokens", type=int, default=128, help="sampled tokens per row, all turns")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-turns", "--max_turns", type=int, default=3)
+    p.add_argument(
+        "--max-new-tokens",
+        "--max_new_tokens",
+        type=int,
+        default=128,
+        help="sampled tokens per row, all turns",
+    )
+    p.add_argument("--batch-size", "--batch_size", type=int, default=32)
     p.add_argument("--think", action="store_true", help="prompts open a <think> block")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--out", default=None, metavar="FILE.json", help="write the summary and every row")

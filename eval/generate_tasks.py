@@ -62,7 +62,7 @@ doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{A}}}}\\nB. {{{{B}}}}\\nC. {{{{C}
 doc_to_choice: ["A", "B", "C", "D"]
 doc_to_target: "{{{{['A', 'B', 'C', 'D'].index(answer)}}}}"
 {_METRICS}metadata:
-  version: 1.0
+  version: 2.0
 """,
     "cmmlu": f"""\
 # CMMLU: scored on the test split (answers public), few-shot examples = the first n dev rows.

@@ -53,3 +53,14 @@ def test_tasks_lists_our_names(capsys):
     out = capsys.readouterr().out
     assert "minimind_cmmlu_china_specific" in out and "minimind_ceval_5shot_accountant" in out
     assert "subject tasks (238)" in out
+
+
+def test_lm_eval_spellings_of_the_flags_are_accepted():
+    """lm-eval users type --num_fewshot / --apply_chat_template / --batch_size: same options, both spellings."""
+    from minimind_hf.eval.cli import build_parser
+
+    parse = build_parser().parse_args
+    hyphen = parse(["eval", "run", "m", "--num-fewshot", "5", "--apply-chat-template", "--batch-size", "4"])
+    under = parse(["eval", "run", "m", "--num_fewshot", "5", "--apply_chat_template", "--batch_size", "4"])
+    assert vars(hyphen) == vars(under) and under.num_fewshot == 5 and under.apply_chat_template
+    assert parse(["eval", "ppl", "m", "--data", "x.jsonl", "--max_length", "9"]).max_length == 9
