@@ -164,7 +164,7 @@ register_adapter_format("peft", _is_peft, _read_peft)
 # ---------------------------------------------------------------------------------- the original's .pth
 # The original MiniMind's model_lora.py: a `lora` child on each adapted nn.Linear with A [r, in] and
 # B [out, r] and no scaling (y = W x + B A x); save_lora writes `{module}.lora.{A,B}.weight` with torch.save.
-_ORIGINAL_LORA_KEY = re.compile(r"^(?:module\.)?(?P<module>.+)\.lora\.(?P<which>[AB])\.weight$")
+_ORIGINAL_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora\.(?P<which>[AB])\.weight$")
 
 
 def _is_original_lora(path: Path) -> bool:
@@ -172,18 +172,15 @@ def _is_original_lora(path: Path) -> bool:
 
 
 def _read_original_lora(path: Path) -> Adapter:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, non-tensor objects refused by weights_only
-        raise ConversionError(
-            f"{path}: not a loadable weights-only LoRA state dict ({type(e).__name__})"
-        ) from e
-    if not isinstance(state, dict) or not state:
+    from .pth import read_pth  # weights-only load, DDP / compile prefixes stripped
+
+    state = read_pth(path)
+    if not state:
         raise ConversionError(f"{path}: expected a state dict of LoRA weights")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
         m = _ORIGINAL_LORA_KEY.match(key)
-        if m is None or not isinstance(value, torch.Tensor):
+        if m is None:
             raise ConversionError(
                 f"{path}: {key} is not a LoRA weight of the original's layout ({{module}}.lora.A.weight / .B.weight)"
             )
