@@ -175,7 +175,7 @@ def run_trl_agent(recipe_args, training_args, model_args, rl_args: RLArguments) 
     model = common.build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
-    trainer = common.native_weight_decay(GRPOTrainer)(
+    trainer = common.native_optimizer(GRPOTrainer, recipe_args.optimizer)(
         model=model,
         reward_funcs=agent_rewards(reward_funcs(rl_args), tokenizer),
         args=training_args,

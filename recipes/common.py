@@ -40,7 +40,7 @@ __all__ = [
     "load_split",
     "load_tokenizer_for",
     "lora_targets",
-    "native_weight_decay",
+    "native_optimizer",
     "parse_recipe",
     "peft_config",
     "peft_problems",
@@ -113,8 +113,8 @@ class RecipeArguments:
     optimizer: str = field(
         default="adamw",
         metadata={
-            "help": "backend native: adamw, or muon (Muon at 0.02 for the block matrices, AdamW for the rest; "
-            "minimind_hf.native.optim). trl's optimizer is `optim`"
+            "help": "adamw (trl: its `optim`), or muon (Muon at 0.02 for the block matrices, AdamW for the rest; "
+            "minimind_hf.native.optim; the same optimizer under both backends)"
         },
     )
     dry_run: bool = field(
@@ -257,10 +257,13 @@ def check_recipe(
     p = list(extra)
     if recipe_args.backend not in BACKENDS:
         p.append(f"backend must be one of {', '.join(BACKENDS)}, got {recipe_args.backend!r}")
-    if recipe_args.backend == "trl" and recipe_args.optimizer != "adamw":
+    from minimind_hf.native.optim import OPTIMIZERS
+
+    if recipe_args.optimizer not in OPTIMIZERS:
+        p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {recipe_args.optimizer!r}")
+    elif recipe_args.backend == "trl" and recipe_args.optimizer == "muon" and "optim" in recipe_args.given:
         p.append(
-            f"optimizer {recipe_args.optimizer!r}: backend trl takes its optimizer from `optim` (it has no Muon); "
-            "use backend: native"
+            "optimizer: muon replaces trl's `optim` under backend trl (transformers has no Muon); unset `optim`"
         )
     p += check_data_files("data", recipe_args.data)
     p += check_data_files("eval_data", recipe_args.eval_data, required=False)
@@ -617,7 +620,7 @@ def sft_trainer(recipe_args, training_args, model_args):
     model = build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
-    trainer = native_weight_decay(SFTTrainer)(
+    trainer = native_optimizer(SFTTrainer, recipe_args.optimizer)(
         model=model,
         args=training_args,
         train_dataset=sft_messages(train),
@@ -677,19 +680,57 @@ def run_cli(main: Any, parse_args: Any) -> None:
         sys.exit(status)
 
 
-def native_weight_decay(trainer_cls: type) -> type:
-    """``trainer_cls`` with the native loop's AdamW grouping: no weight decay on embeddings either.
+def native_optimizer(trainer_cls: type, optimizer: str = "adamw") -> type:
+    """``trainer_cls`` taking the native loop's optimizer steps, so one YAML trains the same way on both backends
+    (tests/recipes/test_parity_sft.py):
 
-    transformers' Trainer exempts only biases and norms, so the tied ``embed_tokens`` / ``lm_head`` matrix would
-    decay under trl and not under the native backend; with this subclass the same YAML gives the same
-    optimizer steps on both (tests/recipes/test_parity_sft.py)."""
+    - AdamW grouped as the native loop groups it: transformers' Trainer exempts only biases and norms, so the
+      tied ``embed_tokens`` / ``lm_head`` matrix would decay under trl and not natively;
+    - ``optimizer: muon``: `minimind_hf.native.optim`'s Muon + AdamW split (transformers has no Muon), over the
+      same groups and with the native defaults for Muon's settings; the Trainer's scheduler drives both halves.
+    """
+    from minimind_hf.native.loop import TrainConfig
+    from minimind_hf.native.optim import build_optimizer
 
-    class NativeDecayTrainer(trainer_cls):
+    class NativeOptimizerTrainer(trainer_cls):
         def get_decay_parameter_names(self, model):
             return [n for n in super().get_decay_parameter_names(model) if "embed" not in n]
 
-    NativeDecayTrainer.__name__ = NativeDecayTrainer.__qualname__ = trainer_cls.__name__
-    return NativeDecayTrainer
+        def create_optimizer(self, model=None):
+            if optimizer != "muon":
+                return super().create_optimizer(model)
+            if self.optimizer is None:
+                model = model if model is not None else self.model
+                decay = set(self.get_decay_parameter_names(model))
+                trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+                groups = [
+                    {
+                        "params": [p for n, p in trainable if n in decay],
+                        "weight_decay": self.args.weight_decay,
+                    },
+                    {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0},
+                ]
+                a = self.args
+                cfg = TrainConfig(
+                    optimizer="muon",
+                    learning_rate=a.learning_rate,
+                    weight_decay=a.weight_decay,
+                    adam_beta1=a.adam_beta1,
+                    adam_beta2=a.adam_beta2,
+                    adam_eps=a.adam_epsilon,
+                )
+                self.optimizer = build_optimizer(cfg, [g for g in groups if g["params"]], model)
+            return self.optimizer
+
+        def _get_learning_rate(self) -> float:
+            if optimizer != "muon":
+                return super()._get_learning_rate()
+            # the log's learning_rate is the rate of `learning_rate` (AdamW's groups come last; the first is
+            # Muon's muon_lr), as the native loop logs it
+            return self.lr_scheduler.get_last_lr()[-1]
+
+    NativeOptimizerTrainer.__name__ = NativeOptimizerTrainer.__qualname__ = trainer_cls.__name__
+    return NativeOptimizerTrainer
 
 
 def save_final(trainer: Any, output_dir: str) -> None:

@@ -133,7 +133,7 @@ def main(recipe_args, training_args, model_args, distill_args=None) -> None:
     model = common.build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
-    trainer = common.native_weight_decay(DistillationTrainer)(
+    trainer = common.native_optimizer(DistillationTrainer, recipe_args.optimizer)(
         model=model,
         teacher_model=load_teacher(training_args, model_args, model),
         args=training_args,

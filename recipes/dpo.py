@@ -90,8 +90,8 @@ def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None =
     model = common.build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
-    trainer = common.native_weight_decay(
-        DPOTrainer
+    trainer = common.native_optimizer(
+        DPOTrainer, recipe_args.optimizer
     )(
         model=model,  # ref_model=None: trl loads a frozen reference from the same folder (or disables the adapter)
         args=training_args,

@@ -285,7 +285,7 @@ COMMON = (
         note="cosine_with_min_lr (min_lr_rate or min_lr) or cosine (0)",
     ),
     key(None, "optim", convert=lambda a, p: _optim(a, p), note="adamw_torch / adamw_torch_fused / adamw_hf"),
-    key("optimizer", note="ours: adamw, or muon (native only)"),
+    key("optimizer", note="ours: adamw, or muon (both backends)"),
     key(
         "warmup_steps",
         convert=lambda a, p: _ratio_steps(a.warmup_steps, "warmup_steps", a, p),

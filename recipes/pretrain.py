@@ -103,7 +103,7 @@ def main(recipe_args, training_args, model_args, pretrain_args=None) -> None:
     model = common.build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
-    trainer = common.native_weight_decay(SFTTrainer)(
+    trainer = common.native_optimizer(SFTTrainer, recipe_args.optimizer)(
         model=model,
         args=training_args,
         train_dataset=train,

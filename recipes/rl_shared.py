@@ -157,7 +157,7 @@ def run_trl(
     model = common.build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
-    trainer = common.native_weight_decay(trainer_cls)(
+    trainer = common.native_optimizer(trainer_cls, recipe_args.optimizer)(
         model=model,
         reward_funcs=reward_funcs(rl_args),
         args=training_args,
