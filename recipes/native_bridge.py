@@ -317,6 +317,12 @@ COMMON = (
         convert=_interval("eval_strategy", "eval_steps", "evaluates"),
         note="steps or no",
     ),
+    key(
+        "eval_at_end",
+        "eval_strategy",
+        convert=lambda a, p: _enum(a.eval_strategy) != "no",
+        note="no: no evaluation at all, as in trl",
+    ),
     key("log_every", "logging_strategy", "logging_steps", convert=_log_every, note="steps"),
     key(
         "save_every",

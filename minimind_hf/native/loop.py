@@ -145,6 +145,9 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = chosen by timing steps (`acceleration.ThreadTuner`)
     # evaluation, logging, checkpoints
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    eval_at_end: bool = (
+        True  # evaluate after the last step (a recipe's eval_strategy: no turns it off, as in trl)
+    )
     eval_max_batches: int = 0  # 0 = the whole eval split
     log_every: int = 1
     save_every: int = 0  # optimizer steps between checkpoints; 0 = none
@@ -470,8 +473,8 @@ def _mean(values: list) -> float:
 
 # Settings a resumed run may change without changing what it trains (how long, how often it logs and saves, ...).
 _RESUME_FREE = frozenset(
-    {"resume", "max_steps", "num_epochs", "save_every", "eval_every", "eval_max_batches", "eval_batch_size",
-     "log_every", "keep_last", "progress", "report_to", "run_name", "num_threads", "compile"}
+    {"resume", "max_steps", "num_epochs", "save_every", "eval_every", "eval_at_end", "eval_max_batches",
+     "eval_batch_size", "log_every", "keep_last", "progress", "report_to", "run_name", "num_threads", "compile"}
 )  # fmt: skip
 
 
@@ -824,7 +827,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     if cfg.save_every and not (resume_path is not None and step == start_step):
         save(step)  # so that `resume=auto` on a finished run has nothing left to redo
 
-    eval_metrics = run_eval(step)
+    eval_metrics = run_eval(step) if cfg.eval_at_end else {}
     accelerator.wait_for_everyone()
     if main:
         algo.save_model(accelerator.unwrap_model(model), out_dir)
