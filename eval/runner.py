@@ -127,10 +127,17 @@ def evaluate(settings: EvalSettings, lm=None) -> dict[str, Any]:
         task_logger.removeFilter(notice)
     if results is None:  # non-zero rank in a distributed run
         return {}
+    # what `lm_eval --model hf --model_args pretrained=...` records (simple_evaluate leaves these None when
+    # handed an LM object, as here)
+    results["config"]["model"] = "hf"
     results["config"]["model_args"] = {
         "pretrained": settings.model,
         "trust_remote_code": settings.trust_remote_code,
+        "dtype": settings.dtype,
     }
+    results["config"]["batch_size"] = settings.batch_size
+    results["config"]["device"] = str(getattr(lm, "device", settings.device))
+    results.setdefault("model_name", settings.model)
     results["config"]["data_dir"] = settings.data_dir
     results["config"]["apply_chat_template"] = settings.apply_chat_template
     return results

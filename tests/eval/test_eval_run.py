@@ -49,6 +49,10 @@ def test_writes_lm_eval_json_and_markdown_tables(run):
     assert results["n-shot"]["minimind_ceval_law"] == 0 and results["n-shot"]["minimind_cmmlu_arts"] == 0
     assert results["n-samples"]["minimind_ceval_law"] == {"original": 24, "effective": LIMIT}
     assert results["config"]["limit"] == LIMIT and results["config"]["data_dir"]
+    # the fields `lm_eval --model hf` records (None when simple_evaluate is handed an LM object)
+    config = results["config"]
+    assert config["model"] == "hf" and config["model_args"]["pretrained"] == results["model_name"]
+    assert config["batch_size"] is not None and config["device"] == "cpu"
     for name in ("minimind_ceval", "minimind_ceval_stem", "minimind_ceval_other"):
         assert 0.0 <= results["results"][name]["acc,none"] <= 1.0
     md = (out / "results.md").read_text(encoding="utf-8")
