@@ -21,6 +21,10 @@ from .subjects import BENCHMARKS, MAIN_CATEGORIES
 TASK_PREFIX = "minimind_"
 VARIANTS = {"": None, "_5shot": 5}  # name suffix -> num_fewshot written in the YAML (None = left unset)
 DEFAULT_TASKS = ("minimind_ceval", "minimind_cmmlu")
+# the English benchmarks the original reports (tasks minimind_<name>, group minimind_english), read from their
+# official release files; minimind_original is the original's whole table (C-Eval, CMMLU and these)
+ENGLISH_BENCHMARKS = ("arc_easy", "openbookqa", "piqa", "hellaswag", "siqa")
+ENGLISH_GROUP, ORIGINAL_GROUP = f"{TASK_PREFIX}english", f"{TASK_PREFIX}original"
 
 
 class TaskSelectionError(ValueError):
@@ -79,6 +83,21 @@ def leaves(name: str) -> list[str]:
     if name in subject_tasks():
         return [name]
     raise KeyError(f"{name!r} is not one of our tasks or groups")
+
+
+def english_selected(names: Iterable[str]) -> list[str]:
+    """The English benchmarks (``ENGLISH_BENCHMARKS`` names) that `names` select, in order."""
+    picked = set()
+    for name in names:
+        if name in (ENGLISH_GROUP, ORIGINAL_GROUP):
+            picked.update(ENGLISH_BENCHMARKS)
+        elif name.removeprefix(TASK_PREFIX) in ENGLISH_BENCHMARKS:
+            picked.add(name.removeprefix(TASK_PREFIX))
+    return [b for b in ENGLISH_BENCHMARKS if b in picked]
+
+
+def is_english(name: str) -> bool:
+    return name in (ENGLISH_GROUP, ORIGINAL_GROUP) or name.removeprefix(TASK_PREFIX) in ENGLISH_BENCHMARKS
 
 
 def expand(names: Iterable[str]) -> tuple[dict[str, set[str]], list[str]]:

@@ -356,7 +356,14 @@ def _ppl(args: argparse.Namespace) -> int:
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
-    from .catalog import group_members, subject_tasks
+    from .catalog import (
+        ENGLISH_BENCHMARKS,
+        ENGLISH_GROUP,
+        ORIGINAL_GROUP,
+        TASK_PREFIX,
+        group_members,
+        subject_tasks,
+    )
 
     print("groups:")
     for name, members in group_members().items():
@@ -364,6 +371,10 @@ def _list_tasks(args: argparse.Namespace) -> int:
     print(f"subject tasks ({len(subject_tasks())}):")
     for name in subject_tasks():
         print(f"  {name}")
+    print(f"English benchmarks (official release files in --data-dir; group {ENGLISH_GROUP}):")
+    for name in ENGLISH_BENCHMARKS:
+        print(f"  {TASK_PREFIX}{name}")
+    print(f"{ORIGINAL_GROUP}: the original MiniMind's whole table (C-Eval, CMMLU and the English benchmarks)")
     return EXIT_OK
 
 

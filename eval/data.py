@@ -70,3 +70,22 @@ def check_data_dir(
                     path, name
                 )  # its content too (columns, answers, encoding), before the model loads
     return root
+
+
+def check_english_data(data_dir: str | os.PathLike | None, names: Iterable[str]) -> None:
+    """Read and validate the release files of the English benchmarks `names` before any model loads (the
+    ``EvalDataError`` names the file and line); they have no Hub fallback here, so a data dir is needed."""
+    names = list(names)
+    if not names:
+        return
+    utils = task_utils()
+    root = utils.resolve_data_dir(data_dir)
+    if root is None:
+        folders = ", ".join(f"{utils.ENGLISH_FILES[n][0]}/" for n in names)
+        raise utils.EvalDataError(
+            f"the English benchmarks read their official release files: pass --data-dir DIR (or set "
+            f"{utils.DATA_ENV}) to the folder holding {folders} (see eval/README.md); online, lm-eval's own "
+            "arc_easy / openbookqa / piqa / hellaswag / social_iqa tasks work too"
+        )
+    for name in names:
+        utils.read_english(name, root)

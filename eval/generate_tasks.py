@@ -10,6 +10,8 @@ Layout written (``B`` = ceval or cmmlu):
     B/_minimind_B_<category>.yaml    a group per category, weighted by size like lm-eval's groups
     B/_minimind_B.yaml               the overall group (the four main categories)
     B_5shot/...                      the same with ``num_fewshot: 5`` (task/group names ``minimind_B_5shot...``)
+    minimind_<english>.yaml          arc_easy, openbookqa, piqa, hellaswag, siqa: lm-eval's configs on local files
+    _minimind_english.yaml           their group; _minimind_original.yaml: C-Eval + CMMLU + English
 
 The template files end in ``_yaml`` (not ``.yaml``) so lm-eval indexes them only through ``include``.
 """
@@ -115,9 +117,83 @@ def _fewshot_yaml(bench: Benchmark, subject: str, variant: str, shots: int) -> s
     )
 
 
+# The English benchmarks the original MiniMind reports (ARC-Easy, PIQA, OpenBookQA, HellaSwag, Social-IQa):
+# lm-eval's built-in task configs (lm_eval/tasks/{arc,piqa,openbookqa,hellaswag,siqa}), prompts, targets,
+# metrics and versions verbatim, with the dataset read from the official release files by utils.load_english.
+_EN_METRIC = "  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n"
+_EN_BOTH = "metric_list:\n" + _EN_METRIC.format(m="acc") + _EN_METRIC.format(m="acc_norm")
+ENGLISH = {
+    "arc_easy": (
+        "ARC-Easy (test), as lm-eval's `arc_easy`",
+        "test_split: test\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        'doc_to_target: "{{choices.label.index(answerKey)}}"\n'
+        'doc_to_choice: "{{choices.text}}"\n' + _EN_BOTH + "metadata:\n  version: 1.0\n",
+    ),
+    "openbookqa": (
+        "OpenBookQA main (test), as lm-eval's `openbookqa`",
+        "test_split: test\n"
+        "doc_to_text: question_stem\n"
+        'doc_to_target: "{{choices.label.index(answerKey.lstrip())}}"\n'
+        'doc_to_choice: "{{choices.text}}"\n' + _EN_BOTH + "metadata:\n  version: 1.0\n",
+    ),
+    "piqa": (
+        "PIQA (validation), as lm-eval's `piqa`",
+        "validation_split: validation\n"
+        'doc_to_text: "Question: {{goal}}\\nAnswer:"\n'
+        "doc_to_target: label\n"
+        'doc_to_choice: "{{[sol1, sol2]}}"\n' + _EN_BOTH + "metadata:\n  version: 1.0\n",
+    ),
+    "hellaswag": (
+        "HellaSwag (validation), as lm-eval's `hellaswag` (its process_docs)",
+        "validation_split: validation\n"
+        "process_docs: !function utils.hellaswag_docs\n"
+        'doc_to_text: "{{query}}"\n'
+        'doc_to_target: "{{label}}"\n'
+        'doc_to_choice: "choices"\n' + _EN_BOTH + "metadata:\n  version: 1.0\n",
+    ),
+    "siqa": (
+        "Social IQa (dev), as lm-eval's `social_iqa`",
+        "validation_split: validation\n"
+        'doc_to_text: "Q: {{context}} {{question}}\\nA:"\n'
+        'target_delimiter: " "\n'
+        'doc_to_choice: "{{[answerA, answerB, answerC]}}"\n'
+        'doc_to_target: "{{ (label|int) - 1 }}"\n'
+        "metric_list:\n" + _EN_METRIC.format(m="acc") + "metadata:\n  version: 0.0\n",
+    ),
+}
+
+
+def _english_yaml(name: str, title: str, body: str) -> str:
+    return (
+        f"{HEADER}# {title}; read from the official release files (utils.load_english, --data-dir).\n"
+        f"task: {TASK_PREFIX}{name}\n"
+        "custom_dataset: !function utils.load_english\n"
+        f"dataset_kwargs:\n  name: {name}\n"
+        "output_type: multiple_choice\n" + body
+    )
+
+
+def _plain_group(name: str, members: list[str], comment: str) -> str:
+    return "".join(
+        [HEADER, f"# {comment}\n", f"group: {name}\n", "task:\n", *[f"  - {m}\n" for m in members]]
+    )
+
+
 def render_tasks() -> dict[str, str]:
     """Every generated file as ``{path relative to eval/tasks: content}``."""
     files: dict[str, str] = {}
+    for name, (title, body) in ENGLISH.items():
+        files[f"{TASK_PREFIX}{name}.yaml"] = _english_yaml(name, title, body)  # beside utils.py: !function
+    english = [f"{TASK_PREFIX}{n}" for n in ENGLISH]
+    files[f"_{TASK_PREFIX}english.yaml"] = _plain_group(
+        f"{TASK_PREFIX}english", english, "The five English benchmarks, each scored on its own (no average)."
+    )
+    files[f"_{TASK_PREFIX}original.yaml"] = _plain_group(
+        f"{TASK_PREFIX}original",
+        [f"{TASK_PREFIX}ceval", f"{TASK_PREFIX}cmmlu", f"{TASK_PREFIX}english"],
+        "The original MiniMind's published table: C-Eval, CMMLU and the five English benchmarks.",
+    )
     for bench in BENCHMARKS.values():
         files[f"_{TASK_PREFIX}{bench.name}_template_yaml"] = HEADER + TEMPLATES[bench.name]
         for variant, shots in VARIANTS.items():

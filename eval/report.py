@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import subject_tasks
+from .catalog import ENGLISH_BENCHMARKS, subject_tasks
 from .subjects import BENCHMARKS, CATEGORY_TITLES, CHINA_SPECIFIC
 
 METRICS = ("acc", "acc_norm")
@@ -138,6 +138,7 @@ def markdown_report(results: Mapping[str, Any], header: Mapping[str, Any] | None
         for (b, _variant), rows in sorted(tables.items()):
             if b == benchmark:
                 parts.append(benchmark_table(benchmark, rows))
+    parts.append(english_table(results))
     names = subject_tasks()
     others = [t for t in results.get("results", {}) if t not in names and not t.startswith("minimind_")]
     if others:
@@ -147,3 +148,30 @@ def markdown_report(results: Mapping[str, Any], header: Mapping[str, Any] | None
                 if key != "alias" and "stderr" not in key and isinstance(value, (int, float)):
                     parts.append(f"| {task} | {key} | {value:.4f} |\n")
     return "".join(parts)
+
+
+ENGLISH_TITLES = {
+    "arc_easy": "ARC-Easy", "openbookqa": "OpenBookQA", "piqa": "PIQA", "hellaswag": "HellaSwag",
+    "siqa": "Social IQa",
+}  # fmt: skip
+
+
+def english_table(results: Mapping[str, Any]) -> str:
+    """One row per English benchmark run (acc and acc_norm in %, documents scored); "" when none was."""
+    scores = results.get("results", {})
+    rows = []
+    for name in ENGLISH_BENCHMARKS:
+        task = f"minimind_{name}"
+        if task not in scores:
+            continue
+        n = results.get("n-samples", {}).get(task, {}).get("effective", "")
+        acc, norm = scores[task].get("acc,none"), scores[task].get("acc_norm,none")
+        shown = [f"{100 * v:.2f}" if isinstance(v, (int, float)) else "-" for v in (acc, norm)]
+        rows.append(f"| {ENGLISH_TITLES[name]} | {n} | {shown[0]} | {shown[1]} |\n")
+    if not rows:
+        return ""
+    return (
+        "### English benchmarks\n\n| benchmark | documents | acc | acc_norm |\n|---|---:|---:|---:|\n"
+        + "".join(rows)
+        + "\n"
+    )

@@ -16,8 +16,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .catalog import DEFAULT_TASKS, TASK_PREFIX, TaskSelectionError, expand
-from .data import TASKS_DIR, check_data_dir
+from .catalog import (
+    DEFAULT_TASKS,
+    ORIGINAL_GROUP,
+    TASK_PREFIX,
+    TaskSelectionError,
+    english_selected,
+    expand,
+    is_english,
+)
+from .data import TASKS_DIR, check_data_dir, check_english_data
 from .report import markdown_report
 
 logger = logging.getLogger(__name__)
@@ -65,8 +73,11 @@ def build_task_manager(tasks: list[str], data_dir: str | None):
     """A ``TaskManager`` over our tasks (plus lm-eval's built-ins only if a requested name needs them)."""
     from lm_eval.tasks import TaskManager
 
-    subjects, foreign = expand(tasks)
+    # minimind_original stands for C-Eval + CMMLU + the English group: check all their files
+    expanded = [m for t in tasks for m in (DEFAULT_TASKS if t == ORIGINAL_GROUP else (t,))]
+    subjects, foreign = expand(t for t in expanded if not is_english(t))
     check_data_dir(data_dir, subjects)  # fail before loading anything, naming the missing file
+    check_english_data(data_dir, english_selected(tasks))
     unknown = [
         t for t in foreign if t.startswith(TASK_PREFIX)
     ]  # ours are all known: no need to index lm-eval's

@@ -14,7 +14,12 @@ A data dir holds the official CSV releases: ``ceval/{val,dev}/<subject>_{val,dev
 ``cmmlu/{test,dev}/<subject>.csv``. Cells are read as exact text (no number or NA guessing, so an option
 ``00001100`` stays ``00001100``); CMMLU's unnamed index column is dropped, as the Hub dataset has none.
 
-This file imports only the standard library and ``datasets``: the ``tasks/`` folder also works on its own,
+The English benchmarks (``minimind_arc_easy``, ``_openbookqa``, ``_piqa``, ``_hellaswag``, ``_siqa``) read their
+official release files from the same data dir (`ENGLISH_FILES`; no Hub fallback: lm-eval's own tasks cover
+that) into the Hub datasets' schema, so their YAMLs keep lm-eval's prompts as they are.
+
+This file imports only the standard library, ``datasets`` and (for HellaSwag's preprocessing) ``lm_eval``: the
+``tasks/`` folder also works on its own,
 ``lm_eval --include_path eval/tasks --tasks minimind_ceval --metadata '{"data_dir": "..."}'``.
 """
 
@@ -166,3 +171,146 @@ def load_ceval(subject: str, data_dir: str | None = None, **_metadata: Any):
 def load_cmmlu(subject: str, data_dir: str | None = None, **_metadata: Any):
     """lm-eval ``custom_dataset`` for CMMLU: splits ``test`` (scored) and ``dev`` (few-shot)."""
     return load_subject("cmmlu", subject, data_dir)
+
+
+# ----------------------------------------------------------------------------------- English benchmarks
+# The five English sets the original MiniMind reports beside C-Eval / CMMLU, read from their official release
+# files and turned into the Hub datasets' schema, so the task YAMLs can use lm-eval's built-in prompts as they
+# are. File -> (folder under the data dir, files, split): the scored split of lm-eval's built-in task.
+ENGLISH_FILES = {
+    "arc_easy": ("ARC-Easy", ("ARC-Easy-Test.jsonl",), "test"),  # ARC-V1-Feb2018/ARC-Easy/
+    "openbookqa": ("openbookqa", ("test.jsonl",), "test"),  # OpenBookQA-V1-Sep2018/Data/Main/
+    "piqa": ("piqa", ("valid.jsonl", "valid-labels.lst"), "validation"),
+    "hellaswag": ("hellaswag", ("hellaswag_val.jsonl",), "validation"),
+    "siqa": ("siqa", ("dev.jsonl", "dev-labels.lst"), "validation"),  # socialiqa-train-dev/
+}
+
+
+def english_paths(root: Path, name: str) -> list[Path]:
+    folder, files, _ = ENGLISH_FILES[name]
+    return [root / folder / f for f in files]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    import json
+
+    if not path.is_file():
+        raise EvalDataError(f"{path}: file not found (the official release file of this benchmark)")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EvalDataError(f"{path}:{lineno}: not a JSON line ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise EvalDataError(f"{path}:{lineno}: expected a JSON object")
+            rows.append((lineno, row))
+    if not rows:
+        raise EvalDataError(f"{path}: no rows")
+    return rows
+
+
+def _labels(path: Path, n: int, jsonl: Path) -> list[str]:
+    if not path.is_file():
+        raise EvalDataError(f"{path}: file not found (the labels file released beside {jsonl.name})")
+    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(labels) != n:
+        raise EvalDataError(f"{path}: {len(labels)} labels for the {n} rows of {jsonl.name}")
+    return labels
+
+
+def _field(path: Path, lineno: int, row: dict, key: str, kind: type = str):
+    value = row
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, kind):
+        raise EvalDataError(f"{path}:{lineno}: {key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _arc_like(path: Path, stem_key: str) -> list[dict]:
+    """ARC / OpenBookQA release rows (``question: {stem, choices: [{text, label}]}``, ``answerKey``) in the Hub
+    schema (``choices: {text: [...], label: [...]}``; the question under `stem_key`)."""
+    out = []
+    for lineno, row in _jsonl(path):
+        choices = _field(path, lineno, row, "question.choices", list)
+        texts = [_field(path, lineno, c, "text") for c in choices]
+        labels = [_field(path, lineno, c, "label") for c in choices]
+        key = _field(path, lineno, row, "answerKey").strip()
+        if key not in labels:
+            raise EvalDataError(f"{path}:{lineno}: answerKey {key!r} is not one of the labels {labels}")
+        out.append(
+            {
+                "id": str(row.get("id", lineno)),
+                stem_key: _field(path, lineno, row, "question.stem"),
+                "choices": {"text": texts, "label": labels},
+                "answerKey": key,
+            }
+        )
+    return out
+
+
+def read_english(name: str, root: Path) -> list[dict]:
+    """The scored documents of English benchmark `name` from its release files under `root`, validated
+    (file:line: field on a problem), in the schema of the Hub dataset lm-eval's built-in task reads."""
+    paths = english_paths(root, name)
+    if name == "arc_easy":
+        return _arc_like(paths[0], "question")
+    if name == "openbookqa":
+        return _arc_like(paths[0], "question_stem")
+    if name == "hellaswag":
+        rows = []
+        for lineno, row in _jsonl(paths[0]):
+            endings = _field(paths[0], lineno, row, "endings", list)
+            rows.append(
+                {
+                    "activity_label": _field(paths[0], lineno, row, "activity_label"),
+                    "ctx_a": _field(paths[0], lineno, row, "ctx_a"),
+                    "ctx_b": _field(paths[0], lineno, row, "ctx_b"),
+                    "endings": [str(e) for e in endings],
+                    "label": str(_field(paths[0], lineno, row, "label", int)),
+                }
+            )
+        return rows
+    rows = _jsonl(paths[0])
+    labels = _labels(paths[1], len(rows), paths[0])
+    if name == "piqa":
+        keys = ("goal", "sol1", "sol2")
+        valid = ("0", "1")
+    else:  # siqa
+        keys = ("context", "question", "answerA", "answerB", "answerC")
+        valid = ("1", "2", "3")
+    out = []
+    for (lineno, row), label in zip(rows, labels, strict=True):
+        if label not in valid:
+            raise EvalDataError(f"{paths[1]}: label {label!r} for line {lineno}; expected one of {valid}")
+        doc = {k: _field(paths[0], lineno, row, k) for k in keys}
+        doc["label"] = int(label) if name == "piqa" else label
+        out.append(doc)
+    return out
+
+
+def load_english(name: str, data_dir: str | None = None, **_metadata: Any):
+    """lm-eval ``custom_dataset`` for the English benchmarks: the built-in task's scored split, read from
+    the official release files under the data dir (these tasks are local-file versions of lm-eval's own)."""
+    import datasets
+
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        raise EvalDataError(
+            f"minimind_{name} reads the official release files: pass --data-dir DIR (or set {DATA_ENV}) to the "
+            f"folder holding {ENGLISH_FILES[name][0]}/; online, lm-eval's own task works too"
+        )
+    return datasets.DatasetDict(
+        {ENGLISH_FILES[name][2]: datasets.Dataset.from_list(read_english(name, root))}
+    )
+
+
+def hellaswag_docs(dataset):
+    """lm-eval's hellaswag ``process_docs`` (query / choices / gold), called as the built-in task calls it."""
+    from lm_eval.tasks.hellaswag.utils import process_docs
+
+    return process_docs(dataset)

@@ -126,5 +126,12 @@ def test_lm_eval_indexes_every_task_and_group():
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
     names = set(catalog.subject_tasks()) | set(catalog.group_members())
     assert names <= set(manager.all_tasks)
-    assert set(manager.all_groups) == set(catalog.group_members())
+    extra = {catalog.ENGLISH_GROUP, catalog.ORIGINAL_GROUP}  # the English benchmarks' group, the whole table
+    assert set(manager.all_groups) == set(catalog.group_members()) | extra
+    english = {f"{catalog.TASK_PREFIX}{n}" for n in catalog.ENGLISH_BENCHMARKS}
+    assert english <= set(manager.all_tasks)
+    from minimind_hf.eval.data import task_utils
+    from minimind_hf.eval.generate_tasks import ENGLISH
+
+    assert tuple(task_utils().ENGLISH_FILES) == tuple(ENGLISH) == catalog.ENGLISH_BENCHMARKS
     assert not any(name.endswith("_template_yaml") for name in manager.all_tasks)
