@@ -10,8 +10,10 @@ base state dict (in fp32, cast back to the base dtype). A format is a pair of fu
   `lora_alpha / r` (or `/ sqrt(r)` with rsLoRA), `rank_pattern` / `alpha_pattern`, and `modules_to_save`
   (full weights) are honoured. DoRA, LoRA biases, embedding LoRA, `target_parameters` and trainable-token
   adapters are refused with a message rather than merged wrongly.
-- MiniMind's native LoRA trainer (`minimind_hf/native/lora.py`, in progress) will register its own reader
-  here once its file format is fixed; nothing else has to change.
+- `minimind-pth` (built in): the original MiniMind's LoRA `.pth` (`{module}.lora.A.weight` [r, in] /
+  `.lora.B.weight` [out, r], added unscaled to the square linears).
+
+The native LoRA trainer (`minimind_hf/native/lora.py`) saves peft folders, so it needs no reader of its own.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ One rollout: sample completions, score each with the reward functions (one scala
     KL ("loss" mode)   kl_coef * k3(pi, pi_ref) added to the loss per token (the original's choice)
 
 Advantages are whitened over the rollout's completion tokens. All token averages are masked means over the
-completion. Each rollout is reused for ``ppo_epochs`` passes in ``minibatch_size`` rows (the clip keeps the
+completion. Each rollout is reused for ``ppo_epochs`` optimiser steps over the same rows (the clip keeps the
 policy near pi_old). Original defaults: gamma 1, lambda 0.95, clip 0.2, k3 KL 0.02 in the loss.
 """
 
