@@ -108,18 +108,22 @@ def _read_rows(path: Path, benchmark: str) -> list[dict[str, str]]:
             raise EvalDataError(f"{path}: header {header} lacks column(s) {', '.join(missing)}")
         keep = [(i, name) for i, name in enumerate(header) if name]  # drop CMMLU's unnamed index column
         rows = []
+        start = reader.line_num + 1  # where the next row begins (a quoted field may span lines)
         for row in reader:
-            line = reader.line_num
+            where = f"{path}:{start}"
+            if reader.line_num - start > 20:  # one question never spans that many lines: a quote left open
+                where += f" (this row runs on to line {reader.line_num}: an unclosed quote?)"
+            start = reader.line_num + 1
             if not row:
                 continue
             if len(row) != len(header):
                 raise EvalDataError(
-                    f"{path}:{line}: {len(row)} fields, expected {len(header)} ({', '.join(header)})"
+                    f"{where}: {len(row)} fields, expected {len(header)} ({', '.join(header)})"
                 )
             record = {name: row[i] for i, name in keep}
             if record[answer_col] not in ANSWERS:
                 raise EvalDataError(
-                    f"{path}:{line}: {answer_col}={record[answer_col]!r}, expected one of A, B, C, D"
+                    f"{where}: {answer_col}={record[answer_col]!r}, expected one of A, B, C, D"
                 )
             rows.append(record)
     if not rows:

@@ -108,3 +108,18 @@ def test_subject_tables_name_their_split_files():
     assert utils.SPLITS == {b.name: (b.eval_split, b.fewshot_split) for b in (CEVAL, CMMLU)}
     with pytest.raises(KeyError, match="no subject 'lawyer'.*legal_professional"):
         CEVAL.subject("lawyer")
+
+
+def test_an_unclosed_quote_is_reported_where_the_row_starts(tmp_path):
+    """issue 14: a quote left open swallowed the rest of the file and was reported at the last line."""
+    from minimind_hf.eval.data import task_utils
+
+    rows = ["id,question,A,B,C,D,answer"] + [f"{i},q{i},a,b,c,d,A" for i in range(40)]
+    rows[6] = '5,"q5 never closed,a,b,c,d,A'
+    path = tmp_path / "law_val.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(
+        task_utils().EvalDataError,
+        match=r"law_val.csv:7 \(this row runs on to line 41: an unclosed quote\?\)",
+    ):
+        task_utils().read_csv(path, "ceval")
