@@ -66,9 +66,8 @@ def check_data_dir(
                     raise utils.EvalDataError(
                         f"{path}: file not found ({bench.title} subject {subject!r}, split {split})"
                     )
-                utils.read_csv(
-                    path, name
-                )  # its content too (columns, answers, encoding), before the model loads
+                # its content too (columns, answers, encoding), before the model loads
+                utils.read_csv(path, name)
     return root
 
 

@@ -425,10 +425,8 @@ def original_layout_settings(folder) -> dict:
             f"exactly: minimind-hf convert from-pth {folder} OUT_DIR"
         )
     settings = {"use_qk_norm": any(k.endswith("self_attn.q_norm.weight") for k in keys)}
-    if config.get("use_moe"):
-        settings["router_top1_gradient"] = (
-            False  # the original's training dynamics; set True to train the router
-        )
+    if config.get("use_moe"):  # the original's training dynamics; router_top1_gradient=True trains the router
+        settings["router_top1_gradient"] = False
     logger.info("%s: a folder in the original MiniMind's format; loading it with %s", folder, settings)
     return settings
 

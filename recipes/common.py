@@ -161,9 +161,8 @@ def parse_recipe(
         (RecipeArguments, stage_config_cls, ModelConfig, *extra_dataclasses), allow_abbrev=False
     )
     args = list(sys.argv[1:] if argv is None else argv)
-    _read_config_file(
-        args
-    )  # a missing, unreadable or non-mapping YAML is one named error, before trl reads it
+    # a missing, unreadable or non-mapping YAML is one named error, before trl reads it
+    _read_config_file(args)
     try:
         parsed = parser.parse_args_and_config(args, fail_with_unknown_args=True)
     except ValueError as e:  # trl's "Unknown arguments from config file", transformers' value checks

@@ -182,8 +182,8 @@ def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
         problems.append((path, problem))
     listed = "; ".join(f"{p.name}: {why}" for p, why in problems)
     raise CheckpointError(
-        f"{root} holds no checkpoint that can be resumed ({listed}). Use resume=never to train from scratch "
-        "(its checkpoints are replaced), or a new output_dir"
+        f"{root} holds no checkpoint that can be resumed ({listed}). Use resume=never (in a recipe: "
+        "resume_from_checkpoint: false) to train from scratch (its checkpoints are replaced), or a new output_dir"
     )
 
 

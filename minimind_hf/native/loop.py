@@ -145,9 +145,7 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = chosen by timing steps (`acceleration.ThreadTuner`)
     # evaluation, logging, checkpoints
     eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
-    eval_at_end: bool = (
-        True  # evaluate after the last step (a recipe's eval_strategy: no turns it off, as in trl)
-    )
+    eval_at_end: bool = True  # evaluate after the last step (a recipe's eval_strategy: no is false, as trl)
     eval_max_batches: int = 0  # 0 = the whole eval split
     log_every: int = 1
     save_every: int = 0  # optimizer steps between checkpoints; 0 = none
@@ -738,9 +736,8 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
                     algo.collate_fn(_rows(algo.train_dataset, step_rows[lo : lo + cfg.batch_size])),
                     accelerator.device,
                 )
-                with (
-                    accelerator.autocast()
-                ):  # every model an algorithm runs (reference, teacher, critic) alike
+                # every model an algorithm runs (reference, teacher, critic) alike
+                with accelerator.autocast():
                     micro.append(algo.prepare_batch(step_model, batch))
 
             # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
