@@ -11,6 +11,8 @@ State-dict keys equal transformers' Qwen3 (dense) and Qwen3-MoE in its transform
 (`mlp.gate.weight`, `mlp.experts.gate_up_proj` [E, 2I, H], `mlp.experts.down_proj` [E, H, I]).
 """
 
+import contextlib
+import threading
 from collections.abc import Callable
 
 import torch
@@ -404,10 +406,10 @@ def original_layout_settings(folder) -> dict:
     """Config settings that make a local folder written by the original MiniMind's code load exactly here.
 
     The original's config.json has no ``use_qk_norm`` (its minimind-3 code always has q/k norms; minimind2-era
-    folders have none) and no ``router_top1_gradient``; its MoE weights are one module per expert. So: q/k norm
-    on exactly when the weights have it, the original's router gradient, and per-expert MoE weights refused with
-    the conversion command (they would otherwise be re-initialised: logits off by ~1). Our own folders always
-    write ``use_qk_norm`` and get nothing here; neither do Hub names (their files are not looked at)."""
+    folders have none) and no ``router_top1_gradient``. So: q/k norm on exactly when the weights have it, and the
+    original's router gradient. Its MoE weights are one module per expert; ``per_expert_layout`` says so, and
+    `from_pretrained` fuses them on load. Our own folders always write ``use_qk_norm`` and get nothing here;
+    neither do Hub names (their files are not looked at)."""
     import json
     import os
 
@@ -419,16 +421,51 @@ def original_layout_settings(folder) -> dict:
     if config.get("model_type") != "minimind" or "use_qk_norm" in config:
         return {}
     keys = _weight_names(os.fspath(folder))
-    if any(".mlp.experts.0.gate_proj.weight" in k for k in keys):
-        raise ValueError(
-            f"{folder} is a MoE folder in the original MiniMind's layout (one weight per expert); convert it once, "
-            f"exactly: minimind-hf convert from-pth {folder} OUT_DIR"
-        )
     settings = {"use_qk_norm": any(k.endswith("self_attn.q_norm.weight") for k in keys)}
     if config.get("use_moe"):  # the original's training dynamics; router_top1_gradient=True trains the router
         settings["router_top1_gradient"] = False
+    if any(".mlp.experts.0.gate_proj.weight" in k for k in keys):
+        settings["per_expert_layout"] = True
     logger.info("%s: a folder in the original MiniMind's format; loading it with %s", folder, settings)
     return settings
+
+
+# The original's per-expert MoE weights -> our fused experts, the way transformers 5 loads Qwen3-MoE's.
+def _per_expert_conversions() -> list:
+    from transformers.core_model_loading import Concatenate, MergeModulelist, WeightConverter
+
+    return [
+        WeightConverter(
+            source_patterns=["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight"],
+            target_patterns="mlp.experts.gate_up_proj",
+            operations=[MergeModulelist(dim=0), Concatenate(dim=1)],
+        ),
+        WeightConverter(
+            source_patterns="mlp.experts.*.down_proj.weight",
+            target_patterns="mlp.experts.down_proj",
+            operations=[MergeModulelist(dim=0)],
+        ),
+    ]
+
+
+_CONVERSION_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _converting_per_expert_weights():
+    """Registers the per-expert conversion for the duration of one load only: registered for good, transformers
+    would also apply it in reverse on every save, and our own folders keep the fused layout."""
+    from transformers import conversion_mapping
+
+    with _CONVERSION_LOCK:
+        conversion_mapping.register_checkpoint_conversion_mapping(
+            MiniMindConfig.model_type, _per_expert_conversions(), overwrite=True
+        )
+        try:
+            yield
+        finally:
+            conversion_mapping._checkpoint_conversion_mapping_cache.pop(MiniMindConfig.model_type, None)
+            conversion_mapping.USER_REGISTERED_MAPPINGS.discard(MiniMindConfig.model_type)
 
 
 def _weight_names(folder: str) -> list[str]:
@@ -477,12 +514,19 @@ class MiniMindPreTrainedModel(PreTrainedModel):
         # A folder saved by the original MiniMind's own code loads exactly, or is refused naming the one command
         # that converts it: never with weights silently re-initialised (see `original_layout_settings`).
         config = kwargs.get("config")
-        for key, value in original_layout_settings(pretrained_model_name_or_path).items():
+        settings = original_layout_settings(pretrained_model_name_or_path)
+        per_expert = settings.pop("per_expert_layout", False)
+        for key, value in settings.items():
             if not isinstance(config, PreTrainedConfig):
                 kwargs.setdefault(key, value)
             elif str(getattr(config, "name_or_path", "")) == str(pretrained_model_name_or_path):
                 setattr(config, key, value)  # read from this folder by AutoModel* just before
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if not per_expert:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        with _converting_per_expert_weights():
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model._weight_conversions = None  # saving writes our fused layout (with use_qk_norm: our format)
+        return model
 
     def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
         # Reentrant checkpointing reruns the forward under no_grad, so the router logits captured for the

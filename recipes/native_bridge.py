@@ -607,6 +607,8 @@ SPO = _RL_COMMON + (
 PPO = _RL_COMMON + (
     key("critic_learning_rate"),
     key("ppo_epochs", "num_ppo_epochs"),
+    key("mini_batch_size"),
+    key("early_stop_kl"),
     key("gamma"),
     key("lam"),
     key("clip_range", "cliprange"),

@@ -47,7 +47,21 @@ class PPOTrainingArguments(TrainingArguments):
         default=1.0, metadata={"help": "sampling temperature (also used for log-probs)"}
     )
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
-    num_ppo_epochs: int = field(default=2, metadata={"help": "optimiser steps per rollout"})
+    num_ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
+    mini_batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "rows per optimiser step within a pass, reshuffled each pass (the original's mini_batch_size); "
+            "0 = the whole micro-batch"
+        },
+    )
+    early_stop_kl: float = field(
+        default=0.0,
+        metadata={
+            "help": "end a rollout's passes once a mini-batch's approx KL to the sampling policy exceeds this "
+            "(the original's 0.25); 0 = never"
+        },
+    )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
     cliprange: float = field(default=0.2, metadata={"help": "policy ratio clip"})

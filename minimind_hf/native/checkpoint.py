@@ -11,6 +11,7 @@ Layout (one folder per checkpoint, the newest named in ``latest``)::
             trainer_state.json      step, epoch, batches consumed in the epoch, tokens seen, config
             rng_rank{r}.json/.pt    python + numpy RNG (json), torch CPU/CUDA RNG (pt), one per process
             extra.pt                optional algorithm state (e.g. a reference model's running stats)
+            batches_rank{r}.pt      optional: a process's prepared batches still in use (a reused rollout)
             manifest.json           size and sha256 of every file above (written last)
 
 A checkpoint is written into ``.tmp_step_000100``, fsynced, and renamed into place with `os.replace` only
@@ -246,7 +247,8 @@ def load_model_weights(model: torch.nn.Module, folder: str | Path) -> None:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors"))
+    # the model's own files only: a folder may hold others beside them (PPO's value_model.safetensors)
+    files = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors weights in {folder}")
     state: dict[str, torch.Tensor] = {}
@@ -280,6 +282,7 @@ def save_checkpoint(
     scheduler: Any,
     trainer_state: dict,
     extra_state: dict | None = None,
+    rank_state: dict | None = None,
     keep_last: int = 2,
 ) -> Path | None:
     """Write checkpoint `step` atomically (call on every process; returns the path on the main one)."""
@@ -298,6 +301,8 @@ def save_checkpoint(
         js, tensors = capture_rng_state()
         (tmp / f"rng_rank{rank}.json").write_text(json.dumps(js), encoding="utf-8")
         torch.save(tensors, tmp / f"rng_rank{rank}.pt")
+        if rank_state:  # this process's own batches in progress (e.g. a rollout reused for more steps)
+            torch.save(rank_state, tmp / f"batches_rank{rank}.pt")
         if main:
             save_model(tmp / "model")
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -383,6 +388,12 @@ def load_training_state(
         else None
     )
     return state, extra
+
+
+def load_rank_state(path: str | Path, rank: int) -> dict | None:
+    """This process's ``rank_state`` saved with checkpoint `path`, or None."""
+    file = Path(path) / f"batches_rank{rank}.pt"
+    return torch.load(file, map_location="cpu", weights_only=True) if file.exists() else None
 
 
 def load_rng(path: str | Path, rank: int) -> tuple[dict, dict] | None:

@@ -41,7 +41,7 @@ from ..rewards import REWARDS, get_rewards
 from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
 from .loop import Algorithm, TrainConfig, TrainResult, train
-from .rl_common import RolloutCache, load_rl_prompts, per_token_logps, sampling_problems
+from .rl_common import load_rl_prompts, per_token_logps, sampling_problems
 from .rollout import rollout_for, score
 from .stages import register_stage
 
@@ -345,8 +345,8 @@ class GRPO(Algorithm):
     unwrapped policy, no gradients, in chunks), ``compute_loss`` runs one forward through the (DDP-wrapped)
     policy, so gradients are averaged over processes by the loop (the original bypassed this, #853).
 
-    Each rollout is reused for ``num_iterations`` optimiser steps; the loop's rows for the reused steps are
-    not sampled (use more epochs / ``max_steps`` accordingly). A resumed run starts with a new rollout."""
+    Each rollout is trained on for ``num_iterations`` optimiser steps (the loop's ``batch_uses``), then new
+    prompts are drawn; a checkpoint keeps a rollout in use, so a resumed run continues it."""
 
     name = "grpo"
 
@@ -366,19 +366,16 @@ class GRPO(Algorithm):
             self.reference = reference if reference is not None else make_reference(model)
         else:
             self.reference = None
-        self.rollouts = RolloutCache(cfg.num_iterations)
+        self.batch_uses = cfg.num_iterations
 
     def setup(self, accelerator) -> None:
         super().setup(accelerator)
-        self.rollouts.micro_per_step = self.grad_accum_steps
         if self.reference is not None:
             self.reference.to(self.device).eval()
 
     def prepare_batch(self, model, batch: list[dict]) -> dict:
         policy = self._unwrap(model)
-        return self.rollouts.get(
-            lambda: grpo_rollout(policy, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg)
-        )
+        return grpo_rollout(policy, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg)
 
     def num_items(self, batch: dict) -> int:
         return grpo_num_items(batch["completion_mask"], self.cfg.loss_type, self.cfg.max_new_tokens)

@@ -40,6 +40,9 @@ Hooks (all optional except what your batches need):
 - ``prepare_batch(model, batch)``: runs before counting, e.g. RL rollouts (generate, score, compute
   advantages). `model` may be DDP-wrapped: generate with ``self.accelerator.unwrap_model(model)`` under
   ``torch.no_grad()``. Return the batch to train on (any dict; tensors in it are already on the device).
+- ``batch_uses`` (attribute) and ``select(batch, use)``: a prepared batch trains ``batch_uses`` consecutive
+  steps (default 1), the ``use``-th on ``select(batch, use)`` (default: all of it; PPO picks a mini-batch;
+  None skips it). A rollout is reused this way, and the next step draws new rows (see `batches`).
 - ``num_items(batch)``: the normalisation count of one micro-batch (default: label tokens after the shift).
 - ``compute_loss(model, batch, num_items_in_batch)``: ``(loss, metrics)``. ``loss`` must be the micro-batch's
   summed loss divided by ``num_items_in_batch`` (a 0-d tensor). ``metrics``: name -> float/0-d tensor; the
@@ -53,10 +56,11 @@ Hooks (all optional except what your batches need):
 - ``state_dict()`` / ``load_state_dict(state)``: extra algorithm state to checkpoint (tensors, numbers).
 
 Data: ``train_dataset`` is any map-style dataset (``len`` + ``__getitem__``; a `datasets.Dataset` works) and
-``collate_fn`` turns a list of rows into a batch. The loop draws batches itself: each epoch is a permutation
-seeded with ``seed + epoch``, every optimizer step consumes the next ``batch_size * grad_accum_steps *
-world_size`` rows (the incomplete tail of an epoch is skipped), so the data position is a function of the
-step and resuming at step ``s`` continues with exactly the rows an uninterrupted run would see.
+``collate_fn`` turns a list of rows into a batch. The loop draws batches itself (`batches.BatchStream`): each
+epoch is a permutation seeded with ``seed + epoch``, every draw takes the next ``batch_size *
+grad_accum_steps * world_size`` rows (the incomplete tail of an epoch is skipped) for ``batch_uses`` steps;
+the draw count and a batch still in use are checkpointed, so resuming at step ``s`` continues with exactly
+the rows (and rollouts) an uninterrupted run would see.
 
 Outputs in ``output_dir``: the final HF folder (config, safetensors, tokenizer, model code),
 ``train_log.jsonl`` (one line per logged step and per evaluation), ``checkpoints/`` (see `checkpoint`),
@@ -84,6 +88,7 @@ from torch import nn
 from ..data.collate import IGNORE_INDEX, collate_rows
 from ..model_card import write_model_card
 from . import checkpoint as ckpt
+from .batches import BatchStream, to_device
 from .acceleration import (
     ThreadTuner,
     attention_problem,
@@ -287,16 +292,6 @@ def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], torch.Tensor):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
 class Algorithm:
     """Plain causal-LM training (the default hooks); subclass and override to make another algorithm.
 
@@ -307,6 +302,8 @@ class Algorithm:
     name = "lm"
     # whether compile: auto may compile it: batches of one shape (packed rows), so one graph serves every step
     compile_friendly = False
+    # optimizer steps each drawn batch is trained for (RL reuses a rollout); see `select` and `batches`
+    batch_uses = 1
 
     def __init__(
         self,
@@ -336,6 +333,10 @@ class Algorithm:
 
     # ----- one micro-batch
     def prepare_batch(self, model: nn.Module, batch: dict) -> dict:
+        return batch
+
+    def select(self, batch: dict, use: int) -> dict | None:
+        """What the `use`-th of the ``batch_uses`` steps of a prepared batch trains on (None: skip it)."""
         return batch
 
     def num_items(self, batch: dict) -> int:
@@ -380,7 +381,7 @@ class Algorithm:
             if self.cfg.eval_max_batches and n >= self.cfg.eval_max_batches:
                 break
             batch = self.collate_fn([self.eval_dataset[i] for i in idx[start : start + bs]])
-            batch = self.prepare_batch(model, _to_device(batch, self.device))
+            batch = self.prepare_batch(model, to_device(batch, self.device))
             count = self.num_items(batch)
             if count == 0:
                 continue
@@ -458,10 +459,6 @@ def _flat_config(cfg: Any) -> dict:
     for k, v in config_to_dict(cfg).items():
         out[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
     return out
-
-
-def _rows(dataset: Sequence, indices: list[int]) -> list:
-    return [dataset[i] for i in indices]
 
 
 def _mean(values: list) -> float:
@@ -579,16 +576,24 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     world = accelerator.num_processes
     algo.setup(accelerator)
 
-    # --- data bookkeeping: the step fully determines the data position
-    n_rows = len(algo.train_dataset)
-    global_batch = cfg.batch_size * cfg.grad_accum_steps * world
-    steps_per_epoch = n_rows // global_batch
-    if steps_per_epoch == 0:
+    # --- data bookkeeping: which rows each step trains on (see `batches`)
+    stream = BatchStream(
+        algo,
+        batch_size=cfg.batch_size,
+        grad_accum_steps=cfg.grad_accum_steps,
+        world=world,
+        rank=accelerator.process_index,
+        seed=cfg.seed,
+        device=accelerator.device,
+    )
+    n_rows, global_batch = len(algo.train_dataset), stream.global_batch
+    if stream.draws_per_epoch == 0:
         raise ValueError(
             f"the training set has {n_rows} rows, fewer than one optimizer step needs "
             f"(batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} x "
             f"{world} process(es) = {global_batch}): lower batch_size or add data"
         )
+    steps_per_epoch = stream.draws_per_epoch * stream.uses
     total_steps = cfg.max_steps or cfg.num_epochs * steps_per_epoch
 
     # --- resume: weights first (before the optimizer exists), the rest after
@@ -615,6 +620,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
     if resume_path is not None:
         state, extra = ckpt.load_training_state(resume_path, optimizer, scheduler, accelerator.process_index)
         step, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
+        stream.restore(state, ckpt.load_rank_state(resume_path, accelerator.process_index))
         if extra is not None:
             algo.load_state_dict(extra)
         if int(state.get("world_size", world)) != world:
@@ -667,11 +673,9 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         )
 
     def save(at_step: int) -> Path | None:
-        epoch, in_epoch = divmod(at_step, steps_per_epoch)
         state = {
             "step": at_step,
-            "epoch": epoch,
-            "batches_in_epoch": in_epoch,
+            **stream.position(),
             "tokens_seen": tokens_seen,
             "total_steps": total_steps,
             "world_size": world,
@@ -687,6 +691,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
             scheduler=scheduler,
             trainer_state=state,
             extra_state=algo.state_dict(),
+            rank_state=stream.window_state(),
             keep_last=cfg.keep_last,
         )
 
@@ -713,8 +718,6 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
         dynamic_ncols=True,
     )
     losses: list[float] = []
-    perm_epoch, perm = -1, None
-    rank = accelerator.process_index
     t_window, tokens_window = time.time(), 0
     stop = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save, stop (see interrupt.py)
     with stop:
@@ -724,31 +727,26 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
                 tuner.before_step()
                 if tuner.in_trial:
                     step_model = model
-            epoch, k = divmod(step, steps_per_epoch)
-            if epoch != perm_epoch:
-                g = torch.Generator().manual_seed(cfg.seed + epoch)
-                perm, perm_epoch = torch.randperm(n_rows, generator=g).tolist(), epoch
-            step_rows = perm[k * global_batch : (k + 1) * global_batch]
-            micro = []
-            for m in range(cfg.grad_accum_steps):
-                lo = (m * world + rank) * cfg.batch_size
-                batch = _to_device(
-                    algo.collate_fn(_rows(algo.train_dataset, step_rows[lo : lo + cfg.batch_size])),
-                    accelerator.device,
-                )
-                # every model an algorithm runs (reference, teacher, critic) alike
-                with accelerator.autocast():
-                    micro.append(algo.prepare_batch(step_model, batch))
+            def prepare(batch, step_model=step_model):
+                with accelerator.autocast():  # every model an algorithm runs (reference, critic) alike
+                    return algo.prepare_batch(step_model, batch)
 
+            # None = a micro-batch skipped (PPO's early stop); every process skips the same ones
+            micro = stream.next_step(prepare)
+            epoch = stream.epoch
             # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
-            count = torch.tensor(float(sum(algo.num_items(b) for b in micro)), device=accelerator.device)
+            count = sum(algo.num_items(b) for b in micro if b is not None)
+            count = torch.tensor(float(count), device=accelerator.device)
             global_count = accelerator.reduce(count, "sum") if world > 1 else count
             denom = global_count.clamp(min=1.0)
             step_loss = torch.zeros((), device=accelerator.device)
             metric_values: dict[str, list] = {}
             n_tokens = 0
+            last = max(i for i, b in enumerate(micro) if b is not None)  # its backward syncs DDP's gradients
             for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1
+                if batch is None:
+                    continue
+                sync = i == last
                 with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
                     with accelerator.autocast():
                         loss, metrics = algo.compute_loss(step_model, batch, denom)

@@ -11,8 +11,12 @@ One rollout: sample completions, score each with the reward functions (one scala
     KL ("loss" mode)   kl_coef * k3(pi, pi_ref) added to the loss per token (the original's choice)
 
 Advantages are whitened over the rollout's completion tokens. All token averages are masked means over the
-completion. Each rollout is reused for ``ppo_epochs`` optimiser steps over the same rows (the clip keeps the
-policy near pi_old). Original defaults: gamma 1, lambda 0.95, clip 0.2, k3 KL 0.02 in the loss.
+completion. Each rollout is trained on for ``ppo_epochs`` passes (the clip keeps the policy near pi_old); with
+``mini_batch_size`` each pass is a new shuffle of the rollout's rows cut into mini-batches, one optimiser step
+each (the original's ``ppo_update_iters`` x ``mini_batch_size``). With ``early_stop_kl``, a mini-batch whose
+approximate KL to pi_old, mean 0.5 (log pi - log pi_old)^2 over its tokens (averaged over processes), exceeds
+it contributes no loss and ends the rollout's passes: the next step samples a new rollout (the original's early
+stop). Original defaults: gamma 1, lambda 0.95, clip 0.2, k3 KL 0.02 in the loss, 2 passes, early stop 0.25.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from .dpo import make_reference
 from .grpo import eval_reward, k3_kl, rewards_from_config
 from .loop import Algorithm, TrainConfig, TrainResult, default_param_groups, train
 from .rl_common import (
-    RolloutCache,
     load_rl_prompts,
     per_token_logps,
     position_ids_from_mask,
@@ -54,6 +57,7 @@ __all__ = [
     "compute_gae",
     "masked_mean",
     "masked_whiten",
+    "minibatch_plan",
     "ppo_losses",
     "ppo_rollout",
     "ppo_step",
@@ -65,7 +69,8 @@ __all__ = [
 class PPOConfig(TrainConfig):
     """The ``ppo`` stage: loop settings + rl data + PPO hyper-parameters (the original's gamma 1, lambda 0.95,
     clip 0.2, k3 KL 0.02, actor lr 3e-7, critic lr 5e-7). ``batch_size`` = prompts per micro-batch, one
-    completion each; each rollout is used for ``ppo_epochs`` optimiser steps."""
+    completion each; each rollout is used for ``ppo_epochs`` passes of ``ceil(batch_size / mini_batch_size)``
+    optimiser steps, cut short by ``early_stop_kl``."""
 
     data: list[str] = field(default_factory=list)  # rl records (prompt, ground_truth, tools)
     eval_data: list[str] = field(default_factory=list)
@@ -81,7 +86,9 @@ class PPOConfig(TrainConfig):
     vf_coef: float = 0.5
     kl_coef: float = 0.02
     kl_mode: str = "loss"  # loss: k3 KL in the loss (original) | reward: -kl_coef * log-ratio per token
-    ppo_epochs: int = 2  # optimiser steps per rollout
+    ppo_epochs: int = 2  # passes over each rollout
+    mini_batch_size: int = 0  # rows per optimiser step within a pass; 0 = the whole micro-batch
+    early_stop_kl: float = 0.0  # end a rollout's passes once approx KL to pi_old exceeds this; 0 = never
     whiten_advantages: bool = True
     max_new_tokens: int = 256
     max_prompt_length: int = 512
@@ -114,7 +121,18 @@ class PPOConfig(TrainConfig):
         for name in ("ppo_epochs", "max_new_tokens", "critic_learning_rate"):
             if getattr(self, name) <= 0:
                 p.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.mini_batch_size < 0 or self.mini_batch_size > self.batch_size:
+            p.append(
+                f"mini_batch_size must be in [0, batch_size={self.batch_size}] (0 = the whole micro-batch), "
+                f"got {self.mini_batch_size}"
+            )
+        if self.early_stop_kl < 0:
+            p.append(f"early_stop_kl must be >= 0 (0 = never stop early), got {self.early_stop_kl}")
         return p
+
+    @property
+    def minibatches_per_pass(self) -> int:
+        return -(-self.batch_size // self.mini_batch_size) if self.mini_batch_size else 1
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -310,6 +328,32 @@ def ppo_step(
     return loss, metrics
 
 
+def minibatch_plan(rows: int, cfg: PPOConfig) -> list[list[int]]:
+    """The rows of each optimiser step of one rollout: ``ppo_epochs`` shuffles (torch's RNG, which the
+    checkpoint restores) cut into ``mini_batch_size`` pieces; the rows in order without ``mini_batch_size``."""
+    if not cfg.mini_batch_size:
+        return [list(range(rows))] * cfg.ppo_epochs
+    size, plan = cfg.mini_batch_size, []
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(rows).tolist()
+        plan += [order[i : i + size] for i in range(0, rows, size)]
+    return plan
+
+
+def select_rows(batch: dict, rows: list[int]) -> dict:
+    """The `rows` of a rollout batch: tensors and lists of one entry per row are indexed, the rest kept."""
+    n, index = len(batch["completions"]), torch.tensor(rows)
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == n:
+            out[key] = value[index.to(value.device)]
+        elif isinstance(value, list) and len(value) == n and key != "minibatches":
+            out[key] = [value[i] for i in rows]
+        else:
+            out[key] = value
+    return out
+
+
 class PolicyAndValue(nn.Module):
     """The module the loop trains: the policy LM and the critic. ``forward`` returns both, so a DDP wrapper
     around it sees every trainable parameter used in one forward and averages all gradients."""
@@ -348,11 +392,10 @@ class PPO(Algorithm):
         super().__init__(cfg, actor_critic, tokenizer, train_dataset, eval_dataset, collate_fn=list)
         self.reward_funcs = list(reward_funcs) if reward_funcs is not None else rewards_from_config(cfg)
         self.reference = reference if reference is not None else make_reference(actor_critic.policy)
-        self.rollouts = RolloutCache(cfg.ppo_epochs)
+        self.batch_uses = cfg.ppo_epochs * cfg.minibatches_per_pass
 
     def setup(self, accelerator) -> None:
         super().setup(accelerator)
-        self.rollouts.micro_per_step = self.grad_accum_steps
         self.reference.to(self.device).eval()
 
     def param_groups(self, model) -> list[dict]:
@@ -363,17 +406,36 @@ class PPO(Algorithm):
 
     def prepare_batch(self, model, batch: list[dict]) -> dict:
         ac = self._unwrap(model)
-        return self.rollouts.get(
-            lambda: ppo_rollout(
-                ac.policy, ac.critic, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg
-            )
-        )
+        rollout = ppo_rollout(ac.policy, ac.critic, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg)
+        rollout["minibatches"] = minibatch_plan(len(batch), self.cfg)
+        rollout["stopped"] = False
+        return rollout
+
+    def select(self, batch: dict, use: int) -> dict | None:
+        """Use `use` of a rollout: its mini-batch `use` of the plan, or None once KL stopped the passes."""
+        if batch["stopped"]:
+            return None
+        rows = batch["minibatches"][use]
+        if len(rows) == len(batch["completions"]):
+            return {**batch, "parent": batch}
+        return {**select_rows(batch, rows), "parent": batch}
 
     def num_items(self, batch: dict) -> int:
         return int(batch["completion_mask"].sum())
 
     def compute_loss(self, model, batch: dict, num_items_in_batch: torch.Tensor):
-        return ppo_step(model, batch, self.cfg, num_items_in_batch)
+        loss, metrics = ppo_step(model, batch, self.cfg, num_items_in_batch)
+        if self.cfg.early_stop_kl and model.training:
+            kl = torch.tensor(metrics["approx_kl"], device=loss.device)
+            if self.world_size > 1:  # every process decides alike, so they skip the same micro-batches
+                kl = self.accelerator.reduce(kl, "mean")
+            if float(kl) > self.cfg.early_stop_kl:
+                batch["parent"]["stopped"] = True
+                loss = loss * 0.0  # still backward, so DDP's gradient sync runs on every process
+                metrics["early_stop"] = 1.0
+            else:
+                metrics["early_stop"] = 0.0
+        return loss, metrics
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:

@@ -24,7 +24,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "RolloutCache",
     "pad",
     "per_token_logps",
     "position_ids_from_mask",
@@ -143,24 +142,6 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | S
     # number of eos strictly before position t; keep t while it is 0
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     return (eos_before == 0).long()
-
-
-class RolloutCache:
-    """Reuse each micro-batch's rollout for ``reuse`` consecutive optimiser steps (GRPO ``num_iterations``,
-    PPO ``ppo_epochs``): ``get(make)`` calls ``make()`` on the first step of each window, else returns the
-    rollout made for the same micro-batch index. ``micro_per_step`` = the loop's grad_accum_steps."""
-
-    def __init__(self, reuse: int = 1, micro_per_step: int = 1):
-        self.reuse, self.micro_per_step = max(1, reuse), micro_per_step
-        self.calls = 0
-        self.cache: dict[int, dict] = {}
-
-    def get(self, make):
-        step, micro = divmod(self.calls, self.micro_per_step)
-        self.calls += 1
-        if step % self.reuse == 0 or micro not in self.cache:
-            self.cache[micro] = make()
-        return self.cache[micro]
 
 
 def sampling_problems(temperature: float, top_p: float) -> list[str]:

@@ -1,5 +1,5 @@
-"""Folders saved by the original MiniMind's own code (issue 14 B) load exactly, or are refused with the
-command that converts them, never with weights silently re-initialised.
+"""Folders saved by the original MiniMind's own code (issue 14 B) load exactly, MoE experts fused on load,
+never with weights silently re-initialised.
 
 The folders are written by this test from a re-statement of the original's format: its config.json fields
 (``flash_attn``, a top-level ``rope_theta``, no ``use_qk_norm`` / ``rope_parameters`` / ``router_top1_gradient``)
@@ -16,6 +16,7 @@ import pytest
 import torch
 from convert_helpers import max_abs_diff
 from minimind_hf.convert import ConversionError, from_pth, from_qwen3, to_qwen3
+from safetensors import safe_open
 from safetensors.torch import save_file
 from test_convert_pth import original_state_dict
 from transformers import AutoModelForCausalLM
@@ -77,19 +78,43 @@ def _ids(vocab: int) -> torch.Tensor:
     return torch.randint(3, vocab, (2, 24), generator=torch.Generator().manual_seed(1))
 
 
-def test_dense_original_folders_load_exactly(folders):
+def test_original_folders_load_exactly(folders, tmp_path, caplog):
+    """Dense, minimind2 (no q/k norm) and per-expert MoE folders load with the original's logits; MoE experts
+    are fused on load (nothing re-initialised, no unexpected keys), and a re-save writes our own format."""
     name, original, reference = folders
-    if name.startswith("moe"):
-        # per-expert weights would be re-initialised: refused, naming the command
-        with pytest.raises(ValueError, match=r"original MiniMind's layout .*minimind-hf convert from-pth"):
-            MiniMindForCausalLM.from_pretrained(original)
-        return
-    model = AutoModelForCausalLM.from_pretrained(original, dtype=torch.float32).eval()
+    with caplog.at_level("WARNING"):
+        model = AutoModelForCausalLM.from_pretrained(original, dtype=torch.float32).eval()
     assert isinstance(model, MiniMindForCausalLM)
-    assert model.config.use_qk_norm == (name == "minimind3")
+    assert not [r for r in caplog.records if "MISSING" in r.getMessage() or "UNEXPECTED" in r.getMessage()]
+    assert model.config.use_qk_norm == (name != "minimind2_no_qk_norm")
+    if name.startswith("moe"):
+        assert model.config.router_top1_gradient is False
     ids = _ids(model.config.vocab_size)
     with torch.no_grad():
-        assert max_abs_diff(model(ids).logits, reference(ids).logits) < 1e-4
+        expected = reference(ids).logits
+        assert max_abs_diff(model(ids).logits, expected) < 1e-4
+    model.save_pretrained(tmp_path / "resaved")
+    with safe_open(tmp_path / "resaved" / "model.safetensors", framework="pt") as f:
+        keys = list(f.keys())
+    assert not [k for k in keys if ".experts.0." in k]  # the fused layout, not the original's
+    assert json.loads((tmp_path / "resaved" / "config.json").read_text(encoding="utf-8"))["use_qk_norm"] == (
+        name != "minimind2_no_qk_norm"
+    )
+    again = MiniMindForCausalLM.from_pretrained(tmp_path / "resaved", dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert max_abs_diff(again(ids).logits, expected) < 1e-4
+
+
+def test_per_expert_conversion_does_not_outlive_the_load(folders, tmp_path):
+    """A model built from a config after an original MoE folder was loaded still saves fused experts."""
+    name, original, _ = folders
+    if not name.startswith("moe"):
+        pytest.skip("MoE only")
+    MiniMindForCausalLM.from_pretrained(original)
+    fresh = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", **CASES[name]))
+    fresh.save_pretrained(tmp_path / "fresh")
+    with safe_open(tmp_path / "fresh" / "model.safetensors", framework="pt") as f:
+        assert any(k.endswith("mlp.experts.gate_up_proj") for k in f.keys())
 
 
 def test_from_pth_converts_an_original_folder_exactly(folders, tmp_path):

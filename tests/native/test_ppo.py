@@ -121,3 +121,93 @@ def test_ppo_through_the_loop_trains_policy_and_critic(tmp_path):
     # the saved policy is a plain MiniMind folder
     reloaded = MiniMindForCausalLM.from_pretrained(tmp_path / "out")
     torch.testing.assert_close(reloaded.lm_head.weight, ac.policy.lm_head.weight)
+
+
+def _ppo_setup(tmp_path, out: str, **overrides):
+    tok = train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
+    path = tmp_path / "rl.jsonl"
+    rows = demo_corpus.rl_prompts(8)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    recs = load_records("rl", str(path))
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+    settings = dict(
+        output_dir=str(tmp_path / out), data=[], batch_size=4, max_new_tokens=5, learning_rate=1e-3,
+        critic_learning_rate=1e-2, ppo_epochs=2, mini_batch_size=2, report_to=["none"], progress=False,
+        resume="never", seed=3, min_lr_ratio=1.0,  # a constant rate: runs of other lengths share steps
+    )  # fmt: skip
+    cfg = PPOConfig(**{**settings, **overrides})
+
+    def digits(completions, **kw):
+        return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+    return cfg, PPO(cfg, model, tok, recs, reward_funcs=[digits])
+
+
+def test_minibatch_plan_shuffles_each_pass_and_covers_every_row():
+    from minimind_hf.native.ppo import minibatch_plan
+
+    torch.manual_seed(0)
+    cfg = PPOConfig(batch_size=5, mini_batch_size=2, ppo_epochs=3)
+    plan = minibatch_plan(5, cfg)
+    assert cfg.minibatches_per_pass == 3 and len(plan) == 9
+    for p in range(3):  # each pass: every row once, in pieces of 2, 2, 1
+        piece = plan[3 * p : 3 * p + 3]
+        assert [len(x) for x in piece] == [2, 2, 1] and sorted(sum(piece, [])) == list(range(5))
+    assert minibatch_plan(5, PPOConfig(batch_size=5, ppo_epochs=2)) == [list(range(5))] * 2
+    problems = PPOConfig(data=["x"], model="m", batch_size=2, mini_batch_size=3, early_stop_kl=-1).validate()
+    assert any("mini_batch_size must be in [0, batch_size=2]" in p for p in problems)
+    assert any("early_stop_kl must be >= 0" in p for p in problems)
+
+
+def test_ppo_minibatches_use_each_rollout_for_passes_times_pieces_steps(tmp_path, monkeypatch):
+    """batch 4, mini-batch 2, 2 passes: one rollout per 4 optimiser steps, each step on 2 of its rows, and the
+    next rollout samples new prompts (no drawn row is thrown away)."""
+    import minimind_hf.native.ppo as ppo_mod
+
+    cfg, algo = _ppo_setup(tmp_path, "mb", max_steps=8)
+    prompts, rows_per_step = [], []
+    real_rollout, real_step = ppo_mod.ppo_rollout, ppo_mod.ppo_step
+
+    def counting_rollout(policy, critic, reference, tokenizer, records, *a, **k):
+        prompts.append([json.dumps(r["prompt"]) for r in records])
+        return real_rollout(policy, critic, reference, tokenizer, records, *a, **k)
+
+    def counting_step(ac, batch, *a, **k):
+        rows_per_step.append(batch["input_ids"].size(0))
+        return real_step(ac, batch, *a, **k)
+
+    monkeypatch.setattr(ppo_mod, "ppo_rollout", counting_rollout)
+    monkeypatch.setattr(ppo_mod, "ppo_step", counting_step)
+    result = train(cfg, algo)
+    assert len(result.losses) == 8 and all(math.isfinite(x) for x in result.losses)
+    assert len(prompts) == 2 and rows_per_step == [2] * 8
+    assert sorted(prompts[0] + prompts[1]) == sorted(  # two draws: all 8 prompts, each once
+        json.dumps(r["prompt"]) for r in load_records("rl", str(tmp_path / "rl.jsonl"))
+    )
+
+
+def test_ppo_early_stop_on_kl_ends_the_rollout_and_samples_anew(tmp_path):
+    """A tiny early_stop_kl stops every rollout at its first update after the first (the first mini-batch
+    is at pi_old: KL 0), so each rollout trains 2 steps (the second with zero loss) instead of 4."""
+    cfg, algo = _ppo_setup(tmp_path, "stop", max_steps=6, early_stop_kl=1e-12, learning_rate=1e-2)
+    made = []
+    real = algo.prepare_batch
+    algo.prepare_batch = lambda model, batch: made.append(1) or real(model, batch)
+    train(cfg, algo)
+    log = [json.loads(line) for line in (tmp_path / "stop" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["early_stop"] for r in log if "early_stop" in r] == [0.0, 1.0] * 3
+    assert len(made) == 3
+
+
+def test_ppo_resumes_exactly_in_the_middle_of_a_rollout(tmp_path):
+    """A checkpoint at step 3 of a 4-step rollout window holds that rollout (batches_rank0.pt); resuming
+    gives the uninterrupted run's losses, step for step."""
+    cfg, algo = _ppo_setup(tmp_path, "full", max_steps=6, save_every=3)
+    full = train(cfg, algo).losses
+    assert (tmp_path / "full" / "checkpoints" / "step_000003" / "batches_rank0.pt").is_file()
+    cfg, algo = _ppo_setup(tmp_path, "part", max_steps=3, save_every=3)
+    first = train(cfg, algo).losses
+    cfg, algo = _ppo_setup(tmp_path, "part", max_steps=6, save_every=3, resume="auto")
+    rest = train(cfg, algo).losses
+    assert first + rest == pytest.approx(full, rel=1e-5, abs=1e-7)
