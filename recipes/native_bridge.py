@@ -493,6 +493,7 @@ _RL_COMMON = (
     key("rewards", convert=lambda a, p: list(a.rewards)),
     key("reward_options", convert=_reward_options),
     key("open_thinking", "open_thinking", "chat_template_kwargs", convert=_open_thinking),
+    key("thinking_ratio"),
     key("max_prompt_length", convert=lambda a, p: a.max_prompt_length or 512, note="default 512"),
     key("max_prompts", "max_records"),
     key("max_new_tokens", "max_completion_length"),
@@ -659,7 +660,7 @@ TRL_UNUSED: dict[str, frozenset[str]] = {
     "dpo": frozenset({"max_prompt_length"}),
     "grpo": frozenset({"max_prompt_length", "tools", "max_tool_response_tokens"}),
     "rloo": frozenset({"max_prompt_length", "tools", "max_tool_response_tokens"}),
-    "agent": frozenset({"max_prompt_length", "max_tool_response_tokens"}),
+    "agent": frozenset({"max_prompt_length", "max_tool_response_tokens", "thinking_ratio"}),
     "distill": frozenset({"alpha", "max_length"}),
 }
 _TRL_UNUSED_WHY = {
@@ -670,6 +671,8 @@ _TRL_UNUSED_WHY = {
     "GRPOTrainer(tools=))",
     "max_tool_response_tokens": "native backend only (trl drops a tool result that overflows max_completion_length "
     "instead of shortening it)",
+    "thinking_ratio": "trl renders every agent prompt with one chat_template_kwargs (its tool calling needs "
+    "conversational prompts); use open_thinking, or backend: native",
 }
 
 

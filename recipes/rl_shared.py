@@ -49,6 +49,13 @@ class RLArguments:
             "help": "prompts end in '<think>\\n' (the model writes its reasoning); false = closed empty think block"
         },
     )
+    thinking_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "the share of prompts drawn to end in '<think>\\n' (the original's 0.9 for GRPO/PPO, 0.1 for agent "
+            "RL, drawn per sample there); replaces open_thinking. Native: drawn per rollout; trl: once per record"
+        },
+    )
     tools: list[str] = field(
         default_factory=list,
         metadata={
@@ -87,7 +94,9 @@ def reward_options_dict(rl_args: RLArguments) -> dict[str, dict]:
 
 
 def reward_problems(rl_args: RLArguments, reward_weights: list[float] | None = None) -> list[str]:
-    """Unknown reward names (listing the valid ones), bad options, a weights list of the wrong length."""
+    """Unknown reward names (listing the valid ones), bad options, a weights list of the wrong length, a bad
+    ``thinking_ratio``."""
+    from minimind_hf.native.rl_common import thinking_problems
     from minimind_hf.rewards import REWARDS, get_rewards
 
     names = list(rl_args.rewards or [])
@@ -105,7 +114,7 @@ def reward_problems(rl_args: RLArguments, reward_weights: list[float] | None = N
         p.append(f"reward_options: {e}")
     if reward_weights and len(reward_weights) != len(names):
         p.append(f"reward_weights has {len(reward_weights)} values for {len(names)} rewards {names}")
-    return p
+    return p + thinking_problems(rl_args.open_thinking, rl_args.thinking_ratio)
 
 
 def reward_funcs(rl_args: RLArguments) -> list:
@@ -120,16 +129,27 @@ def open_thinking(rl_args: RLArguments, training_args: Any) -> bool:
     return bool(rl_args.open_thinking or (isinstance(kwargs, dict) and kwargs.get("open_thinking")))
 
 
-def trl_prompts(records, tokenizer, think: bool):
+def trl_prompts(records, tokenizer, think: bool, thinking_ratio: float | None = None, seed: int = 0):
     """The rl records as trl wants them: conversational ``prompt`` (trl renders it with ``chat_template_kwargs``),
-    or -- when any record carries its own tool schemas, which trl 1.16 would not render -- the prompt text
-    rendered exactly as the native trainer renders it."""
+    or the prompt text rendered exactly as the native trainer renders it -- when any record carries its own tool
+    schemas (trl 1.16 would not render them), or with `thinking_ratio` (trl renders every prompt alike), drawn
+    here once per record from `seed`."""
+    import random
+
     from minimind_hf.native.rl_common import render_prompt
 
-    if "tools" in records.column_names and any(records["tools"]):
+    has_tools = "tools" in records.column_names and any(records["tools"])
+    if not has_tools and thinking_ratio is None:
+        return records.with_transform(drop_none_keys)
+    if has_tools:
         logger.info("records carry tool schemas: prompts are rendered to text (as the native trainer does)")
-        return records.map(lambda r: {"prompt": render_prompt(tokenizer, r["prompt"], r["tools"], think)})
-    return records.with_transform(drop_none_keys)
+    draws = random.Random(seed)
+    modes = [think if thinking_ratio is None else draws.random() < thinking_ratio for _ in range(len(records))]
+    if thinking_ratio is not None:
+        logger.info("thinking_ratio %s: %d of %d prompts open the think block", thinking_ratio, sum(modes), len(modes))
+    return records.map(
+        lambda r, i: {"prompt": render_prompt(tokenizer, r["prompt"], r.get("tools"), modes[i])}, with_indices=True
+    )
 
 
 def drop_none_keys(batch: dict) -> dict:
@@ -161,8 +181,12 @@ def run_trl(
         model=model,
         reward_funcs=reward_funcs(rl_args),
         args=training_args,
-        train_dataset=trl_prompts(train, tokenizer, think),
-        eval_dataset=trl_prompts(evaluation, tokenizer, think) if evaluation is not None else None,
+        train_dataset=trl_prompts(train, tokenizer, think, rl_args.thinking_ratio, training_args.seed),
+        eval_dataset=(
+            trl_prompts(evaluation, tokenizer, think, rl_args.thinking_ratio, training_args.seed)
+            if evaluation is not None
+            else None
+        ),
         processing_class=tokenizer,
         peft_config=common.peft_config(model_args),
     )

@@ -37,6 +37,8 @@ class AgentConfig(GRPOConfig):
     rewards: list[str] = field(
         default_factory=lambda: ["gt_coverage", "tool_use", "tool_format", "unfinished"]
     )
+    # thinking_ratio draws per sample, as the original's agent RL does (its default ratio: 0.1)
+    thinking_per_sample = True
 
     def validate(self) -> list[str]:
         p = super().validate()

@@ -41,7 +41,7 @@ from ..rewards import REWARDS, get_rewards
 from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
 from .loop import Algorithm, TrainConfig, TrainResult, train
-from .rl_common import load_rl_prompts, per_token_logps, sampling_problems
+from .rl_common import load_rl_prompts, per_token_logps, sampling_problems, thinking_problems
 from .rollout import rollout_for, score
 from .stages import register_stage
 
@@ -97,6 +97,7 @@ class GRPOConfig(TrainConfig):
     scale_rewards: str = "group"  # group | batch | none
     num_iterations: int = 1  # optimiser steps per rollout (pi_old stays the sampling policy)
     open_thinking: bool = False  # prompts end in "<think>\n": the model writes its reasoning
+    thinking_ratio: float | None = None  # else: the share of prompts that open the think block (original: 0.9)
     tools: list[str] = field(default_factory=list)  # minimind_hf.tools names run between turns; [] = one turn
     max_turns: int = 1  # sampled turns per rollout row (tool calls run between them)
     max_tool_response_tokens: int = 128  # a tool turn's tokens at most (responses are shortened to fit)
@@ -113,6 +114,7 @@ class GRPOConfig(TrainConfig):
         if unknown_tools:
             p.append(f"tools: unknown {unknown_tools}; valid: {', '.join(sorted(TOOLS))}")
         p += sampling_problems(self.temperature, self.top_p)
+        p += thinking_problems(self.open_thinking, self.thinking_ratio)
         if self.max_turns < 1:
             p.append(f"max_turns must be >= 1, got {self.max_turns}")
         if self.max_turns > 1 and not self.tools:

@@ -41,6 +41,7 @@ from .rl_common import (
     per_token_logps,
     position_ids_from_mask,
     sampling_problems,
+    thinking_problems,
 )
 from .rollout import rollout_for, score
 from .stages import register_stage
@@ -95,6 +96,7 @@ class PPOConfig(TrainConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     open_thinking: bool = False
+    thinking_ratio: float | None = None  # else: the share of prompts that open the think block (original: 0.9)
     generation_chunk: int = 16
     logprob_chunk: int = 16
     learning_rate: float = 3e-7  # actor
@@ -104,6 +106,7 @@ class PPOConfig(TrainConfig):
     def validate(self) -> list[str]:
         p = super().validate()
         p += sampling_problems(self.temperature, self.top_p)
+        p += thinking_problems(self.open_thinking, self.thinking_ratio)
         p += check_data_files("data", self.data)
         p += check_data_files("eval_data", self.eval_data, required=False)
         if self.model is None:

@@ -157,6 +157,22 @@ def sampling_problems(temperature: float, top_p: float) -> list[str]:
     return p
 
 
+def thinking_problems(open_thinking: bool, thinking_ratio: float | None) -> list[str]:
+    """`thinking_ratio` is a probability, and replaces `open_thinking` (setting both says two things)."""
+    if thinking_ratio is None:
+        return []
+    if isinstance(thinking_ratio, bool) or not isinstance(thinking_ratio, (int, float)):
+        return [f"thinking_ratio must be a number in [0, 1], got {thinking_ratio!r}"]
+    if not 0 <= thinking_ratio <= 1:
+        return [f"thinking_ratio must be in [0, 1] (the share of prompts that open the think block), got {thinking_ratio}"]
+    if open_thinking:
+        return [
+            "open_thinking: true and thinking_ratio both set: thinking_ratio decides per prompt; drop open_thinking "
+            "(or thinking_ratio: 1.0 opens every prompt)"
+        ]
+    return []
+
+
 def load_rl_prompts(cfg) -> tuple:
     """Train and eval prompt records of an RL stage (GRPO, PPO): `cfg.data` (capped at `cfg.max_prompts`),
     and `cfg.eval_data` or an `eval_ratio` split of it."""

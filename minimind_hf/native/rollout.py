@@ -197,13 +197,14 @@ def rollout(
     top_p: float = 1.0,
     generation_chunk: int = 8,
     max_prompt_length: int | None = None,
-    open_thinking: bool = False,
+    open_thinking: bool | Sequence[bool] = False,
     tools: Mapping[str, Callable[..., Any]] | None = None,
     max_turns: int = 1,
     max_tool_response_tokens: int = 128,
 ) -> Rollout:
     """Sample `num_samples` completions for each ``rl`` record (``prompt`` messages, optional ``tools`` schemas,
-    any other columns), running tool calls between turns when `tools` are given (see the module docstring)."""
+    any other columns), running tool calls between turns when `tools` are given (see the module docstring).
+    `open_thinking`: for every row, or one flag per row (``len(records) * num_samples``, see `thinking_modes`)."""
     from ..serve.parser import parse_output
     from ..tools import run_tool_call, tool_schemas
 
@@ -211,10 +212,17 @@ def rollout(
         schemas = tool_schemas(tools)
         records = [r if r.get("tools") else {**r, "tools": schemas} for r in records]
     eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    prompts = prompt_token_ids(tokenizer, records, open_thinking, max_prompt_length)
-    rows = [p for p in prompts for _ in range(num_samples)]
+    n = len(records) * num_samples
+    think = [open_thinking] * n if isinstance(open_thinking, bool) else [bool(t) for t in open_thinking]
+    if len(think) != n:
+        raise ValueError(f"open_thinking has {len(think)} flags for {n} rollout rows")
+    rendered: dict[tuple[int, bool], list[int]] = {}
+    for i in range(n):
+        key = (i // num_samples, think[i])
+        if key not in rendered:
+            rendered[key] = prompt_token_ids(tokenizer, [records[key[0]]], key[1], max_prompt_length)[0]
+    rows = [rendered[i // num_samples, think[i]] for i in range(n)]
     row_records = [r for r in records for _ in range(num_samples)]
-    n = len(rows)
     completion: list[list[int]] = [[] for _ in range(n)]
     policy: list[list[int]] = [[] for _ in range(n)]  # 1 = sampled, 0 = tool response
     texts, turns = [""] * n, [0] * n
@@ -248,14 +256,14 @@ def rollout(
             ended = bool(new) and new[-1] == eos
             calls = []
             if multi_turn and ended:
-                calls = parse_output(texts[i], reasoning=open_thinking, parse_tool_calls=True)["tool_calls"]
+                calls = parse_output(texts[i], reasoning=think[i], parse_tool_calls=True)["tool_calls"]
             finished[i] = ended and not calls
             if not calls or turn + 1 >= max_turns or len(completion[i]) >= max_new_tokens:
                 continue  # done: a final answer, or calls with no turn / token left to answer them
             made = [{"name": c.name, "arguments": c.arguments} for c in calls]
             for call in made:
                 call["response"] = run_tool_call(tools, call["name"], call["arguments"])
-            context = _tool_context(tokenizer, row_records[i], made, open_thinking, max_tool_response_tokens)
+            context = _tool_context(tokenizer, row_records[i], made, think[i], max_tool_response_tokens)
             if len(completion[i]) + len(context) > max_new_tokens:
                 continue  # the responses would not fit the completion budget: the row ends unanswered
             calls_made[i] += made
@@ -301,6 +309,22 @@ def tool_settings(cfg) -> dict:
     }
 
 
+def thinking_modes(cfg, n_records: int, num_samples: int, greedy: bool = False) -> bool | list[bool]:
+    """``open_thinking`` for each rollout row of a stage config: its ``open_thinking``, or, with
+    ``thinking_ratio`` set, a draw per prompt (all its samples alike, so a group compares answers, not modes;
+    per sample where the stage sets ``thinking_per_sample``, like the original's agent RL) that opens the think
+    block with that probability. Torch's RNG draws it (the checkpoint restores it); greedy evaluation draws
+    from the seed alone, so every evaluation sees the same prompts."""
+    ratio = getattr(cfg, "thinking_ratio", None)
+    if ratio is None:
+        return cfg.open_thinking
+    generator = torch.Generator().manual_seed(cfg.seed) if greedy else None
+    if getattr(cfg, "thinking_per_sample", False):
+        return (torch.rand(n_records * num_samples, generator=generator) < ratio).tolist()
+    per_prompt = (torch.rand(n_records, generator=generator) < ratio).tolist()
+    return [t for t in per_prompt for _ in range(num_samples)]
+
+
 def rollout_for(
     cfg, policy, tokenizer, records: Sequence[dict], num_samples: int = 1, greedy: bool = False
 ) -> Rollout:
@@ -315,7 +339,7 @@ def rollout_for(
         top_p=cfg.top_p,
         generation_chunk=cfg.generation_chunk,
         max_prompt_length=cfg.max_prompt_length,
-        open_thinking=cfg.open_thinking,
+        open_thinking=thinking_modes(cfg, len(records), num_samples, greedy),
         **tool_settings(cfg),
     )
 

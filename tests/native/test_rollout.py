@@ -131,3 +131,57 @@ def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path):
     trained = MiniMindForCausalLM.from_pretrained(tmp_path / "out").state_dict()
     before = model.state_dict()
     assert any(not torch.equal(v, before[k]) for k, v in trained.items())
+
+
+def _prompt_texts(tok, r) -> list[str]:
+    return [tok.decode(ids[mask.bool()]) for ids, mask in zip(r.prompt_ids, r.prompt_mask, strict=True)]
+
+
+def test_thinking_ratio_opens_the_think_block_for_that_share_of_prompts():
+    """The original's thinking_ratio: each prompt drawn open (ends '<think>\\n', its samples alike) or closed
+    (the empty block), rendered by the chat template exactly as open_thinking true / false render it."""
+    from minimind_hf.native.grpo import GRPOConfig
+    from minimind_hf.native.rollout import rollout_for, thinking_modes
+
+    torch.set_num_threads(1)
+    tok, model = tokenizer(), _model(1).eval()
+    records = [{"prompt": [{"role": "user", "content": f"question {i}"}]} for i in range(40)]
+    cfg = GRPOConfig(thinking_ratio=0.5, max_new_tokens=1, num_generations=2, seed=7)
+    torch.manual_seed(0)
+    r = rollout_for(cfg, model, tok, records, num_samples=2)
+    texts = _prompt_texts(tok, r)
+    rendered = {
+        flag: [tok.apply_chat_template(x["prompt"], tokenize=False, add_generation_prompt=True, open_thinking=flag)
+               for x in records]
+        for flag in (True, False)
+    }  # fmt: skip
+    opened = []
+    for i in range(40):
+        a, b = texts[2 * i], texts[2 * i + 1]
+        assert a == b  # a group shares its prompt
+        assert a in (rendered[True][i], rendered[False][i])
+        opened.append(a == rendered[True][i])
+    assert 10 <= sum(opened) <= 30  # about half (binomial 40, 0.5)
+    # the edges and the per-sample draw of the agent stage
+    assert thinking_modes(GRPOConfig(thinking_ratio=1.0), 3, 2) == [True] * 6
+    assert thinking_modes(GRPOConfig(thinking_ratio=0.0), 3, 2) == [False] * 6
+    assert thinking_modes(GRPOConfig(open_thinking=True), 3, 2) is True
+    from minimind_hf.native.agent import AgentConfig
+
+    torch.manual_seed(1)
+    per_sample = thinking_modes(AgentConfig(thinking_ratio=0.5), 20, 4)
+    assert any(per_sample[4 * i : 4 * i + 4] not in ([True] * 4, [False] * 4) for i in range(20))
+    # greedy evaluation draws from the seed only: the same prompts open every time
+    cfg = GRPOConfig(thinking_ratio=0.5, seed=3)
+    assert thinking_modes(cfg, 30, 1, greedy=True) == thinking_modes(cfg, 30, 1, greedy=True)
+
+
+def test_thinking_ratio_is_validated():
+    from minimind_hf.native.grpo import GRPOConfig
+    from minimind_hf.native.ppo import PPOConfig
+
+    for cls in (GRPOConfig, PPOConfig):
+        assert any("thinking_ratio must be in [0, 1]" in p for p in cls(thinking_ratio=1.5).validate())
+        both = cls(thinking_ratio=0.9, open_thinking=True).validate()
+        assert any("open_thinking: true and thinking_ratio both set" in p for p in both)
+        assert not [p for p in cls(thinking_ratio=0.9).validate() if "thinking" in p]

@@ -87,3 +87,7 @@ def test_native_translation_validates(path, tiny_base, recipe_env, monkeypatch, 
     assert cfg["learning_rate"] == pytest.approx(float(raw["learning_rate"]))
     assert cfg["output_dir"] == raw["output_dir"]
     assert cfg["batch_size"] >= 1 and cfg["model"] == str(tiny_base)
+    # the original's RL settings reach the native config under their own names
+    for key in ("thinking_ratio", "mini_batch_size", "early_stop_kl"):
+        if key in raw:
+            assert cfg[key] == raw[key], key

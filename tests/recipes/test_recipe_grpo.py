@@ -202,3 +202,43 @@ def test_output_dir_equal_to_the_model_is_refused(tiny_base, backend):
     )  # fmt: skip
     with pytest.raises(common.RecipeError, match="would overwrite its input"):
         grpo.main(*args)
+
+
+def test_trl_prompts_with_thinking_ratio_are_rendered_per_record(tiny_base):
+    """Under trl (which renders every prompt with one chat_template_kwargs) thinking_ratio renders each prompt to
+    text, drawn open or closed once per record from the seed, exactly as the chat template renders it."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from minimind_hf.recipes.rl_shared import trl_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    records = Dataset.from_list([{"prompt": [{"role": "user", "content": f"q{i}"}], "gt": str(i)} for i in range(40)])
+    out = trl_prompts(records, tok, False, thinking_ratio=0.5, seed=1)
+    opened = 0
+    for i, row in enumerate(out):
+        kwargs = dict(tokenize=False, add_generation_prompt=True)
+        msgs = records[i]["prompt"]
+        closed, open_ = (tok.apply_chat_template(msgs, open_thinking=f, **kwargs) for f in (False, True))
+        assert row["prompt"] in (closed, open_) and row["gt"] == str(i)
+        opened += row["prompt"] == open_
+    assert 10 <= opened <= 30
+    assert [r["prompt"] for r in trl_prompts(records, tok, False, 0.5, seed=1)] == out["prompt"]  # same seed
+    assert trl_prompts(records, tok, False)[0]["prompt"] == records[0]["prompt"]  # unset: conversational
+
+
+def test_thinking_ratio_problems_are_refused_before_work(tiny_base, tmp_path):
+    from minimind_hf.recipes import agent, common, grpo
+
+    def refused(module, config, *flags) -> str:
+        args = ["--config", str(config), *flags, "--model_name_or_path", str(tiny_base)]
+        with pytest.raises(common.RecipeError) as e:
+            module.main(*module.parse_args([*args, "--output_dir", str(tmp_path / "never")]))
+        return str(e.value)
+
+    for backend in ("trl", "native"):
+        assert "thinking_ratio must be in [0, 1]" in refused(grpo, CONFIG, "--backend", backend, "--thinking_ratio", "2")
+    both = refused(grpo, CONFIG, "--thinking_ratio", "0.5", "--open_thinking", "true")
+    assert "open_thinking: true and thinking_ratio both set" in both
+    assert "thinking_ratio" in refused(agent, CONFIGS / "tiny" / "agent.yaml", "--backend", "trl", "--thinking_ratio", "0.5")
+    assert not (tmp_path / "never").exists()
