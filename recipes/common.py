@@ -89,6 +89,20 @@ class RecipeArguments:
         default=0.0, metadata={"help": "fraction of `data` held out when eval_data is empty"}
     )
     max_records: int = field(default=0, metadata={"help": "use only the first N records (0 = all)"})
+    add_system_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "sft / lora (and native distill): this share of training conversations without a system turn get "
+            "one of the original's system prompts (its 0.2); minimind_hf.data.augment"
+        },
+    )
+    empty_think_ratio: float = field(
+        default=1.0,
+        metadata={
+            "help": "sft / lora / dpo (and native distill): the share of training conversations that keep the empty "
+            "think block of answers without reasoning (the original keeps 0.2); minimind_hf.data.augment"
+        },
+    )
     skip_invalid: bool = field(default=False, metadata={"help": "drop (and count) malformed records"})
     preset: str = field(
         default="tiny",
@@ -266,6 +280,7 @@ def check_recipe(
         )
     p += check_data_files("data", recipe_args.data)
     p += check_data_files("eval_data", recipe_args.eval_data, required=False)
+    p += _augmentation_problems(recipe_args, stage)
     if not 0.0 <= recipe_args.eval_ratio < 1.0:
         p.append(f"eval_ratio must be in [0, 1), got {recipe_args.eval_ratio}")
     try:
@@ -517,19 +532,60 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).exists()
 
 
-def load_split(kind: str, recipe_args: RecipeArguments, seed: int) -> tuple[Any, Any]:
+def load_split(kind: str, recipe_args: RecipeArguments, seed: int, tokenizer: Any = None) -> tuple[Any, Any]:
     """(train, eval) `datasets.Dataset` of validated records (`minimind_hf.data.load_records`); eval may be None.
+    With a `tokenizer`, sft / dpo training records get the original's augmentation when asked
+    (``add_system_ratio``, ``empty_think_ratio``; `minimind_hf.data.augment`), as the native trainers do.
 
     Both backends call this with the same arguments, so they see the same records and the same split."""
     from minimind_hf.data import load_records
+    from minimind_hf.data.augment import augment_records
     from minimind_hf.native.common import split_records
 
     records = load_records(kind, recipe_args.data, skip_invalid=recipe_args.skip_invalid)
     if recipe_args.max_records:
         records = records.select(range(min(recipe_args.max_records, len(records))))
     if recipe_args.eval_data:
-        return records, load_records(kind, recipe_args.eval_data, skip_invalid=recipe_args.skip_invalid)
-    return split_records(records, recipe_args.eval_ratio, seed)
+        train, evaluation = (
+            records,
+            load_records(kind, recipe_args.eval_data, skip_invalid=recipe_args.skip_invalid),
+        )
+    else:
+        train, evaluation = split_records(records, recipe_args.eval_ratio, seed)
+    if tokenizer is not None and kind in ("sft", "dpo"):
+        train = augment_records(
+            train,
+            kind=kind,
+            add_system_ratio=recipe_args.add_system_ratio,
+            empty_think_ratio=recipe_args.empty_think_ratio,
+            seed=seed,
+            tokenizer=tokenizer,
+        )
+    return train, evaluation
+
+
+# which augmentation each recipe stage honours (see minimind_hf.data.augment), per backend
+_AUGMENTS = {
+    "sft": ("add_system_ratio", "empty_think_ratio"),
+    "lora": ("add_system_ratio", "empty_think_ratio"),
+    "dpo": ("empty_think_ratio",),
+    ("distill", "native"): ("add_system_ratio", "empty_think_ratio"),
+}
+
+
+def _augmentation_problems(recipe_args: RecipeArguments, stage: str | None) -> list[str]:
+    from minimind_hf.data.augment import augmentation_problems
+
+    p = augmentation_problems(recipe_args.add_system_ratio, recipe_args.empty_think_ratio)
+    honoured = _AUGMENTS.get(stage) or _AUGMENTS.get((stage, recipe_args.backend), ())
+    defaults = {"add_system_ratio": 0.0, "empty_think_ratio": 1.0}
+    for name, default in defaults.items():
+        if getattr(recipe_args, name) != default and name not in honoured:
+            p.append(
+                f"{name}: the {stage or 'this'} recipe (backend {recipe_args.backend}) does not augment its data; "
+                f"it applies to {', '.join(sorted({s if isinstance(s, str) else '/'.join(s) for s, names in _AUGMENTS.items() if name in names}))}"
+            )
+    return p
 
 
 def load_tokenizer_for(recipe_args: RecipeArguments, model_args: Any):
@@ -615,7 +671,7 @@ def sft_trainer(recipe_args, training_args, model_args):
     from trl import SFTTrainer
 
     tokenizer = load_tokenizer_for(recipe_args, model_args)
-    train, evaluation = load_split("sft", recipe_args, training_args.seed)
+    train, evaluation = load_split("sft", recipe_args, training_args.seed, tokenizer)
     model = build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )

@@ -47,10 +47,13 @@ class DPOArguments:
 
 
 def with_template_kwargs(records, open_thinking: bool):
-    """trl 1.16's DPOTrainer reads chat-template kwargs from a per-record ``chat_template_kwargs`` column."""
+    """trl 1.16's DPOTrainer reads chat-template kwargs from a per-record ``chat_template_kwargs`` column (which
+    the augmentation may have started: ``drop_empty_think``)."""
     if records is None or not open_thinking:
         return records
-    return records.map(lambda _: {"chat_template_kwargs": {"open_thinking": True}})
+    return records.map(
+        lambda r: {"chat_template_kwargs": {**(r.get("chat_template_kwargs") or {}), "open_thinking": True}}
+    )
 
 
 def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None = None) -> None:
@@ -86,7 +89,7 @@ def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None =
     from trl import DPOTrainer
 
     tokenizer = common.load_tokenizer_for(recipe_args, model_args)
-    train, evaluation = common.load_split("dpo", recipe_args, training_args.seed)
+    train, evaluation = common.load_split("dpo", recipe_args, training_args.seed, tokenizer)
     model = common.build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )

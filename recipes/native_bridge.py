@@ -383,6 +383,8 @@ _SFT_DATA = (
     ),
     key(None, "assistant_only_loss", note="must be true (checked by the recipe)"),
     key("max_conversations", "max_records"),
+    key("add_system_ratio"),
+    key("empty_think_ratio"),
     key("num_proc", "dataset_num_proc", convert=_num_proc),
 )
 
@@ -440,6 +442,7 @@ DPO = (
         note="default max_length // 2",
     ),
     key("open_thinking"),
+    key("empty_think_ratio"),
     key("max_pairs", "max_records"),
     key("precompute_ref_logps", "precompute_ref_log_probs"),
     key("disable_dropout"),
@@ -638,6 +641,8 @@ DISTILL = (
         note="must be 0.0 (forward KL)",
     ),
     key("max_conversations", "max_records"),
+    key("add_system_ratio"),
+    key("empty_think_ratio"),
     key("disable_dropout"),
 )
 

@@ -144,11 +144,16 @@ def trl_prompts(records, tokenizer, think: bool, thinking_ratio: float | None = 
     if has_tools:
         logger.info("records carry tool schemas: prompts are rendered to text (as the native trainer does)")
     draws = random.Random(seed)
-    modes = [think if thinking_ratio is None else draws.random() < thinking_ratio for _ in range(len(records))]
+    modes = [
+        think if thinking_ratio is None else draws.random() < thinking_ratio for _ in range(len(records))
+    ]
     if thinking_ratio is not None:
-        logger.info("thinking_ratio %s: %d of %d prompts open the think block", thinking_ratio, sum(modes), len(modes))
+        logger.info(
+            "thinking_ratio %s: %d of %d prompts open the think block", thinking_ratio, sum(modes), len(modes)
+        )
     return records.map(
-        lambda r, i: {"prompt": render_prompt(tokenizer, r["prompt"], r.get("tools"), modes[i])}, with_indices=True
+        lambda r, i: {"prompt": render_prompt(tokenizer, r["prompt"], r.get("tools"), modes[i])},
+        with_indices=True,
     )
 
 

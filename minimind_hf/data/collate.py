@@ -81,18 +81,24 @@ def collate_rows(
 
 
 def encode_conversation(
-    tokenizer: Any, messages: list[dict], tools: list | None = None, max_length: int | None = None
+    tokenizer: Any,
+    messages: list[dict],
+    tools: list | None = None,
+    max_length: int | None = None,
+    **template_kwargs: Any,
 ) -> dict[str, list[int]]:
     """Chat-template a conversation; labels = ids on the assistant-generated tokens, -100 elsewhere.
 
     Truncated to `max_length` tokens from the right. The result may have no label at all (every
-    assistant token beyond `max_length`): callers drop such rows (and the loop never divides by 0)."""
+    assistant token beyond `max_length`): callers drop such rows (and the loop never divides by 0).
+    `template_kwargs` go to the chat template (a record's ``chat_template_kwargs``, e.g. ``drop_empty_think``)."""
     enc = tokenizer.apply_chat_template(
         messages,
         tools=tools or None,
         tokenize=True,
         return_dict=True,
         return_assistant_tokens_mask=True,
+        **template_kwargs,
     )
     ids = list(enc["input_ids"])
     mask = list(enc["assistant_masks"])

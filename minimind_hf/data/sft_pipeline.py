@@ -74,8 +74,9 @@ def tokenize_conversations(dataset: Any, tokenizer: Any, max_length: int, num_pr
 
     def encode(batch: dict) -> dict:
         out = {"input_ids": [], "labels": []}
-        for messages, tools in zip(batch["conversations"], batch["tools"], strict=False):
-            enc = encode_conversation(tokenizer, messages, tools, max_length)
+        kwargs = batch.get("chat_template_kwargs") or [None] * len(batch["conversations"])
+        for messages, tools, extra in zip(batch["conversations"], batch["tools"], kwargs, strict=False):
+            enc = encode_conversation(tokenizer, messages, tools, max_length, **(extra or {}))
             out["input_ids"].append(enc["input_ids"])
             out["labels"].append(enc["labels"])
         return out

@@ -34,7 +34,9 @@ def to_device(obj: Any, device: torch.device) -> Any:
 class BatchStream:
     """The micro-batches of each optimizer step of one process (see the module docstring)."""
 
-    def __init__(self, algo, *, batch_size: int, grad_accum_steps: int, world: int, rank: int, seed: int, device):
+    def __init__(
+        self, algo, *, batch_size: int, grad_accum_steps: int, world: int, rank: int, seed: int, device
+    ):
         self.algo, self.device = algo, device
         self.batch_size, self.grad_accum_steps = batch_size, grad_accum_steps
         self.world, self.rank, self.seed = world, rank, seed
@@ -76,7 +78,10 @@ class BatchStream:
         epoch, k = divmod(self.draws, self.draws_per_epoch)
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(self.seed + epoch)
-            self._perm, self._perm_epoch = torch.randperm(len(self.algo.train_dataset), generator=g).tolist(), epoch
+            self._perm, self._perm_epoch = (
+                torch.randperm(len(self.algo.train_dataset), generator=g).tolist(),
+                epoch,
+            )
         rows = self._perm[k * self.global_batch : (k + 1) * self.global_batch]
         self.draws += 1
         dataset, batches = self.algo.train_dataset, []

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import load_records
+from ..data.augment import augment_records, augmentation_problems
 from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .rl_common import pad, render_pair
@@ -65,6 +66,9 @@ class DPOConfig(TrainConfig):
     max_length: int = 1024  # prompt + answer tokens
     max_prompt_length: int = 512  # prompts are cut from the left
     open_thinking: bool = False  # render prompts ending in "<think>\n" (answers then start with reasoning)
+    empty_think_ratio: float = (
+        1.0  # share of pairs keeping the empty think block (data.augment; original 0.2)
+    )
     precompute_ref_logps: bool = False  # score every pair with the reference once, then free it (trl's
     #   precompute_ref_log_probs): one model in memory while training, no reference forward per step
     learning_rate: float = 1e-6
@@ -72,6 +76,7 @@ class DPOConfig(TrainConfig):
 
     def validate(self) -> list[str]:
         p = super().validate()
+        p += augmentation_problems(0.0, self.empty_think_ratio)
         p += check_data_files("data", self.data)
         p += check_data_files("eval_data", self.eval_data, required=False)
         if self.model is None:
@@ -191,10 +196,10 @@ class DPOCollator:
     def encode(self, record: dict) -> tuple[list[int], list[int], list[int]]:
         """``(prompt_ids, chosen_ids, rejected_ids)`` for one record."""
         tools = record.get("tools")
-        p_text, c_text = render_pair(
-            self.tok, record["prompt"], record["chosen"], tools, self.cfg.open_thinking
-        )
-        _, r_text = render_pair(self.tok, record["prompt"], record["rejected"], tools, self.cfg.open_thinking)
+        drop = bool((record.get("chat_template_kwargs") or {}).get("drop_empty_think"))
+        think = self.cfg.open_thinking
+        p_text, c_text = render_pair(self.tok, record["prompt"], record["chosen"], tools, think, drop)
+        _, r_text = render_pair(self.tok, record["prompt"], record["rejected"], tools, think, drop)
         enc = lambda s: self.tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         prompt = enc(p_text)[-self.cfg.max_prompt_length :]
         room = max(self.cfg.max_length - len(prompt), 1)
@@ -306,6 +311,9 @@ def build_dpo(cfg: DPOConfig) -> DPO:
     else:
         records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
     tokenizer = load_tokenizer(cfg)
+    records = augment_records(
+        records, kind="dpo", empty_think_ratio=cfg.empty_think_ratio, seed=cfg.seed, tokenizer=tokenizer
+    )
     model = build_model(cfg, tokenizer)
     logger.info("dpo: %d pairs, beta %g", len(records), cfg.beta)
     return DPO(cfg, model, tokenizer, records, eval_records)

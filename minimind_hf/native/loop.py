@@ -88,7 +88,6 @@ from torch import nn
 from ..data.collate import IGNORE_INDEX, collate_rows
 from ..model_card import write_model_card
 from . import checkpoint as ckpt
-from .batches import BatchStream, to_device
 from .acceleration import (
     ThreadTuner,
     attention_problem,
@@ -96,6 +95,7 @@ from .acceleration import (
     resolve_compile,
     resolve_precision,
 )
+from .batches import BatchStream, to_device
 from .config import config_to_dict
 from .interrupt import GracefulStop, TrainingInterrupted
 from .optim import build_optimizer
@@ -727,6 +727,7 @@ def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
                 tuner.before_step()
                 if tuner.in_trial:
                     step_model = model
+
             def prepare(batch, step_model=step_model):
                 with accelerator.autocast():  # every model an algorithm runs (reference, critic) alike
                     return algo.prepare_batch(step_model, batch)

@@ -96,7 +96,9 @@ class PPOConfig(TrainConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     open_thinking: bool = False
-    thinking_ratio: float | None = None  # else: the share of prompts that open the think block (original: 0.9)
+    thinking_ratio: float | None = (
+        None  # else: the share of prompts that open the think block (original: 0.9)
+    )
     generation_chunk: int = 16
     logprob_chunk: int = 16
     learning_rate: float = 3e-7  # actor
@@ -409,7 +411,9 @@ class PPO(Algorithm):
 
     def prepare_batch(self, model, batch: list[dict]) -> dict:
         ac = self._unwrap(model)
-        rollout = ppo_rollout(ac.policy, ac.critic, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg)
+        rollout = ppo_rollout(
+            ac.policy, ac.critic, self.reference, self.tokenizer, batch, self.reward_funcs, self.cfg
+        )
         rollout["minibatches"] = minibatch_plan(len(batch), self.cfg)
         rollout["stopped"] = False
         return rollout

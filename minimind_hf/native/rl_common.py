@@ -33,14 +33,24 @@ __all__ = [
 
 
 def render_prompt(
-    tokenizer, messages: list[dict], tools: list[dict] | None = None, open_thinking: bool = False
+    tokenizer,
+    messages: list[dict],
+    tools: list[dict] | None = None,
+    open_thinking: bool = False,
+    drop_empty_think: bool = False,
 ) -> str:
     """The prompt text the model continues: chat template with the generation prompt.
 
     ``open_thinking=True`` ends it in ``<think>\\n`` (the model writes its reasoning), ``False`` in the closed
-    empty block ``<think>\\n\\n</think>\\n\\n``."""
+    empty block ``<think>\\n\\n</think>\\n\\n``, or with ``drop_empty_think`` (`data.augment`) in no block."""
+    extra = {"drop_empty_think": True} if drop_empty_think else {}
     return tokenizer.apply_chat_template(
-        messages, tools=tools or None, tokenize=False, add_generation_prompt=True, open_thinking=open_thinking
+        messages,
+        tools=tools or None,
+        tokenize=False,
+        add_generation_prompt=True,
+        open_thinking=open_thinking,
+        **extra,
     )
 
 
@@ -50,14 +60,18 @@ def render_pair(
     completion: list[dict],
     tools: list[dict] | None = None,
     open_thinking: bool = False,
+    drop_empty_think: bool = False,
 ) -> tuple[str, str]:
     """``(prompt_text, completion_text)`` with ``prompt_text + completion_text`` == the rendered conversation.
 
     The prompt text is exactly :func:`render_prompt`'s, so every completion of a prompt (DPO's chosen and
     rejected, RL samples) continues the same tokens. The completion ends with the eos token (``<|im_end|>``);
     the newline the template writes after it is not part of the completion."""
-    prompt_text = render_prompt(tokenizer, prompt, tools, open_thinking)
-    full = tokenizer.apply_chat_template(list(prompt) + list(completion), tools=tools or None, tokenize=False)
+    prompt_text = render_prompt(tokenizer, prompt, tools, open_thinking, drop_empty_think)
+    extra = {"drop_empty_think": True} if drop_empty_think else {}
+    full = tokenizer.apply_chat_template(
+        list(prompt) + list(completion), tools=tools or None, tokenize=False, **extra
+    )
     if not full.startswith(prompt_text):
         raise ValueError(
             "the rendered conversation does not start with the rendered prompt, so the completion cannot be cut "
@@ -164,7 +178,9 @@ def thinking_problems(open_thinking: bool, thinking_ratio: float | None) -> list
     if isinstance(thinking_ratio, bool) or not isinstance(thinking_ratio, (int, float)):
         return [f"thinking_ratio must be a number in [0, 1], got {thinking_ratio!r}"]
     if not 0 <= thinking_ratio <= 1:
-        return [f"thinking_ratio must be in [0, 1] (the share of prompts that open the think block), got {thinking_ratio}"]
+        return [
+            f"thinking_ratio must be in [0, 1] (the share of prompts that open the think block), got {thinking_ratio}"
+        ]
     if open_thinking:
         return [
             "open_thinking: true and thinking_ratio both set: thinking_ratio decides per prompt; drop open_thinking "

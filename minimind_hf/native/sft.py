@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ..data import load_records
+from ..data.augment import augment_records, augmentation_problems
 from ..data.collate import collate_rows
 from ..data.sft_pipeline import assistant_mask_problem, pack_sequences, tokenize_conversations
 from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
@@ -46,6 +47,10 @@ class SFTConfig(TrainConfig):
     max_conversations: int = 0  # 0 = all
     num_proc: int = 0
     skip_invalid: bool = False
+    add_system_ratio: float = (
+        0.0  # share given one of the original's system prompts (data.augment; original 0.2)
+    )
+    empty_think_ratio: float = 1.0  # share keeping the empty think block (data.augment; original 0.2)
     learning_rate: float = 1e-5
 
     def validate(self) -> list[str]:
@@ -63,6 +68,7 @@ class SFTConfig(TrainConfig):
             p.append(problem)
         if not 0.0 <= self.eval_ratio < 1.0:
             p.append(f"eval_ratio must be in [0, 1), got {self.eval_ratio}")
+        p += augmentation_problems(self.add_system_ratio, self.empty_think_ratio)
         return p
 
 
@@ -93,6 +99,14 @@ def build_sft(cfg: SFTConfig) -> SFT:
     else:
         records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
     tokenizer = load_tokenizer(cfg)
+    records = augment_records(
+        records,
+        kind="sft",
+        add_system_ratio=cfg.add_system_ratio,
+        empty_think_ratio=cfg.empty_think_ratio,
+        seed=cfg.seed,
+        tokenizer=tokenizer,
+    )
     train_rows = _rows(records, tokenizer, cfg)
     eval_rows = _rows(eval_records, tokenizer, cfg) if eval_records is not None else None
     logger.info(

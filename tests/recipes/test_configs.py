@@ -88,6 +88,12 @@ def test_native_translation_validates(path, tiny_base, recipe_env, monkeypatch, 
     assert cfg["output_dir"] == raw["output_dir"]
     assert cfg["batch_size"] >= 1 and cfg["model"] == str(tiny_base)
     # the original's RL settings reach the native config under their own names
-    for key in ("thinking_ratio", "mini_batch_size", "early_stop_kl"):
+    for key in (
+        "thinking_ratio",
+        "mini_batch_size",
+        "early_stop_kl",
+        "add_system_ratio",
+        "empty_think_ratio",
+    ):
         if key in raw:
             assert cfg[key] == raw[key], key

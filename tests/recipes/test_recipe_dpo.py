@@ -101,3 +101,26 @@ def test_dpo_native(tiny_base, recipe_env, tmp_path):
     assert_finite(train, "loss", "rewards/margins", "rewards/accuracies", "grad_norm")
     assert_finite(log, "eval/loss")
     assert max(r["step"] for r in train) == 2
+
+
+def test_empty_think_ratio_reaches_trl_dpo_rows(tiny_base, tmp_path, monkeypatch):
+    """``empty_think_ratio: 0``: trl's DPOTrainer tokenises every prompt without the empty think block (its
+    per-example chat_template_kwargs), and the answers are unchanged."""
+    from minimind_hf.recipes import common, dpo
+
+    captured = {}
+    monkeypatch.setattr(common, "train_and_save", lambda trainer, *a, **k: captured.setdefault("t", trainer))
+    args = dpo.parse_args(
+        ["--config", str(CONFIG), "--data", "demo:dpo:8", "--max_length", "128", "--empty_think_ratio", "0",
+         "--model_name_or_path", str(tiny_base), "--output_dir", str(tmp_path / "o"), "--report_to", "none"]
+    )  # fmt: skip
+    dpo.main(*args)
+    trainer = captured["t"]
+    tok = trainer.processing_class
+    rows = list(trainer.train_dataset)
+    assert rows
+    for row in rows:
+        prompt = tok.decode(row["prompt_ids"])
+        assert prompt.endswith("<|im_start|>assistant\n") and "<think>\n\n</think>" not in prompt, prompt[
+            -60:
+        ]

@@ -208,12 +208,13 @@ def test_trl_prompts_with_thinking_ratio_are_rendered_per_record(tiny_base):
     """Under trl (which renders every prompt with one chat_template_kwargs) thinking_ratio renders each prompt to
     text, drawn open or closed once per record from the seed, exactly as the chat template renders it."""
     from datasets import Dataset
+    from minimind_hf.recipes.rl_shared import trl_prompts
     from transformers import AutoTokenizer
 
-    from minimind_hf.recipes.rl_shared import trl_prompts
-
     tok = AutoTokenizer.from_pretrained(tiny_base)
-    records = Dataset.from_list([{"prompt": [{"role": "user", "content": f"q{i}"}], "gt": str(i)} for i in range(40)])
+    records = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"q{i}"}], "gt": str(i)} for i in range(40)]
+    )
     out = trl_prompts(records, tok, False, thinking_ratio=0.5, seed=1)
     opened = 0
     for i, row in enumerate(out):
@@ -237,8 +238,12 @@ def test_thinking_ratio_problems_are_refused_before_work(tiny_base, tmp_path):
         return str(e.value)
 
     for backend in ("trl", "native"):
-        assert "thinking_ratio must be in [0, 1]" in refused(grpo, CONFIG, "--backend", backend, "--thinking_ratio", "2")
+        assert "thinking_ratio must be in [0, 1]" in refused(
+            grpo, CONFIG, "--backend", backend, "--thinking_ratio", "2"
+        )
     both = refused(grpo, CONFIG, "--thinking_ratio", "0.5", "--open_thinking", "true")
     assert "open_thinking: true and thinking_ratio both set" in both
-    assert "thinking_ratio" in refused(agent, CONFIGS / "tiny" / "agent.yaml", "--backend", "trl", "--thinking_ratio", "0.5")
+    assert "thinking_ratio" in refused(
+        agent, CONFIGS / "tiny" / "agent.yaml", "--backend", "trl", "--thinking_ratio", "0.5"
+    )
     assert not (tmp_path / "never").exists()

@@ -94,3 +94,27 @@ def test_sft_native_two_processes(tiny_base, recipe_env, tmp_path):
     steps = [r for r in log if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4] and steps[-1]["loss"] < steps[0]["loss"]
     assert_chat_model(out)
+
+
+def test_augmentation_reaches_trl_sft_rows_and_is_refused_elsewhere(tiny_base, tmp_path, monkeypatch):
+    """``empty_think_ratio: 0`` + ``add_system_ratio: 1``: the rows trl's SFTTrainer tokenises (through its
+    per-example chat_template_kwargs) all open with a system prompt and hold no empty think block; recipes that
+    do not augment their data refuse the keys."""
+    from minimind_hf.recipes import common, pretrain, sft
+
+    args = sft.parse_args(
+        ["--config", str(CONFIG), "--data", "demo:sft:20", "--max_length", "256", "--add_system_ratio", "1",
+         "--empty_think_ratio", "0", "--model_name_or_path", str(tiny_base), "--output_dir", str(tmp_path / "o"),
+         "--report_to", "none"]
+    )  # fmt: skip
+    recipe_args, training_args, model_args = args
+    trainer, tok = common.sft_trainer(recipe_args, training_args, model_args)
+    texts = [tok.decode(r["input_ids"]) for r in trainer.train_dataset]
+    assert texts and all(
+        t.startswith("<|im_start|>system\n") and "<think>\n\n</think>" not in t for t in texts
+    )
+
+    bad = pretrain.parse_args(["--config", str(CONFIGS / "tiny" / "pretrain.yaml"), "--empty_think_ratio", "0.2",
+                               "--output_dir", str(tmp_path / "p")])  # fmt: skip
+    with pytest.raises(common.RecipeError, match="empty_think_ratio: the pretrain recipe"):
+        pretrain.main(*bad)
