@@ -122,7 +122,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "--log-samples",
         "--log_samples",
         action="store_true",
-        help="also write every prompt and score, samples_<task>.jsonl",
+        help="also write every prompt and score, samples_<task>_<date>.jsonl in lm-eval's format",
     )
     p.add_argument("--seed", type=int, default=1234)
     add_trust_remote_code_arg(p)

@@ -4,7 +4,7 @@ The model side is lm-eval's own ``HFLM`` (``pretrained=<folder or hub name>``; r
 the scores are computed exactly as ``lm_eval --model hf`` would. The task side is ``eval/tasks`` (our include
 path); lm-eval's ~15k built-in tasks are only indexed when a requested name is not one of ours (indexing
 them takes ~20 s). Results go to ``<out>/results.json`` (lm-eval's results dict) and ``<out>/results.md``
-(tables per category, see ``report.py``); with ``log_samples`` also ``<out>/samples_<task>.jsonl``.
+(tables per category, see ``report.py``); with ``log_samples`` also ``<out>/samples_<task>_<date>.jsonl`` (lm-eval's format).
 """
 
 from __future__ import annotations
@@ -166,10 +166,7 @@ def write_outputs(results: dict[str, Any], settings: EvalSettings) -> EvalOutcom
         json.dumps(results, indent=2, ensure_ascii=False, default=handle_non_serializable), encoding="utf-8"
     )
     if samples:
-        for task, rows in samples.items():
-            with (out / f"samples_{task}.jsonl").open("w", encoding="utf-8") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False, default=handle_non_serializable) + "\n")
+        _write_samples(samples, json_path)
     title = {
         "model": settings.model,
         "limit": settings.limit,
@@ -183,6 +180,20 @@ def write_outputs(results: dict[str, Any], settings: EvalSettings) -> EvalOutcom
     if samples:
         results["samples"] = samples
     return EvalOutcome(results=results, json_path=json_path, markdown_path=md_path, markdown=markdown)
+
+
+def _write_samples(samples: dict[str, list], json_path: Path) -> None:
+    """``samples_<task>_<date>.jsonl`` beside `json_path`, written by lm-eval's own `EvaluationTracker` (its
+    file names and record format: ``arguments`` as ``gen_args_i.arg_j``, responses and target as strings),
+    so lm-eval's tools and `datasets.load_dataset("json", ...)` read them as they read lm-eval's."""
+    import copy
+
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(json_path))
+    tracker.date_id = datetime.now().isoformat().replace(":", "-")  # set by save_results_aggregated in lm-eval
+    for task, rows in samples.items():
+        tracker.save_results_samples(task, copy.deepcopy(rows))  # it rewrites the rows it is given
 
 
 def run_lm_eval(settings: EvalSettings, lm=None) -> EvalOutcome:

@@ -70,7 +70,7 @@ def test_writes_lm_eval_json_and_markdown_tables(run):
         "| Other | 11 | 22 |",
     ):
         assert row in md
-    assert (out / "samples_minimind_ceval_law.jsonl").is_file()
+    assert _samples_file(out, "minimind_ceval_law").is_file()
 
 
 def test_category_scores_equal_lm_evals_group_scores(run):
@@ -98,30 +98,37 @@ def test_category_scores_equal_lm_evals_group_scores(run):
     )
 
 
+def _samples_file(out, task: str):
+    """lm-eval names sample files samples_<task>_<date>.jsonl."""
+    (found,) = out.glob(f"samples_{task}_*.jsonl")
+    return found
+
+
 def test_scores_are_the_models_own_loglikelihoods(run, model_dir):
     """HFLM on transformers 5: each choice's score is log p(continuation | context) from our model."""
     out, _ = run
     samples = [
         json.loads(line)
-        for line in (out / "samples_minimind_cmmlu_5shot_agronomy.jsonl").open(encoding="utf-8")
+        for line in _samples_file(out, "minimind_cmmlu_5shot_agronomy").open(encoding="utf-8")
     ]
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
     sample = samples[0]
-    assert (
-        len(sample["arguments"]) == 4 and "答案： " in sample["arguments"][0][0]
-    )  # few-shot answers in the prompt
+    # lm-eval's sample format: arguments as gen_args_i.arg_j, responses and target as strings
+    arguments = [(a["arg_0"], a["arg_1"]) for a in sample["arguments"].values()]
+    assert list(sample["arguments"]) == [f"gen_args_{i}" for i in range(4)]
+    assert len(arguments) == 4 and "答案： " in arguments[0][0]  # few-shot answers in the prompt
     scores = []
     for i in range(4):
-        context, continuation = sample["arguments"][i]
+        context, continuation = arguments[i]
         whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
         ctx = tok(context, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].float(), -1)
         scores.append(sum(logp[t - 1, whole[t]].item() for t in range(len(ctx), len(whole))))
-    got = [r[0][0] for r in sample["resps"]]
+    got = [float(r[0][0]) for r in sample["resps"]]
     assert got == pytest.approx(scores, abs=1e-3)
-    assert sample["acc"] == float(max(range(4), key=lambda i: scores[i]) == sample["target"])
+    assert sample["acc"] == float(max(range(4), key=lambda i: scores[i]) == int(sample["target"]))
 
 
 def test_chat_template_wraps_the_prompt(model_dir, shared_data, tmp_path):
@@ -143,16 +150,16 @@ def test_chat_template_wraps_the_prompt(model_dir, shared_data, tmp_path):
     )
     assert code == 0
     sample = json.loads(
-        (tmp_path / "samples_minimind_ceval_5shot_logic.jsonl").read_text(encoding="utf-8").splitlines()[0]
+        _samples_file(tmp_path, "minimind_ceval_5shot_logic").read_text(encoding="utf-8").splitlines()[0]
     )
-    context = sample["arguments"][0][0]
+    context = sample["arguments"]["gen_args_0"]["arg_0"]
     assert context.startswith("<|im_start|>system\n以下是中国关于逻辑学的单项选择题")
     assert (
         context.count("<|im_start|>user\n") == 6 and context.count("<|im_start|>assistant\n") == 6
     )  # 5 shots as turns
     # the question closes the last user turn; MiniMind's template opens the answer turn (with an empty <think>)
     assert context.endswith("答案：<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
-    assert sample["arguments"][0][1] == "A"
+    assert sample["arguments"]["gen_args_0"]["arg_1"] == "A"
     assert not math.isnan(
         json.loads((tmp_path / "results.json").read_text())["results"]["minimind_ceval_5shot_logic"][
             "acc,none"

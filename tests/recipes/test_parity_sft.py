@@ -363,7 +363,10 @@ def _segments(batch, pad_id: int) -> list[tuple[tuple[int, ...], tuple[int, ...]
 # -------------------------------------------------------------------------------------- (c) optimizer steps
 # weights after the steps: all but a few elements within WEIGHT_ATOL, every element within WEIGHT_ATOL_MAX
 WEIGHT_ATOL, WEIGHT_OUTLIERS, WEIGHT_ATOL_MAX = 1e-6, 1e-3, 3e-5
-MUON_SHARE = 0.05  # optimizer: muon, of each tensor's largest movement (observed <= 2.7%; see the test below)
+# optimizer: muon, of each tensor's largest movement: observed <= 2.7% on one machine, 7.1% (the embedding, an AdamW
+# weight whose gradient runs through the bf16-orthogonalised matrices) on another; a real mismatch (a wrong rate,
+# group or decay) is of the order of the movement itself
+MUON_SHARE = 0.15
 
 
 def _native_groups(model) -> list[set[str]]:
