@@ -191,7 +191,9 @@ def _write_samples(samples: dict[str, list], json_path: Path) -> None:
     from lm_eval.loggers import EvaluationTracker
 
     tracker = EvaluationTracker(output_path=str(json_path))
-    tracker.date_id = datetime.now().isoformat().replace(":", "-")  # set by save_results_aggregated in lm-eval
+    tracker.date_id = (
+        datetime.now().isoformat().replace(":", "-")
+    )  # set by save_results_aggregated in lm-eval
     for task, rows in samples.items():
         tracker.save_results_samples(task, copy.deepcopy(rows))  # it rewrites the rows it is given
 
