@@ -550,316 +550,391 @@ class _JsonlLog:
 
 # --------------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, algo: Algorithm) -> TrainResult:
-    """Train `algo.model` with `cfg`; write the HF folder to ``cfg.output_dir``; return a `TrainResult`."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs
-    from tqdm.auto import tqdm
+    """Train `algo.model` with `cfg`; write the HF folder to ``cfg.output_dir``; return a `TrainResult`.
 
-    t_start = time.time()
-    threads_before = torch.get_num_threads()
-    out_dir = Path(cfg.output_dir)
-    trackers = _trackers(cfg.report_to)
-    device_type = "cpu" if _use_cpu(cfg) else torch.accelerator.current_accelerator().type
-    precision = resolve_precision(cfg.mixed_precision, device_type)
-    # A run sets its own precision, whatever an earlier run in this process chose (transformers'
-    # TrainingArguments resets the state the same way); the process group (PartialState) is kept.
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(
-        cpu=_use_cpu(cfg),
-        mixed_precision=precision,
-        log_with=trackers or None,
-        project_dir=str(out_dir / "runs"),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
-    )
-    main = accelerator.is_main_process
-    world = accelerator.num_processes
-    algo.setup(accelerator)
+    The skeleton: set up (accelerate, the batch stream, resume, compile), then per optimizer step train,
+    log, evaluate and checkpoint on their schedules; Ctrl-C / SIGTERM finish the step, save and stop (see
+    `interrupt`); at the end a last checkpoint, the final evaluation and the HF folder."""
+    run = _Run(cfg, algo)
+    stop = GracefulStop()
+    with stop:
+        while run.step < run.total_steps:
+            step = run.train_step()
+            run.log_step(step)
+            run.on_schedule()
+            if stop.requested(run.accelerator):
+                break
+    run.bar.close()
+    if stop.signal_name is not None and run.step < run.total_steps:  # a signal in the last step just ends it
+        raise run.interrupted(stop.signal_name)
+    return run.finish()
 
-    # --- data bookkeeping: which rows each step trains on (see `batches`)
-    stream = BatchStream(
-        algo,
-        batch_size=cfg.batch_size,
-        grad_accum_steps=cfg.grad_accum_steps,
-        world=world,
-        rank=accelerator.process_index,
-        seed=cfg.seed,
-        device=accelerator.device,
-    )
-    n_rows, global_batch = len(algo.train_dataset), stream.global_batch
-    if stream.draws_per_epoch == 0:
-        raise ValueError(
-            f"the training set has {n_rows} rows, fewer than one optimizer step needs "
-            f"(batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} x "
-            f"{world} process(es) = {global_batch}): lower batch_size or add data"
+
+@dataclass
+class _Step:
+    """What one optimizer step leaves for logging."""
+
+    loss: float
+    lr: float
+    items: int
+    grad_norm: float | None
+    metrics: dict[str, list]
+
+
+class _Run:
+    """One `train` call's state and its named parts (see `train` for the order they run in)."""
+
+    def __init__(self, cfg: TrainConfig, algo: Algorithm):
+        from tqdm.auto import tqdm
+
+        self.cfg, self.algo = cfg, algo
+        self.t_start = time.time()
+        self.threads_before = torch.get_num_threads()
+        self.out_dir = Path(cfg.output_dir)
+        self.trackers = _trackers(cfg.report_to)
+        self._start_accelerate()
+        self._plan_data()
+        self._resume_and_prepare()
+        if self.trackers:
+            self.accelerator.init_trackers(
+                cfg.run_name or getattr(algo, "name", "train"), config=_flat_config(cfg)
+            )
+        resumed_at = self.step if self.resume_path is not None else None
+        self.log = _JsonlLog(self.out_dir / "train_log.jsonl", resumed_at, self.main)
+        self._announce()
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (self.main and cfg.progress),
+            desc=algo.name,
+            dynamic_ncols=True,
         )
-    steps_per_epoch = stream.draws_per_epoch * stream.uses
-    total_steps = cfg.max_steps or cfg.num_epochs * steps_per_epoch
+        self.losses: list[float] = []
+        self.t_window, self.tokens_window = time.time(), 0
 
-    # --- resume: weights first (before the optimizer exists), the rest after
-    resume_path = None
-    if cfg.resume == "auto":
-        resume_path = ckpt.find_latest_checkpoint(out_dir)
-    elif cfg.resume != "never":
-        resume_path = Path(cfg.resume)
-    if resume_path is not None:
-        _check_resume(cfg, algo.name, resume_path, total_steps, explicit=cfg.resume != "auto")
-    model = algo.model
-    if resume_path is not None:
-        logger.info("resuming from %s", resume_path)
-        algo.load_model(model, resume_path / "model")
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.disable_dropout:
-        _disable_dropout(model)
-    model.to(accelerator.device)
-    model.train()
-    optimizer = build_optimizer(cfg, algo.param_groups(model), model)
-    scheduler = CosineSchedule(optimizer, total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
-    step, tokens_seen = 0, 0
-    if resume_path is not None:
-        state, extra = ckpt.load_training_state(resume_path, optimizer, scheduler, accelerator.process_index)
-        step, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
-        stream.restore(state, ckpt.load_rank_state(resume_path, accelerator.process_index))
+    # ----- set-up
+    def _start_accelerate(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        cfg = self.cfg
+        self.device_type = "cpu" if _use_cpu(cfg) else torch.accelerator.current_accelerator().type
+        self.precision = resolve_precision(cfg.mixed_precision, self.device_type)
+        # A run sets its own precision, whatever an earlier run in this process chose (transformers'
+        # TrainingArguments resets the state the same way); the process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(
+            cpu=_use_cpu(cfg),
+            mixed_precision=self.precision,
+            log_with=self.trackers or None,
+            project_dir=str(self.out_dir / "runs"),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        )
+        self.main = self.accelerator.is_main_process
+        self.world = self.accelerator.num_processes
+        self.algo.setup(self.accelerator)
+
+    def _plan_data(self) -> None:
+        """Which rows each step trains on (see `batches`), and so how many steps make the run."""
+        cfg, algo = self.cfg, self.algo
+        self.stream = BatchStream(
+            algo,
+            batch_size=cfg.batch_size,
+            grad_accum_steps=cfg.grad_accum_steps,
+            world=self.world,
+            rank=self.accelerator.process_index,
+            seed=cfg.seed,
+            device=self.accelerator.device,
+        )
+        if self.stream.draws_per_epoch == 0:
+            raise ValueError(
+                f"the training set has {len(algo.train_dataset)} rows, fewer than one optimizer step needs "
+                f"(batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} x "
+                f"{self.world} process(es) = {self.stream.global_batch}): lower batch_size or add data"
+            )
+        self.steps_per_epoch = self.stream.draws_per_epoch * self.stream.uses
+        self.total_steps = cfg.max_steps or cfg.num_epochs * self.steps_per_epoch
+
+    def _resume_and_prepare(self) -> None:
+        """Weights first (before the optimizer exists), then optimizer, schedule, data position, algorithm
+        state; accelerate's wrapping and compile; RNG last, as nothing after it may consume randomness."""
+        cfg, algo, acc = self.cfg, self.algo, self.accelerator
+        self.resume_path = None
+        if cfg.resume == "auto":
+            self.resume_path = ckpt.find_latest_checkpoint(self.out_dir)
+        elif cfg.resume != "never":
+            self.resume_path = Path(cfg.resume)
+        if self.resume_path is not None:
+            _check_resume(cfg, algo.name, self.resume_path, self.total_steps, explicit=cfg.resume != "auto")
+        model = algo.model
+        if self.resume_path is not None:
+            logger.info("resuming from %s", self.resume_path)
+            algo.load_model(model, self.resume_path / "model")
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.disable_dropout:
+            _disable_dropout(model)
+        model.to(acc.device)
+        model.train()
+        self.optimizer = build_optimizer(cfg, algo.param_groups(model), model)
+        self.scheduler = CosineSchedule(self.optimizer, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        self.step, self.tokens_seen = 0, 0
+        if self.resume_path is not None:
+            self._restore_training_state()
+        self.start_step = self.step
+        self.model, self.optimizer = acc.prepare(model, self.optimizer)
+        algo.model = self.model
+        self.compiled = resolve_compile(
+            cfg.compile,
+            algo=algo,
+            model=acc.unwrap_model(self.model),
+            total_steps=self.total_steps,
+            device_type=self.device_type,
+        )
+        # the compiled module shares the parameters; evaluation, generation and saving use the plain one
+        self.train_model = torch.compile(self.model) if self.compiled else self.model
+        self.tuner = ThreadTuner(cfg.num_threads) if self.device_type == "cpu" else None
+        if self.resume_path is not None:
+            rng = ckpt.load_rng(self.resume_path, acc.process_index)
+            if rng is not None:
+                ckpt.restore_rng_state(*rng)
+
+    def _restore_training_state(self) -> None:
+        rank = self.accelerator.process_index
+        state, extra = ckpt.load_training_state(self.resume_path, self.optimizer, self.scheduler, rank)
+        self.step, self.tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
+        self.stream.restore(state, ckpt.load_rank_state(self.resume_path, rank))
         if extra is not None:
-            algo.load_state_dict(extra)
-        if int(state.get("world_size", world)) != world:
+            self.algo.load_state_dict(extra)
+        if int(state.get("world_size", self.world)) != self.world:
             logger.warning(
                 "resuming with %d processes, the checkpoint had %s: the global batch and hence the "
                 "data order differ from an uninterrupted run",
-                world,
+                self.world,
                 state.get("world_size"),
             )
-    start_step = step
-    model, optimizer = accelerator.prepare(model, optimizer)
-    algo.model = model
-    compiled = resolve_compile(
-        cfg.compile,
-        algo=algo,
-        model=accelerator.unwrap_model(model),
-        total_steps=total_steps,
-        device_type=device_type,
-    )
-    # the compiled module shares the parameters; evaluation, generation and saving use the plain one
-    train_model = torch.compile(model) if compiled else model
-    tuner = ThreadTuner(cfg.num_threads) if device_type == "cpu" else None
-    if resume_path is not None:  # last: nothing after this may consume randomness before training
-        rng = ckpt.load_rng(resume_path, accelerator.process_index)
-        if rng is not None:
-            ckpt.restore_rng_state(*rng)
 
-    if trackers:
-        accelerator.init_trackers(cfg.run_name or getattr(algo, "name", "train"), config=_flat_config(cfg))
-    log = _JsonlLog(out_dir / "train_log.jsonl", step if resume_path is not None else None, main)
-    if main:
+    def _announce(self) -> None:
+        if not self.main:
+            return
+        algo, tuner = self.algo, self.tuner
         logger.info(
             "%s: %d rows, %d steps/epoch, %d steps (global batch %d rows, %d process(es)), start at %d",
             algo.name,
-            n_rows,
-            steps_per_epoch,
-            total_steps,
-            global_batch,
-            world,
-            step,
+            len(algo.train_dataset),
+            self.steps_per_epoch,
+            self.total_steps,
+            self.stream.global_batch,
+            self.world,
+            self.step,
         )
         logger.info(
             "%s on %s: precision %s, compile %s, optimizer %s, threads %s",
             algo.name,
-            device_type,
-            {"no": "fp32"}.get(precision, precision),
-            "on" if compiled else "off",
-            cfg.optimizer,
+            self.device_type,
+            {"no": "fp32"}.get(self.precision, self.precision),
+            "on" if self.compiled else "off",
+            self.cfg.optimizer,
             (tuner.current if tuner.fixed else "tuned") if tuner is not None else "-",
         )
 
-    def save(at_step: int) -> Path | None:
-        state = {
-            "step": at_step,
-            **stream.position(),
-            "tokens_seen": tokens_seen,
-            "total_steps": total_steps,
-            "world_size": world,
-            "stage": algo.name,
-            "config": _flat_config(cfg),
-        }
-        return ckpt.save_checkpoint(
-            out_dir,
-            at_step,
-            accelerator=accelerator,
-            save_model=lambda p: algo.save_model(accelerator.unwrap_model(model), p),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            trainer_state=state,
-            extra_state=algo.state_dict(),
-            rank_state=stream.window_state(),
-            keep_last=cfg.keep_last,
-        )
+    # ----- one optimizer step
+    def train_step(self) -> _Step:
+        """This step's micro-batches (see `batches`), their losses' backward passes, clip, optimizer step."""
+        cfg, algo, acc, world = self.cfg, self.algo, self.accelerator, self.world
+        step_model = self.train_model
+        if self.tuner is not None:
+            self.tuner.before_step()
+            if self.tuner.in_trial:
+                step_model = self.model
 
-    def run_eval(at_step: int) -> dict:
+        def prepare(batch):
+            with acc.autocast():  # every model an algorithm runs (reference, critic) alike
+                return algo.prepare_batch(step_model, batch)
+
+        # None = a micro-batch skipped (PPO's early stop); every process skips the same ones
+        micro = self.stream.next_step(prepare)
+        self.epoch = self.stream.epoch
+        # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
+        count = torch.tensor(float(sum(algo.num_items(b) for b in micro if b is not None)), device=acc.device)
+        global_count = acc.reduce(count, "sum") if world > 1 else count
+        denom = global_count.clamp(min=1.0)
+        step_loss = torch.zeros((), device=acc.device)
+        metric_values: dict[str, list] = {}
+        n_tokens = 0
+        last = max(i for i, b in enumerate(micro) if b is not None)  # its backward syncs DDP's gradients
+        for i, batch in enumerate(micro):
+            if batch is None:
+                continue
+            with nullcontext() if i == last or world == 1 else acc.no_sync(self.model):
+                with acc.autocast():
+                    loss, metrics = algo.compute_loss(step_model, batch, denom)
+                acc.backward(loss * world)  # DDP averages gradients over processes; undo it
+            step_loss += loss.detach().float()
+            for name, value in metrics.items():
+                metric_values.setdefault(name, []).append(value)
+            if isinstance(batch, dict) and isinstance(batch.get("input_ids"), torch.Tensor):
+                n_tokens += batch["input_ids"].numel()
+        grad_norm = None
+        if cfg.max_grad_norm > 0:
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        group = self.optimizer.param_groups[
+            0
+        ]  # Muon's, with optimizer: muon; log the rate of `learning_rate`
+        lr = cfg.learning_rate * group["lr"] / group["base_lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+        if world > 1:
+            step_loss = acc.reduce(step_loss, "sum")
+            n_tokens = int(acc.reduce(torch.tensor(n_tokens, device=acc.device), "sum"))
+        self.tokens_seen += n_tokens
+        self.tokens_window += n_tokens
+        loss_value = step_loss.item()
+        if self.tuner is not None:
+            self.tuner.after_step(n_tokens, warmup=self.step == self.start_step + 1)
+        self.losses.append(loss_value)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"step {self.step}: loss is {loss_value}; lower learning_rate or check the data"
+            )
+        grad = float(grad_norm) if grad_norm is not None else None
+        return _Step(loss_value, lr, int(global_count.item()), grad, metric_values)
+
+    def log_step(self, s: _Step) -> None:
+        """Every ``log_every`` steps (and the last): train_log.jsonl, trackers, the progress bar."""
+        self.bar.update(1)
+        if not (self.step % self.cfg.log_every == 0 or self.step == self.total_steps):
+            return
+        acc = self.accelerator
+        elapsed = max(time.time() - self.t_window, 1e-9)
+        record = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": s.loss,
+            "lr": s.lr,
+            "items": s.items,
+            "tokens_per_sec": self.tokens_window / elapsed,
+            "tokens_seen": self.tokens_seen,
+        }
+        if s.grad_norm is not None:
+            record["grad_norm"] = s.grad_norm
+        if self.tuner is not None and self.tuner.active:
+            record["threads"] = self.tuner.current
+        for name, values in s.metrics.items():
+            value = _mean(values)
+            if self.world > 1:
+                value = float(acc.reduce(torch.tensor(value, device=acc.device), "mean"))
+            record[name] = value
+        self.log.write(record)
+        if self.trackers:
+            acc.log(_tracker_scalars(record), step=self.step)
+        self.bar.set_postfix(loss=f"{s.loss:.4f}", lr=f"{s.lr:.2e}", tok_s=f"{record['tokens_per_sec']:.0f}")
+        self.t_window, self.tokens_window = time.time(), 0
+
+    def on_schedule(self) -> None:
+        """Evaluate every ``eval_every`` and checkpoint every ``save_every`` steps (the last step: `finish`)."""
+        cfg, step = self.cfg, self.step
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
+            self.evaluate()
+        if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+            self.save()
+
+    # ----- evaluation, checkpoints, the end
+    def evaluate(self) -> dict:
+        model, acc = self.model, self.accelerator
         model.eval()
-        with accelerator.autocast():
-            metrics = algo.evaluate(model)
+        with acc.autocast():
+            metrics = self.algo.evaluate(model)
         model.train()
         if metrics:
-            log.write({"step": at_step, **metrics})
-            if trackers:
-                accelerator.log(metrics, step=at_step)
-            if main:
+            self.log.write({"step": self.step, **metrics})
+            if self.trackers:
+                acc.log(metrics, step=self.step)
+            if self.main:
                 logger.info(
-                    "step %d eval: %s", at_step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                    "step %d eval: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
                 )
         return metrics
 
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        disable=not (main and cfg.progress),
-        desc=algo.name,
-        dynamic_ncols=True,
-    )
-    losses: list[float] = []
-    t_window, tokens_window = time.time(), 0
-    stop = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save, stop (see interrupt.py)
-    with stop:
-        while step < total_steps:
-            step_model = train_model
-            if tuner is not None:
-                tuner.before_step()
-                if tuner.in_trial:
-                    step_model = model
-
-            def prepare(batch, step_model=step_model):
-                with accelerator.autocast():  # every model an algorithm runs (reference, critic) alike
-                    return algo.prepare_batch(step_model, batch)
-
-            # None = a micro-batch skipped (PPO's early stop); every process skips the same ones
-            micro = stream.next_step(prepare)
-            epoch = stream.epoch
-            # the step's loss is Σ (token losses) / N, with N counted over every micro-batch and process
-            count = sum(algo.num_items(b) for b in micro if b is not None)
-            count = torch.tensor(float(count), device=accelerator.device)
-            global_count = accelerator.reduce(count, "sum") if world > 1 else count
-            denom = global_count.clamp(min=1.0)
-            step_loss = torch.zeros((), device=accelerator.device)
-            metric_values: dict[str, list] = {}
-            n_tokens = 0
-            last = max(i for i, b in enumerate(micro) if b is not None)  # its backward syncs DDP's gradients
-            for i, batch in enumerate(micro):
-                if batch is None:
-                    continue
-                sync = i == last
-                with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
-                    with accelerator.autocast():
-                        loss, metrics = algo.compute_loss(step_model, batch, denom)
-                    accelerator.backward(loss * world)  # DDP averages gradients over processes; undo it
-                step_loss += loss.detach().float()
-                for name, value in metrics.items():
-                    metric_values.setdefault(name, []).append(value)
-                if isinstance(batch, dict) and isinstance(batch.get("input_ids"), torch.Tensor):
-                    n_tokens += batch["input_ids"].numel()
-            grad_norm = None
-            if cfg.max_grad_norm > 0:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            group = optimizer.param_groups[0]  # Muon's, with optimizer: muon; log the rate of `learning_rate`
-            lr = cfg.learning_rate * group["lr"] / group["base_lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            if world > 1:
-                step_loss = accelerator.reduce(step_loss, "sum")
-                n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
-            tokens_seen += n_tokens
-            tokens_window += n_tokens
-            loss_value = step_loss.item()
-            if tuner is not None:
-                tuner.after_step(n_tokens, warmup=step == start_step + 1)
-            losses.append(loss_value)
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"step {step}: loss is {loss_value}; lower learning_rate or check the data"
-                )
-            if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = max(time.time() - t_window, 1e-9)
-                record = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "items": int(global_count.item()),
-                    "tokens_per_sec": tokens_window / elapsed,
-                    "tokens_seen": tokens_seen,
-                }
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)
-                if tuner is not None and tuner.active:
-                    record["threads"] = tuner.current
-                for name, values in metric_values.items():
-                    value = _mean(values)
-                    if world > 1:
-                        value = float(
-                            accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean")
-                        )
-                    record[name] = value
-                log.write(record)
-                if trackers:
-                    accelerator.log(_tracker_scalars(record), step=step)
-                bar.set_postfix(
-                    loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_sec']:.0f}"
-                )
-                t_window, tokens_window = time.time(), 0
-            bar.update(1)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-                run_eval(step)
-            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                save(step)
-            if stop.requested(accelerator):
-                break
-    bar.close()
-    if stop.signal_name is not None and step < total_steps:  # a signal in the last step just lets it end
-        saved = save(step) if step > start_step else ckpt.find_latest_checkpoint(out_dir)
-        raise TrainingInterrupted(step, total_steps, str(saved) if saved else None, stop.signal_name)
-    if cfg.save_every and not (resume_path is not None and step == start_step):
-        save(step)  # so that `resume=auto` on a finished run has nothing left to redo
-
-    eval_metrics = run_eval(step) if cfg.eval_at_end else {}
-    accelerator.wait_for_everyone()
-    if main:
-        algo.save_model(accelerator.unwrap_model(model), out_dir)
-        write_model_card(
-            out_dir,
-            stage=algo.name,
-            backend="native",
-            base_model=cfg.model,
-            data=list(getattr(cfg, "data", [])),
-        )
-        result_json = {
-            "steps": step,
-            "final_loss": losses[-1] if losses else None,
-            "eval": eval_metrics,
-            "tokens_seen": tokens_seen,
-            "seconds": round(time.time() - t_start, 2),
-            "resumed_from": str(resume_path) if resume_path else None,
-            "config": config_to_dict(cfg),
+    def save(self) -> Path | None:
+        acc, algo = self.accelerator, self.algo
+        state = {
+            "step": self.step,
+            **self.stream.position(),
+            "tokens_seen": self.tokens_seen,
+            "total_steps": self.total_steps,
+            "world_size": self.world,
+            "stage": algo.name,
+            "config": _flat_config(self.cfg),
         }
-        (out_dir / "train_result.json").write_text(json.dumps(result_json, indent=2), encoding="utf-8")
-        _write_report(out_dir, algo.name, result_json)
-        logger.info("saved the model to %s", out_dir)
-    accelerator.wait_for_everyone()
-    if trackers:
-        accelerator.end_training()
-    # hand the model back as it came: accelerate wrapped its forward in autocast for mixed precision
-    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    torch.set_num_threads(threads_before)
-    return TrainResult(
-        output_dir=str(out_dir),
-        steps=step,
-        losses=losses,
-        eval=eval_metrics,
-        seconds=time.time() - t_start,
-        resumed_from=str(resume_path) if resume_path else None,
-    )
+        return ckpt.save_checkpoint(
+            self.out_dir,
+            self.step,
+            accelerator=acc,
+            save_model=lambda p: algo.save_model(acc.unwrap_model(self.model), p),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            trainer_state=state,
+            extra_state=algo.state_dict(),
+            rank_state=self.stream.window_state(),
+            keep_last=self.cfg.keep_last,
+        )
+
+    def interrupted(self, signal_name: str) -> TrainingInterrupted:
+        """A checkpoint of the steps done (or the last one there is), as the error that ends the run."""
+        saved = self.save() if self.step > self.start_step else ckpt.find_latest_checkpoint(self.out_dir)
+        return TrainingInterrupted(self.step, self.total_steps, str(saved) if saved else None, signal_name)
+
+    def finish(self) -> TrainResult:
+        """A last checkpoint (so `resume=auto` on a finished run has nothing left to redo), the final
+        evaluation, the HF folder with its model card, train_result.json and the report."""
+        cfg, algo, acc = self.cfg, self.algo, self.accelerator
+        if cfg.save_every and not (self.resume_path is not None and self.step == self.start_step):
+            self.save()
+        eval_metrics = self.evaluate() if cfg.eval_at_end else {}
+        acc.wait_for_everyone()
+        resumed_from = str(self.resume_path) if self.resume_path else None
+        if self.main:
+            algo.save_model(acc.unwrap_model(self.model), self.out_dir)
+            write_model_card(
+                self.out_dir,
+                stage=algo.name,
+                backend="native",
+                base_model=cfg.model,
+                data=list(getattr(cfg, "data", [])),
+            )
+            result_json = {
+                "steps": self.step,
+                "final_loss": self.losses[-1] if self.losses else None,
+                "eval": eval_metrics,
+                "tokens_seen": self.tokens_seen,
+                "seconds": round(time.time() - self.t_start, 2),
+                "resumed_from": resumed_from,
+                "config": config_to_dict(cfg),
+            }
+            (self.out_dir / "train_result.json").write_text(
+                json.dumps(result_json, indent=2), encoding="utf-8"
+            )
+            _write_report(self.out_dir, algo.name, result_json)
+            logger.info("saved the model to %s", self.out_dir)
+        acc.wait_for_everyone()
+        if self.trackers:
+            acc.end_training()
+        # hand the model back as it came: accelerate wrapped its forward in autocast for mixed precision
+        acc.unwrap_model(self.model, keep_fp32_wrapper=False)
+        torch.set_num_threads(self.threads_before)
+        return TrainResult(
+            output_dir=str(self.out_dir),
+            steps=self.step,
+            losses=self.losses,
+            eval=eval_metrics,
+            seconds=time.time() - self.t_start,
+            resumed_from=resumed_from,
+        )
 
 
 def _write_report(out_dir: Path, stage: str, result: dict) -> None:
