@@ -203,6 +203,11 @@ class MiniMindConfig(PreTrainedConfig):
             self.rope_parameters.pop("type", None)  # legacy alias of rope_type, already copied over
         self._check_architecture()
 
+    def validate_minimind_architecture(self) -> None:
+        """transformers' ``validate_*`` hook (`validate()`, which `save_pretrained` runs): the checks of
+        construction again, so a config edited after it was built cannot be saved inconsistent."""
+        self._check_architecture()
+
     def _check_architecture(self) -> None:
         """Check the architecture fields together and raise one ValueError listing every problem."""
         errors = []

@@ -80,6 +80,20 @@ def test_validation_errors_are_clear(kwargs, message):
         MiniMindConfig(**kwargs)
 
 
+def test_a_config_edited_after_construction_is_checked_by_validate_and_save(tmp_path):
+    """The checks are also transformers' ``validate_*`` hook: `validate()` and `save_pretrained` refuse a config
+    made inconsistent after it was built, and nothing is written."""
+    c = MiniMindConfig.from_preset("tiny")
+    c.validate()
+    c.num_key_value_heads = 3
+    with pytest.raises(Exception, match="num_key_value_heads \\(3\\) must divide num_attention_heads") as err:
+        c.validate()
+    assert "validate_minimind_architecture" in str(err.value)
+    with pytest.raises(Exception, match="num_key_value_heads"):
+        c.save_pretrained(tmp_path / "bad")
+    assert not (tmp_path / "bad" / "config.json").exists()
+
+
 def test_all_problems_reported_together():
     with pytest.raises(ValueError) as err:
         MiniMindConfig(num_key_value_heads=3, use_moe=True, num_experts_per_tok=9)
