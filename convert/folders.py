@@ -101,24 +101,13 @@ def model_type_of(folder: str | os.PathLike) -> str:
 
 
 def load_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All weights of a folder (single or sharded safetensors; a legacy `pytorch_model.bin` as a fallback)."""
-    from safetensors.torch import load_file
+    """All weights of a folder (`minimind_hf.weights.read_weights`), a missing one as a ConversionError."""
+    from minimind_hf.weights import read_weights
 
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(folder / shard))  # torch loader: bf16 works (safetensors.numpy cannot)
-        return state
-    single = folder / "model.safetensors"
-    if single.is_file():
-        return load_file(single)
-    legacy = folder / "pytorch_model.bin"
-    if legacy.is_file():
-        return torch.load(legacy, map_location="cpu", weights_only=True)
-    raise ConversionError(f"{folder}: no model.safetensors (or sharded index / pytorch_model.bin) found")
+    try:
+        return read_weights(folder)
+    except FileNotFoundError as e:
+        raise ConversionError(str(e)) from None
 
 
 def floating_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +35,12 @@ logger = logging.getLogger(__name__)
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
-# `{% generation %}` / `{% endgeneration %}` are a transformers-only Jinja extension; llama.cpp's Jinja
-# engine and llama-cpp-python's formatter do not know them. Removing them does not change what renders.
-_GENERATION_TAG = re.compile(r"[ \t]*\{%-?\s*(?:end)?generation\s*-?%\}[ \t]*\n?")
-
-
 def strip_generation_tags(template: str) -> str:
-    return _GENERATION_TAG.sub("", template)
+    """`{% generation %}` is a transformers-only Jinja extension; llama.cpp's Jinja engine and
+    llama-cpp-python's formatter do not know it. Removing it does not change what renders."""
+    from minimind_hf.tokenizer.template import strip_generation_markers
+
+    return strip_generation_markers(template)
 
 
 def gguf_arch(config) -> str:

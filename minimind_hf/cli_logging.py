@@ -5,10 +5,12 @@ import argparse
 import logging
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """INFO (DEBUG with `verbose`) to stderr, with time and logger name."""
+def configure_logging(verbose: bool = False, main_process: bool = True) -> None:
+    """INFO (DEBUG with `verbose`) to stderr, with time and logger name; WARNING on the other processes of a
+    distributed run (`main_process` false), as transformers and datasets do."""
+    level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=level if main_process else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

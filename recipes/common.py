@@ -152,10 +152,9 @@ class RecipeArguments:
 
 def setup_logging() -> None:
     """INFO logs on the main process, warnings elsewhere (transformers/datasets follow the same rule)."""
-    level = logging.INFO if is_main_process() else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    from minimind_hf.cli_logging import configure_logging
+
+    configure_logging(main_process=is_main_process())
 
 
 def is_main_process() -> bool:

@@ -242,18 +242,12 @@ def _seal(folder: Path) -> None:
 
 
 def load_model_weights(model: torch.nn.Module, folder: str | Path) -> None:
-    """Load ``model.safetensors`` (or sharded safetensors) from a HF folder into `model`, strictly
-    except for tied weights that `save_pretrained` leaves out."""
-    from safetensors.torch import load_file
+    """Load a HF folder's weights (`minimind_hf.weights.read_weights`) into `model`, strictly except for tied
+    weights that `save_pretrained` leaves out."""
+    from ..weights import read_weights
 
     folder = Path(folder)
-    # the model's own files only: a folder may hold others beside them (PPO's value_model.safetensors)
-    files = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no .safetensors weights in {folder}")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(f))
+    state = read_weights(folder)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set()
     for k in missing:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..data.collate import IGNORE_INDEX
 from .loop import Algorithm, TrainResult, train
 from .sft import SFTConfig, build_sft
 from .stages import register_stage
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Distill", "DistillConfig", "build_distill", "distill_step", "distillation_loss", "run_distill"]
 
-IGNORE_INDEX = -100
 
 
 @dataclass

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..cli_errors import run_guarded
+from ..cli_logging import configure_logging
 from .corpus import iter_source_texts
 from .train import DEFAULT_VOCAB_SIZE, train_tokenizer
 
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] != ["tokenizer"] and not (argv[:1] and argv[0].startswith("-")):
         argv = ["tokenizer", *argv]
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()  # a no-op where logging is already set up (the main CLI)
     return run_guarded(lambda: args.func(args))
 
 

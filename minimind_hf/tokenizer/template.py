@@ -26,9 +26,12 @@ def chat_template(with_generation_markers: bool = True) -> str:
     engines that do not implement that transformers extension; the rendered text is unchanged.
     """
     text = _read_template()
-    if not with_generation_markers:
-        text = _GENERATION_TAG.sub("", text)
-    return text
+    return text if with_generation_markers else strip_generation_markers(text)
+
+
+def strip_generation_markers(template: str) -> str:
+    """A chat template without its ``{% generation %}`` / ``{% endgeneration %}`` tags (renders the same)."""
+    return _GENERATION_TAG.sub("", template)
 
 
 # transformers' ``response_template`` (read by ``tokenizer.parse_response`` and by trl's ``GRPOTrainer(tools=...)``):
