@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
+
 def strip_generation_tags(template: str) -> str:
     """`{% generation %}` is a transformers-only Jinja extension; llama.cpp's Jinja engine and
     llama-cpp-python's formatter do not know it. Removing it does not change what renders."""

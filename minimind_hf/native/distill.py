@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["Distill", "DistillConfig", "build_distill", "distill_step", "distillation_loss", "run_distill"]
 
 
-
 @dataclass
 class DistillConfig(SFTConfig):
     """The ``distill`` stage: SFT data and settings + a teacher (the original's alpha 0.5, T 1.5, lr 5e-6)."""
