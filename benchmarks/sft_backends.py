@@ -131,7 +131,8 @@ def run_native(records, tok, args, out: Path) -> dict:
     import numpy as np
 
     from minimind_hf.data.collate import collate_rows
-    from minimind_hf.data.sft_pipeline import pack_sequences, tokenize_conversations
+    from minimind_hf.data.packing import pack_sequences
+    from minimind_hf.data.sft_pipeline import tokenize_conversations
     from minimind_hf.native.loop import train
     from minimind_hf.native.sft import SFT, SFTConfig
 

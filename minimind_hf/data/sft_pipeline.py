@@ -2,7 +2,7 @@
 
     ds = load_records("sft", files)
     enc = tokenize_conversations(ds, tokenizer, max_length=768)      # columns input_ids, labels (cached)
-    rows = pack_sequences(enc, seq_len=768, pad_token_id=tokenizer.pad_token_id)   # a PackedDataset
+    rows = packing.pack_sequences(enc, seq_len=768, pad_token_id=tokenizer.pad_token_id)   # a PackedDataset
 
 Labels are the token ids the model generates in assistant turns, as marked by the template's
 ``{% generation %}`` blocks: reasoning, content, tool calls and the closing ``<|im_end|>``; never the
@@ -10,7 +10,7 @@ system, user or tool-response turns. A conversation longer than ``max_length`` i
 labels are then all masked (every assistant token past ``max_length``) is dropped and counted, so it can
 never produce a 0/0 loss (the loop also clamps the token count to >= 1).
 
-Packing keeps conversations whole (splitting one would train a reply without its prompt): best-fit
+Packing (`minimind_hf.data.packing.pack_sequences`) keeps conversations whole: best-fit
 decreasing into rows of ``seq_len`` tokens, positions restarting at 0 for each conversation, the rest of a
 row filled with pad (label -100, positions continuing, so no attention mask is needed). Typical fill is
 > 95 %; compare padding every conversation to ``max_length``.
@@ -18,18 +18,14 @@ row filled with pad (label -100, positions continuing, so no attention mask is n
 
 from __future__ import annotations
 
-import bisect
 import logging
 from typing import Any
 
-import numpy as np
-
 from .collate import IGNORE_INDEX, encode_conversation
-from .pretrain_pipeline import PackedDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["assistant_mask_problem", "pack_sequences", "tokenize_conversations"]
+__all__ = ["assistant_mask_problem", "tokenize_conversations"]
 
 
 def assistant_mask_problem(folder: str) -> str | None:
@@ -109,55 +105,3 @@ def tokenize_conversations(dataset: Any, tokenizer: Any, max_length: int, num_pr
             f"no conversation has an assistant token within max_length={max_length}; raise max_length"
         )
     return kept
-
-
-def _best_fit(lengths: list[int], capacity: int) -> list[list[int]]:
-    """Best-fit decreasing: bins of item indices, each bin's total length <= capacity."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # sorted (remaining capacity, bin id)
-    for i in order:
-        n = lengths[i]
-        k = bisect.bisect_left(free, (n, -1))
-        if k < len(free):
-            room, b = free.pop(k)
-            bins[b].append(i)
-            room -= n
-        else:
-            b = len(bins)
-            bins.append([i])
-            room = capacity - n
-        if room > 0:
-            bisect.insort(free, (room, b))
-    return bins
-
-
-def pack_sequences(dataset: Any, seq_len: int, pad_token_id: int) -> PackedDataset:
-    """Pack whole sequences (rows with ``input_ids``/``labels`` of length <= seq_len) into fixed rows."""
-    ids_col, labels_col = dataset["input_ids"], dataset["labels"]
-    lengths = [len(x) for x in ids_col]
-    too_long = [n for n in lengths if n > seq_len]
-    if too_long:
-        raise ValueError(f"{len(too_long)} sequences are longer than seq_len={seq_len}; truncate them first")
-    bins = _best_fit(lengths, seq_len)
-    rows = len(bins)
-    ids = np.full((rows, seq_len), pad_token_id, dtype=np.int32)
-    labels = np.full((rows, seq_len), IGNORE_INDEX, dtype=np.int32)
-    pos = np.zeros((rows, seq_len), dtype=np.int32)
-    for r, members in enumerate(bins):
-        at = 0
-        for i in members:
-            n = lengths[i]
-            ids[r, at : at + n] = ids_col[i]
-            lab = np.asarray(labels_col[i], dtype=np.int32)
-            lab[0] = IGNORE_INDEX  # never predict a conversation's first token from the previous one
-            labels[r, at : at + n] = lab
-            pos[r, at : at + n] = np.arange(n)
-            at += n
-        pos[r, at:] = np.arange(n, n + seq_len - at)  # padding continues the last sequence's positions
-    packed = PackedDataset(ids, pos, labels)
-    fill = sum(lengths) / (rows * seq_len)
-    logger.info(
-        "packed %d sequences into %d rows of %d (%.1f%% filled)", len(lengths), rows, seq_len, 100 * fill
-    )
-    return packed

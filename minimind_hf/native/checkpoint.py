@@ -367,7 +367,7 @@ def read_trainer_state(path: str | Path) -> dict:
 
 
 def load_training_state(
-    path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int
+    path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> tuple[dict, dict | None]:
     """Restore optimizer and scheduler from checkpoint `path`; return (trainer_state, extra_state).
 

@@ -702,7 +702,7 @@ class _Run:
 
     def _restore_training_state(self) -> None:
         rank = self.accelerator.process_index
-        state, extra = ckpt.load_training_state(self.resume_path, self.optimizer, self.scheduler, rank)
+        state, extra = ckpt.load_training_state(self.resume_path, self.optimizer, self.scheduler)
         self.step, self.tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
         self.stream.restore(state, ckpt.load_rank_state(self.resume_path, rank))
         if extra is not None:

@@ -24,7 +24,8 @@ import logging
 from dataclasses import dataclass, field
 
 from ..data import load_records
-from ..data.pretrain_pipeline import PackedDataset, iter_ids, pack_token_ids, tokenize_texts
+from ..data.packing import PackedDataset, pack_token_ids
+from ..data.pretrain_pipeline import iter_ids, tokenize_texts
 from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .stages import register_stage

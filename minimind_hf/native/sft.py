@@ -27,7 +27,8 @@ from functools import partial
 from ..data import load_records
 from ..data.augment import augment_records, augmentation_problems
 from ..data.collate import collate_rows
-from ..data.sft_pipeline import assistant_mask_problem, pack_sequences, tokenize_conversations
+from ..data.packing import pack_sequences
+from ..data.sft_pipeline import assistant_mask_problem, tokenize_conversations
 from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .stages import register_stage

@@ -12,9 +12,9 @@ from _native_helpers import corpus, tokenizer
 from minimind_hf.configuration_minimind import MiniMindConfig
 from minimind_hf.data import load_records
 from minimind_hf.data.collate import IGNORE_INDEX, collate_rows, encode_conversation, encode_prompt
-from minimind_hf.data.packing import pack_documents
-from minimind_hf.data.pretrain_pipeline import pack_token_ids, tokenize_texts
-from minimind_hf.data.sft_pipeline import pack_sequences, tokenize_conversations
+from minimind_hf.data.packing import pack_documents, pack_sequences, pack_token_ids
+from minimind_hf.data.pretrain_pipeline import tokenize_texts
+from minimind_hf.data.sft_pipeline import tokenize_conversations
 from minimind_hf.modeling_minimind import MiniMindForCausalLM
 
 
