@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     disable_progress_bar()
     from minimind_hf.configuration_minimind import MiniMindConfig
     from minimind_hf.data import load_records
-    from minimind_hf.data.collate import encode_conversation
     from minimind_hf.data.packing import pack_sequences, pack_token_ids
     from minimind_hf.data.pretrain_pipeline import tokenize_texts
+    from minimind_hf.data.rendering import encode_conversation
     from minimind_hf.data.sft_pipeline import tokenize_conversations
     from minimind_hf.modeling_minimind import MiniMindForCausalLM
     from minimind_hf.tokenizer import train_tokenizer

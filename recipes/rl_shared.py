@@ -136,7 +136,7 @@ def trl_prompts(records, tokenizer, think: bool, thinking_ratio: float | None = 
     here once per record from `seed`."""
     import random
 
-    from minimind_hf.native.rl_common import render_prompt
+    from minimind_hf.data.rendering import render_prompt
 
     has_tools = "tools" in records.column_names and any(records["tools"])
     if not has_tools and thinking_ratio is None:

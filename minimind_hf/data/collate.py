@@ -9,9 +9,7 @@ Rows are dicts of equal-length-per-row lists/arrays: ``input_ids``, ``labels`` a
   **no attention mask**, which keeps sdpa on its fast path and lets packed rows (positions restarting at
   0 per document) get the block-diagonal causal mask from transformers.
 
-`encode_conversation` renders a conversation with the chat template and labels exactly the tokens the
-model generates (assistant content, reasoning, tool calls and `<|im_end|>`; not system/user/tool turns).
-`encode_prompt` renders a prompt for generation (RL) with ``open_thinking`` as configured.
+Rendering conversations with the chat template is `minimind_hf.data.rendering`.
 """
 
 from __future__ import annotations
@@ -27,8 +25,6 @@ IGNORE_INDEX = -100
 __all__ = [
     "IGNORE_INDEX",
     "collate_rows",
-    "encode_conversation",
-    "encode_prompt",
 ]
 
 
@@ -78,50 +74,3 @@ def collate_rows(
             start = (pos[n - 1] + 1) if n else 0
             out_pos[b, n:] = torch.arange(start, start + width - n)
     return {"input_ids": out_ids, "labels": out_labels, "position_ids": out_pos}
-
-
-def encode_conversation(
-    tokenizer: Any,
-    messages: list[dict],
-    tools: list | None = None,
-    max_length: int | None = None,
-    **template_kwargs: Any,
-) -> dict[str, list[int]]:
-    """Chat-template a conversation; labels = ids on the assistant-generated tokens, -100 elsewhere.
-
-    Truncated to `max_length` tokens from the right. The result may have no label at all (every
-    assistant token beyond `max_length`): callers drop such rows (and the loop never divides by 0).
-    `template_kwargs` go to the chat template (a record's ``chat_template_kwargs``, e.g. ``drop_empty_think``)."""
-    enc = tokenizer.apply_chat_template(
-        messages,
-        tools=tools or None,
-        tokenize=True,
-        return_dict=True,
-        return_assistant_tokens_mask=True,
-        **template_kwargs,
-    )
-    ids = list(enc["input_ids"])
-    mask = list(enc["assistant_masks"])
-    labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=False)]
-    if max_length is not None:
-        ids, labels = ids[:max_length], labels[:max_length]
-    return {"input_ids": ids, "labels": labels}
-
-
-def encode_prompt(
-    tokenizer: Any,
-    messages: list[dict],
-    tools: list | None = None,
-    open_thinking: bool = False,
-) -> list[int]:
-    """Token ids of a prompt ready for generation (ends with the assistant header; with `open_thinking`
-    it ends in ``<think>\\n``, otherwise in the closed empty think block)."""
-    enc = tokenizer.apply_chat_template(
-        messages,
-        tools=tools or None,
-        tokenize=True,
-        return_dict=True,
-        add_generation_prompt=True,
-        open_thinking=open_thinking,
-    )
-    return list(enc["input_ids"])

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .collate import IGNORE_INDEX, encode_conversation
+from .collate import IGNORE_INDEX
+from .rendering import encode_conversation
 
 logger = logging.getLogger(__name__)
 

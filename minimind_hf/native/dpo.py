@@ -31,9 +31,10 @@ import torch.nn.functional as F
 
 from ..data import load_records
 from ..data.augment import augment_records, augmentation_problems
+from ..data.rendering import render_pair
 from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
 from .loop import Algorithm, TrainConfig, TrainResult, train
-from .rl_common import pad, render_pair
+from .rl_common import pad
 from .stages import register_stage
 
 logger = logging.getLogger(__name__)

@@ -27,62 +27,7 @@ __all__ = [
     "pad",
     "per_token_logps",
     "position_ids_from_mask",
-    "render_pair",
-    "render_prompt",
 ]
-
-
-def render_prompt(
-    tokenizer,
-    messages: list[dict],
-    tools: list[dict] | None = None,
-    open_thinking: bool = False,
-    drop_empty_think: bool = False,
-) -> str:
-    """The prompt text the model continues: chat template with the generation prompt.
-
-    ``open_thinking=True`` ends it in ``<think>\\n`` (the model writes its reasoning), ``False`` in the closed
-    empty block ``<think>\\n\\n</think>\\n\\n``, or with ``drop_empty_think`` (`data.augment`) in no block."""
-    extra = {"drop_empty_think": True} if drop_empty_think else {}
-    return tokenizer.apply_chat_template(
-        messages,
-        tools=tools or None,
-        tokenize=False,
-        add_generation_prompt=True,
-        open_thinking=open_thinking,
-        **extra,
-    )
-
-
-def render_pair(
-    tokenizer,
-    prompt: list[dict],
-    completion: list[dict],
-    tools: list[dict] | None = None,
-    open_thinking: bool = False,
-    drop_empty_think: bool = False,
-) -> tuple[str, str]:
-    """``(prompt_text, completion_text)`` with ``prompt_text + completion_text`` == the rendered conversation.
-
-    The prompt text is exactly :func:`render_prompt`'s, so every completion of a prompt (DPO's chosen and
-    rejected, RL samples) continues the same tokens. The completion ends with the eos token (``<|im_end|>``);
-    the newline the template writes after it is not part of the completion."""
-    prompt_text = render_prompt(tokenizer, prompt, tools, open_thinking, drop_empty_think)
-    extra = {"drop_empty_think": True} if drop_empty_think else {}
-    full = tokenizer.apply_chat_template(
-        list(prompt) + list(completion), tools=tools or None, tokenize=False, **extra
-    )
-    if not full.startswith(prompt_text):
-        raise ValueError(
-            "the rendered conversation does not start with the rendered prompt, so the completion cannot be cut "
-            f"off it (open_thinking={open_thinking}); prompt ends {prompt_text[-40:]!r}, conversation has "
-            f"{full[len(prompt_text) - 40 : len(prompt_text)]!r} there. Check the record's assistant turn."
-        )
-    completion_text = full[len(prompt_text) :]
-    eos = tokenizer.eos_token
-    if eos and eos in completion_text:
-        completion_text = completion_text[: completion_text.rindex(eos) + len(eos)]
-    return prompt_text, completion_text
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:

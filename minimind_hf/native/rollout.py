@@ -32,7 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .rl_common import completion_mask_from_ids, pad, render_prompt
+from ..data.rendering import render_prompt
+from .rl_common import completion_mask_from_ids, pad
 
 logger = logging.getLogger(__name__)
 

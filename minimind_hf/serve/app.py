@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .chat import _TOKENIZER_LOCK, prompt_opens_thinking, render_prompt
+from .chat import _TOKENIZER_LOCK, encode_chat_prompt, prompt_opens_thinking
 from .constrained import GrammarCompiler, GrammarError, build_grammar
 from .engine import Engine, EngineOverloaded
 from .parser import OutputParser
@@ -343,7 +343,7 @@ def create_app(
                     code="context_length_exceeded",
                 )
         try:
-            text, ids = render_prompt(engine.tokenizer, messages, tools, req.opens_thinking())
+            text, ids = encode_chat_prompt(engine.tokenizer, messages, tools, req.opens_thinking())
         except TemplateError as exc:
             raise APIError(
                 400, f"The messages could not be rendered with the chat template: {exc}", param="messages"

@@ -47,16 +47,17 @@ def load_model(
     return model, tokenizer
 
 
-def render_prompt(
+def encode_chat_prompt(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[dict],
     tools: list[dict] | None = None,
     open_thinking: bool = False,
 ) -> tuple[str, list[int]]:
-    """The chat template's text for ``messages`` + generation prompt, and its token ids."""
-    text = tokenizer.apply_chat_template(
-        messages, tools=tools or None, add_generation_prompt=True, tokenize=False, open_thinking=open_thinking
-    )
+    """The chat template's text for ``messages`` + generation prompt (`data.rendering.render_prompt`), and its
+    token ids (tokenised under the server's tokenizer lock)."""
+    from ..data.rendering import render_prompt
+
+    text = render_prompt(tokenizer, messages, tools, open_thinking)
     with _TOKENIZER_LOCK:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return text, list(ids)
@@ -106,7 +107,7 @@ def stream_reply(
     open_thinking: bool = False,
 ) -> Iterator[Delta | Finish]:
     """Generate one assistant turn in-process: parsed deltas, then the :class:`Finish`."""
-    text, ids = render_prompt(engine.tokenizer, messages, tools, open_thinking)
+    text, ids = encode_chat_prompt(engine.tokenizer, messages, tools, open_thinking)
     parser = OutputParser(reasoning=prompt_opens_thinking(text), parse_tool_calls=bool(tools))
     for event in engine.stream_sync(ids, params):
         if isinstance(event, Finish):

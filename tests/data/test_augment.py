@@ -12,7 +12,8 @@ import pytest
 
 from minimind_hf.data import demo_corpus, load_records
 from minimind_hf.data.augment import ORIGINAL_SYSTEM_PROMPTS, augment_records, supports_drop_empty_think
-from minimind_hf.data.collate import IGNORE_INDEX, encode_conversation
+from minimind_hf.data.collate import IGNORE_INDEX
+from minimind_hf.data.rendering import encode_conversation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "native"))
 from _native_helpers import tokenizer  # noqa: E402

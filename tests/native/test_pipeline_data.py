@@ -11,9 +11,10 @@ from _native_helpers import corpus, tokenizer
 
 from minimind_hf.configuration_minimind import MiniMindConfig
 from minimind_hf.data import load_records
-from minimind_hf.data.collate import IGNORE_INDEX, collate_rows, encode_conversation, encode_prompt
+from minimind_hf.data.collate import IGNORE_INDEX, collate_rows
 from minimind_hf.data.packing import pack_documents, pack_sequences, pack_token_ids
 from minimind_hf.data.pretrain_pipeline import tokenize_texts
+from minimind_hf.data.rendering import encode_conversation, render_prompt
 from minimind_hf.data.sft_pipeline import tokenize_conversations
 from minimind_hf.modeling_minimind import MiniMindForCausalLM
 
@@ -77,8 +78,8 @@ def test_sft_labels_cover_exactly_the_generated_assistant_tokens():
     # the labels are the ids themselves where set
     assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(enc["input_ids"], enc["labels"], strict=False))
     # the prompt for RL honours open_thinking
-    assert tok.decode(encode_prompt(tok, messages[:2], open_thinking=True)).endswith("<think>\n")
-    assert not tok.decode(encode_prompt(tok, messages[:2], open_thinking=False)).endswith("<think>\n")
+    assert render_prompt(tok, messages[:2], open_thinking=True).endswith("<think>\n")
+    assert render_prompt(tok, messages[:2], open_thinking=False).endswith("<think>\n\n</think>\n\n")
 
 
 def test_sft_truncation_drops_rows_without_labels_and_packing_keeps_conversations_whole():

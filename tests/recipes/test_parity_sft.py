@@ -42,9 +42,10 @@ import pytest
 import torch
 
 from minimind_hf.data import load_records
-from minimind_hf.data.collate import IGNORE_INDEX, collate_rows, encode_conversation
+from minimind_hf.data.collate import IGNORE_INDEX, collate_rows
 from minimind_hf.data.demo_corpus import sft_conversations
 from minimind_hf.data.packing import pack_sequences
+from minimind_hf.data.rendering import encode_conversation
 from minimind_hf.data.sft_pipeline import tokenize_conversations
 from minimind_hf.native.loop import default_param_groups, train
 from minimind_hf.native.sft import SFT, SFTConfig

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from minimind_hf.serve.chat import render_prompt
+from minimind_hf.serve.chat import encode_chat_prompt
 from minimind_hf.serve.engine import Engine, Finish
 from minimind_hf.serve.sampling import SamplingParams
 
@@ -65,7 +65,7 @@ def run_concurrently(engine, jobs: list[tuple[list[int], SamplingParams]]) -> li
 def test_batched_greedy_equals_unbatched_reference(engine, model_and_tokenizer):
     model, tok = model_and_tokenizer
     g = torch.Generator().manual_seed(0)
-    prompts = [render_prompt(tok, c.messages(), list(c.tools), c.thinking)[1] for c in CASES.values()]
+    prompts = [encode_chat_prompt(tok, c.messages(), list(c.tools), c.thinking)[1] for c in CASES.values()]
     prompts += [torch.randint(40, len(tok), (n,), generator=g).tolist() for n in (3, 17, 40, 9, 25, 60)]
     jobs, expected = [], []
     for ids in prompts:
@@ -85,7 +85,7 @@ def test_batched_greedy_equals_unbatched_reference(engine, model_and_tokenizer):
 def test_memorised_replies_and_eos(engine, model_and_tokenizer):
     _, tok = model_and_tokenizer
     for case in CASES.values():
-        ids = render_prompt(tok, case.messages(), list(case.tools), case.thinking)[1]
+        ids = encode_chat_prompt(tok, case.messages(), list(case.tools), case.thinking)[1]
         text, finish = engine.generate_text(ids, SamplingParams(max_new_tokens=200, temperature=0.0))
         assert text == case.completion()
         assert finish.reason == "stop" and finish.prompt_tokens == len(ids)
@@ -93,7 +93,7 @@ def test_memorised_replies_and_eos(engine, model_and_tokenizer):
 
 def test_seed_reproducible_under_concurrency(engine, model_and_tokenizer):
     _, tok = model_and_tokenizer
-    ids = render_prompt(tok, [{"role": "user", "content": "tell me something random"}])[1]
+    ids = encode_chat_prompt(tok, [{"role": "user", "content": "tell me something random"}])[1]
 
     def params(seed):
         return SamplingParams(max_new_tokens=24, temperature=2.0, seed=seed, ignore_eos=True)
@@ -111,7 +111,7 @@ def test_seed_reproducible_under_concurrency(engine, model_and_tokenizer):
 
 def test_max_tokens_stop_strings_and_context_limit(engine, model_and_tokenizer):
     _, tok = model_and_tokenizer
-    ids = render_prompt(tok, CASES["count"].messages())[1]
+    ids = encode_chat_prompt(tok, CASES["count"].messages())[1]
     text, finish = engine.generate_text(ids, SamplingParams(max_new_tokens=3, temperature=0.0))
     assert finish.reason == "length" and finish.completion_tokens == 3
     assert CASES["count"].completion().startswith(text) and text
@@ -130,7 +130,7 @@ def test_max_tokens_stop_strings_and_context_limit(engine, model_and_tokenizer):
 
 def test_cancelled_request_stops_generating(engine, model_and_tokenizer):
     _, tok = model_and_tokenizer
-    ids = render_prompt(tok, CASES["hello"].messages())[1]
+    ids = encode_chat_prompt(tok, CASES["hello"].messages())[1]
     events = []
     handle = engine.submit(
         ids, SamplingParams(max_new_tokens=300, temperature=0.0, ignore_eos=True), events.append
@@ -185,7 +185,7 @@ def test_small_prefill_chunks_pack_prompts_without_padding(model_and_tokenizer):
 
 def test_running_request_keeps_decoding_while_a_long_prompt_prefills(model_and_tokenizer):
     model, tok = model_and_tokenizer
-    short = render_prompt(tok, CASES["hello"].messages())[1]
+    short = encode_chat_prompt(tok, CASES["hello"].messages())[1]
     long_prompt = (short * 20)[:200]
     with Engine(model, tok, prefill_chunk=16) as eng:
         eng.decoder = recorder = RecordingDecoder(eng.decoder)
@@ -256,7 +256,7 @@ def test_llama_cpp_backend_serves_the_same_model(model_and_tokenizer, model_dir,
     model, tok = model_and_tokenizer
     gguf = to_gguf(model_dir, tmp_path / "model-f16.gguf", outtype="f16")
     decoder = LlamaCppDecoder(gguf, slots=3, context_length=CONTEXT_FOR_LLAMA, threads=1)
-    ids = render_prompt(tok, CASES["hello"].messages())[1]
+    ids = encode_chat_prompt(tok, CASES["hello"].messages())[1]
     state = decoder.start_prefill(len(ids))
     got = decoder.prefill([(state, ids[:10]), ])  # fmt: skip
     with torch.no_grad():
@@ -267,7 +267,7 @@ def test_llama_cpp_backend_serves_the_same_model(model_and_tokenizer, model_dir,
                 decoder=decoder) as eng:  # fmt: skip
         jobs = []
         for case in CASES.values():
-            prompt = render_prompt(tok, case.messages(), list(case.tools), case.thinking)[1]
+            prompt = encode_chat_prompt(tok, case.messages(), list(case.tools), case.thinking)[1]
             jobs.append((prompt, SamplingParams(max_new_tokens=200, temperature=0.0)))
         results = run_concurrently(eng, jobs * 2)
         assert [text for text, _ in results] == [case.completion() for case in CASES.values()] * 2

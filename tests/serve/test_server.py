@@ -573,7 +573,7 @@ def test_assistant_messages_copied_back_from_a_response_are_accepted(client):
 
 
 def test_chat_logprobs_match_the_models_own_forward(client, model_and_tokenizer):
-    from minimind_hf.serve.chat import render_prompt
+    from minimind_hf.serve.chat import encode_chat_prompt
 
     model, tok = model_and_tokenizer
     case = CASES["hello"]
@@ -583,7 +583,7 @@ def test_chat_logprobs_match_the_models_own_forward(client, model_and_tokenizer)
     entries = r.choices[0].logprobs.content
     assert b"".join(bytes(e.bytes) for e in entries).decode() == r.choices[0].message.content == case.content
     reply = tok(case.content, add_special_tokens=False)["input_ids"]
-    ids = render_prompt(tok, case.messages())[1]
+    ids = encode_chat_prompt(tok, case.messages())[1]
     assert len(entries) == len(reply)
     want = reference_logprobs(model, ids, reply)
     assert torch.allclose(torch.tensor([e.logprob for e in entries]), want, atol=1e-4)
