@@ -167,6 +167,14 @@ class TrainConfig:
 
     def validate(self) -> list[str]:
         """Problems with the values (types were checked already); an empty list means valid."""
+        return (
+            self._number_problems()
+            + self._optimizer_problems()
+            + self._run_problems()
+            + self._path_problems()
+        )
+
+    def _number_problems(self) -> list[str]:
         p = []
         positive = ["learning_rate", "muon_lr", "batch_size", "grad_accum_steps", "num_epochs", "log_every"]
         for name in positive:
@@ -193,13 +201,17 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 p.append(f"{f.name} must be a finite number, got {value}")
+        return p
+
+    def _optimizer_problems(self) -> list[str]:
+        from .optim import MUON_ADJUST_LR, OPTIMIZERS
+
+        p = []
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 p.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.adam_eps < 0:
             p.append(f"adam_eps must be >= 0, got {self.adam_eps}")
-        from .optim import MUON_ADJUST_LR, OPTIMIZERS
-
         if self.optimizer not in OPTIMIZERS:
             p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.muon_adjust_lr not in MUON_ADJUST_LR:
@@ -208,12 +220,6 @@ class TrainConfig:
             )
         if not 0.0 <= self.muon_momentum < 1.0:
             p.append(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
-        if self.compile not in (True, False, "auto"):
-            p.append(f"compile must be true, false or auto, got {self.compile!r}")
-        elif self.compile is True:
-            device = "cpu" if _use_cpu(self) else torch.accelerator.current_accelerator().type
-            if (problem := compiler_problem(device)) is not None:
-                p.append(problem)
         if (
             self.optimizer != "muon"
         ):  # Muon's settings do nothing under AdamW: refuse them rather than drop them
@@ -225,11 +231,35 @@ class TrainConfig:
                 p.append(
                     f"{', '.join(set_)} set, but optimizer is {self.optimizer!r}: they apply to optimizer: muon"
                 )
+        return p
+
+    def _run_problems(self) -> list[str]:
+        """Compile, precision, attention, trackers and the model's own settings."""
+        p = []
+        device = "cpu" if _use_cpu(self) else torch.accelerator.current_accelerator().type
+        if self.compile not in (True, False, "auto"):
+            p.append(f"compile must be true, false or auto, got {self.compile!r}")
+        elif self.compile is True and (problem := compiler_problem(device)) is not None:
+            p.append(problem)
         if self.mixed_precision not in PRECISIONS:
             p.append(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         bad = [t for t in self.report_to if t not in TRACKERS]
         if bad:
             p.append(f"report_to: unknown tracker(s) {bad}; valid: {', '.join(TRACKERS)}")
+        if self.model is None:
+            from ..configuration_minimind import PRESETS
+
+            if self.preset not in PRESETS:
+                p.append(f"preset: unknown {self.preset!r}; valid: {', '.join(PRESETS)}")
+        if (problem := attention_problem(self.attn_implementation, device)) is not None:
+            p.append(problem)
+        from .common import model_problems
+
+        return p + model_problems(self)
+
+    def _path_problems(self) -> list[str]:
+        """The folders the run reads and writes, and the checkpoint it resumes."""
+        p = []
         if self.model is not None and not Path(self.model).is_dir():
             p.append(
                 f"model: no such folder {self.model!r} (a Hugging Face model folder, e.g. a pretrain output_dir)"
@@ -251,17 +281,6 @@ class TrainConfig:
                 f"resume: {self.resume!r} is not a checkpoint folder (use auto, never, or "
                 f"output_dir/checkpoints/step_NNNNNN)"
             )
-        if self.model is None:
-            from ..configuration_minimind import PRESETS
-
-            if self.preset not in PRESETS:
-                p.append(f"preset: unknown {self.preset!r}; valid: {', '.join(PRESETS)}")
-        device = "cpu" if _use_cpu(self) else torch.accelerator.current_accelerator().type
-        if (problem := attention_problem(self.attn_implementation, device)) is not None:
-            p.append(problem)
-        from .common import model_problems
-
-        p += model_problems(self)
         return p
 
 

@@ -213,16 +213,8 @@ def rollout(
         schemas = tool_schemas(tools)
         records = [r if r.get("tools") else {**r, "tools": schemas} for r in records]
     eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    n = len(records) * num_samples
-    think = [open_thinking] * n if isinstance(open_thinking, bool) else [bool(t) for t in open_thinking]
-    if len(think) != n:
-        raise ValueError(f"open_thinking has {len(think)} flags for {n} rollout rows")
-    rendered: dict[tuple[int, bool], list[int]] = {}
-    for i in range(n):
-        key = (i // num_samples, think[i])
-        if key not in rendered:
-            rendered[key] = prompt_token_ids(tokenizer, [records[key[0]]], key[1], max_prompt_length)[0]
-    rows = [rendered[i // num_samples, think[i]] for i in range(n)]
+    rows, think = _prompt_rows(tokenizer, records, num_samples, open_thinking, max_prompt_length)
+    n = len(rows)
     row_records = [r for r in records for _ in range(num_samples)]
     completion: list[list[int]] = [[] for _ in range(n)]
     policy: list[list[int]] = [[] for _ in range(n)]  # 1 = sampled, 0 = tool response
@@ -277,9 +269,6 @@ def rollout(
     p_mask_rows, _ = pad(policy, 0, side="right")
     device = next(model.parameters()).device
     p_ids, p_mask = pad(rows, pad_id, side="left")
-    policy_ids = [
-        [t for t, m in zip(c, p, strict=True) if m] for c, p in zip(completion, policy, strict=True)
-    ]
     return Rollout(
         prompt_ids=p_ids.to(device),
         prompt_mask=p_mask.to(device),
@@ -288,12 +277,31 @@ def rollout(
         policy_mask=p_mask_rows.to(device),
         texts=texts,
         transcripts=tokenizer.batch_decode(completion, skip_special_tokens=True),
-        policy_token_ids=policy_ids,
+        policy_token_ids=[
+            [t for t, m in zip(c, q, strict=True) if m] for c, q in zip(completion, policy, strict=True)
+        ],
         turns=turns,
         tool_calls=calls_made,
         finished=finished,
         columns=_columns(records, num_samples),
     )
+
+
+def _prompt_rows(
+    tokenizer, records: Sequence[dict], num_samples: int, open_thinking, max_prompt_length: int | None
+) -> tuple[list[list[int]], list[bool]]:
+    """The prompt ids of every rollout row (each record's `num_samples` rows in a row) and each row's
+    ``open_thinking``; a prompt is rendered once per mode it is drawn in."""
+    n = len(records) * num_samples
+    think = [open_thinking] * n if isinstance(open_thinking, bool) else [bool(t) for t in open_thinking]
+    if len(think) != n:
+        raise ValueError(f"open_thinking has {len(think)} flags for {n} rollout rows")
+    rendered: dict[tuple[int, bool], list[int]] = {}
+    for i in range(n):
+        key = (i // num_samples, think[i])
+        if key not in rendered:
+            rendered[key] = prompt_token_ids(tokenizer, [records[key[0]]], key[1], max_prompt_length)[0]
+    return [rendered[i // num_samples, think[i]] for i in range(n)], think
 
 
 def tool_settings(cfg) -> dict:
