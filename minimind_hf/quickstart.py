@@ -41,6 +41,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -163,32 +164,65 @@ def heldout_accuracy(
 
 def run_quickstart(settings: QuickstartSettings) -> dict:
     """Run every step; return a summary dict (also written to `out_dir/quickstart.json`)."""
-    from transformers import AutoModelForCausalLM
-
-    from .native.agent import AgentConfig, run_agent
-    from .native.config import load_config
-    from .native.grpo import GRPOConfig, run_grpo
-    from .native.pretrain import PretrainConfig, run_pretrain
-    from .native.sft import SFTConfig, run_sft
-    from .tools import get_tools
-
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     summary: dict = {"out_dir": str(out), "stage_seconds": {}}
-    stages = summary["stage_seconds"]
-    t0 = clock = time.time()
+    laps = _Laps(summary["stage_seconds"])
 
-    def lap(name: str) -> None:
-        nonlocal clock
+    paths, pretrain_files, texts = _write_corpus(settings, out)  # 1. corpus
+    laps("corpus")
+    tokenizer = train_tokenizer(
+        texts["text"], vocab_size=settings.vocab_size, split_digits=settings.split_digits
+    )
+    tokenizer.save_pretrained(out / "tokenizer")  # 2. tokenizer
+    summary.update(vocab_size=len(tokenizer), corpus_documents=len(texts))
+    laps("tokenizer")
+    common = _common_settings(settings, out)
+    losses = _pretrain(settings, out, common, pretrain_files, summary)  # 3. pretraining
+    model_dir = out / "pretrain"
+    laps("pretrain")
+    common.pop("tokenizer")
+    common["model_overrides"] = {}
+    if _sft(settings, out, common, paths, model_dir, summary):  # 4. SFT
+        model_dir = out / "sft"
+        laps("sft")
+    held_out = _HeldOut(settings, tokenizer)  # 5. held-out accuracy before RL
+    before = held_out.measure(model_dir, summary, "before")
+    laps("eval_before")
+    if settings.grpo_steps > 0:  # 6. GRPO (agentic with tools) -> the final folder
+        _grpo(settings, out, common, paths, model_dir, summary)
+        model_dir = out / "model"
+        laps("grpo")
+    summary["model_dir"] = str(model_dir)
+    held_out.final(model_dir, summary, before, rl_ran=settings.grpo_steps > 0)  # 7. the final folder reloaded
+    laps("eval_after")
+    summary["seconds"] = round(time.time() - laps.start, 1)
+    summary["perplexity_last"] = math.exp(losses[-1]) if losses else None
+    (out / "quickstart.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+    write_quickstart_report(out, summary)
+    return summary
+
+
+class _Laps:
+    """Seconds per quickstart stage, logged as each ends."""
+
+    def __init__(self, stages: dict):
+        self.stages, self.start = stages, time.time()
+        self.clock = self.start
+
+    def __call__(self, name: str) -> None:
         now = time.time()
-        stages[name] = round(now - clock, 1)
-        clock = now
-        logger.info("quickstart: %s done in %.1fs", name, stages[name])
+        self.stages[name] = round(now - self.clock, 1)
+        self.clock = now
+        logger.info("quickstart: %s done in %.1fs", name, self.stages[name])
 
-    # 1. corpus (the built-in one is always written: SFT and GRPO use its conversations and prompts)
+
+def _write_corpus(settings: QuickstartSettings, out: Path) -> tuple[dict, list[str], Any]:
+    """The built-in corpus (always written: SFT and GRPO use its conversations and prompts), the pretraining
+    files (the user's `data`, or the corpus's), and their records."""
     sizes = {"pretrain": settings.pretrain_docs, "sft": settings.sft_conversations, "rl": settings.rl_prompts}
     parts = ["pretrain", "sft", "rl"]
     if settings.tools:
@@ -204,29 +238,19 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         pretrain_files = [str(paths["pretrain"])]
         logger.info("wrote the built-in corpus to %s", out / "corpus")
     if settings.tools and settings.tool_pretrain_docs:
-        pretrain_files.append(
-            str(
-                write_tool_transcripts(out / "corpus" / "tool_transcripts.jsonl", settings.tool_pretrain_docs)
-            )
+        transcripts = write_tool_transcripts(
+            out / "corpus" / "tool_transcripts.jsonl", settings.tool_pretrain_docs
         )
-    texts = load_records("pretrain", pretrain_files)
-    lap("corpus")
+        pretrain_files.append(str(transcripts))
+    return paths, pretrain_files, load_records("pretrain", pretrain_files)
 
-    # 2. tokenizer
-    tokenizer = train_tokenizer(
-        texts["text"], vocab_size=settings.vocab_size, split_digits=settings.split_digits
-    )
-    tokenizer.save_pretrained(out / "tokenizer")
-    summary["vocab_size"] = len(tokenizer)
-    summary["corpus_documents"] = len(texts)
-    lap("tokenizer")
 
-    # 3. native pretraining on packed rows (no padding; documents never attend to each other)
-    model_overrides = {} if settings.preset else dict(QUICKSTART_MODEL)
-    common = dict(
+def _common_settings(settings: QuickstartSettings, out: Path) -> dict:
+    """The native stage settings every quickstart stage shares."""
+    return dict(
         tokenizer=str(out / "tokenizer"),
         preset=settings.preset or "tiny",
-        model_overrides=model_overrides,
+        model_overrides={} if settings.preset else dict(QUICKSTART_MODEL),
         seed=settings.seed,
         report_to=["none"],
         resume="never",
@@ -235,157 +259,174 @@ def run_quickstart(settings: QuickstartSettings) -> dict:
         log_every=max(1, settings.max_steps // 20),
         num_threads=settings.threads,
     )
-    pre_cfg = load_config(
-        PretrainConfig,
-        None,
-        dict(
-            common,
-            data=pretrain_files,
-            output_dir=str(out / "pretrain"),
-            seq_len=settings.seq_len,
-            batch_size=settings.batch_size,
-            max_steps=settings.max_steps,
-            learning_rate=settings.learning_rate,
-            warmup_steps=max(1, settings.max_steps // 20),
-        ),
+
+
+def _pretrain(settings: QuickstartSettings, out: Path, common: dict, files: list[str], summary: dict) -> list:
+    """Native pretraining on packed rows (no padding; documents never attend to each other)."""
+    from .native.config import load_config
+    from .native.pretrain import PretrainConfig, run_pretrain
+
+    values = dict(
+        common,
+        data=files,
+        output_dir=str(out / "pretrain"),
+        seq_len=settings.seq_len,
+        batch_size=settings.batch_size,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=max(1, settings.max_steps // 20),
     )
-    pre = run_pretrain(pre_cfg)
+    pre = run_pretrain(load_config(PretrainConfig, None, values))
     losses = pre.losses
     summary.update(
         first_loss=losses[0] if losses else None,
         final_loss=losses[-1] if losses else None,
         train_seconds=round(pre.seconds, 1),
     )
-    model_dir = out / "pretrain"
-    lap("pretrain")
-    common.pop("tokenizer")
-    common["model_overrides"] = {}
+    return losses
 
-    # 4. native SFT: the model learns to answer in chat form (loss on assistant tokens only, packed rows)
-    sft_steps = settings.max_steps * 2 // 3 if settings.sft_steps is None else settings.sft_steps
-    if sft_steps > 0:
-        sft_cfg = load_config(
-            SFTConfig,
-            None,
-            dict(
-                common,
-                model=str(model_dir),
-                data=[str(paths["sft"])] + ([str(paths["tools"])] if settings.tools else []),
-                output_dir=str(out / "sft"),
-                max_length=settings.seq_len,
-                batch_size=settings.batch_size,
-                max_steps=sft_steps,
-                learning_rate=settings.sft_learning_rate,
-                warmup_steps=max(1, sft_steps // 20),
-                log_every=max(1, sft_steps // 20),
-            ),
-        )
-        sft = run_sft(sft_cfg)
-        summary.update(
-            sft_first_loss=sft.losses[0], sft_final_loss=sft.losses[-1], sft_seconds=round(sft.seconds, 1)
-        )
-        model_dir = out / "sft"
-        lap("sft")
 
-    # 5. held-out accuracy before GRPO (the same problems and greedy decoding as after)
-    problems = heldout_problems(max(settings.eval_problems, settings.samples))
-    eval_set = problems[: settings.eval_problems]
-    novel_set = novel_problems(settings.novel_problems)
-    policy = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
-    tools = get_tools(["calculator"]) if settings.tools else None
+def _sft(
+    settings: QuickstartSettings, out: Path, common: dict, paths: dict, model_dir: Path, summary: dict
+) -> bool:
+    """Native SFT: the model learns to answer in chat form (loss on assistant tokens only, packed rows).
+    False when the settings skip it."""
+    from .native.config import load_config
+    from .native.sft import SFTConfig, run_sft
 
-    def evaluate(model, problems: list[dict]) -> tuple[float, list[dict]]:
-        return heldout_accuracy(
-            model, tokenizer, problems, settings.max_new_tokens, settings.eval_batch, tools
-        )
-
-    acc_before, rows_before = evaluate(policy, eval_set)
-    novel_before = evaluate(policy, novel_set)[1]
-    summary.update(
-        eval_problems=len(eval_set),
-        heldout_accuracy_before=acc_before,
-        heldout_stated_accuracy_before=_mean([r["stated"] for r in rows_before]),
+    steps = settings.max_steps * 2 // 3 if settings.sft_steps is None else settings.sft_steps
+    if steps <= 0:
+        return False
+    values = dict(
+        common,
+        model=str(model_dir),
+        data=[str(paths["sft"])] + ([str(paths["tools"])] if settings.tools else []),
+        output_dir=str(out / "sft"),
+        max_length=settings.seq_len,
+        batch_size=settings.batch_size,
+        max_steps=steps,
+        learning_rate=settings.sft_learning_rate,
+        warmup_steps=max(1, steps // 20),
+        log_every=max(1, steps // 20),
     )
-    logger.info("held-out accuracy after SFT: %.1f%% of %d", 100 * acc_before, len(eval_set))
-    del policy
-    lap("eval_before")
-
-    # 6. native GRPO with the math reward on the corpus's rl prompts -> the final folder
-    if settings.grpo_steps > 0:
-        # No reward for calling as such (the agent stage's tool_use): RL has to find out from the answers
-        # alone where the calculator pays (arithmetic) and where it does not (unit conversions).
-        agent = dict(
-            rewards=["accuracy", "tool_format", "unfinished"],
-            reward_weights=[1.0, 0.5, 0.5],
-            max_tool_response_tokens=32,
-        )
-        grpo_cfg = load_config(
-            AgentConfig if settings.tools else GRPOConfig,
-            None,
-            dict(
-                common,
-                **(agent if settings.tools else {"rewards": ["accuracy"]}),
-                model=str(model_dir),
-                data=[str(paths["rl"])],
-                output_dir=str(out / "model"),
-                num_generations=settings.grpo_group,
-                batch_size=settings.grpo_prompts,
-                max_steps=settings.grpo_steps,
-                learning_rate=settings.grpo_learning_rate,
-                beta=settings.grpo_beta,
-                temperature=settings.grpo_temperature,
-                max_new_tokens=settings.max_new_tokens,
-                warmup_steps=max(1, settings.grpo_steps // 10),
-                min_lr_ratio=0.5,
-                loss_type="dapo",
-                generation_chunk=settings.grpo_prompts * settings.grpo_group,
-                logprob_chunk=settings.grpo_prompts * settings.grpo_group,
-                log_every=1,
-            ),
-        )
-        grpo = run_agent(grpo_cfg) if settings.tools else run_grpo(grpo_cfg)
-        log = [json.loads(line) for line in (out / "model" / "train_log.jsonl").read_text().splitlines()]
-        rewards = [r["reward"] for r in log if "reward" in r]
-        summary.update(
-            grpo_steps=grpo.steps,
-            grpo_seconds=round(grpo.seconds, 1),
-            grpo_reward_first=rewards[0] if rewards else None,
-            grpo_reward_last=rewards[-1] if rewards else None,
-            grpo_reward_mean_first_quarter=_mean(rewards[: max(1, len(rewards) // 4)]),
-            grpo_reward_mean_last_quarter=_mean(rewards[-max(1, len(rewards) // 4) :]),
-        )
-        model_dir = out / "model"
-        lap("grpo")
-    summary["model_dir"] = str(model_dir)
-
-    # 7. reload the final folder the way a user would; the same held-out problems again; sample answers
-    reloaded = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
-    summary["parameters"] = sum(p.numel() for p in reloaded.parameters())
-    logger.info("model: %.2fM parameters", summary["parameters"] / 1e6)
-    if settings.grpo_steps > 0:
-        acc_after, rows_after = evaluate(reloaded, eval_set)
-        novel_after = evaluate(reloaded, novel_set)[1]
-    else:
-        acc_after, rows_after, novel_after = acc_before, rows_before, novel_before
+    sft = run_sft(load_config(SFTConfig, None, values))
     summary.update(
-        heldout_accuracy_after=acc_after,
-        heldout_stated_accuracy_after=_mean([r["stated"] for r in rows_after]),
-        tools=settings.tools,
-        heldout={"sft": _heldout_summary(rows_before), "rl": _heldout_summary(rows_after)},
-        novel={"sft": _heldout_summary(novel_before), "rl": _heldout_summary(novel_after)},
+        sft_first_loss=sft.losses[0], sft_final_loss=sft.losses[-1], sft_seconds=round(sft.seconds, 1)
     )
-    logger.info("held-out accuracy after RL: %.1f%% of %d", 100 * acc_after, len(eval_set))
-    shown = rows_after[: settings.samples]
-    if len(shown) < settings.samples:  # more samples asked than evaluated problems
-        shown += evaluate(reloaded, problems[len(shown) : settings.samples])[1]
-    summary["samples"] = shown
-    summary["heldout_correct"] = sum(s["correct"] for s in shown)
-    lap("eval_after")
-    summary["seconds"] = round(time.time() - t0, 1)
-    summary["perplexity_last"] = math.exp(losses[-1]) if losses else None
-    (out / "quickstart.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-    write_quickstart_report(out, summary)
-    return summary
+    return True
+
+
+def _grpo(
+    settings: QuickstartSettings, out: Path, common: dict, paths: dict, model_dir: Path, summary: dict
+) -> None:
+    """Native GRPO with the math reward on the corpus's rl prompts (agentic, with the calculator, under
+    `tools`); its folder is the quickstart's model."""
+    from .native.agent import AgentConfig, run_agent
+    from .native.config import load_config
+    from .native.grpo import GRPOConfig, run_grpo
+
+    # No reward for calling as such (the agent stage's tool_use): RL has to find out from the answers
+    # alone where the calculator pays (arithmetic) and where it does not (unit conversions).
+    agent = dict(
+        rewards=["accuracy", "tool_format", "unfinished"],
+        reward_weights=[1.0, 0.5, 0.5],
+        max_tool_response_tokens=32,
+    )
+    rollout_rows = settings.grpo_prompts * settings.grpo_group
+    values = dict(
+        common,
+        **(agent if settings.tools else {"rewards": ["accuracy"]}),
+        model=str(model_dir),
+        data=[str(paths["rl"])],
+        output_dir=str(out / "model"),
+        num_generations=settings.grpo_group,
+        batch_size=settings.grpo_prompts,
+        max_steps=settings.grpo_steps,
+        learning_rate=settings.grpo_learning_rate,
+        beta=settings.grpo_beta,
+        temperature=settings.grpo_temperature,
+        max_new_tokens=settings.max_new_tokens,
+        warmup_steps=max(1, settings.grpo_steps // 10),
+        min_lr_ratio=0.5,
+        loss_type="dapo",
+        generation_chunk=rollout_rows,
+        logprob_chunk=rollout_rows,
+        log_every=1,
+    )
+    cfg = load_config(AgentConfig if settings.tools else GRPOConfig, None, values)
+    grpo = run_agent(cfg) if settings.tools else run_grpo(cfg)
+    log = [json.loads(line) for line in (out / "model" / "train_log.jsonl").read_text().splitlines()]
+    rewards = [r["reward"] for r in log if "reward" in r]
+    quarter = max(1, len(rewards) // 4)
+    summary.update(
+        grpo_steps=grpo.steps,
+        grpo_seconds=round(grpo.seconds, 1),
+        grpo_reward_first=rewards[0] if rewards else None,
+        grpo_reward_last=rewards[-1] if rewards else None,
+        grpo_reward_mean_first_quarter=_mean(rewards[:quarter]),
+        grpo_reward_mean_last_quarter=_mean(rewards[-quarter:]),
+    )
+
+
+class _HeldOut:
+    """Held-out accuracy (greedy, the same problems before and after RL) and the sample answers."""
+
+    def __init__(self, settings: QuickstartSettings, tokenizer):
+        from .tools import get_tools
+
+        self.settings, self.tokenizer = settings, tokenizer
+        self.problems = heldout_problems(max(settings.eval_problems, settings.samples))
+        self.eval_set = self.problems[: settings.eval_problems]
+        self.novel_set = novel_problems(settings.novel_problems)
+        self.tools = get_tools(["calculator"]) if settings.tools else None
+
+    def evaluate(self, model, problems: list[dict]) -> tuple[float, list[dict]]:
+        s = self.settings
+        return heldout_accuracy(model, self.tokenizer, problems, s.max_new_tokens, s.eval_batch, self.tools)
+
+    def measure(self, model_dir: Path, summary: dict, when: str) -> tuple:
+        """(accuracy, rows, novel rows) of the folder, recorded in the summary as ``..._before``."""
+        from transformers import AutoModelForCausalLM
+
+        policy = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+        acc, rows = self.evaluate(policy, self.eval_set)
+        novel = self.evaluate(policy, self.novel_set)[1]
+        summary.update(
+            eval_problems=len(self.eval_set),
+            **{
+                f"heldout_accuracy_{when}": acc,
+                f"heldout_stated_accuracy_{when}": _mean([r["stated"] for r in rows]),
+            },
+        )
+        logger.info("held-out accuracy after SFT: %.1f%% of %d", 100 * acc, len(self.eval_set))
+        return acc, rows, novel
+
+    def final(self, model_dir: Path, summary: dict, before: tuple, rl_ran: bool) -> None:
+        """Reload the final folder the way a user would; the same held-out problems again; sample answers."""
+        from transformers import AutoModelForCausalLM
+
+        reloaded = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+        summary["parameters"] = sum(p.numel() for p in reloaded.parameters())
+        logger.info("model: %.2fM parameters", summary["parameters"] / 1e6)
+        acc_before, rows_before, novel_before = before
+        if rl_ran:
+            acc_after, rows_after = self.evaluate(reloaded, self.eval_set)
+            novel_after = self.evaluate(reloaded, self.novel_set)[1]
+        else:
+            acc_after, rows_after, novel_after = acc_before, rows_before, novel_before
+        summary.update(
+            heldout_accuracy_after=acc_after,
+            heldout_stated_accuracy_after=_mean([r["stated"] for r in rows_after]),
+            tools=self.settings.tools,
+            heldout={"sft": _heldout_summary(rows_before), "rl": _heldout_summary(rows_after)},
+            novel={"sft": _heldout_summary(novel_before), "rl": _heldout_summary(novel_after)},
+        )
+        logger.info("held-out accuracy after RL: %.1f%% of %d", 100 * acc_after, len(self.eval_set))
+        shown = rows_after[: self.settings.samples]
+        if len(shown) < self.settings.samples:  # more samples asked than evaluated problems
+            shown += self.evaluate(reloaded, self.problems[len(shown) : self.settings.samples])[1]
+        summary["samples"] = shown
+        summary["heldout_correct"] = sum(s["correct"] for s in shown)
 
 
 def _heldout_summary(rows: list[dict]) -> dict:
