@@ -570,6 +570,10 @@ _AUGMENTS = {
     "dpo": ("empty_think_ratio",),
     ("distill", "native"): ("add_system_ratio", "empty_think_ratio"),
 }
+_AUGMENTED_BY = {
+    "add_system_ratio": "sft, lora and native distill",
+    "empty_think_ratio": "sft, lora, dpo and native distill",
+}
 
 
 def _augmentation_problems(recipe_args: RecipeArguments, stage: str | None) -> list[str]:
@@ -577,12 +581,11 @@ def _augmentation_problems(recipe_args: RecipeArguments, stage: str | None) -> l
 
     p = augmentation_problems(recipe_args.add_system_ratio, recipe_args.empty_think_ratio)
     honoured = _AUGMENTS.get(stage) or _AUGMENTS.get((stage, recipe_args.backend), ())
-    defaults = {"add_system_ratio": 0.0, "empty_think_ratio": 1.0}
-    for name, default in defaults.items():
-        if getattr(recipe_args, name) != default and name not in honoured:
+    for name, off in (("add_system_ratio", 0.0), ("empty_think_ratio", 1.0)):
+        if getattr(recipe_args, name) != off and name not in honoured:
             p.append(
                 f"{name}: the {stage or 'this'} recipe (backend {recipe_args.backend}) does not augment its data; "
-                f"it applies to {', '.join(sorted({s if isinstance(s, str) else '/'.join(s) for s, names in _AUGMENTS.items() if name in names}))}"
+                f"it applies to {_AUGMENTED_BY[name]}"
             )
     return p
 

@@ -110,13 +110,11 @@ def augment_records(
         out["chat_template_kwargs"] = {**(record.get("chat_template_kwargs") or {}), "drop_empty_think": drop}
         return out
 
-    result = records.map(apply, with_indices=True, desc="augmenting (the original's recipe)")
-    dropped = sum(p[2] for p in plan)
-    systems = sum(1 for a, b in zip(records[column], result[column], strict=True) if len(b) > len(a))
     logger.info(
-        "augmentation: %d of %d records got a system prompt, %d render without the empty think block",
-        systems,
+        "augmentation of %d records: %d drawn for a system prompt (kept out where one is there, or tools), %d "
+        "render without the empty think block",
         len(records),
-        dropped,
+        sum(p[0] for p in plan),
+        sum(p[2] for p in plan),
     )
-    return result
+    return records.map(apply, with_indices=True, desc="augmenting (the original's recipe)")

@@ -97,9 +97,8 @@ class GRPOConfig(TrainConfig):
     scale_rewards: str = "group"  # group | batch | none
     num_iterations: int = 1  # optimiser steps per rollout (pi_old stays the sampling policy)
     open_thinking: bool = False  # prompts end in "<think>\n": the model writes its reasoning
-    thinking_ratio: float | None = (
-        None  # else: the share of prompts that open the think block (original: 0.9)
-    )
+    # set: the share of prompts that open the think block instead of open_thinking (the original's 0.9)
+    thinking_ratio: float | None = None
     tools: list[str] = field(default_factory=list)  # minimind_hf.tools names run between turns; [] = one turn
     max_turns: int = 1  # sampled turns per rollout row (tool calls run between them)
     max_tool_response_tokens: int = 128  # a tool turn's tokens at most (responses are shortened to fit)

@@ -16,7 +16,8 @@ completion. Each rollout is trained on for ``ppo_epochs`` passes (the clip keeps
 each (the original's ``ppo_update_iters`` x ``mini_batch_size``). With ``early_stop_kl``, a mini-batch whose
 approximate KL to pi_old, mean 0.5 (log pi - log pi_old)^2 over its tokens (averaged over processes), exceeds
 it contributes no loss and ends the rollout's passes: the next step samples a new rollout (the original's early
-stop). Original defaults: gamma 1, lambda 0.95, clip 0.2, k3 KL 0.02 in the loss, 2 passes, early stop 0.25.
+stop). Original defaults: gamma 1, lambda 0.95, clip 0.2, k3 KL 0.02 in the loss, 2 passes; its mini-batches
+(2) and early stop (0.25) are in the minimind3 config; here both are off unless set.
 """
 
 from __future__ import annotations
@@ -96,9 +97,8 @@ class PPOConfig(TrainConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     open_thinking: bool = False
-    thinking_ratio: float | None = (
-        None  # else: the share of prompts that open the think block (original: 0.9)
-    )
+    # set: the share of prompts that open the think block instead of open_thinking (the original's 0.9)
+    thinking_ratio: float | None = None
     generation_chunk: int = 16
     logprob_chunk: int = 16
     learning_rate: float = 3e-7  # actor
