@@ -657,6 +657,7 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         output_router_logits: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        aux_loss_weight: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> MoeCausalLMOutputWithPast:
         r"""
@@ -669,6 +670,10 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
             always computed when training with labels, so the aux loss reaches the optimiser.
         logits_to_keep (`int` or `torch.Tensor`, defaults to 0):
             Compute logits for the last `n` positions only (0 = all), or for the given indices.
+        aux_loss_weight (`float`, *optional*):
+            MoE only: the weight of the aux loss added to `loss` (default `config.router_aux_loss_coef`). A
+            loop that accumulates several micro-batches per step passes `coef / micro_batches` so the aux
+            loss is averaged over the step, as the cross-entropy is through `num_items_in_batch`.
         """
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
@@ -705,7 +710,8 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
                 outputs.router_logits, self.config.num_experts, self.config.num_experts_per_tok, mask
             )
             if loss is not None and aux_loss is not None:
-                loss = loss + self.config.router_aux_loss_coef * aux_loss.to(loss.device)
+                weight = self.config.router_aux_loss_coef if aux_loss_weight is None else aux_loss_weight
+                loss = loss + weight * aux_loss.to(loss.device)
 
         return MoeCausalLMOutputWithPast(
             loss=loss,

@@ -368,23 +368,24 @@ class Algorithm:
 
         loss = Σ_{t: label_t != -100} -log p(label_t | tokens_<t) / num_items_in_batch
         """
+        # MoE: the model adds weight * aux to each micro-batch's loss. The step's micro-batches on all processes
+        # share the coefficient, so the aux loss is averaged over the step instead of summed, as the
+        # cross-entropy is through num_items_in_batch.
+        config = self._unwrap(model).config
+        moe = {}
+        if getattr(config, "use_moe", False):
+            moe["aux_loss_weight"] = config.router_aux_loss_coef / (self.grad_accum_steps * self.world_size)
         out = model(
             input_ids=batch["input_ids"],
             position_ids=batch.get("position_ids"),
             attention_mask=batch.get("attention_mask"),
             labels=batch["labels"],
             num_items_in_batch=num_items_in_batch,
+            **moe,
         )
-        loss = out.loss
-        metrics = {}
         aux = getattr(out, "aux_loss", None)
-        if aux is not None and model.training:
-            # MoE: the model added coef * aux to this micro-batch's loss; average it over the step's
-            # micro-batches and processes instead of summing it.
-            coef = self._unwrap(model).config.router_aux_loss_coef
-            loss = loss - coef * aux + coef * aux / (self.grad_accum_steps * self.world_size)
-            metrics["aux_loss"] = aux.detach()
-        return loss, metrics
+        metrics = {"aux_loss": aux.detach()} if aux is not None and model.training else {}
+        return out.loss, metrics
 
     # ----- evaluation and saving
     @torch.no_grad()

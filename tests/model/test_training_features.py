@@ -321,6 +321,10 @@ def test_moe_train_loss_is_ce_plus_coef_times_aux():
     assert out.aux_loss.item() > 0
     expected = reference_ce(out.logits, ids) + coef * out.aux_loss
     torch.testing.assert_close(out.loss, expected, atol=1e-6, rtol=1e-6)
+    # A loop accumulating micro-batches passes its own weight (coef / micro-batches) instead.
+    weighted = model(ids, labels=ids, aux_loss_weight=0.025)
+    expected = reference_ce(weighted.logits, ids) + 0.025 * weighted.aux_loss
+    torch.testing.assert_close(weighted.loss, expected, atol=1e-6, rtol=1e-6)
     # In eval mode without output_router_logits no aux loss is added.
     model.eval()
     with torch.no_grad():

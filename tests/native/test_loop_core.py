@@ -257,16 +257,35 @@ def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
 def test_moe_aux_loss_is_averaged_over_micro_batches_and_logged(tmp_path):
     torch.manual_seed(0)
     config = MiniMindConfig.from_preset(
-        "tiny", vocab_size=64, use_moe=True, num_experts=4, num_experts_per_tok=1, moe_intermediate_size=64
+        "tiny",
+        vocab_size=64,
+        use_moe=True,
+        num_experts=4,
+        num_experts_per_tok=1,
+        moe_intermediate_size=64,
+        router_aux_loss_coef=0.1,
     )
     model = MiniMindForCausalLM(config)
     algo = Algorithm(
         _cfg(tmp_path, "moe", batch_size=2, grad_accum_steps=2, max_steps=2), model, None, _rows(8)
     )
+    # one micro-batch's loss is its share of the step's token loss + coef * aux / 2 (the 2 micro-batches
+    # average the aux loss instead of summing it); the cross-entropy is computed here with plain torch
+    algo.grad_accum_steps, algo.world_size = 2, 1
+    batch = algo.collate_fn(_rows(2, seed=3))
+    n_items = algo.num_items(batch)
+    model.train()
+    loss, metrics = algo.compute_loss(model, batch, torch.tensor(n_items))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum"
+    )
+    expected = ce / n_items + config.router_aux_loss_coef / 2 * metrics["aux_loss"]
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
     result = train(algo.cfg, algo)
     log = [json.loads(x) for x in (tmp_path / "moe" / "train_log.jsonl").read_text().splitlines()]
     assert all("aux_loss" in r and r["aux_loss"] > 0 for r in log if "loss" in r)
-    # the step loss is the token loss + coef * mean aux (not the sum over the 2 micro-batches)
     assert all(math.isfinite(x) for x in result.losses)
     router = load_file(tmp_path / "moe" / "model.safetensors")
     assert any("mlp.gate" in k for k in router)
