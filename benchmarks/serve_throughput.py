@@ -140,7 +140,8 @@ def measure_stall(serve_argv: list[str], prompt: list[int], long_prompt: list[in
     gaps between the running request's steps, and the long prompt's latency to one token."""
     import threading
 
-    from minimind_hf.serve.cli import _engine, build_parser
+    from minimind_hf.cli import build_parser
+    from minimind_hf.serve.cli import _engine
     from minimind_hf.serve.sampling import SamplingParams
 
     engine = _engine(build_parser().parse_args(serve_argv))
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict] = {}
         port = free_port()
         ours_cmd = [
-            sys.executable, "-m", "minimind_hf.serve.cli", "serve", str(model_dir),
+            sys.executable, "-m", "minimind_hf.cli", "serve", str(model_dir),
             "--port", str(port), "--threads", str(args.threads), "--model-name", "bench",
             *shlex.split(args.serve_args),
         ]  # fmt: skip

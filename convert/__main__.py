@@ -1,7 +1,7 @@
-"""`python -m minimind_hf.convert COMMAND ...` (same as `minimind-hf convert COMMAND ...`)."""
+"""`python -m minimind_hf.convert COMMAND ...`: the same parser as `minimind-hf convert COMMAND ...`."""
 
 import sys
 
-from .cli import main
+from minimind_hf.cli import main
 
-sys.exit(main())
+sys.exit(main(["convert", *sys.argv[1:]]))

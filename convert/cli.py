@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
-
-from minimind_hf.cli_errors import run_guarded
-from minimind_hf.cli_logging import configure_logging
 
 logger = logging.getLogger("minimind_hf.convert")
 
@@ -64,7 +60,20 @@ def add_convert_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="convert_command", metavar="COMMAND", required=True)
+    for add in (
+        _add_to_qwen3,
+        _add_from_qwen3,
+        _add_from_pth,
+        _add_to_pth,
+        _add_merge_lora,
+        _add_to_gguf,
+        _add_to_ollama,
+    ):
+        add(sub)
+    parser.set_defaults(func=run)
 
+
+def _add_to_qwen3(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "to-qwen3",
         help="MiniMind folder -> plain transformers Qwen3/Qwen3-MoE/Llama folder (vLLM)",
@@ -76,6 +85,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     _common(p)
     p.set_defaults(convert_func=_to_qwen3)
 
+
+def _add_from_qwen3(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "from-qwen3", help="plain transformers Qwen3/Qwen3-MoE/Llama/Mixtral folder -> MiniMind folder"
     )
@@ -84,6 +95,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     _common(p)
     p.set_defaults(convert_func=_from_qwen3)
 
+
+def _add_from_pth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "from-pth",
         help="original MiniMind .pth state dict (or a folder its code saved) -> MiniMind folder",
@@ -106,12 +119,16 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     _common(p, tokenizer=False)
     p.set_defaults(convert_func=_from_pth)
 
+
+def _add_to_pth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("to-pth", help="MiniMind folder -> original MiniMind .pth state dict (fp16)")
     p.add_argument("src", help="MiniMind (or Qwen3-family) model folder")
     p.add_argument("out", help="output .pth file")
     _common(p, dtype_default="float16", tokenizer=False)
     p.set_defaults(convert_func=_to_pth)
 
+
+def _add_merge_lora(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "merge-lora",
         help="base folder + LoRA adapter (peft, or the original MiniMind's .pth) -> full model folder",
@@ -131,6 +148,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     _common(p)
     p.set_defaults(convert_func=_merge_lora)
 
+
+def _add_to_gguf(sub: argparse._SubParsersAction) -> None:
     from .gguf_export import OUTTYPES
 
     p = sub.add_parser(
@@ -145,6 +164,10 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     _common(p, dtype_default=None)
     p.set_defaults(convert_func=_to_gguf)
 
+
+def _add_to_ollama(sub: argparse._SubParsersAction) -> None:
+    from .gguf_export import OUTTYPES
+
     p = sub.add_parser(
         "to-ollama", help="model folder -> folder with model.gguf + Modelfile for `ollama create`"
     )
@@ -156,8 +179,6 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--num-ctx", type=int, default=None, help="context length (default 2048)")
     _common(p, dtype_default=None)
     p.set_defaults(convert_func=_to_ollama)
-
-    parser.set_defaults(func=run)
 
 
 def _to_qwen3(a):
@@ -263,20 +284,3 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", e)
         return EXIT_USAGE
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m minimind_hf.convert COMMAND ...` (a leading `convert` is accepted too)."""
-    parser = argparse.ArgumentParser(prog="python -m minimind_hf.convert", description=_DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    _add_subcommands(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["convert"]:
-        argv = argv[1:]
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
-    return run_guarded(lambda: args.func(args), args.verbose)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

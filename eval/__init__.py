@@ -6,7 +6,7 @@
 - ``runner.py``: ``run_lm_eval(EvalSettings(model=...))`` = lm-eval's ``simple_evaluate`` with ``HFLM`` on a
   model folder; writes ``results.json`` and ``results.md`` (``report.py``: a table per category).
 - ``perplexity.py``: sliding-window perplexity and bits-per-byte with exact token accounting.
-- ``cli.py``: ``minimind-hf eval [run] MODEL``, ``minimind-hf eval ppl MODEL --data FILE``, ``eval tasks``.
+- ``cli.py``: ``minimind-hf eval run MODEL``, ``minimind-hf eval ppl MODEL --data FILE``, ``eval tasks``.
 
 Importing this package does not import lm-eval (only ``runner`` does, when called).
 """

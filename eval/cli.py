@@ -1,12 +1,12 @@
-"""Command line: ``minimind-hf eval ...`` (also ``python -m minimind_hf.eval.cli ...``).
+"""Command line: ``minimind-hf eval ...``.
 
-    minimind-hf eval [run] MODEL [--tasks T ...] [--data-dir DIR] [--num-fewshot N] [--limit N]
+    minimind-hf eval run MODEL [--tasks T ...] [--data-dir DIR] [--num-fewshot N] [--limit N]
                                [--apply-chat-template] [--batch-size N] [--out DIR]
     minimind-hf eval ppl MODEL --data FILE [FILE ...] [--max-length N] [--stride N] [--out FILE.json]
     minimind-hf eval tasks
     minimind-hf eval tools MODEL [--data FILE] [--limit N] [--tools NAME ...] [--max-turns N] [--out FILE.json]
 
-``run`` is the default: ``minimind-hf eval MODEL`` runs C-Eval and CMMLU through lm-eval.
+``minimind-hf eval run MODEL`` runs C-Eval and CMMLU through lm-eval.
 ``add_eval_commands(subparsers)`` registers the ``eval`` group on the main CLI's argparse subparsers.
 """
 
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from minimind_hf.cli_errors import run_guarded
-from minimind_hf.cli_logging import add_trust_remote_code_arg, configure_logging
+from minimind_hf.cli_logging import add_trust_remote_code_arg
 
 logger = logging.getLogger(__name__)
 
@@ -26,37 +24,12 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 
-class _AnyWord(dict):
-    """``choices`` of the ``eval`` subcommands: every word passes argparse's check; ``__call__`` routes it."""
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-
-class _DefaultToRun(argparse._SubParsersAction):
-    """``eval MODEL ...`` is parsed as ``eval run MODEL ...`` (unless MODEL is a command name)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.choices = _AnyWord()  # argparse checks the first word against choices before calling us
-
-    def add_parser(self, name, **kwargs):
-        parser = super().add_parser(name, **kwargs)
-        self.choices[name] = parser
-        return parser
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if values and values[0] not in self._name_parser_map:
-            values = ["run", *values]
-        super().__call__(parser, namespace, values, option_string)
-
-
 def _add_run(commands: argparse._SubParsersAction) -> None:
     from .catalog import DEFAULT_TASKS
 
     p = commands.add_parser(
         "run",
-        help="C-Eval / CMMLU (or any lm-eval task) with lm-eval on a model folder (the default command)",
+        help="C-Eval / CMMLU (or any lm-eval task) with lm-eval on a model folder",
         description="lm-eval's simple_evaluate with HFLM and our tasks (eval/tasks). "
         "Writes OUT/results.json (lm-eval's results) and OUT/results.md (a table per category).",
     )
@@ -231,16 +204,14 @@ def _add_tasks(commands: argparse._SubParsersAction) -> None:
 
 
 def add_eval_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``eval`` (``run`` by default, ``ppl``, ``tasks``) on ``subparsers``; return its parser."""
+    """Register ``eval`` (``run``, ``ppl``, ``tools``, ``tasks``) on ``subparsers``; return its parser."""
     parser = subparsers.add_parser(
         "eval",
         help="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte, tool-call evaluation",
         description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(
-        dest="eval_command", metavar="{run,ppl,tools,tasks}", required=True, action=_DefaultToRun
-    )
+    commands = parser.add_subparsers(dest="eval_command", metavar="{run,ppl,tools,tasks}", required=True)
     _add_run(commands)
     _add_ppl(commands)
     _add_tools(commands)
@@ -376,32 +347,3 @@ def _list_tasks(args: argparse.Namespace) -> int:
         print(f"  {TASK_PREFIX}{name}")
     print(f"{ORIGINAL_GROUP}: the original MiniMind's whole table (C-Eval, CMMLU and the English benchmarks)")
     return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser whose only command is ``eval`` (for ``python -m minimind_hf.eval.cli``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m minimind_hf.eval.cli",
-        description="C-Eval/CMMLU with lm-eval, perplexity and bits-per-byte.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_eval_commands(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m minimind_hf.eval.cli [eval] run|ppl|tasks ...`` ("eval" may be omitted)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
-    if first == len(argv) and any(a in ("-h", "--help") for a in argv):
-        pass  # top-level help
-    elif first == len(argv) or argv[first] != "eval":
-        argv.insert(first, "eval")
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    return run_guarded(lambda: args.func(args), args.verbose)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

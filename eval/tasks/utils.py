@@ -5,7 +5,7 @@ utils.load_ceval`` (or ``load_cmmlu``) and ``dataset_kwargs: {subject: ...}``. l
 with the task's metadata (``--metadata`` JSON on its CLI, ``TaskManager(metadata=...)`` in Python) and the
 dataset kwargs, so the data location is decided at run time, in this order:
 
-1. ``data_dir`` in the metadata (``minimind-hf eval --data-dir DIR`` sets it);
+1. ``data_dir`` in the metadata (``minimind-hf eval run --data-dir DIR`` sets it);
 2. the ``MINIMIND_EVAL_DATA`` environment variable;
 3. otherwise the Hugging Face Hub datasets lm-eval's built-in tasks use (``ceval/ceval-exam``,
    ``haonan-li/cmmlu``).

@@ -4,8 +4,7 @@
     minimind-hf chat MODEL_DIR [--think] [--system TEXT]
     minimind-hf webui MODEL_DIR [--host 127.0.0.1] [--port 7860] [--run-tools calculator]
 
-Also runnable as ``python -m minimind_hf.serve.cli serve MODEL_DIR``. The main ``minimind-hf`` parser adds
-these commands with :func:`add_serve_commands`.
+The main ``minimind-hf`` parser (:mod:`minimind_hf.cli`) adds these commands with :func:`add_serve_commands`.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli_errors import run_guarded
-from ..cli_logging import add_trust_remote_code_arg, configure_logging
+from ..cli_logging import add_trust_remote_code_arg
 
 logger = logging.getLogger("minimind_hf.serve")
 
@@ -381,22 +379,3 @@ def run_webui(args: argparse.Namespace) -> int:
             run_tools=run_tools,
         )
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m minimind_hf.serve.cli", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_serve_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    return run_guarded(lambda: args.func(args), args.verbose)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

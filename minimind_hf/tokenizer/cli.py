@@ -1,19 +1,15 @@
 """Command line: ``minimind-hf tokenizer train --data FILE [FILE ...] --out DIR [--vocab-size N]``.
 
 ``add_tokenizer_commands(subparsers)`` registers the ``tokenizer`` command group on the main CLI's
-argparse subparsers; ``run(args)`` executes a parsed command and returns the exit code. The module
-is also runnable directly: ``python -m minimind_hf.tokenizer.cli train --data ... --out ...``.
+argparse subparsers; ``run(args)`` executes a parsed command and returns the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from ..cli_errors import run_guarded
-from ..cli_logging import configure_logging
 from .corpus import iter_source_texts
 from .train import DEFAULT_VOCAB_SIZE, train_tokenizer
 
@@ -89,21 +85,3 @@ def run(args: argparse.Namespace) -> int:
         # Bad input (missing/unreadable/malformed file, bad vocab size): a message, not a traceback.
         logger.error("%s", err)
         return EXIT_USAGE
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (the ``tokenizer`` group without the main CLI)."""
-    parser = argparse.ArgumentParser(prog="minimind-hf", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_tokenizer_commands(subparsers)
-    # Allow `python -m minimind_hf.tokenizer.cli train ...` as well as `... tokenizer train ...`.
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] != ["tokenizer"] and not (argv[:1] and argv[0].startswith("-")):
-        argv = ["tokenizer", *argv]
-    args = parser.parse_args(argv)
-    configure_logging()  # a no-op where logging is already set up (the main CLI)
-    return run_guarded(lambda: args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

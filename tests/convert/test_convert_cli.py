@@ -9,9 +9,16 @@ import sys
 import pytest
 import torch
 from minimind_hf.convert import ConversionError
-from minimind_hf.convert.cli import add_convert_commands, main
+from minimind_hf.convert.cli import add_convert_commands
+
+from minimind_hf import cli
 
 SUBCOMMANDS = ["to-qwen3", "from-qwen3", "from-pth", "to-pth", "merge-lora", "to-gguf", "to-ollama"]
+
+
+def main(argv: list[str]) -> int:
+    """`minimind-hf convert ARGV...`."""
+    return cli.main(["convert", *argv])
 
 
 def test_registers_on_a_parent_cli():
@@ -51,7 +58,7 @@ def test_python_dash_m(tmp_path):
 def test_round_trip_through_the_cli(trained, tmp_path, capsys):
     assert main(["to-qwen3", str(trained["dense"]), str(tmp_path / "q")]) == 0
     assert "vllm serve" in capsys.readouterr().out
-    assert main(["convert", "to-pth", str(tmp_path / "q"), str(tmp_path / "m.pth")]) == 0
+    assert main(["to-pth", str(tmp_path / "q"), str(tmp_path / "m.pth")]) == 0
     sd = torch.load(tmp_path / "m.pth", weights_only=True)
     assert sd["lm_head.weight"].dtype == torch.float16
     assert (

@@ -1,5 +1,5 @@
-"""``add_eval_commands`` wired into a main parser the way ``minimind-hf`` does it: ``eval MODEL`` defaults to
-``run``, ``eval ppl`` and ``eval tasks`` are subcommands."""
+"""``add_eval_commands`` wired into a main parser the way ``minimind-hf`` does it: ``eval run``, ``eval ppl``,
+``eval tools`` and ``eval tasks`` are subcommands."""
 
 from __future__ import annotations
 
@@ -19,18 +19,19 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def test_run_is_the_default(parser):
-    explicit = parser.parse_args(
-        ["eval", "run", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"]
-    )
-    implicit = parser.parse_args(["eval", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"])
-    for args in (explicit, implicit):
-        assert args.func is cli._run and args.model == "runs/model" and args.limit == 5.0
-        assert (
-            args.tasks == ["minimind_ceval_law"] and args.num_fewshot is None and not args.apply_chat_template
-        )
-    defaults = parser.parse_args(["eval", "m"])
+def test_run_parses_its_options_and_defaults(parser):
+    args = parser.parse_args(["eval", "run", "runs/model", "--limit", "5", "--tasks", "minimind_ceval_law"])
+    assert args.func is cli._run and args.model == "runs/model" and args.limit == 5.0
+    assert args.tasks == ["minimind_ceval_law"] and args.num_fewshot is None and not args.apply_chat_template
+    defaults = parser.parse_args(["eval", "run", "m"])
     assert defaults.tasks == ["minimind_ceval", "minimind_cmmlu"] and defaults.out == "runs/eval"
+
+
+def test_a_model_without_a_command_is_refused_naming_the_commands(parser, capsys):
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "runs/model"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'runs/model'" in err and "run" in err and "ppl" in err
 
 
 def test_ppl_and_tasks_subcommands(parser):
@@ -45,11 +46,13 @@ def test_ppl_and_tasks_subcommands(parser):
     with pytest.raises(SystemExit):
         parser.parse_args(["eval", "ppl", "m"])  # --data is required
     with pytest.raises(SystemExit):
-        parser.parse_args(["eval"])  # a model or a command is required
+        parser.parse_args(["eval"])  # a command is required
 
 
 def test_tasks_lists_our_names(capsys):
-    assert cli.main(["tasks"]) == 0
+    from minimind_hf.cli import main
+
+    assert main(["eval", "tasks"]) == 0
     out = capsys.readouterr().out
     assert "minimind_cmmlu_china_specific" in out and "minimind_ceval_5shot_accountant" in out
     assert "subject tasks (238)" in out
@@ -57,7 +60,7 @@ def test_tasks_lists_our_names(capsys):
 
 def test_lm_eval_spellings_of_the_flags_are_accepted():
     """lm-eval users type --num_fewshot / --apply_chat_template / --batch_size: same options, both spellings."""
-    from minimind_hf.eval.cli import build_parser
+    from minimind_hf.cli import build_parser
 
     parse = build_parser().parse_args
     hyphen = parse(["eval", "run", "m", "--num-fewshot", "5", "--apply-chat-template", "--batch-size", "4"])

@@ -8,8 +8,9 @@ import math
 
 import pytest
 import torch
-from minimind_hf.eval.cli import main
 from minimind_hf.eval.perplexity import document_ids, perplexity, read_texts, rolling_windows
+
+from minimind_hf import cli
 
 TEXTS = [
     "人工智能是计算机科学的一个分支，它试图理解智能的本质。The quick brown fox jumps over the lazy dog.",
@@ -32,6 +33,11 @@ def test_windows_score_every_token_once_with_enough_context(length, max_length, 
             )  # full history, or at least max_length - stride
         scored += range(first, end)
     assert scored == list(range(1, length))
+
+
+def main(argv: list[str]) -> int:
+    """`minimind-hf eval ARGV...`."""
+    return cli.main(["eval", *argv])
 
 
 def test_bad_window_settings_are_refused():

@@ -36,10 +36,10 @@ def test_commands_are_registered_with_safe_defaults():
 
 @contextmanager
 def serve_process(model_dir, *extra: str):
-    """`python -m minimind_hf.serve.cli serve` on a free port; yields (url, process); always stopped."""
+    """`python -m minimind_hf.cli serve` on a free port; yields (url, process); always stopped."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "minimind_hf.serve.cli", "serve", str(model_dir), "--port", str(port),
+    cmd = [sys.executable, "-m", "minimind_hf.cli", "serve", str(model_dir), "--port", str(port),
            "--threads", "1", "--model-name", "tiny", *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
@@ -181,7 +181,7 @@ def test_terminal_chat_runs_tools_and_lets_the_model_continue(model_and_tokenize
 
 @pytest.mark.parametrize("command", ["serve", "chat", "webui"])
 def test_a_folder_that_is_not_a_model_is_one_line_not_a_traceback(tmp_path, command, capsys, caplog):
-    from minimind_hf.serve.cli import main
+    from minimind_hf.cli import main
 
     assert main([command, str(tmp_path)]) == 2
     assert "is not a model folder (no config.json)" in caplog.text

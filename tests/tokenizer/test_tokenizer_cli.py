@@ -11,7 +11,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from minimind_hf.tokenizer.cli import add_tokenizer_commands, main, run
+from minimind_hf.cli import main
+from minimind_hf.tokenizer.cli import add_tokenizer_commands, run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,8 +60,9 @@ def test_train_and_save(tmp_path, corpus, caplog):
 def test_bad_vocab_size_returns_2(tmp_path, corpus, caplog):
     data = _write_jsonl(tmp_path / "d.jsonl", corpus[:5])
     code = main(
-        ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--vocab-size", "10", "--no-progress"]
-    )
+        ["tokenizer", "train", "--data", str(data), "--out", str(tmp_path / "o"), "--vocab-size", "10",
+         "--no-progress"]
+    )  # fmt: skip
     assert code == 2 and "at least 292" in caplog.text
 
 
@@ -72,7 +74,7 @@ def test_missing_file_exit_code_and_message(tmp_path, corpus):
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "minimind_hf.tokenizer.cli", "train", "--data", str(data), str(missing),
+        [sys.executable, "-m", "minimind_hf.cli", "tokenizer", "train", "--data", str(data), str(missing),
          "--out", str(tmp_path / "out"), "--no-progress"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
@@ -84,8 +86,16 @@ def test_missing_file_exit_code_and_message(tmp_path, corpus):
 
 def test_data_that_is_not_a_source_exits_nonzero(tmp_path):
     """`tokenizer train --data missing.parquet` once trained a tokenizer on the text 'missing.parquet'."""
-    from minimind_hf.tokenizer.cli import main
-
     for bad in ("missing.parquet", "no_such_folder"):
-        code = main(["train", "--data", str(tmp_path / bad), "--out", str(tmp_path / "o"), "--no-progress"])
+        code = main(
+            [
+                "tokenizer",
+                "train",
+                "--data",
+                str(tmp_path / bad),
+                "--out",
+                str(tmp_path / "o"),
+                "--no-progress",
+            ]
+        )
         assert code == 2 and not (tmp_path / "o").exists(), bad
