@@ -4,7 +4,7 @@
     minimind-hf chat MODEL_DIR [--think]
     minimind-hf webui MODEL_DIR [--port 7860]
 
-(also ``python -m minimind_hf.serve.cli ...``). Needs the ``serve`` extra: ``pip install "minimind-hf[serve]"``.
+Needs the ``serve`` extra: ``pip install "minimind-hf[serve]"``.
 
 One module per job:
 
@@ -18,8 +18,9 @@ One module per job:
 - ``streaming`` incremental detokenizer and stop-string matcher
 - ``parser``    incremental split of generated text into reasoning, content and Hermes tool calls
 - ``chat``      load a model folder, render prompts, stream one parsed reply (shared by all front ends)
-- ``app``       the FastAPI app (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``): limits,
-                cancellation, shutdown
+- ``app``       the FastAPI app (``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``) and its
+                shutdown; ``routes`` its handlers (cancellation), ``state`` what they share, ``prepare``
+                requests -> engine requests (context, sampling, grammars), ``errors`` limits and error bodies
 - ``responses`` OpenAI response bodies and SSE chunks from the engine's events (n choices, logprobs)
 - ``terminal``  the terminal chat loop; ``webui`` the Gradio page; ``cli`` the commands
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from ..modeling_minimind import GENERATION_DEFAULTS
@@ -104,6 +104,105 @@ def reply_messages(reply: Reply, thinking_done: bool) -> list:
     return out
 
 
+def _tool_result(name: str, response: str):
+    """A folded panel holding a tool's response."""
+    import gradio as gr
+
+    return gr.ChatMessage(
+        role="assistant", content=response, metadata={"title": f"{RESULT_TITLE}{name}", "status": "done"}
+    )
+
+
+def _tools_from_json(tools_json: str, run_tools: dict | None) -> list | None:
+    """The tools box's JSON list; when the box is empty, the schemas of the tools this page runs."""
+    import gradio as gr
+
+    tools = None
+    if tools_json and tools_json.strip():
+        try:
+            tools = json.loads(tools_json)
+            assert isinstance(tools, list)
+        except (json.JSONDecodeError, AssertionError):
+            raise gr.Error("Tools must be a JSON list of OpenAI tool objects") from None
+    if tools is None and run_tools:
+        tools = tool_schemas(run_tools)
+    return tools
+
+
+def _stream_round(
+    engine: Engine, messages: list[dict], params: SamplingParams, tools, thinking: bool, shown: list
+) -> Generator[list, None, Reply | None]:
+    """Stream one reply of the model as panels after ``shown``. Returns the reply, or None when the
+    conversation no longer fits the context after earlier rounds (the panels then say so)."""
+    import gradio as gr
+
+    reply = Reply()
+    try:
+        for item in stream_reply(engine, messages, params, tools, thinking):
+            if isinstance(item, Finish):
+                reply.finish = item
+                break
+            reply.add(item)
+            yield shown + reply_messages(reply, thinking_done=item.kind != "reasoning")
+    except ValueError as exc:  # the conversation no longer fits the model's context
+        if not shown:
+            raise gr.Error(f"{exc}. Clear the chat to start again.") from None
+        yield shown + [gr.ChatMessage(role="assistant", content=f"[stopped: {exc}]")]
+        return None
+    if reply.finish is not None and reply.finish.reason == "error":
+        raise gr.Error(f"generation failed: {reply.finish.error}")
+    return reply
+
+
+def _reply_rounds(
+    engine: Engine,
+    messages: list[dict],
+    params: SamplingParams,
+    tools,
+    thinking: bool,
+    run_tools: dict | None,
+    rounds: int,
+) -> Iterator[list]:
+    """Up to ``rounds`` replies: after each one that calls tools, the calls run (``run_tools``) and their
+    responses join the conversation for the next."""
+    shown: list = []  # the panels of finished rounds (tool calls, their results)
+    for _ in range(rounds):
+        reply = yield from _stream_round(engine, messages, params, tools, thinking, shown)
+        if reply is None:
+            return
+        shown += reply_messages(reply, thinking_done=True)
+        yield shown
+        if not (run_tools and reply.tool_calls):
+            return
+        messages.append(reply.as_message())
+        for call in reply.tool_calls:
+            response = run_tool_call(run_tools, call.name, call.arguments)
+            messages.append({"role": "tool", "content": response, "tool_call_id": call.id})
+            shown.append(_tool_result(call.name, response))
+        yield shown
+
+
+def _option_inputs(engine: Engine, max_tokens: int, temperature: float) -> list:
+    """The options under the chat (rendered by ChatInterface): thinking, tools, system prompt, temperature,
+    max new tokens."""
+    import gradio as gr
+
+    thinking = gr.Checkbox(label="Thinking (reasoning shown folded)", value=False, render=False)
+    tools = gr.Textbox(label="Tools (JSON list, OpenAI format)", lines=3, render=False)
+    system = gr.Textbox(label="System prompt", render=False)
+    temperature_slider = gr.Slider(0.0, 1.5, value=temperature, step=0.05, label="Temperature", render=False)
+    longest = max(1, min(max_tokens, engine.context_length - 1))
+    max_new = gr.Slider(
+        1,
+        longest,
+        value=min(longest, 512),
+        step=1,
+        label="Max new tokens",
+        render=False,
+    )
+    return [thinking, tools, system, temperature_slider, max_new]
+
+
 def build_demo(
     engine: Engine,
     model_name: str = "minimind",
@@ -121,11 +220,7 @@ def build_demo(
     default_temperature, default_top_p = temperature, top_p
     import gradio as gr
 
-    def tool_result(name: str, response: str):
-        return gr.ChatMessage(
-            role="assistant", content=response, metadata={"title": f"{RESULT_TITLE}{name}", "status": "done"}
-        )
-
+    # ChatInterface passes the history and options positionally: this signature is the page's API
     def respond(
         message: str,
         history: list[dict],
@@ -135,69 +230,22 @@ def build_demo(
         temperature: float,
         max_new: int,
     ) -> Iterator[list]:
-        tools = None
-        if tools_json and tools_json.strip():
-            try:
-                tools = json.loads(tools_json)
-                assert isinstance(tools, list)
-            except (json.JSONDecodeError, AssertionError):
-                raise gr.Error("Tools must be a JSON list of OpenAI tool objects") from None
-        if tools is None and run_tools:
-            tools = tool_schemas(run_tools)
+        tools = _tools_from_json(tools_json, run_tools)
         messages = [{"role": "system", "content": system}] if system and system.strip() else []
         messages += history_to_messages(history) + [{"role": "user", "content": message}]
         params = SamplingParams(
             max_new_tokens=int(max_new), temperature=float(temperature), top_p=default_top_p
         )
-        shown: list = []  # the panels of finished rounds (tool calls, their results)
-        for _ in range(1 + (max_tool_rounds if run_tools else 0)):
-            reply = Reply()
-            try:
-                for item in stream_reply(engine, messages, params, tools, bool(thinking)):
-                    if isinstance(item, Finish):
-                        reply.finish = item
-                        break
-                    reply.add(item)
-                    yield shown + reply_messages(reply, thinking_done=item.kind != "reasoning")
-            except ValueError as exc:  # the conversation no longer fits the model's context
-                if not shown:
-                    raise gr.Error(f"{exc}. Clear the chat to start again.") from None
-                yield shown + [gr.ChatMessage(role="assistant", content=f"[stopped: {exc}]")]
-                return
-            if reply.finish is not None and reply.finish.reason == "error":
-                raise gr.Error(f"generation failed: {reply.finish.error}")
-            shown += reply_messages(reply, thinking_done=True)
-            yield shown
-            if not (run_tools and reply.tool_calls):
-                return
-            messages.append(reply.as_message())
-            for call in reply.tool_calls:
-                response = run_tool_call(run_tools, call.name, call.arguments)
-                messages.append({"role": "tool", "content": response, "tool_call_id": call.id})
-                shown.append(tool_result(call.name, response))
-            yield shown
+        rounds = 1 + (max_tool_rounds if run_tools else 0)
+        yield from _reply_rounds(engine, messages, params, tools, bool(thinking), run_tools, rounds)
 
     with gr.Blocks(title=f"MiniMind chat: {model_name}", analytics_enabled=False) as demo:
         gr.Markdown(f"### MiniMind chat: `{model_name}`")
-        thinking = gr.Checkbox(label="Thinking (reasoning shown folded)", value=False, render=False)
-        tools = gr.Textbox(label="Tools (JSON list, OpenAI format)", lines=3, render=False)
-        system = gr.Textbox(label="System prompt", render=False)
-        temperature = gr.Slider(
-            0.0, 1.5, value=default_temperature, step=0.05, label="Temperature", render=False
-        )
-        longest = max(1, min(max_tokens, engine.context_length - 1))
-        max_new = gr.Slider(
-            1,
-            longest,
-            value=min(longest, 512),
-            step=1,
-            label="Max new tokens",
-            render=False,
-        )
+        options = _option_inputs(engine, max_tokens, default_temperature)
         gr.ChatInterface(
             respond,
             chatbot=gr.Chatbot(height=520, label="MiniMind"),
-            additional_inputs=[thinking, tools, system, temperature, max_new],
+            additional_inputs=options,
             additional_inputs_accordion="Options",  # a label: an Accordion built here would render empty
             api_name="chat",
         )
