@@ -206,33 +206,25 @@ def rollout(
     """Sample `num_samples` completions for each ``rl`` record (``prompt`` messages, optional ``tools`` schemas,
     any other columns), running tool calls between turns when `tools` are given (see the module docstring).
     `open_thinking`: for every row, or one flag per row (``len(records) * num_samples``, see `thinking_modes`)."""
-    from ..serve.parser import parse_output
-    from ..tools import run_tool_call, tool_schemas
+    from ..tools import tool_schemas
 
     if tools:  # the model must see what it can call: records without their own schemas get the tools'
         schemas = tool_schemas(tools)
         records = [r if r.get("tools") else {**r, "tools": schemas} for r in records]
-    eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    rows, think = _prompt_rows(tokenizer, records, num_samples, open_thinking, max_prompt_length)
-    n = len(rows)
-    row_records = [r for r in records for _ in range(num_samples)]
-    completion: list[list[int]] = [[] for _ in range(n)]
-    policy: list[list[int]] = [[] for _ in range(n)]  # 1 = sampled, 0 = tool response
-    texts, turns = [""] * n, [0] * n
-    calls_made: list[list[dict]] = [[] for _ in range(n)]
-    finished = [False] * n
-    active = list(range(n))
+    prompts, think = _prompt_rows(tokenizer, records, num_samples, open_thinking, max_prompt_length)
+    rows = _Rows(prompts, think, [r for r in records for _ in range(num_samples)])
     multi_turn = bool(tools) and max_turns > 1
+    active = list(range(len(prompts)))
     for turn in range(max_turns if multi_turn else 1):
-        budget = {i: max_new_tokens - len(completion[i]) for i in active}
+        budget = {i: max_new_tokens - len(rows.completion[i]) for i in active}
         active = [i for i in active if budget[i] > 0]
         if not active:
             break
         s = sample_completions(
             model,
-            [rows[i] + completion[i] for i in active],
-            pad_token_id=pad_id,
-            eos_token_id=eos,
+            [prompts[i] + rows.completion[i] for i in active],
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             max_new_tokens=max(budget[i] for i in active),
             temperature=temperature,
             top_p=top_p,
@@ -241,50 +233,84 @@ def rollout(
         still = []
         for j, i in enumerate(active):
             new = s["completion_ids"][j][s["completion_mask"][j].bool()].tolist()[: budget[i]]
-            completion[i] += new
-            policy[i] += [1] * len(new)
-            turns[i] = turn + 1
-            texts[i] = tokenizer.decode(new, skip_special_tokens=True)
-            logger.debug("rollout row %d turn %d: %r", i, turn + 1, texts[i][:200])
-            ended = bool(new) and new[-1] == eos
-            calls = []
-            if multi_turn and ended:
-                calls = parse_output(texts[i], reasoning=think[i], parse_tool_calls=True)["tool_calls"]
-            finished[i] = ended and not calls
-            if not calls or turn + 1 >= max_turns or len(completion[i]) >= max_new_tokens:
+            calls = rows.add_turn(tokenizer, i, turn, new, parse_calls=multi_turn)
+            if not calls or turn + 1 >= max_turns or len(rows.completion[i]) >= max_new_tokens:
                 continue  # done: a final answer, or calls with no turn / token left to answer them
-            made = [{"name": c.name, "arguments": c.arguments} for c in calls]
-            for call in made:
-                call["response"] = run_tool_call(tools, call["name"], call["arguments"])
-            context = _tool_context(tokenizer, row_records[i], made, think[i], max_tool_response_tokens)
-            if len(completion[i]) + len(context) > max_new_tokens:
-                continue  # the responses would not fit the completion budget: the row ends unanswered
-            calls_made[i] += made
-            completion[i] += context
-            policy[i] += [0] * len(context)
-            still.append(i)
+            if rows.answer_calls(tokenizer, i, calls, tools, max_new_tokens, max_tool_response_tokens):
+                still.append(i)
         active = still
+    return rows.as_rollout(tokenizer, next(model.parameters()).device, _columns(records, num_samples))
 
-    c_ids, c_mask = pad(completion, pad_id, side="right")  # (N, K)
-    p_mask_rows, _ = pad(policy, 0, side="right")
-    device = next(model.parameters()).device
-    p_ids, p_mask = pad(rows, pad_id, side="left")
-    return Rollout(
-        prompt_ids=p_ids.to(device),
-        prompt_mask=p_mask.to(device),
-        completion_ids=c_ids.to(device),
-        completion_mask=c_mask.to(device),
-        policy_mask=p_mask_rows.to(device),
-        texts=texts,
-        transcripts=tokenizer.batch_decode(completion, skip_special_tokens=True),
-        policy_token_ids=[
-            [t for t, m in zip(c, q, strict=True) if m] for c, q in zip(completion, policy, strict=True)
-        ],
-        turns=turns,
-        tool_calls=calls_made,
-        finished=finished,
-        columns=_columns(records, num_samples),
-    )
+
+class _Rows:
+    """Each rollout row's growing completion (sampled tokens, then tool responses, turn by turn) and what
+    happened in it; `rollout` drives the turns."""
+
+    def __init__(self, prompts: list[list[int]], think: list[bool], records: list[dict]):
+        n = len(prompts)
+        self.prompts, self.think, self.records = prompts, think, records
+        self.completion: list[list[int]] = [[] for _ in range(n)]
+        self.policy: list[list[int]] = [[] for _ in range(n)]  # 1 = sampled, 0 = tool response
+        self.texts, self.turns = [""] * n, [0] * n
+        self.calls_made: list[list[dict]] = [[] for _ in range(n)]
+        self.finished = [False] * n
+
+    def add_turn(self, tokenizer, i: int, turn: int, new: list[int], parse_calls: bool) -> list:
+        """Append row `i`'s sampled tokens; return the tool calls its turn ended with (parsed when asked)."""
+        from ..serve.parser import parse_output
+
+        self.completion[i] += new
+        self.policy[i] += [1] * len(new)
+        self.turns[i] = turn + 1
+        self.texts[i] = tokenizer.decode(new, skip_special_tokens=True)
+        logger.debug("rollout row %d turn %d: %r", i, turn + 1, self.texts[i][:200])
+        ended = bool(new) and new[-1] == tokenizer.eos_token_id
+        calls = []
+        if parse_calls and ended:
+            calls = parse_output(self.texts[i], reasoning=self.think[i], parse_tool_calls=True)["tool_calls"]
+        self.finished[i] = ended and not calls
+        return calls
+
+    def answer_calls(
+        self, tokenizer, i: int, calls: list, tools, max_new_tokens: int, max_response_tokens: int
+    ) -> bool:
+        """Run row `i`'s calls and append the responses as the template renders them; False when they would
+        not fit the completion budget (the row then ends, its calls unanswered)."""
+        from ..tools import run_tool_call
+
+        made = [{"name": c.name, "arguments": c.arguments} for c in calls]
+        for call in made:
+            call["response"] = run_tool_call(tools, call["name"], call["arguments"])
+        context = _tool_context(tokenizer, self.records[i], made, self.think[i], max_response_tokens)
+        if len(self.completion[i]) + len(context) > max_new_tokens:
+            return False
+        self.calls_made[i] += made
+        self.completion[i] += context
+        self.policy[i] += [0] * len(context)
+        return True
+
+    def as_rollout(self, tokenizer, device, columns: dict[str, list]) -> Rollout:
+        pad_id = tokenizer.pad_token_id
+        c_ids, c_mask = pad(self.completion, pad_id, side="right")  # (N, K)
+        policy_mask, _ = pad(self.policy, 0, side="right")
+        p_ids, p_mask = pad(self.prompts, pad_id, side="left")
+        return Rollout(
+            prompt_ids=p_ids.to(device),
+            prompt_mask=p_mask.to(device),
+            completion_ids=c_ids.to(device),
+            completion_mask=c_mask.to(device),
+            policy_mask=policy_mask.to(device),
+            texts=self.texts,
+            transcripts=tokenizer.batch_decode(self.completion, skip_special_tokens=True),
+            policy_token_ids=[
+                [t for t, m in zip(c, q, strict=True) if m]
+                for c, q in zip(self.completion, self.policy, strict=True)
+            ],
+            turns=self.turns,
+            tool_calls=self.calls_made,
+            finished=self.finished,
+            columns=columns,
+        )
 
 
 def _prompt_rows(
