@@ -14,8 +14,9 @@ like; the loss here is the same formula, see the trl parity test.) Logged: impli
 Optional conservative DPO label smoothing eps: ``-(1-eps) logsig(beta d) - eps logsig(-beta d)``.
 
 Batch layout (as trl): ``input_ids`` (2B, T) = [chosen rows; rejected rows], every row = prompt tokens +
-answer tokens, right-padded; ``completion_mask`` (2B, T) marks the answer tokens. Chosen and rejected
-share the same prompt rendering (:func:`minimind_hf.native.rl_common.render_pair`).
+answer tokens, right-padded; ``completion_mask`` (2B, T) marks the answer tokens. The pairs are tokenised
+once before training (`minimind_hf.data.dpo_pipeline.tokenize_pairs`: chosen and rejected share the prompt
+tokens, truncation as there); the collator only pads and stacks those ids.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..data import load_records
 from ..data.augment import augment_records, augmentation_problems
-from ..data.rendering import render_pair
+from ..data.dpo_pipeline import PAIR_COLUMNS, tokenize_pairs
 from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .rl_common import pad
@@ -78,6 +78,12 @@ class DPOConfig(TrainConfig):
     def validate(self) -> list[str]:
         p = super().validate()
         p += augmentation_problems(0.0, self.empty_think_ratio)
+        if self.open_thinking and self.empty_think_ratio < 1:
+            # an open-thinking prompt ends inside the think block, so there is no empty block to drop
+            p.append(
+                f"empty_think_ratio {self.empty_think_ratio} drops the empty think block, but open_thinking "
+                "prompts end inside it: set empty_think_ratio 1 or open_thinking false"
+            )
         p += check_data_files("data", self.data)
         p += check_data_files("eval_data", self.eval_data, required=False)
         if self.model is None:
@@ -185,53 +191,44 @@ def dpo_step(
 
 
 class DPOCollator:
-    """``dpo`` records (prompt / chosen / rejected / tools) -> a DPO batch (chosen rows, then rejected rows).
+    """Tokenised pairs (`PAIR_COLUMNS`, from `tokenize_pairs`) -> a DPO batch: chosen rows, then rejected rows,
+    each ``prompt_ids + answer ids``, right-padded. No tokenising here: that happens once, before training."""
 
-    Prompt and answers are tokenised separately (the prompt once, shared by both answers): the prompt is
-    left-truncated to ``max_prompt_length``, each answer right-truncated to fit ``max_length``."""
-
-    def __init__(self, tokenizer, config: Any = None):
+    def __init__(self, tokenizer):
         self.tok = tokenizer
-        self.cfg = config or DPOConfig()
 
-    def encode(self, record: dict) -> tuple[list[int], list[int], list[int]]:
-        """``(prompt_ids, chosen_ids, rejected_ids)`` for one record."""
-        tools = record.get("tools")
-        drop = bool((record.get("chat_template_kwargs") or {}).get("drop_empty_think"))
-        think = self.cfg.open_thinking
-        p_text, c_text = render_pair(self.tok, record["prompt"], record["chosen"], tools, think, drop)
-        _, r_text = render_pair(self.tok, record["prompt"], record["rejected"], tools, think, drop)
-        enc = lambda s: self.tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        prompt = enc(p_text)[-self.cfg.max_prompt_length :]
-        room = max(self.cfg.max_length - len(prompt), 1)
-        return prompt, enc(c_text)[:room], enc(r_text)[:room]
-
-    def __call__(self, records: Sequence[dict]) -> dict[str, torch.Tensor]:
-        rows, comp = [], []
-        encoded = [self.encode(r) for r in records]
-        for part in (1, 2):  # chosen rows, then rejected rows
-            for prompt, chosen, rejected in encoded:
-                answer = chosen if part == 1 else rejected
-                rows.append(prompt + answer)
+    def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if rows and not all(c in rows[0] for c in PAIR_COLUMNS):
+            raise ValueError(
+                f"DPOCollator takes tokenised pairs (columns {', '.join(PAIR_COLUMNS)}, from "
+                "minimind_hf.data.dpo_pipeline.tokenize_pairs), got a row with "
+                f"{', '.join(sorted(rows[0]))}: tokenise the records before training"
+            )
+        seqs, comp = [], []
+        for answer_key in ("chosen_ids", "rejected_ids"):  # chosen rows, then rejected rows
+            for row in rows:
+                prompt, answer = list(row["prompt_ids"]), list(row[answer_key])
+                seqs.append(prompt + answer)
                 comp.append([0] * len(prompt) + [1] * len(answer))
-        ids, mask = pad(rows, self.tok.pad_token_id, side="right")
+        ids, mask = pad(seqs, self.tok.pad_token_id, side="right")
         completion_mask, _ = pad(comp, 0, side="right")
         batch = {"input_ids": ids, "attention_mask": mask, "completion_mask": completion_mask}
-        if records and "ref_chosen_logps" in records[0]:  # precomputed reference scores travel with the rows
+        if rows and "ref_chosen_logps" in rows[0]:  # precomputed reference scores travel with the rows
             for key in ("ref_chosen_logps", "ref_rejected_logps"):
-                batch[key] = torch.tensor([float(r[key]) for r in records], dtype=torch.float32)
+                batch[key] = torch.tensor([float(r[key]) for r in rows], dtype=torch.float32)
         return batch
 
 
 class DPO(Algorithm):
     """The loop's DPO: a frozen reference copy of the starting model; the step's loss is
-    ``sum over pairs of -log sigmoid(beta * margin) / pairs in the step``."""
+    ``sum over pairs of -log sigmoid(beta * margin) / pairs in the step``. ``train_dataset`` / ``eval_dataset``
+    hold tokenised pairs (`minimind_hf.data.dpo_pipeline.tokenize_pairs`), as `build_dpo` makes them."""
 
     name = "dpo"
 
     def __init__(self, cfg: DPOConfig, model, tokenizer, train_dataset, eval_dataset=None, reference=None):
         super().__init__(
-            cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn=DPOCollator(tokenizer, cfg)
+            cfg, model, tokenizer, train_dataset, eval_dataset, collate_fn=DPOCollator(tokenizer)
         )
         self.reference = reference if reference is not None else make_reference(model)
 
@@ -315,9 +312,16 @@ def build_dpo(cfg: DPOConfig) -> DPO:
     records = augment_records(
         records, kind="dpo", empty_think_ratio=cfg.empty_think_ratio, seed=cfg.seed, tokenizer=tokenizer
     )
+    # tokenised once here (cached by datasets), not by the collator on every step of every epoch
+    pairs = tokenize_pairs(records, tokenizer, cfg.max_length, cfg.max_prompt_length, cfg.open_thinking)
+    eval_pairs = None
+    if eval_records is not None:
+        eval_pairs = tokenize_pairs(
+            eval_records, tokenizer, cfg.max_length, cfg.max_prompt_length, cfg.open_thinking
+        )
     model = build_model(cfg, tokenizer)
-    logger.info("dpo: %d pairs, beta %g", len(records), cfg.beta)
-    return DPO(cfg, model, tokenizer, records, eval_records)
+    logger.info("dpo: %d pairs, beta %g", len(pairs), cfg.beta)
+    return DPO(cfg, model, tokenizer, pairs, eval_pairs)
 
 
 def run_dpo(cfg: DPOConfig) -> TrainResult:

@@ -113,7 +113,7 @@ def test_native_sft_rows_follow_the_augmentation(tmp_path):
 
 
 def test_native_dpo_pairs_drop_the_block_in_prompt_and_answers(tmp_path):
-    from minimind_hf.native.dpo import DPOCollator, DPOConfig
+    from minimind_hf.data.dpo_pipeline import encode_pairs
 
     tok = tokenizer()
     pair = {
@@ -122,7 +122,8 @@ def test_native_dpo_pairs_drop_the_block_in_prompt_and_answers(tmp_path):
         "rejected": [{"role": "assistant", "content": "3"}],
         "chat_template_kwargs": {"drop_empty_think": True},
     }
-    prompt, chosen, rejected = DPOCollator(tok, DPOConfig()).encode(pair)
+    enc = encode_pairs(tok, [pair], max_length=1024, max_prompt_length=512)
+    prompt, chosen, rejected = enc["prompt_ids"][0], enc["chosen_ids"][0], enc["rejected_ids"][0]
     assert tok.decode(prompt).endswith("<|im_start|>assistant\n") and "<think>" not in tok.decode(prompt)
     assert tok.decode(chosen) == "2<|im_end|>" and tok.decode(rejected) == "3<|im_end|>"
     with pytest.raises(ValueError, match="DPO pairs keep their prompt"):

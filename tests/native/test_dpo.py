@@ -12,6 +12,9 @@ import torch
 
 from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 from minimind_hf.data import demo_corpus, load_records
+from minimind_hf.data.augment import augment_records
+from minimind_hf.data.dpo_pipeline import PAIR_COLUMNS, tokenize_pairs
+from minimind_hf.data.rendering import render_pair
 from minimind_hf.native.dpo import DPO, DPOCollator, DPOConfig, dpo_loss, dpo_step, make_reference
 from minimind_hf.native.loop import train
 from minimind_hf.tokenizer import train_tokenizer
@@ -137,11 +140,18 @@ def _write(tmp_path, records):
     return str(path)
 
 
+def _pairs(tok, tmp_path, records, cfg=None):
+    """`records` written, loaded as dpo records and tokenised once, as `build_dpo` does."""
+    cfg = cfg or DPOConfig()
+    recs = load_records("dpo", _write(tmp_path, records))
+    return tokenize_pairs(recs, tok, cfg.max_length, cfg.max_prompt_length, cfg.open_thinking)
+
+
 @pytest.mark.parametrize("open_thinking", [False, True])
 def test_collator_shares_the_prompt_and_ends_answers_at_eos(tok, tmp_path, open_thinking):
-    recs = load_records("dpo", _write(tmp_path, pair_records(3)))
-    col = DPOCollator(tok, DPOConfig(open_thinking=open_thinking))
-    b = col([recs[i] for i in range(3)])
+    cfg = DPOConfig(open_thinking=open_thinking)
+    recs = _pairs(tok, tmp_path, pair_records(3), cfg)
+    b = DPOCollator(tok)([recs[i] for i in range(3)])
     ids, cm, am = b["input_ids"], b["completion_mask"], b["attention_mask"]
     assert ids.shape[0] == 6 and cm.shape == ids.shape
     for i in range(3):
@@ -158,7 +168,7 @@ def test_collator_shares_the_prompt_and_ends_answers_at_eos(tok, tmp_path, open_
 
 
 def test_dpo_through_the_loop_starts_at_ln2_and_falls(tok, tmp_path):
-    recs = load_records("dpo", _write(tmp_path, pair_records(8, seed=1)))
+    recs = _pairs(tok, tmp_path, pair_records(8, seed=1))
     cfg = DPOConfig(
         output_dir=str(tmp_path / "out"),
         data=[],
@@ -201,7 +211,7 @@ def test_reference_is_frozen_copy(tok):
 def test_precomputed_reference_logps_give_the_same_training(tok, tmp_path):
     """precompute_ref_logps scores every pair with the reference once and frees it: the losses and final
     weights equal those of the run that keeps the reference model and scores each batch (fp32, 1e-5)."""
-    recs = load_records("dpo", _write(tmp_path, pair_records(8, seed=1)))
+    recs = _pairs(tok, tmp_path, pair_records(8, seed=1))
     runs = {}
     for pre in (False, True):
         cfg = DPOConfig(
@@ -227,3 +237,86 @@ def test_precomputed_reference_logps_give_the_same_training(tok, tmp_path):
     # steps can turn that into ~1e-5 on a weight whose gradient is near zero
     for name, value in w_kept.items():
         torch.testing.assert_close(w_pre[name], value, rtol=1e-3, atol=1e-4)
+
+
+def _direct_encoding(tok, record, max_length, max_prompt_length, open_thinking, drop):
+    """The reference: render_pair + the tokenizer on one record, truncated by the stated rules."""
+    tools = record.get("tools")
+    p_text, c_text = render_pair(tok, record["prompt"], record["chosen"], tools, open_thinking, drop)
+    _, r_text = render_pair(tok, record["prompt"], record["rejected"], tools, open_thinking, drop)
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt = enc(p_text)[-max_prompt_length:]
+    room = max(max_length - len(prompt), 1)
+    return [prompt, enc(c_text)[:room], enc(r_text)[:room]]
+
+
+@pytest.mark.parametrize(("max_length", "max_prompt_length"), [(1024, 512), (30, 18)])
+def test_pretokenised_pairs_equal_render_pair_plus_the_tokenizer(
+    tok, tmp_path, max_length, max_prompt_length
+):
+    """Every tokenised row == its record rendered by render_pair and encoded directly, with the per-record
+    augmentation draw (chat_template_kwargs.drop_empty_think from the seed) and the truncation rules."""
+    recs = augment_records(
+        load_records("dpo", _write(tmp_path, pair_records(12, seed=2))),
+        kind="dpo",
+        empty_think_ratio=0.5,
+        seed=7,
+        tokenizer=tok,
+    )
+    drops = [bool(r["chat_template_kwargs"]["drop_empty_think"]) for r in recs]
+    assert 0 < sum(drops) < len(drops)  # both renderings occur
+    pairs = tokenize_pairs(recs, tok, max_length, max_prompt_length)
+    assert pairs.column_names == list(PAIR_COLUMNS) and len(pairs) == len(recs)
+    cut = 0
+    for i, (record, drop) in enumerate(zip(recs, drops, strict=True)):
+        want = _direct_encoding(tok, record, max_length, max_prompt_length, False, drop)
+        assert [pairs[i][c] for c in PAIR_COLUMNS] == want, i
+        full = _direct_encoding(tok, record, 10**6, 10**6 - 1, False, drop)
+        cut += want != full
+    assert (cut > 0) == (max_length < 1024)  # the short setting really truncates, the long one never
+
+
+class _NoTokenizing:
+    """A tokenizer stand-in that has a pad id and fails on any tokenising or rendering."""
+
+    def __init__(self, pad_token_id):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the collator called the tokenizer")
+
+    apply_chat_template = encode = __call__
+
+
+def test_collator_only_pads_pretokenised_rows(tok, tmp_path):
+    pairs = _pairs(tok, tmp_path, pair_records(4))
+    rows = [pairs[i] for i in range(4)]
+    batch = DPOCollator(_NoTokenizing(tok.pad_token_id))(rows)
+    assert torch.equal(batch["input_ids"], DPOCollator(tok)(rows)["input_ids"])
+    for part, key in enumerate(("chosen_ids", "rejected_ids")):
+        for i, row in enumerate(rows):
+            n = len(row["prompt_ids"]) + len(row[key])
+            assert batch["input_ids"][part * 4 + i, :n].tolist() == row["prompt_ids"] + row[key]
+            assert batch["completion_mask"][part * 4 + i].tolist()[:n] == [0] * len(row["prompt_ids"]) + [
+                1
+            ] * len(row[key])
+            assert int(batch["attention_mask"][part * 4 + i].sum()) == n
+    raw = load_records("dpo", _write(tmp_path, pair_records(2)))
+    with pytest.raises(ValueError, match="takes tokenised pairs .*tokenise the records before training"):
+        DPOCollator(tok)([raw[0], raw[1]])
+
+
+def test_a_pair_that_cannot_be_rendered_names_its_row(tok, tmp_path):
+    """open_thinking prompts end in "<think>\n"; a pair drawn to drop the empty think block cannot continue it."""
+    recs = load_records("dpo", _write(tmp_path, pair_records(3)))
+    recs = recs.map(lambda r, i: {"chat_template_kwargs": {"drop_empty_think": i == 2}}, with_indices=True)
+    with pytest.raises(ValueError, match="DPO pair at row 2: the rendered conversation does not start with"):
+        tokenize_pairs(recs, tok, 1024, 512, open_thinking=True)
+    with pytest.raises(ValueError, match="needs dpo records .*missing chosen, rejected"):
+        tokenize_pairs(recs.remove_columns(["chosen", "rejected"]), tok, 1024, 512)
+
+
+def test_open_thinking_with_dropped_empty_think_blocks_is_refused_before_work():
+    problems = DPOConfig(open_thinking=True, empty_think_ratio=0.5).validate()
+    assert any("open_thinking prompts end inside it" in p for p in problems), problems
+    assert not any("open_thinking" in p for p in DPOConfig(open_thinking=True).validate())
