@@ -17,7 +17,7 @@ import pytest
 from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
-from minimind_hf.eval.cli import main
+from minimind_hf.cli import main
 from minimind_hf.eval.data import TASKS_DIR
 
 BUILTIN = Path(lm_eval.__file__).parent / "tasks"
@@ -144,7 +144,7 @@ def test_the_original_table_in_one_command(release, model_dir, shared_data, tmp_
     for sub in ("ceval", "cmmlu"):  # one data dir holding every benchmark, as a user lays it out
         (root / sub).symlink_to(shared_data / sub)
     out = tmp_path / "out"
-    code = main(["run", str(model_dir), "--tasks", "minimind_original", "--data-dir", str(root), "--limit", "2",
+    code = main(["eval", "run", str(model_dir), "--tasks", "minimind_original", "--data-dir", str(root), "--limit", "2",
                  "--out", str(out), "--batch-size", "16"])  # fmt: skip
     assert code == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -162,15 +162,15 @@ def test_a_bad_release_file_is_named_before_the_model_loads(release, tmp_path, c
     (bad / "piqa" / "valid.jsonl").write_text((root / "piqa" / "valid.jsonl").read_text(), encoding="utf-8")
     (bad / "piqa" / "valid-labels.lst").write_text("0\n1\n", encoding="utf-8")
     code = main(
-        ["run", str(tmp_path / "no-model-needed"), "--tasks", "minimind_piqa", "--data-dir", str(bad)]
+        ["eval", "run", str(tmp_path / "no-model-needed"), "--tasks", "minimind_piqa", "--data-dir", str(bad)]
     )
     assert code == 2  # the model path is checked first: make it exist
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")
     (tmp_path / "m" / "tokenizer.json").write_text("{}")
     caplog.clear()
-    code = main(["run", str(tmp_path / "m"), "--tasks", "minimind_piqa", "--data-dir", str(bad)])
+    code = main(["eval", "run", str(tmp_path / "m"), "--tasks", "minimind_piqa", "--data-dir", str(bad)])
     assert code == 2 and "valid-labels.lst: 2 labels for the 4 rows of valid.jsonl" in caplog.text
     caplog.clear()
-    code = main(["run", str(tmp_path / "m"), "--tasks", "minimind_english"])
+    code = main(["eval", "run", str(tmp_path / "m"), "--tasks", "minimind_english"])
     assert code == 2 and "pass --data-dir DIR" in caplog.text

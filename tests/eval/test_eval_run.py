@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from minimind_hf.eval.cli import main
+from minimind_hf.cli import main
 from minimind_hf.eval.report import category_scores
 from minimind_hf.eval.runner import EvalSettings, build_task_manager
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -23,6 +23,7 @@ def run(model_dir, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-run")
     code = main(
         [
+            "eval",
             "run",
             str(model_dir),
             "--tasks",
@@ -134,6 +135,7 @@ def test_scores_are_the_models_own_loglikelihoods(run, model_dir):
 def test_chat_template_wraps_the_prompt(model_dir, shared_data, tmp_path):
     code = main(
         [
+            "eval",
             "run",
             str(model_dir),
             "--tasks",
@@ -171,10 +173,18 @@ def test_bad_requests_fail_before_the_model_is_loaded(model_dir, tmp_path, share
     with pytest.raises(ValueError, match="in both minimind_cmmlu and minimind_cmmlu_china_specific"):
         build_task_manager(["minimind_cmmlu", "minimind_cmmlu_china_specific"], None)
     (tmp_path / "cmmlu").mkdir()
-    code = main(["run", str(model_dir), "--tasks", "minimind_ceval_law", "--data-dir", str(tmp_path)])
+    code = main(["eval", "run", str(model_dir), "--tasks", "minimind_ceval_law", "--data-dir", str(tmp_path)])
     assert code == 2 and "no ceval/ folder" in caplog.text
     code = main(
-        ["run", str(tmp_path / "no-model"), "--tasks", "minimind_ceval_law", "--data-dir", str(tmp_path)]
+        [
+            "eval",
+            "run",
+            str(tmp_path / "no-model"),
+            "--tasks",
+            "minimind_ceval_law",
+            "--data-dir",
+            str(tmp_path),
+        ]
     )
     assert code == 2 and "MODEL: no such folder" in caplog.text
     settings = EvalSettings(model="unused", tasks=["minimind_ceval_lawyer"])
@@ -194,6 +204,7 @@ def test_a_malformed_row_is_reported_with_file_and_line(model_dir, shared_data, 
         csv.writer(fh).writerows(rows)
     code = main(
         [
+            "eval",
             "run",
             str(model_dir),
             "--tasks",
