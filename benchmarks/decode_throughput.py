@@ -137,7 +137,7 @@ def _llama_rate(
     return batch * new_tokens / elapsed, out[0]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="minimind3")
     parser.add_argument(
@@ -147,16 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-llama-cpp", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from minimind_hf.convert import to_gguf, to_qwen3
+
+def _load_models(args: argparse.Namespace, work: Path):
+    """MiniMind (loaded from --model or random --preset weights saved under `work`), the same weights as a
+    transformers Qwen3, the MiniMind folder and the prompt's token ids."""
+    from minimind_hf.convert import to_qwen3
     from transformers import AutoModelForCausalLM
 
     from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="decode-bench-"))
     if args.model:
         src = Path(args.model)
         ours = MiniMindForCausalLM.from_pretrained(src, dtype=torch.float32)
@@ -170,12 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     ours.eval()
     qwen = AutoModelForCausalLM.from_pretrained(to_qwen3(src, work / "qwen3"), dtype=torch.float32).eval()
     prompt = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    n_params = sum(p.numel() for p in ours.parameters())
-    print(
-        f"model: {args.model or args.preset} ({n_params / 1e6:.1f}M params, {type(qwen).__name__} reference), "
-        f"prompt {len(prompt)} tokens, {args.new_tokens} new tokens, {args.threads} threads"
-    )
+    return ours, qwen, src, prompt
 
+
+def _transformers_rates(ours, qwen, prompt: list[int], args: argparse.Namespace) -> dict[str, float]:
     results: dict[str, float] = {}
     for b in args.batches:
         ids = torch.tensor([prompt] * b)
@@ -185,39 +184,65 @@ def main(argv: list[str] | None = None) -> int:
             f"batch {b}: minimind {results[f'minimind_b{b}']:.1f} tok/s, "
             f"transformers {type(qwen).__name__} {results[f'qwen3_b{b}']:.1f} tok/s"
         )
+    return results
 
-    llama_note = None
-    if not args.no_llama_cpp:
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            llama_note = "llama_cpp not installed"
-        else:
-            with torch.no_grad():
-                ref_tokens = ours.generate(
-                    torch.tensor([prompt]),
-                    max_new_tokens=args.new_tokens,
-                    min_new_tokens=args.new_tokens,
-                    do_sample=False,
-                )[0, len(prompt) :].tolist()
-            for outtype in ("f16", "q8_0"):
-                path = to_gguf(src, work / f"model-{outtype}.gguf", outtype=outtype)
-                for b in args.batches:
-                    rate, first = _llama_rate(path, prompt, b, args.new_tokens, args.threads)
-                    results[f"llamacpp_{outtype}_b{b}"] = rate
-                    same = sum(x == y for x, y in zip(first, ref_tokens, strict=True))
-                    print(
-                        f"batch {b}: llama.cpp {outtype} {rate:.1f} tok/s "
-                        f"({same}/{args.new_tokens} greedy tokens equal to transformers)"
-                    )
 
+def _llama_cpp_rates(
+    ours, src: Path, work: Path, prompt: list[int], args: argparse.Namespace, results: dict[str, float]
+) -> str | None:
+    """Adds the llama.cpp rates of the f16 and q8_0 exports to `results`; returns a note when it cannot."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "llama_cpp not installed"
+    from minimind_hf.convert import to_gguf
+
+    with torch.no_grad():
+        ref_tokens = ours.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=False,
+        )[0, len(prompt) :].tolist()
+    for outtype in ("f16", "q8_0"):
+        path = to_gguf(src, work / f"model-{outtype}.gguf", outtype=outtype)
+        for b in args.batches:
+            rate, first = _llama_rate(path, prompt, b, args.new_tokens, args.threads)
+            results[f"llamacpp_{outtype}_b{b}"] = rate
+            same = sum(x == y for x, y in zip(first, ref_tokens, strict=True))
+            print(
+                f"batch {b}: llama.cpp {outtype} {rate:.1f} tok/s "
+                f"({same}/{args.new_tokens} greedy tokens equal to transformers)"
+            )
+    return None
+
+
+def _ratios(results: dict[str, float], batches: list[int]) -> dict[str, float]:
     ratios = {}
-    for b in args.batches:
+    for b in batches:
         ratios[f"minimind_vs_qwen3_b{b}"] = results[f"minimind_b{b}"] / results[f"qwen3_b{b}"]
         for outtype in ("f16", "q8_0"):
             key = f"llamacpp_{outtype}_b{b}"
             if key in results:
                 ratios[f"llamacpp_{outtype}_vs_minimind_b{b}"] = results[key] / results[f"minimind_b{b}"]
+    return ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="decode-bench-"))
+    ours, qwen, src, prompt = _load_models(args, work)
+    n_params = sum(p.numel() for p in ours.parameters())
+    print(
+        f"model: {args.model or args.preset} ({n_params / 1e6:.1f}M params, {type(qwen).__name__} reference), "
+        f"prompt {len(prompt)} tokens, {args.new_tokens} new tokens, {args.threads} threads"
+    )
+
+    results = _transformers_rates(ours, qwen, prompt, args)
+    llama_note = None if args.no_llama_cpp else _llama_cpp_rates(ours, src, work, prompt, args, results)
+    ratios = _ratios(results, args.batches)
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
     summary = {

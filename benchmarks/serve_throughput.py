@@ -232,7 +232,7 @@ def bench_server(url: str, body: dict, args: argparse.Namespace) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a MiniMind folder (default: random --preset weights)")
     parser.add_argument("--preset", default="minimind3")
@@ -244,57 +244,56 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--serve-args", default="", help="extra arguments for `minimind-hf serve`")
     parser.add_argument("--no-llama-cpp", action="store_true", help="measure our server only")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return parser.parse_args(argv)
 
-    from transformers import AutoTokenizer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(os.environ.get("SERVE_BENCH_DIR", tmp))
-        model_dir = Path(args.model) if args.model else build_model(tmp / "model", args.preset)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        eos = tokenizer.eos_token_id
-        # a long prompt of about --long-prompt tokens: the short one repeated
-        per = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
-        long_text = "\n".join([PROMPT] * max(1, args.long_prompt // per))
+def stall_prompts(tokenizer, long_tokens: int) -> tuple[list[int], list[int]]:
+    """The short prompt's ids and a long prompt's of about `long_tokens` tokens: the short one repeated."""
+    ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    long_text = "\n".join([PROMPT] * max(1, long_tokens // len(ids)))
+    return ids, tokenizer(long_text, add_special_tokens=False)["input_ids"]
 
-        results: dict[str, dict] = {}
-        port = free_port()
-        ours_cmd = [
-            sys.executable, "-m", "minimind_hf.cli", "serve", str(model_dir),
-            "--port", str(port), "--threads", str(args.threads), "--model-name", "bench",
-            *shlex.split(args.serve_args),
-        ]  # fmt: skip
-        ours_body = request_body(PROMPT, args.max_tokens, {"ignore_eos": True})
-        logger.info("ours: %s", " ".join(ours_cmd[2:]))
-        with server(ours_cmd, port, tmp / "ours.log", args.threads) as url:
-            results["ours"] = bench_server(url, ours_body, args)
-        ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-        long_ids = tokenizer(long_text, add_special_tokens=False)["input_ids"]
-        stall = measure_stall(ours_cmd[3:], ids, long_ids)
 
-        llama_note = None
-        if not args.no_llama_cpp:
-            try:
-                import llama_cpp.server  # noqa: F401
-            except ImportError as exc:
-                llama_note = f"llama-cpp-python server not installed ({exc.name})"
-            else:
-                from minimind_hf.convert import to_gguf
+def bench_ours(model_dir: Path, tmp: Path, tokenizer, args: argparse.Namespace) -> tuple[dict, dict]:
+    """`minimind-hf serve` over HTTP, then the stall test on the engine the same arguments build."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "minimind_hf.cli", "serve", str(model_dir),
+        "--port", str(port), "--threads", str(args.threads), "--model-name", "bench",
+        *shlex.split(args.serve_args),
+    ]  # fmt: skip
+    body = request_body(PROMPT, args.max_tokens, {"ignore_eos": True})
+    logger.info("ours: %s", " ".join(cmd[2:]))
+    with server(cmd, port, tmp / "ours.log", args.threads) as url:
+        levels = bench_server(url, body, args)
+    ids, long_ids = stall_prompts(tokenizer, args.long_prompt)
+    return levels, measure_stall(cmd[3:], ids, long_ids)
 
-                gguf = to_gguf(model_dir, tmp / "model-f16.gguf", outtype="f16", force=True)
-                port = free_port()
-                llama_cmd = [
-                    sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
-                    "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-                    "--n_ctx", "4096", "--verbose", "False", "--model_alias", "bench",
-                    "--interrupt_requests", "False",  # queue concurrent requests instead of cutting them off
-                ]  # fmt: skip
-                llama_body = request_body(PROMPT, args.max_tokens, {"logit_bias": {str(eos): -100}})
-                with server(llama_cmd, port, tmp / "llama.log", args.threads) as url:
-                    results["llama.cpp f16"] = bench_server(url, llama_body, args)
 
+def bench_llama_cpp(
+    model_dir: Path, tmp: Path, eos: int, args: argparse.Namespace
+) -> tuple[dict | None, str | None]:
+    """llama-cpp-python's server on the f16 GGUF export: its levels, or None and why it could not run."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError as exc:
+        return None, f"llama-cpp-python server not installed ({exc.name})"
+    from minimind_hf.convert import to_gguf
+
+    gguf = to_gguf(model_dir, tmp / "model-f16.gguf", outtype="f16", force=True)
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+        "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+        "--n_ctx", "4096", "--verbose", "False", "--model_alias", "bench",
+        "--interrupt_requests", "False",  # queue concurrent requests instead of cutting them off
+    ]  # fmt: skip
+    body = request_body(PROMPT, args.max_tokens, {"logit_bias": {str(eos): -100}})
+    with server(cmd, port, tmp / "llama.log", args.threads) as url:
+        return bench_server(url, body, args), None
+
+
+def print_report(results: dict[str, dict], stall: dict) -> None:
     print(f"{'server':<14} {'level':<5} {'requests':>8} {'seconds':>8} {'tok/s':>8} {'ttft s':>7}")
     for name, res in results.items():
         for level in ("bs1", "bs8"):
@@ -311,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         f"beside the stream, {stall['short_prompt_latency_s']:.3f} s after the "
         f"{stall['short_prompt_tokens']}-token prompt"
     )
+
+
+def summarize(
+    args: argparse.Namespace, results: dict[str, dict], stall: dict, llama_note: str | None
+) -> dict:
     summary: dict = {
         "benchmark": "serve_throughput",
         "model": str(args.model) if args.model else f"random {args.preset}",
@@ -333,7 +337,30 @@ def main(argv: list[str] | None = None) -> int:
         summary["goals"] = {"bs1_vs_llamacpp_per_core": ">= 0.5", "bs8_vs_llamacpp_server": ">= 2"}
     else:
         summary["llama_cpp"] = llama_note or "skipped (--no-llama-cpp)"
-    print(json.dumps(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(os.environ.get("SERVE_BENCH_DIR", tmp))
+        model_dir = Path(args.model) if args.model else build_model(tmp / "model", args.preset)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        results: dict[str, dict] = {}
+        results["ours"], stall = bench_ours(model_dir, tmp, tokenizer, args)
+        llama_note = None
+        if not args.no_llama_cpp:
+            llama, llama_note = bench_llama_cpp(model_dir, tmp, tokenizer.eos_token_id, args)
+            if llama is not None:
+                results["llama.cpp f16"] = llama
+
+    print_report(results, stall)
+    print(json.dumps(summarize(args, results, stall, llama_note)))
     return 0
 
 

@@ -40,7 +40,11 @@ SHARED = Path(os.environ.get("MINIMIND_SHARED_DATA", REPO.parent / "shared" / "d
 if not SHARED.is_dir():
     SHARED = Path("/work/shared/data")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import IGNORE, matmul_peak  # noqa: E402  (the benchmarks share helpers by import)
+from train_throughput import (  # noqa: E402  (the benchmarks share helpers by import)
+    IGNORE,
+    matmul_peak,
+    param_counts,
+)
 
 
 def default_data() -> str:
@@ -179,7 +183,7 @@ def run_native(records, tok, args, out: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--data",
@@ -199,31 +203,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--order", choices=["trl-first", "native-first"], default="trl-first")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import logging
 
-    from datasets.utils.logging import disable_progress_bar
-
-    disable_progress_bar()
-    logging.getLogger("minimind_hf").setLevel(logging.WARNING)
-    from accelerate.state import AcceleratorState
-
+def _records_and_tokenizer(args: argparse.Namespace):
+    """`--records` shuffled conversations from `--data` and a tokenizer trained on their text."""
     from minimind_hf.data import load_records
     from minimind_hf.tokenizer import train_tokenizer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t0 = time.time()
     records = load_records("sft", args.data).shuffle(seed=args.seed)
     records = records.select(range(min(args.records, len(records))))
     texts = [m["content"] for conv in records["conversations"] for m in conv if m["content"]]
-    tok = train_tokenizer(texts, vocab_size=args.vocab_size, show_progress=False)
-    model = new_model(args.preset, len(tok), args.seed)
-    n_params = sum(p.numel() for p in model.parameters())
-    non_embed = n_params - model.model.embed_tokens.weight.numel()
-    del model
-    peak = matmul_peak()
+    return records, train_tokenizer(texts, vocab_size=args.vocab_size, show_progress=False)
+
+
+def _run_backends(records, tok, args: argparse.Namespace) -> dict[str, dict]:
+    from accelerate.state import AcceleratorState
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="sft_backends_") as tmp:
@@ -233,11 +228,12 @@ def main(argv: list[str] | None = None) -> dict:
             run = run_trl if name == "trl" else run_native
             results[name] = run(records, tok, args, Path(tmp) / name)
         AcceleratorState._reset_state(reset_partial_state=True)
-    peak = max(peak, matmul_peak())
+    return results
 
+
+def _summary(args, records, results: dict, n_params: int, non_embed: int, peak: float, t0: float) -> dict:
     trl, nat = results["trl"], results["native"]
-    ratio = nat["useful_tok_s"] / trl["useful_tok_s"]
-    result = {
+    return {
         "preset": args.preset,
         "params_m": round(n_params / 1e6, 2),
         "non_embedding_params_m": round(non_embed / 1e6, 2),
@@ -252,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "trl_useful_tok_s": round(trl["useful_tok_s"], 1),
         "native_useful_tok_s": round(nat["useful_tok_s"], 1),
-        "native_over_trl": round(ratio, 3),
+        "native_over_trl": round(nat["useful_tok_s"] / trl["useful_tok_s"], 3),
         "trl_row_fill": round(trl["row_fill"], 3),
         "native_row_fill": round(nat["row_fill"], 3),
         "trl_rows": trl["rows"],
@@ -265,6 +261,10 @@ def main(argv: list[str] | None = None) -> dict:
         "mfu_native": round(6 * non_embed * nat["useful_tok_s"] / peak, 4),
         "seconds": round(time.time() - t0, 1),
     }
+
+
+def _print_report(args, records, results: dict, n_params: int, result: dict) -> None:
+    trl, nat = results["trl"], results["native"]
     print(
         f"{args.preset}: {n_params / 1e6:.1f}M params, fp32 CPU, {torch.get_num_threads()} threads, "
         f"{len(records)} conversations, max_length {args.max_length}, {args.batch_size} packed rows/step, "
@@ -278,7 +278,31 @@ def main(argv: list[str] | None = None) -> dict:
         f"native (packed rows, no mask)          : {nat['useful_tok_s']:8.1f} useful tok/s "
         f"({nat['useful_tokens']} label tokens in {nat['seconds']:.1f}s; {nat['rows']} rows, fill {nat['row_fill']:.0%})"
     )
+    ratio = nat["useful_tok_s"] / trl["useful_tok_s"]
     print(f"native / trl = {ratio:.2f}x  (MFU {result['mfu_native']:.1%} vs {result['mfu_trl']:.1%})")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
+
+    import logging
+
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    logging.getLogger("minimind_hf").setLevel(logging.WARNING)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    records, tok = _records_and_tokenizer(args)
+    n_params, non_embed = param_counts(new_model(args.preset, len(tok), args.seed))
+    peak = matmul_peak()
+    results = _run_backends(records, tok, args)
+    peak = max(peak, matmul_peak())
+
+    result = _summary(args, records, results, n_params, non_embed, peak, t0)
+    _print_report(args, records, results, n_params, result)
     print(json.dumps(result))
     sys.stdout.flush()
     return result

@@ -303,7 +303,7 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stages", default="pretrain,sft")
     ap.add_argument("--budget-steps", type=int, default=300, help="base's step budget (the schedule's T)")
@@ -327,26 +327,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--curves", help="write every arm's (seconds, step, held-out loss) curve to this JSON file"
     )
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap.parse_args(argv)
 
-    from datasets.utils.logging import disable_progress_bar
 
-    disable_progress_bar()
-    from minimind_hf.configuration_minimind import MiniMindConfig
-    from minimind_hf.data import load_records
-    from minimind_hf.data.packing import pack_sequences, pack_token_ids
-    from minimind_hf.data.pretrain_pipeline import tokenize_texts
-    from minimind_hf.data.rendering import encode_conversation
-    from minimind_hf.data.sft_pipeline import tokenize_conversations
-    from minimind_hf.modeling_minimind import MiniMindForCausalLM
-    from minimind_hf.quickstart import QUICKSTART_MODEL
-    from minimind_hf.tokenizer import train_tokenizer
-
-    t0 = time.time()
-    args.peaks = {dtype: matmul_peak(1024, dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
-    stages = [s for s in args.stages.split(",") if s]
+def _arm_names(args: argparse.Namespace) -> list[str]:
+    """The arms to run, base first; exits on an unknown one."""
     arms = ["base", "ours"] + (
         ["ours-fp32", "ours-eager", "ours-adamw", "ours-muon"] if args.ablations else []
     )
@@ -360,12 +345,21 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     if bad:
         raise SystemExit(f"--arms: unknown {bad}; valid: {', '.join(known)}, ours-muon@LR")
+    return arms
+
+
+def _setup(args: argparse.Namespace):
+    """The pretrain documents, a tokenizer trained on them and the quickstart-shaped model config (printed)."""
+    from minimind_hf.configuration_minimind import MiniMindConfig
+    from minimind_hf.data import load_records
+    from minimind_hf.modeling_minimind import MiniMindForCausalLM
+    from minimind_hf.quickstart import QUICKSTART_MODEL
+    from minimind_hf.tokenizer import train_tokenizer
 
     pre = load_records("pretrain", SHARED / "pretrain" / "pretrain_mix.jsonl").shuffle(seed=args.seed)
     if args.documents:
         pre = pre.select(range(min(args.documents, len(pre))))
     tok = train_tokenizer(pre["text"], vocab_size=6400, show_progress=False)
-    pad, eos, bos = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
     config = MiniMindConfig.from_preset("tiny", vocab_size=len(tok), **QUICKSTART_MODEL)
     n_params = sum(p.numel() for p in MiniMindForCausalLM(config).parameters())
     print(
@@ -374,51 +368,75 @@ def main(argv: list[str] | None = None) -> dict:
         f"bf16 {args.peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s",
         flush=True,
     )
+    return pre, tok, config
 
+
+def _pretrain_data(pre, tok, args: argparse.Namespace) -> dict:
+    """Pretraining's rows: one per document for base, packed for ours; the first `--heldout` held out."""
+    from minimind_hf.data.packing import pack_token_ids
+    from minimind_hf.data.pretrain_pipeline import tokenize_texts
+
+    pad, eos, bos = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
     ids = tokenize_texts(pre, tok)["ids"]
     held, train_ids = ids[: args.heldout], ids[args.heldout :]
     docs = [[bos] + d + [eos] for d in train_ids]
-    pretrain_data = {
+    return {
         "stage": "pretrain",
         "pad": pad,
         "base_rows": [(d, d) for d in docs],
         "packed": pack_token_ids(train_ids, args.seq_len, eos),
         "heldout": [([bos] + d + [eos], [bos] + d + [eos]) for d in held],
     }
-    result: dict = {
-        "threads": torch.get_num_threads(),
-        "batch_rows": args.batch_size,
-        "seq_len": args.seq_len,
-        "lr": args.lr,
-        "budget_steps": args.budget_steps,
-        "matmul_peak_gflops": {
-            "fp32": round(args.peaks[torch.float32] / 1e9, 1),
-            "bf16": round(args.peaks[torch.bfloat16] / 1e9, 1),
-        },
+
+
+def _sft_data(tok, args: argparse.Namespace) -> dict:
+    """SFT's rows: one per conversation for base, packed for ours; the first `--heldout` held out."""
+    from minimind_hf.data import load_records
+    from minimind_hf.data.packing import pack_sequences
+    from minimind_hf.data.rendering import encode_conversation
+    from minimind_hf.data.sft_pipeline import tokenize_conversations
+
+    pad = tok.pad_token_id
+    sft = load_records("sft", SHARED / "sft" / "sft_mix.jsonl").shuffle(seed=args.seed)
+    held_c, train_c = sft.select(range(args.heldout)), sft.select(range(args.heldout, len(sft)))
+    full = [
+        encode_conversation(tok, c, t)
+        for c, t in zip(train_c["conversations"], train_c["tools"], strict=False)
+    ]
+    held_rows = [
+        encode_conversation(tok, c, t) for c, t in zip(held_c["conversations"], held_c["tools"], strict=False)
+    ]
+    enc = tokenize_conversations(train_c, tok, max_length=args.seq_len)
+    return {
+        "stage": "sft",
+        "pad": pad,
+        "base_rows": [(f["input_ids"], f["labels"]) for f in full],
+        "packed": pack_sequences(enc, args.seq_len, pad),
+        "heldout": [(f["input_ids"], f["labels"]) for f in held_rows],
     }
+
+
+def _print_stage(stage: str, res: dict) -> None:
+    for name, arm in res["arms"].items():
+        print(
+            f"{stage} {name:10s}: target {res['target_loss']:.3f} reached in "
+            f"{arm['seconds_to_target'] if arm['seconds_to_target'] is not None else 'never'} s "
+            f"(speedup {arm['speedup']}); loss at budget {arm['loss_at_budget']:.3f}; "
+            f"{arm['tokens_per_sec']:.0f} tok/s, MFU {arm['mfu']:.1%} ({arm['precision']}"
+            f"{', compiled' if arm['compiled'] else ''}; first step {arm['first_step_seconds']:.1f} s)",
+            flush=True,
+        )
+
+
+def _run_stages(stages: list[str], arms: list[str], config, pretrain_data: dict, tok, args) -> dict:
+    """Every stage's `run_stage` result, in order (SFT's data is built only when it runs)."""
+    out = {}
     pretrained = None
     for stage in stages:
         if stage == "pretrain":
             data = pretrain_data
         elif stage == "sft":
-            sft = load_records("sft", SHARED / "sft" / "sft_mix.jsonl").shuffle(seed=args.seed)
-            held_c, train_c = sft.select(range(args.heldout)), sft.select(range(args.heldout, len(sft)))
-            full = [
-                encode_conversation(tok, c, t)
-                for c, t in zip(train_c["conversations"], train_c["tools"], strict=False)
-            ]
-            held_rows = [
-                encode_conversation(tok, c, t)
-                for c, t in zip(held_c["conversations"], held_c["tools"], strict=False)
-            ]
-            enc = tokenize_conversations(train_c, tok, max_length=args.seq_len)
-            data = {
-                "stage": "sft",
-                "pad": pad,
-                "base_rows": [(f["input_ids"], f["labels"]) for f in full],
-                "packed": pack_sequences(enc, args.seq_len, pad),
-                "heldout": [(f["input_ids"], f["labels"]) for f in held_rows],
-            }
+            data = _sft_data(tok, args)
         else:
             raise SystemExit(f"--stages: unknown stage {stage!r} (pretrain, sft)")
         print(
@@ -432,30 +450,54 @@ def main(argv: list[str] | None = None) -> dict:
         model = res.pop("model")
         if stage == "pretrain":
             pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        result[stage] = res
-        for name, arm in res["arms"].items():
-            print(
-                f"{stage} {name:10s}: target {res['target_loss']:.3f} reached in "
-                f"{arm['seconds_to_target'] if arm['seconds_to_target'] is not None else 'never'} s "
-                f"(speedup {arm['speedup']}); loss at budget {arm['loss_at_budget']:.3f}; "
-                f"{arm['tokens_per_sec']:.0f} tok/s, MFU {arm['mfu']:.1%} ({arm['precision']}"
-                f"{', compiled' if arm['compiled'] else ''}; first step {arm['first_step_seconds']:.1f} s)",
-                flush=True,
-            )
+        out[stage] = res
+        _print_stage(stage, res)
+    return out
+
+
+def _per_step_figure(args: argparse.Namespace, pretrain_data: dict, vocab: int) -> dict:
+    ps = {"preset": args.per_step_preset, **per_step(args.per_step_preset, pretrain_data, args, vocab)}
+    print(
+        f"{args.per_step_preset} per step ({args.per_step_accum} x {args.per_step_batch} x {args.seq_len}): "
+        f"base {ps['base']['seconds_per_step']} s, "
+        f"ours {ps['ours']['seconds_per_step']} s -> {ps['speedup_per_step']}x; "
+        f"MFU {ps['base']['mfu']:.1%} vs "
+        f"{ps['ours']['mfu']:.1%}",
+        flush=True,
+    )
+    return ps
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+    t0 = time.time()
+    args.peaks = {dtype: matmul_peak(1024, dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+    stages = [s for s in args.stages.split(",") if s]
+    arms = _arm_names(args)
+    pre, tok, config = _setup(args)
+    pretrain_data = _pretrain_data(pre, tok, args)
+    result: dict = {
+        "threads": torch.get_num_threads(),
+        "batch_rows": args.batch_size,
+        "seq_len": args.seq_len,
+        "lr": args.lr,
+        "budget_steps": args.budget_steps,
+        "matmul_peak_gflops": {
+            "fp32": round(args.peaks[torch.float32] / 1e9, 1),
+            "bf16": round(args.peaks[torch.bfloat16] / 1e9, 1),
+        },
+    }
+    result.update(_run_stages(stages, arms, config, pretrain_data, tok, args))
     if args.per_step_preset:
-        result["per_step"] = {
-            "preset": args.per_step_preset,
-            **per_step(args.per_step_preset, pretrain_data, args, len(tok)),
-        }
-        ps = result["per_step"]
-        print(
-            f"{args.per_step_preset} per step ({args.per_step_accum} x {args.per_step_batch} x {args.seq_len}): "
-            f"base {ps['base']['seconds_per_step']} s, "
-            f"ours {ps['ours']['seconds_per_step']} s -> {ps['speedup_per_step']}x; "
-            f"MFU {ps['base']['mfu']:.1%} vs "
-            f"{ps['ours']['mfu']:.1%}",
-            flush=True,
-        )
+        result["per_step"] = _per_step_figure(args, pretrain_data, len(tok))
+    # the curves go to --curves, not into the JSON line
     curves = {
         stage: {name: arm.pop("curve") for name, arm in result[stage]["arms"].items()} for stage in stages
     }

@@ -109,7 +109,13 @@ def packed_batch(packed, indices) -> dict:
     return collate_rows([packed[i] for i in indices])
 
 
-def main(argv: list[str] | None = None) -> dict:
+def param_counts(model) -> tuple[int, int]:
+    """All parameters and the non-embedding ones (what the MFU's 6 x N counts)."""
+    n_params = sum(p.numel() for p in model.parameters())
+    return n_params, n_params - model.model.embed_tokens.weight.numel()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="minimind3")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after 1 warm-up)")
@@ -117,138 +123,192 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sft-rows", type=int, default=1500, help="conversations read from the SFT data")
     ap.add_argument("--pretrain-rows", type=int, default=3000, help="documents read from the pretrain data")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    from datasets.utils.logging import disable_progress_bar
 
-    disable_progress_bar()
-    from minimind_hf.configuration_minimind import MiniMindConfig
+def _load_data(args: argparse.Namespace):
+    """The pretrain documents and SFT conversations (shuffled, first rows) and a tokenizer trained on them."""
     from minimind_hf.data import load_records
-    from minimind_hf.data.packing import pack_sequences, pack_token_ids
-    from minimind_hf.data.pretrain_pipeline import tokenize_texts
-    from minimind_hf.data.rendering import encode_conversation
-    from minimind_hf.data.sft_pipeline import tokenize_conversations
-    from minimind_hf.modeling_minimind import MiniMindForCausalLM
     from minimind_hf.tokenizer import train_tokenizer
 
-    t0 = time.time()
-    rng = random.Random(args.seed)
-    torch.manual_seed(args.seed)
     pre = load_records("pretrain", SHARED / "pretrain" / "pretrain_mix.jsonl")
     pre = pre.shuffle(seed=args.seed).select(range(min(args.pretrain_rows, len(pre))))
     sft = load_records("sft", SHARED / "sft" / "sft_mix.jsonl")
     sft = sft.shuffle(seed=args.seed).select(range(min(args.sft_rows, len(sft))))
     tok = train_tokenizer(pre["text"], vocab_size=6400, show_progress=False)
-    pad, eos, bos = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+    return pre, sft, tok
 
-    config = MiniMindConfig.from_preset(args.preset, vocab_size=len(tok), attn_implementation="sdpa")
-    model = MiniMindForCausalLM(config).train()
-    n_params = sum(p.numel() for p in model.parameters())
-    n_embed = model.model.embed_tokens.weight.numel()
-    non_embed = n_params - n_embed
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    n_batches, bs = args.steps + 1, args.batch_size
-    peak = matmul_peak()
 
-    # ---- SFT at 512
-    L = 512
+def _draw_batches(rng: random.Random, population: int, bs: int, n_batches: int, make) -> list[dict]:
+    """`n_batches` batches of `bs` distinct rows drawn from `population`; `make(row indices)` builds one."""
+    picks = rng.sample(range(population), n_batches * bs)
+    return [make(picks[i * bs : (i + 1) * bs]) for i in range(n_batches)]
+
+
+def _measure(model, optimizer, ours: list[dict], base: list[dict], useful_per_row, args) -> dict:
+    """`compare`'s rates, and both at the dataset's average useful tokens per row (`useful_per_row`: ours',
+    the baseline's)."""
+    timing = compare(model, optimizer, ours, base, args.steps)
+    per_row_ours, per_row_base = useful_per_row
+    return {
+        "ours": timing["ours"]["useful_tok_s"],
+        "base": timing["base"]["useful_tok_s"],
+        "ours_exp": expected_rate(timing["ours"], per_row_ours, args.batch_size),
+        "base_exp": expected_rate(timing["base"], per_row_base, args.batch_size),
+    }
+
+
+def _bench_sft(model, optimizer, sft, tok, rng: random.Random, args) -> dict:
+    """SFT at 512: packed conversations vs one padded conversation per row."""
+    from minimind_hf.data.packing import pack_sequences
+    from minimind_hf.data.rendering import encode_conversation
+    from minimind_hf.data.sft_pipeline import tokenize_conversations
+
+    L, pad, bs, n_batches = 512, tok.pad_token_id, args.batch_size, args.steps + 1
     enc = tokenize_conversations(sft, tok, max_length=L)
     packed = pack_sequences(enc, L, pad)
-    ours_rows = rng.sample(range(len(packed)), n_batches * bs)
-    ours = [packed_batch(packed, ours_rows[i * bs : (i + 1) * bs]) for i in range(n_batches)]
+    ours = _draw_batches(rng, len(packed), bs, n_batches, lambda rows: packed_batch(packed, rows))
     full = [encode_conversation(tok, c, t) for c, t in zip(sft["conversations"], sft["tools"], strict=False)]
-    base_rows = rng.sample(range(len(full)), n_batches * bs)
-    base = [
-        padded_batch(
-            [(full[j]["input_ids"], full[j]["labels"]) for j in base_rows[i * bs : (i + 1) * bs]], L, pad
-        )
-        for i in range(n_batches)
-    ]
-    sft_t = compare(model, optimizer, ours, base, args.steps)
-    sft_ours, sft_base = sft_t["ours"]["useful_tok_s"], sft_t["base"]["useful_tok_s"]
-    sft_ours_exp = expected_rate(
-        sft_t["ours"], float(np.mean([label_count(packed[i]["labels"]) for i in range(len(packed))])), bs
+    base = _draw_batches(
+        rng,
+        len(full),
+        bs,
+        n_batches,
+        lambda rows: padded_batch([(full[j]["input_ids"], full[j]["labels"]) for j in rows], L, pad),
     )
-    sft_base_exp = expected_rate(
-        sft_t["base"], float(np.mean([label_count(f["labels"][:L]) for f in full])), bs
+    out = _measure(
+        model,
+        optimizer,
+        ours,
+        base,
+        (
+            float(np.mean([label_count(packed[i]["labels"]) for i in range(len(packed))])),
+            float(np.mean([label_count(f["labels"][:L]) for f in full])),
+        ),
+        args,
     )
-    peak = max(peak, matmul_peak())
-    sft_fill_ours = float(np.mean(packed.input_ids != pad)) if pad is not None else None
-    sft_fill_base = float(np.mean([min(len(f["input_ids"]), L) / L for f in full]))
+    out["fill_ours"] = float(np.mean(packed.input_ids != pad)) if pad is not None else None
+    out["fill_base"] = float(np.mean([min(len(f["input_ids"]), L) / L for f in full]))
+    return out
 
-    # ---- pretrain at 768
-    S = 768
+
+def _bench_pretrain(model, optimizer, pre, tok, rng: random.Random, args) -> dict:
+    """Pretraining at 768: packed documents vs one padded/truncated document per row."""
+    from minimind_hf.data.packing import pack_token_ids
+    from minimind_hf.data.pretrain_pipeline import tokenize_texts
+
+    S, bs, n_batches = 768, args.batch_size, args.steps + 1
+    pad, eos, bos = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
     ids = tokenize_texts(pre, tok)["ids"]
     corpus_tokens = sum(len(d) + 2 for d in ids)  # bos + text + eos, the original's document
     packed_pre = pack_token_ids(ids, S, eos)
-    ours_rows = rng.sample(range(len(packed_pre)), n_batches * bs)
-    ours = [packed_batch(packed_pre, ours_rows[i * bs : (i + 1) * bs]) for i in range(n_batches)]
+    ours = _draw_batches(rng, len(packed_pre), bs, n_batches, lambda rows: packed_batch(packed_pre, rows))
     docs = [[bos] + d + [eos] for d in ids]
-    base_rows = rng.sample(range(len(docs)), n_batches * bs)
-    base = [
-        padded_batch([(docs[j], docs[j]) for j in base_rows[i * bs : (i + 1) * bs]], S, pad)
-        for i in range(n_batches)
-    ]
-    pre_t = compare(model, optimizer, ours, base, args.steps)
-    pre_ours, pre_base = pre_t["ours"]["useful_tok_s"], pre_t["base"]["useful_tok_s"]
-    pre_ours_exp = expected_rate(
-        pre_t["ours"],
-        float(np.mean([label_count(packed_pre[i]["labels"]) for i in range(len(packed_pre))])),
-        bs,
+    base = _draw_batches(
+        rng, len(docs), bs, n_batches, lambda rows: padded_batch([(docs[j], docs[j]) for j in rows], S, pad)
     )
-    pre_base_exp = expected_rate(pre_t["base"], float(np.mean([min(len(d), S) - 1 for d in docs])), bs)
-    peak = max(peak, matmul_peak())
-    share_ours = (sum(len(d) + 1 for d in ids)) / sum(len(d) + 1 for d in ids)  # every token is in some row
-    share_base = sum(min(len(d), S) for d in docs) / corpus_tokens
+    out = _measure(
+        model,
+        optimizer,
+        ours,
+        base,
+        (
+            float(np.mean([label_count(packed_pre[i]["labels"]) for i in range(len(packed_pre))])),
+            float(np.mean([min(len(d), S) - 1 for d in docs])),
+        ),
+        args,
+    )
+    # every token is in some row
+    out["share_ours"] = (sum(len(d) + 1 for d in ids)) / sum(len(d) + 1 for d in ids)
+    out["share_base"] = sum(min(len(d), S) for d in docs) / corpus_tokens
+    return out
 
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {
+
+def _summary(
+    args, n_params: int, non_embed: int, peak: float, sft: dict, pre: dict, rss_mb: float, t0: float
+) -> dict:
+    return {
         "preset": args.preset,
         "params_m": round(n_params / 1e6, 2),
         "non_embedding_params_m": round(non_embed / 1e6, 2),
         "threads": torch.get_num_threads(),
-        "batch_rows": bs,
+        "batch_rows": args.batch_size,
         "timed_steps": args.steps,
         "matmul_peak_gflops": round(peak / 1e9, 1),
-        "sft_useful_tok_s_ours": round(sft_ours, 1),
-        "sft_useful_tok_s_baseline": round(sft_base, 1),
-        "sft_speedup": round(sft_ours / sft_base, 2),
-        "sft_useful_tok_s_ours_expected": round(sft_ours_exp, 1),
-        "sft_useful_tok_s_baseline_expected": round(sft_base_exp, 1),
-        "sft_speedup_expected": round(sft_ours_exp / sft_base_exp, 2),
-        "pretrain_speedup_expected": round(pre_ours_exp / pre_base_exp, 2),
-        "sft_row_fill_ours": round(sft_fill_ours, 3),
-        "sft_row_fill_baseline": round(sft_fill_base, 3),
-        "pretrain_useful_tok_s_ours": round(pre_ours, 1),
-        "pretrain_useful_tok_s_baseline": round(pre_base, 1),
-        "pretrain_speedup": round(pre_ours / pre_base, 2),
-        "pretrain_corpus_share_trained_ours": round(share_ours, 4),
-        "pretrain_corpus_share_trained_baseline": round(share_base, 4),
-        "mfu_sft_ours": round(6 * non_embed * sft_ours / peak, 4),
-        "mfu_sft_baseline": round(6 * non_embed * sft_base / peak, 4),
-        "mfu_pretrain_ours": round(6 * non_embed * pre_ours / peak, 4),
-        "mfu_pretrain_baseline": round(6 * non_embed * pre_base / peak, 4),
+        "sft_useful_tok_s_ours": round(sft["ours"], 1),
+        "sft_useful_tok_s_baseline": round(sft["base"], 1),
+        "sft_speedup": round(sft["ours"] / sft["base"], 2),
+        "sft_useful_tok_s_ours_expected": round(sft["ours_exp"], 1),
+        "sft_useful_tok_s_baseline_expected": round(sft["base_exp"], 1),
+        "sft_speedup_expected": round(sft["ours_exp"] / sft["base_exp"], 2),
+        "pretrain_speedup_expected": round(pre["ours_exp"] / pre["base_exp"], 2),
+        "sft_row_fill_ours": round(sft["fill_ours"], 3),
+        "sft_row_fill_baseline": round(sft["fill_base"], 3),
+        "pretrain_useful_tok_s_ours": round(pre["ours"], 1),
+        "pretrain_useful_tok_s_baseline": round(pre["base"], 1),
+        "pretrain_speedup": round(pre["ours"] / pre["base"], 2),
+        "pretrain_corpus_share_trained_ours": round(pre["share_ours"], 4),
+        "pretrain_corpus_share_trained_baseline": round(pre["share_base"], 4),
+        "mfu_sft_ours": round(6 * non_embed * sft["ours"] / peak, 4),
+        "mfu_sft_baseline": round(6 * non_embed * sft["base"] / peak, 4),
+        "mfu_pretrain_ours": round(6 * non_embed * pre["ours"] / peak, 4),
+        "mfu_pretrain_baseline": round(6 * non_embed * pre["base"] / peak, 4),
         "peak_rss_mb": round(rss_mb, 1),
         "seconds": round(time.time() - t0, 1),
     }
+
+
+def _print_report(
+    args, n_params: int, non_embed: int, peak: float, sft: dict, pre: dict, rss_mb: float, result: dict
+) -> None:
     print(
         f"{args.preset}: {n_params / 1e6:.1f}M params ({non_embed / 1e6:.1f}M non-embedding), fp32 CPU, "
         f"{torch.get_num_threads()} threads, matmul peak {peak / 1e9:.1f} GFLOP/s"
     )
     print(
-        f"SFT @512   useful tok/s: ours {sft_ours:.0f} vs baseline {sft_base:.0f} -> {sft_ours / sft_base:.2f}x "
-        f"(row fill {sft_fill_ours:.0%} vs {sft_fill_base:.0%}); at the dataset's average useful tokens per "
-        f"row: {sft_ours_exp:.0f} vs {sft_base_exp:.0f} -> {sft_ours_exp / sft_base_exp:.2f}x"
+        f"SFT @512   useful tok/s: ours {sft['ours']:.0f} vs baseline {sft['base']:.0f} -> "
+        f"{sft['ours'] / sft['base']:.2f}x (row fill {sft['fill_ours']:.0%} vs {sft['fill_base']:.0%}); "
+        f"at the dataset's average useful tokens per row: {sft['ours_exp']:.0f} vs {sft['base_exp']:.0f} -> "
+        f"{sft['ours_exp'] / sft['base_exp']:.2f}x"
     )
     print(
-        f"pretrain @768 useful tok/s: ours {pre_ours:.0f} vs baseline {pre_base:.0f} -> {pre_ours / pre_base:.2f}x "
-        f"(dataset average: {pre_ours_exp / pre_base_exp:.2f}x); corpus share trained {share_ours:.1%} vs "
-        f"{share_base:.1%}"
+        f"pretrain @768 useful tok/s: ours {pre['ours']:.0f} vs baseline {pre['base']:.0f} -> "
+        f"{pre['ours'] / pre['base']:.2f}x (dataset average: {pre['ours_exp'] / pre['base_exp']:.2f}x); "
+        f"corpus share trained {pre['share_ours']:.1%} vs {pre['share_base']:.1%}"
     )
     print(
         f"MFU: SFT {result['mfu_sft_ours']:.1%} vs {result['mfu_sft_baseline']:.1%}; pretrain "
-        f"{result['mfu_pretrain_ours']:.1%} vs {result['mfu_pretrain_baseline']:.1%}; peak RSS {rss_mb:.0f} MB"
+        f"{result['mfu_pretrain_ours']:.1%} vs {result['mfu_pretrain_baseline']:.1%}; "
+        f"peak RSS {rss_mb:.0f} MB"
     )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
+
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    from minimind_hf.configuration_minimind import MiniMindConfig
+    from minimind_hf.modeling_minimind import MiniMindForCausalLM
+
+    t0 = time.time()
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    pre, sft, tok = _load_data(args)
+    config = MiniMindConfig.from_preset(args.preset, vocab_size=len(tok), attn_implementation="sdpa")
+    model = MiniMindForCausalLM(config).train()
+    n_params, non_embed = param_counts(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    peak = matmul_peak()
+    sft_r = _bench_sft(model, optimizer, sft, tok, rng, args)
+    peak = max(peak, matmul_peak())
+    pre_r = _bench_pretrain(model, optimizer, pre, tok, rng, args)
+    peak = max(peak, matmul_peak())
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = _summary(args, n_params, non_embed, peak, sft_r, pre_r, rss_mb, t0)
+    _print_report(args, n_params, non_embed, peak, sft_r, pre_r, rss_mb, result)
     print(json.dumps(result))
     sys.stdout.flush()
     return result
