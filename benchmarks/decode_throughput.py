@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ours, qwen, src, prompt = _load_models(args, work)
     n_params = sum(p.numel() for p in ours.parameters())
     print(
-        f"model: {args.model or args.preset} ({n_params / 1e6:.1f}M params, {type(qwen).__name__} reference), "
-        f"prompt {len(prompt)} tokens, {args.new_tokens} new tokens, {args.threads} threads"
+        f"model: {args.model or args.preset} ({n_params / 1e6:.1f}M params, {type(qwen).__name__} "
+        f"reference), prompt {len(prompt)} tokens, {args.new_tokens} new tokens, {args.threads} threads"
     )
 
     results = _transformers_rates(ours, qwen, prompt, args)

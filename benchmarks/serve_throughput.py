@@ -322,7 +322,9 @@ def summarize(
         "threads": args.threads,
         "serve_args": args.serve_args,
         "cpu_load_1m": round(os.getloadavg()[0], 2),
-        "tokens_per_s": {f"{n} {lvl}": res[lvl]["tokens_per_s"] for n, res in results.items() for lvl in ("bs1", "bs8")},
+        "tokens_per_s": {
+            f"{n} {lvl}": res[lvl]["tokens_per_s"] for n, res in results.items() for lvl in ("bs1", "bs8")
+        },
         "stall": stall,
     }  # fmt: skip
     if "llama.cpp f16" in results:

@@ -1,6 +1,7 @@
 """SFT throughput on the CPU: the recipe's two backends, trl's ``SFTTrainer`` vs our native trainer.
 
-    .venv/bin/python benchmarks/sft_backends.py [--preset minimind3] [--steps 4] [--batch-size 2] [--data FILE]
+    .venv/bin/python benchmarks/sft_backends.py [--preset minimind3] [--steps 4] [--batch-size 2]
+                                                [--data FILE]
 
 Both train the same thing (``tests/recipes/test_parity_sft.py`` checks labels, loss, gradients and optimizer
 steps agree) from the same records, model (``--preset``, same seed), tokenizer, ``--max-length`` and rows
@@ -13,9 +14,11 @@ per step, fp32 on the CPU, the way ``recipes/sft.py`` runs them:
   ``max_length`` (pad tails, positions restarting per conversation, no attention mask); ``--batch-size``
   rows per step.
 
-Metric: useful (label-bearing) tokens per second over ``--steps`` optimizer steps (forward, backward, clipping,
-AdamW and each loop's own bookkeeping, data collation included), after ``--warmup`` steps that are excluded.
-trl: step times from a callback (``on_step_end`` to ``on_step_end``), label tokens counted in ``compute_loss``.
+Metric: useful (label-bearing) tokens per second over ``--steps`` optimizer steps (forward, backward,
+clipping, AdamW and each loop's own bookkeeping, data collation included), after ``--warmup`` steps that are
+excluded.
+trl: step times from a callback (``on_step_end`` to ``on_step_end``), label tokens counted in
+``compute_loss``.
 native: the loop's own ``train_log.jsonl`` (per-step tokens/s and label count, ``items``). The two run one
 after the other (trl first), so load from other processes on a shared machine can favour either: repeat with
 ``--order native-first`` to check. Data loading, tokenising and packing are outside the timing. The last
@@ -272,11 +275,13 @@ def _print_report(args, records, results: dict, n_params: int, result: dict) -> 
     )
     print(
         f"trl    (SFTTrainer, bfd + padding-free): {trl['useful_tok_s']:8.1f} useful tok/s "
-        f"({trl['useful_tokens']} label tokens in {trl['seconds']:.1f}s; {trl['rows']} rows, fill {trl['row_fill']:.0%})"
+        f"({trl['useful_tokens']} label tokens in {trl['seconds']:.1f}s; {trl['rows']} rows, "
+        f"fill {trl['row_fill']:.0%})"
     )
     print(
         f"native (packed rows, no mask)          : {nat['useful_tok_s']:8.1f} useful tok/s "
-        f"({nat['useful_tokens']} label tokens in {nat['seconds']:.1f}s; {nat['rows']} rows, fill {nat['row_fill']:.0%})"
+        f"({nat['useful_tokens']} label tokens in {nat['seconds']:.1f}s; {nat['rows']} rows, "
+        f"fill {nat['row_fill']:.0%})"
     )
     ratio = nat["useful_tok_s"] / trl["useful_tok_s"]
     print(f"native / trl = {ratio:.2f}x  (MFU {result['mfu_native']:.1%} vs {result['mfu_trl']:.1%})")

@@ -20,13 +20,14 @@ parameters with this 6,400-token vocabulary: minutes on 2 cores), same CPU, one 
 
 Every arm has the same learning rate (``--lr``; the original's pretrain rate 5e-4 by default), batch
 (``--batch-size`` rows) and step budget with the schedule's T = ``--budget-steps``; arms alternate step by
-step, so load from other processes hits all alike. Each arm's clock counts its training steps only (the first one
-includes compilation); every ``--eval-every`` steps each is scored, in fp32, on the same held-out documents
-(token-weighted NLL of ``bos + text + eos`` per document; for SFT the assistant tokens of each conversation).
-The target is ``base``'s held-out loss at the end of its budget; an arm's time to it is interpolated between
-the two evaluations around the crossing. ``speedup`` = base's time / ours'. MFU = 6 x non-embedding params x
-processed tokens/s over the matmul peak of the arm's precision, measured in the same run.
-``--per-step-preset`` (minimind3 by default) adds seconds per step for base and ours at that model's shape.
+step, so load from other processes hits all alike. Each arm's clock counts its training steps only (the first
+one includes compilation); every ``--eval-every`` steps each is scored, in fp32, on the same held-out
+documents (token-weighted NLL of ``bos + text + eos`` per document; for SFT the assistant tokens of each
+conversation). The target is ``base``'s held-out loss at the end of its budget; an arm's time to it is
+interpolated between the two evaluations around the crossing. ``speedup`` = base's time / ours'. MFU = 6 x
+non-embedding params x processed tokens/s over the matmul peak of the arm's precision, measured in the same
+run. ``--per-step-preset`` (minimind3 by default) adds seconds per step for base and ours at that model's
+shape.
 
 The last line printed is JSON: ``{"speedup": <pretrain>, "sft_speedup": ..., ...}``.
 """
@@ -349,7 +350,8 @@ def _arm_names(args: argparse.Namespace) -> list[str]:
 
 
 def _setup(args: argparse.Namespace):
-    """The pretrain documents, a tokenizer trained on them and the quickstart-shaped model config (printed)."""
+    """The pretrain documents, a tokenizer trained on them and the quickstart-shaped model config
+    (printed)."""
     from minimind_hf.configuration_minimind import MiniMindConfig
     from minimind_hf.data import load_records
     from minimind_hf.modeling_minimind import MiniMindForCausalLM
@@ -440,8 +442,8 @@ def _run_stages(stages: list[str], arms: list[str], config, pretrain_data: dict,
         else:
             raise SystemExit(f"--stages: unknown stage {stage!r} (pretrain, sft)")
         print(
-            f"{stage}: {len(data['base_rows'])} training rows for base, {len(data['packed'])} packed rows for "
-            f"ours; "
+            f"{stage}: {len(data['base_rows'])} training rows for base, {len(data['packed'])} packed rows "
+            "for ours; "
             f"held-out {len(data['heldout'])}",
             flush=True,
         )

@@ -17,8 +17,9 @@ Each measurement is forward + backward + AdamW step on ``--batch-size`` rows, ``
 one warm-up step, ours and the baseline alternating step by step (fair on a shared machine). With few timed
 rows, *which* rows were drawn moves the useful-token count a lot (a padded 512-token row costs the same
 whether it holds 20 or 300 label tokens), so the benchmark also reports each side's time per step times the
-*dataset's* average useful tokens per row (``*_expected``): the less noisy figure. Model FLOP utilisation = 6 x non-embedding params x useful tokens/s / the fp32 matmul
-peak measured in the same run. Peak RSS from ``getrusage``. The last line printed is a JSON object.
+*dataset's* average useful tokens per row (``*_expected``): the less noisy figure. Model FLOP utilisation =
+6 x non-embedding params x useful tokens/s / the fp32 matmul peak measured in the same run. Peak RSS from
+``getrusage``. The last line printed is a JSON object.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def label_count(labels) -> int:
 
 
 def expected_rate(timing: dict, useful_per_row: float, rows_per_step: int) -> float:
-    """Useful tokens/s with the *dataset's average* useful tokens per row: a padded row costs the same whatever
-    it holds, so this removes the noise of which few rows the timed steps happened to draw."""
+    """Useful tokens/s with the *dataset's average* useful tokens per row: a padded row costs the same
+    whatever it holds, so this removes the noise of which few rows the timed steps happened to draw."""
     return useful_per_row * rows_per_step / timing["seconds_per_step"]
 
 

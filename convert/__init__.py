@@ -2,7 +2,8 @@
 
     from minimind_hf.convert import to_qwen3, from_qwen3, from_pth, to_pth, merge_lora, to_gguf, to_ollama
 
-    to_qwen3("runs/quickstart/model", "out/qwen3")          # plain Qwen3ForCausalLM folder, `vllm serve out/qwen3`
+    to_qwen3("runs/quickstart/model", "out/qwen3")          # plain Qwen3ForCausalLM folder,
+                                                            # `vllm serve out/qwen3`
     to_gguf("runs/quickstart/model", "out/model.gguf", outtype="q8_0")   # llama.cpp, tokenizer inside
     to_ollama("runs/quickstart/model", "out/ollama")        # model.gguf + Modelfile for `ollama create`
 

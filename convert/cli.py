@@ -2,7 +2,8 @@
 
     convert to-qwen3   SRC OUT [--dtype auto|float32|float16|bfloat16] [--force]
     convert from-qwen3 SRC OUT [--dtype ...] [--force]
-    convert from-pth   CKPT.pth OUT (--preset NAME | --config config.json) --tokenizer DIR [--dtype ...] [--force]
+    convert from-pth   CKPT.pth OUT (--preset NAME | --config config.json) --tokenizer DIR
+                       [--dtype ...] [--force]
     convert to-pth     SRC OUT.pth [--dtype float16] [--force]
     convert merge-lora BASE ADAPTER OUT [--dtype ...] [--force]
     convert to-gguf    SRC OUT.gguf [--outtype f32|f16|bf16|q8_0] [--force]
@@ -100,8 +101,9 @@ def _add_from_pth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "from-pth",
         help="original MiniMind .pth state dict (or a folder its code saved) -> MiniMind folder",
-        description="A .pth has no config: give --preset or --config (ours or the original's), and --tokenizer. "
-        "A folder saved by the original's code (config.json + weights in its layout) needs neither.",
+        description="A .pth has no config: give --preset or --config (ours or the original's), and "
+        "--tokenizer. A folder saved by the original's code (config.json + weights in its layout) "
+        "needs neither.",
     )
     p.add_argument("pth", help="native checkpoint, e.g. out/full_sft_768.pth, or a folder the original saved")
     p.add_argument("out", help="output folder")
@@ -136,8 +138,8 @@ def _add_merge_lora(sub: argparse._SubParsersAction) -> None:
     p.add_argument("base", help="base model folder (MiniMind or Qwen3-family)")
     p.add_argument(
         "adapter",
-        help="adapter: a peft folder (adapter_config.json + adapter_model.safetensors) or the original MiniMind's "
-        "LoRA .pth (e.g. out/lora/lora_identity_768.pth)",
+        help="adapter: a peft folder (adapter_config.json + adapter_model.safetensors) or the original "
+        "MiniMind's LoRA .pth (e.g. out/lora/lora_identity_768.pth)",
     )
     p.add_argument("out", help="output folder")
     p.add_argument(
@@ -186,7 +188,8 @@ def _to_qwen3(a):
 
     out = to_qwen3(a.src, a.out, dtype=a.dtype, tokenizer=a.tokenizer, force=a.force)
     print(
-        f"Wrote {out}. Load with AutoModelForCausalLM.from_pretrained({str(out)!r}); serve with: vllm serve {out}"
+        f"Wrote {out}. Load with AutoModelForCausalLM.from_pretrained({str(out)!r}); "
+        f"serve with: vllm serve {out}"
     )
 
 
@@ -255,7 +258,8 @@ def _to_gguf(a):
         a.src, a.out, outtype=a.outtype, tokenizer=a.tokenizer, pre_tokenizer=a.pre_tokenizer, force=a.force
     )
     print(
-        f"Wrote {out}. Run it with llama.cpp, e.g. llama-cli -m {out} -cnv (or llama_cpp.Llama(model_path=...))"
+        f"Wrote {out}. Run it with llama.cpp, e.g. llama-cli -m {out} -cnv (or "
+        "llama_cpp.Llama(model_path=...))"
     )
 
 

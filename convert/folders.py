@@ -5,8 +5,8 @@
   folder -> `(MiniMindConfig, state_dict)`, with every weight under MiniMind's (= Qwen3's) key names.
 - `atomic_output_dir` / `atomic_output_file`: write into a temporary path beside the target and rename it
   into place only when everything succeeded; refuse to replace an existing output unless `force`.
-- `copy_tokenizer_files`: copy a tokenizer in any of its saved layouts (transformers 4: `tokenizer_config.json`
-  holding the chat template; transformers 5: `chat_template.jinja` beside it).
+- `copy_tokenizer_files`: copy a tokenizer in any of its saved layouts (transformers 4:
+  `tokenizer_config.json` holding the chat template; transformers 5: `chat_template.jinja` beside it).
 """
 
 from __future__ import annotations
@@ -235,9 +235,9 @@ def check_tokenizer_arg(tokenizer: str | os.PathLike | None) -> None:
 
 
 def mark_assistant_tokens(folder: Path) -> None:
-    """Give a MiniMind folder's tokenizer the package's chat template when its own renders exactly the same but
-    lacks ``{% generation %}`` markers (the original MiniMind's): `train sft` / `dpo` need the markers to find
-    the assistant's tokens. Only the template changes (``chat_template.jinja`` and the key in
+    """Give a MiniMind folder's tokenizer the package's chat template when its own renders exactly the same
+    but lacks ``{% generation %}`` markers (the original MiniMind's): `train sft` / `dpo` need the markers to
+    find the assistant's tokens. Only the template changes (``chat_template.jinja`` and the key in
     ``tokenizer_config.json``); any other template is kept, with a warning."""
     from transformers import AutoTokenizer
 
@@ -251,8 +251,9 @@ def mark_assistant_tokens(folder: Path) -> None:
         return
     if not renders_like_ours(tokenizer, template):
         logger.warning(
-            "%s: the chat template has no {%% generation %%} markers and renders differently from MiniMind's, so "
-            "it is kept as is; `train sft` / `dpo` on this folder need the markers (or --tokenizer a folder with them)",
+            "%s: the chat template has no {%% generation %%} markers and renders differently from "
+            "MiniMind's, so it is kept as is; `train sft` / `dpo` on this folder need the markers (or "
+            "--tokenizer a folder with them)",
             folder,
         )
         return
@@ -265,8 +266,8 @@ def mark_assistant_tokens(folder: Path) -> None:
             data["chat_template"] = ours
             config.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     logger.info(
-        "the tokenizer's chat template renders as MiniMind's but had no {%% generation %%} markers: replaced by "
-        "the package's (same text, plus the markers SFT needs)"
+        "the tokenizer's chat template renders as MiniMind's but had no {%% generation %%} markers: replaced "
+        "by the package's (same text, plus the markers SFT needs)"
     )
 
 
@@ -277,7 +278,8 @@ def write_tokenizer(dst: Path, sources: list[str | os.PathLike | None]) -> str |
             copy_tokenizer_files(src, dst)
             return str(src)
     logger.warning(
-        "no tokenizer found (looked in %s): the output folder has weights and config only; pass --tokenizer DIR",
+        "no tokenizer found (looked in %s): the output folder has weights and config only; "
+        "pass --tokenizer DIR",
         ", ".join(str(s) for s in sources if s is not None) or "nothing",
     )
     return None

@@ -109,9 +109,10 @@ def detect_pre_tokenizer(tokenizer_json: dict) -> str:
     if normalizer is None and _is_qwen2_split(pre):
         return "qwen2"  # train_tokenizer(split_digits=True): Qwen2's regex, one digit per piece
     raise ConversionError(
-        f"the tokenizer's pre-tokenizer ({pre.get('type')}, normalizer {normalizer and normalizer.get('type')}) is not "
-        "MiniMind's ByteLevel/GPT-2 one; pass pre_tokenizer= (--pre-tokenizer NAME, a name llama.cpp knows, e.g. qwen2) "
-        "if you know which llama.cpp pre-tokenizer matches it"
+        f"the tokenizer's pre-tokenizer ({pre.get('type')}, normalizer "
+        f"{normalizer and normalizer.get('type')}) is not MiniMind's ByteLevel/GPT-2 one; pass "
+        "pre_tokenizer= (--pre-tokenizer NAME, a name llama.cpp knows, e.g. qwen2) if you know which "
+        "llama.cpp pre-tokenizer matches it"
     )
 
 
@@ -127,7 +128,8 @@ def tokenizer_metadata(folder: Path, n_vocab: int, pre_tokenizer: str | None = N
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise ConversionError(
-            f"{folder}: no tokenizer.json; a GGUF must carry the tokenizer. Pass tokenizer=DIR (--tokenizer DIR)"
+            f"{folder}: no tokenizer.json; a GGUF must carry the tokenizer. Pass tokenizer=DIR "
+            "(--tokenizer DIR)"
         )
     tj = json.loads(path.read_text(encoding="utf-8"))
     if tj.get("model", {}).get("type") != "BPE":
@@ -178,7 +180,8 @@ def tokenizer_metadata(folder: Path, n_vocab: int, pre_tokenizer: str | None = N
 
 
 def _permute_for_llama(w: torch.Tensor, n_head: int) -> torch.Tensor:
-    """NeoX (rotate_half) row order -> llama.cpp's interleaved rotary order (convert_hf_to_gguf's `permute`)."""
+    """NeoX (rotate_half) row order -> llama.cpp's interleaved rotary order
+    (convert_hf_to_gguf's `permute`)."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
@@ -276,8 +279,8 @@ def _add_hparams(writer, config, arch_name: str) -> None:
     if config.use_moe:
         if not config.norm_topk_prob:
             raise ConversionError(
-                "llama.cpp always renormalises the chosen experts' weights; this model has norm_topk_prob=False, "
-                "so llama.cpp would compute a different function"
+                "llama.cpp always renormalises the chosen experts' weights; this model has "
+                "norm_topk_prob=False, so llama.cpp would compute a different function"
             )
         writer.add_expert_count(config.num_experts)
         writer.add_expert_used_count(config.num_experts_per_tok)

@@ -224,11 +224,11 @@ def _copy_generation_config(src: Path | None, model) -> None:
 
 
 def add_legacy_config_fields(path: Path) -> None:
-    """Also write the config fields transformers 4.x reads (what the original MiniMind pins, 4.57, and what many
-    vLLM installs carry): 4.x ignores transformers 5's ``rope_parameters`` (``rope_theta`` fell back to 10000,
-    logits off by 0.2) and reads Qwen3-MoE's expert count as ``num_experts`` (5.x: ``num_local_experts``;
-    4.x then built 128 experts). transformers 5 reads the same folder unchanged: it prefers
-    ``rope_parameters`` and maps the legacy names onto it."""
+    """Also write the config fields transformers 4.x reads (what the original MiniMind pins, 4.57, and what
+    many vLLM installs carry): 4.x ignores transformers 5's ``rope_parameters`` (``rope_theta`` fell back to
+    10000, logits off by 0.2) and reads Qwen3-MoE's expert count as ``num_experts`` (5.x:
+    ``num_local_experts``; 4.x then built 128 experts). transformers 5 reads the same folder unchanged: it
+    prefers ``rope_parameters`` and maps the legacy names onto it."""
     config = json.loads(path.read_text(encoding="utf-8"))
     rope = config.get("rope_parameters") or {}
     if "rope_theta" in rope:
@@ -309,7 +309,8 @@ def from_qwen3(
     tokenizer: str | os.PathLike | None = None,
     force: bool = False,
 ) -> Path:
-    """Plain transformers Qwen3 / Qwen3-MoE / Llama / Mixtral folder -> MiniMind folder (with its model code)."""
+    """Plain transformers Qwen3 / Qwen3-MoE / Llama / Mixtral folder -> MiniMind folder
+    (with its model code)."""
     check_tokenizer_arg(tokenizer)
     kind = model_type_of(src)
     if kind == "minimind":

@@ -78,8 +78,8 @@ def read_adapter(path: str | os.PathLike) -> Adapter:
         if detect(path):
             return read(path)
     raise ConversionError(
-        f"{path} is not a known LoRA adapter (formats: {', '.join(ADAPTER_FORMATS)}); a peft adapter folder has "
-        "adapter_config.json and adapter_model.safetensors, the original MiniMind's is a .pth of "
+        f"{path} is not a known LoRA adapter (formats: {', '.join(ADAPTER_FORMATS)}); a peft adapter folder "
+        "has adapter_config.json and adapter_model.safetensors, the original MiniMind's is a .pth of "
         "{module}.lora.A/B.weight"
     )
 
@@ -151,7 +151,8 @@ def _read_peft(path: Path) -> Adapter:
         alpha = _pattern_value(cfg.get("alpha_pattern"), module, cfg["lora_alpha"])
         if ab["A"].shape[0] != rank or ab["B"].shape[1] != rank:
             raise ConversionError(
-                f"{path}: {module}: lora_A {tuple(ab['A'].shape)} / lora_B {tuple(ab['B'].shape)} do not have rank {rank}"
+                f"{path}: {module}: lora_A {tuple(ab['A'].shape)} / lora_B {tuple(ab['B'].shape)} do not "
+                f"have rank {rank}"
             )
         scale = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
         adapter.updates.append(LoraUpdate(module, ab["A"], ab["B"], scale))
@@ -184,7 +185,8 @@ def _read_original_lora(path: Path) -> Adapter:
         m = _ORIGINAL_LORA_KEY.match(key)
         if m is None:
             raise ConversionError(
-                f"{path}: {key} is not a LoRA weight of the original's layout ({{module}}.lora.A.weight / .B.weight)"
+                f"{path}: {key} is not a LoRA weight of the original's layout "
+                f"({{module}}.lora.A.weight / .B.weight)"
             )
         pairs.setdefault(m.group("module"), {})[m.group("which")] = value
     adapter = Adapter(format="minimind-pth", source=str(path))
@@ -193,7 +195,8 @@ def _read_original_lora(path: Path) -> Adapter:
             raise ConversionError(f"{path}: {module} has lora.{''.join(ab)} only; need both A and B")
         if ab["A"].shape[0] != ab["B"].shape[1]:
             raise ConversionError(
-                f"{path}: {module}: A {tuple(ab['A'].shape)} and B {tuple(ab['B'].shape)} disagree on the rank"
+                f"{path}: {module}: A {tuple(ab['A'].shape)} and B {tuple(ab['B'].shape)} "
+                "disagree on the rank"
             )
         adapter.updates.append(LoraUpdate(module, ab["A"], ab["B"], 1.0))
     return adapter
@@ -213,7 +216,8 @@ def merge_into_state_dict(state: dict[str, torch.Tensor], adapter: Adapter) -> d
             raise ConversionError(f"{adapter.source}: full weight {key} has no counterpart in the base model")
         if value.shape != state[key].shape:
             raise ConversionError(
-                f"{adapter.source}: {key} has shape {tuple(value.shape)}, the base has {tuple(state[key].shape)}"
+                f"{adapter.source}: {key} has shape {tuple(value.shape)}, the base has "
+                f"{tuple(state[key].shape)}"
             )
         state[key] = value.to(state[key].dtype)
     for up in adapter.updates:
@@ -227,7 +231,8 @@ def merge_into_state_dict(state: dict[str, torch.Tensor], adapter: Adapter) -> d
         delta = up.B.float() @ up.A.float()
         if delta.shape != base.shape:
             raise ConversionError(
-                f"{adapter.source}: {up.module}: B @ A has shape {tuple(delta.shape)}, the base weight {tuple(base.shape)}"
+                f"{adapter.source}: {up.module}: B @ A has shape {tuple(delta.shape)}, "
+                f"the base weight {tuple(base.shape)}"
             )
         state[key] = (base.float() + up.scale * delta).to(base.dtype)
     return state
@@ -251,8 +256,9 @@ def check_adapter_base(adapter: str | os.PathLike, base: str | os.PathLike) -> N
     if recorded_path.resolve() == Path(base).resolve() or _same_weights(recorded_path, Path(base)):
         return
     raise ConversionError(
-        f"adapter {adapter} was trained on {recorded}, whose weights differ from {base}'s: merging it into {base} "
-        "gives a model neither was trained as. Pass the base it was trained on, or --allow-other-base to merge anyway"
+        f"adapter {adapter} was trained on {recorded}, whose weights differ from {base}'s: merging it into "
+        f"{base} gives a model neither was trained as. Pass the base it was trained on, or "
+        "--allow-other-base to merge anyway"
     )
 
 

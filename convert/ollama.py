@@ -36,7 +36,9 @@ DEFAULT_PARAMETERS = {
 }
 
 # Go text/template. Every line that continues an action starts with `{{-` so no stray newlines appear.
-OLLAMA_TEMPLATE = r"""{{- if .Tools }}<|im_start|>system
+# Two raw literals only to keep the source within 110 columns: the value is one string.
+OLLAMA_TEMPLATE = (
+    r"""{{- if .Tools }}<|im_start|>system
 {{ if .System }}{{ .System }}
 
 {{ end }}# Tools
@@ -48,7 +50,8 @@ You are provided with function signatures within <tools></tools> XML tags:
 {{ . }}{{ end }}
 </tools>
 
-For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+For each function call, return a json object with function name and arguments within """
+    r"""<tool_call></tool_call> XML tags:
 <tool_call>
 {"name": <function-name>, "arguments": <args-json-object>}
 </tool_call><|im_end|>
@@ -89,6 +92,7 @@ For each function call, return a json object with function name and arguments wi
 </think>
 
 {{ end }}"""
+)
 
 
 def _quote(value: str) -> str:

@@ -66,7 +66,8 @@ def config_from_original(raw: dict):
     raw = dict(raw)
     if raw.get("use_moe") and raw.get("n_shared_experts"):  # dense minimind2 configs carry the default 1 too
         raise ConversionError(
-            f"n_shared_experts={raw['n_shared_experts']}: shared experts (older MiniMind MoE) are not supported"
+            f"n_shared_experts={raw['n_shared_experts']}: shared experts "
+            "(older MiniMind MoE) are not supported"
         )
     if raw.get("scoring_func", "softmax") != "softmax":
         raise ConversionError(f"scoring_func={raw['scoring_func']!r}: only the softmax router is supported")
@@ -111,7 +112,8 @@ def resolve_config(preset: str | None = None, config: str | os.PathLike | dict |
 
 
 def expected_shapes(config) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of every weight of a MiniMind model with `config` (built on the meta device, no memory)."""
+    """Key -> shape of every weight of a MiniMind model with `config` (built on the meta device, no
+    memory)."""
     from minimind_hf import MiniMindForCausalLM
 
     with torch.device("meta"):
@@ -120,7 +122,8 @@ def expected_shapes(config) -> dict[str, tuple[int, ...]]:
 
 
 def _matching_presets(state: dict[str, torch.Tensor]) -> list[str]:
-    """Presets whose shapes fit an original-layout state dict exactly (vocab size taken from the embedding)."""
+    """Presets whose shapes fit an original-layout state dict exactly (vocab size taken from the
+    embedding)."""
     from minimind_hf import PRESETS, MiniMindConfig
 
     vocab = state["model.embed_tokens.weight"].shape[0]
@@ -147,7 +150,8 @@ def read_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, non-tensor objects refused by weights_only
         raise ConversionError(
-            f"{path}: not a loadable weights-only state dict ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+            f"{path}: not a loadable weights-only state dict ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]})"
         ) from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a resume checkpoint {"model": ..., "optimizer": ...}
@@ -190,7 +194,8 @@ def read_original_folder(folder, preset, config) -> tuple[dict[str, torch.Tensor
 
 
 def fuse_experts(state: dict[str, torch.Tensor], num_experts: int) -> dict[str, torch.Tensor]:
-    """Original per-expert keys -> transformers 5 fused `experts.gate_up_proj` [E, 2I, H] / `down_proj` [E, H, I]."""
+    """Original per-expert keys -> transformers 5 fused `experts.gate_up_proj` [E, 2I, H] / `down_proj`
+    [E, H, I]."""
     out, experts = {}, {}
     for key, value in state.items():
         m = _EXPERT_KEY.match(key)
@@ -277,7 +282,8 @@ def state_dict_from_pth(
             candidates = _matching_presets(original)
             if candidates:
                 lines.append(
-                    f"  this checkpoint matches preset(s): {', '.join(candidates)} (try --preset {candidates[0]})"
+                    f"  this checkpoint matches preset(s): {', '.join(candidates)} "
+                    f"(try --preset {candidates[0]})"
                 )
         if any(_EXPERT_KEY.match(k) for k in unexpected) and not config.use_moe:
             lines.append("  per-expert keys found: this is a MoE checkpoint (try --preset minimind3-moe)")
@@ -324,13 +330,15 @@ def to_pth(
     dtype: str | torch.dtype | None = "float16",
     force: bool = False,
 ) -> Path:
-    """MiniMind (or Qwen3-family) folder -> the original's native state dict (fp16 by default, lm_head included)."""
+    """MiniMind (or Qwen3-family) folder -> the original's native state dict
+    (fp16 by default, lm_head included)."""
     config, state = read_model_folder(src)
     target = parse_dtype(dtype) or floating_dtype(state)
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     state = split_experts(state)
-    # Fresh contiguous tensors in the target dtype; the tied pair is saved as one shared storage, as the original.
+    # Fresh contiguous tensors in the target dtype; the tied pair is saved as one shared storage, as the
+    # original.
     converted: dict[int, torch.Tensor] = {}
     result = {}
     for key, value in state.items():

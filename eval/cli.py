@@ -4,7 +4,8 @@
                                [--apply-chat-template] [--batch-size N] [--out DIR]
     minimind-hf eval ppl MODEL --data FILE [FILE ...] [--max-length N] [--stride N] [--out FILE.json]
     minimind-hf eval tasks
-    minimind-hf eval tools MODEL [--data FILE] [--limit N] [--tools NAME ...] [--max-turns N] [--out FILE.json]
+    minimind-hf eval tools MODEL [--data FILE] [--limit N] [--tools NAME ...] [--max-turns N]
+                                 [--out FILE.json]
 
 ``minimind-hf eval run MODEL`` runs C-Eval and CMMLU through lm-eval.
 ``add_eval_commands(subparsers)`` registers the ``eval`` group on the main CLI's argparse subparsers.
@@ -108,8 +109,8 @@ def _add_ppl(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "ppl",
         help="perplexity and bits-per-byte of a model on text (sliding window, every token scored once)",
-        description="Scores each document's text tokens once (a BOS/EOS prefix is context only); bits-per-byte "
-        "divides by the UTF-8 bytes of the text, so models with different tokenizers compare.",
+        description="Scores each document's text tokens once (a BOS/EOS prefix is context only); "
+        "bits-per-byte divides by the UTF-8 bytes of the text, so models with different tokenizers compare.",
     )
     p.add_argument("model", metavar="MODEL", help="model folder (or Hugging Face Hub name)")
     p.add_argument(
@@ -159,8 +160,8 @@ def _add_tools(commands: argparse._SubParsersAction) -> None:
         help="tool-call evaluation with mock tool execution (call rates, argument match, answer accuracy)",
         description="Runs each conversation through the rollout engine with the tools executed between turns "
         "(greedy) and prints: tool-call rate, well-formed calls, right tool, argument match, final-answer "
-        "accuracy with a 95%% interval, mean turns. Default data: held-out arithmetic problems, each expecting "
-        "one calculator call.",
+        "accuracy with a 95%% interval, mean turns. Default data: held-out arithmetic problems, each "
+        "expecting one calculator call.",
     )
     p.add_argument("model", metavar="MODEL", help="model folder")
     p.add_argument(

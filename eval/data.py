@@ -32,7 +32,8 @@ def task_utils() -> ModuleType:
 
 
 def __getattr__(name: str):
-    """Re-export ``EvalDataError``, ``DATA_ENV``, ``load_subject``, ``read_csv``, ... from ``tasks/utils.py``."""
+    """Re-export ``EvalDataError``, ``DATA_ENV``, ``load_subject``, ``read_csv``, ... from
+    ``tasks/utils.py``."""
     if name.startswith("__"):
         raise AttributeError(name)
     try:

@@ -75,7 +75,8 @@ class PerplexityResult:
 
 
 def rolling_windows(length: int, max_length: int, stride: int) -> Iterator[tuple[int, int, int]]:
-    """Windows ``(begin, end, first_target)`` over a sequence of ``length`` tokens whose position 0 is context.
+    """Windows ``(begin, end, first_target)`` over a sequence of ``length`` tokens whose position 0 is
+    context.
 
     The window feeds tokens ``[begin, end)`` and scores targets ``[first_target, end)``; targets
     ``1 .. length-1`` are each covered exactly once, with ``end - begin <= max_length``.
@@ -201,8 +202,8 @@ def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
 
 
 def load_model(model_dir: str, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False):
-    """``(model, tokenizer)`` from a model folder or Hub name (MiniMind with the package's classes; a folder's own
-    code runs only with ``trust_remote_code=True``)."""
+    """``(model, tokenizer)`` from a model folder or Hub name (MiniMind with the package's classes; a folder's
+    own code runs only with ``trust_remote_code=True``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)

@@ -1,4 +1,5 @@
-"""Markdown tables per category from lm-eval's results dict (the ``results.md`` written beside ``results.json``).
+"""Markdown tables per category from lm-eval's results dict (the ``results.md`` written beside
+``results.json``).
 
 One table per benchmark and few-shot setting found among the results: a row per category, then the
 average. Category and average scores are recomputed here from the per-subject scores, weighted by the
@@ -99,20 +100,24 @@ def benchmark_table(benchmark: str, rows: Mapping[str, tuple[int, float, float, 
         if s.subjects:
             note = " (overlaps)" if c == CHINA_SPECIFIC else ""
             out.append(
-                f"| {CATEGORY_TITLES[c]}{note} | {s.subjects} | {s.questions} | {_pct(s.mean('acc'))} | {_pct(s.mean('acc_norm'))} |\n"
+                f"| {CATEGORY_TITLES[c]}{note} | {s.subjects} | {s.questions} | {_pct(s.mean('acc'))} | "
+                f"{_pct(s.mean('acc_norm'))} |\n"
             )
     s = scores["average"]
     out.append(
-        f"| **Average** | {s.subjects} | {s.questions} | **{_pct(s.mean('acc'))}** | {_pct(s.mean('acc_norm'))} |\n"
+        f"| **Average** | {s.subjects} | {s.questions} | **{_pct(s.mean('acc'))}** | "
+        f"{_pct(s.mean('acc_norm'))} |\n"
     )
     out.append(
-        "\n<details><summary>per subject</summary>\n\n| subject | category | questions | acc | acc_norm |\n|---|---|---:|---:|---:|\n"
+        "\n<details><summary>per subject</summary>\n\n"
+        "| subject | category | questions | acc | acc_norm |\n|---|---|---:|---:|---:|\n"
     )
     for subject in bench.subjects:
         if subject.name in rows:
             n, acc, acc_norm, _ = rows[subject.name]
             out.append(
-                f"| {subject.name} ({subject.zh}) | {CATEGORY_TITLES[subject.category]} | {n} | {_pct(acc)} | {_pct(acc_norm)} |\n"
+                f"| {subject.name} ({subject.zh}) | {CATEGORY_TITLES[subject.category]} | {n} | "
+                f"{_pct(acc)} | {_pct(acc_norm)} |\n"
             )
     out.append("\n</details>\n\n")
     return "".join(out)

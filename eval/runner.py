@@ -4,7 +4,8 @@ The model side is lm-eval's own ``HFLM`` (``pretrained=<folder or hub name>``; r
 the scores are computed exactly as ``lm_eval --model hf`` would. The task side is ``eval/tasks`` (our include
 path); lm-eval's ~15k built-in tasks are only indexed when a requested name is not one of ours (indexing
 them takes ~20 s). Results go to ``<out>/results.json`` (lm-eval's results dict) and ``<out>/results.md``
-(tables per category, see ``report.py``); with ``log_samples`` also ``<out>/samples_<task>_<date>.jsonl`` (lm-eval's format).
+(tables per category, see ``report.py``); with ``log_samples`` also ``<out>/samples_<task>_<date>.jsonl``
+(lm-eval's format).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def evaluate(settings: EvalSettings, lm=None) -> dict[str, Any]:
 
 
 def write_outputs(results: dict[str, Any], settings: EvalSettings) -> EvalOutcome:
-    """Write ``results.json`` (samples apart, one jsonl per task) and ``results.md`` into ``settings.out_dir``."""
+    """Write ``results.json`` (samples apart, one jsonl per task) and ``results.md`` into
+    ``settings.out_dir``."""
     from lm_eval.utils import handle_non_serializable
 
     out = Path(settings.out_dir)

@@ -1,7 +1,7 @@
 """Tool-call evaluation: conversations run with mock tool execution, scored for calls and final answers.
 
-    minimind-hf eval tools runs/quickstart/model                     # the built-in held-out set
-    minimind-hf eval tools MODEL --data agent_rl.jsonl --limit 200   # rl records (the original's agent format)
+    minimind-hf eval tools runs/quickstart/model                    # the built-in held-out set
+    minimind-hf eval tools MODEL --data agent_rl.jsonl --limit 200  # rl records (the original's agent format)
 
 Every row goes through the rollout engine (`minimind_hf.native.rollout`, greedy) with the tools executed
 between turns, then:
@@ -76,7 +76,8 @@ def builtin_tool_eval_set(n: int = 200, seed: int = 4321) -> list[dict]:
 
 
 def load_tool_eval_file(path: str | Path, limit: int = 0) -> list[dict]:
-    """rl records from a file (prompt conversation, ``tools`` schemas, ``gt``), validated with file:line errors."""
+    """rl records from a file (prompt conversation, ``tools`` schemas, ``gt``), validated with file:line
+    errors."""
     from minimind_hf.data import load_records
 
     records = load_records("rl", [str(path)])
@@ -148,7 +149,8 @@ def evaluate_tool_calls(
     batch_size: int = 32,
     open_thinking: bool = False,
 ) -> ToolEvalResult:
-    """Run `records` with `tools` executed between turns (greedy) and score them (see the module docstring)."""
+    """Run `records` with `tools` executed between turns (greedy) and score them
+    (see the module docstring)."""
     from minimind_hf.native.rollout import rollout
     from minimind_hf.rewards import gt_coverage_reward
     from minimind_hf.serve.parser import parse_tool_call_body

@@ -2,9 +2,11 @@
 
     minimind-hf quickstart [--out DIR] [--data FILE ...] [--max-steps N]
     minimind-hf tokenizer train --data FILE [FILE ...] --out DIR [--vocab-size N]
-    minimind-hf train STAGE --config RECIPE.yaml [--key value ...]   (recipes ls / recipes cp: the shipped configs)
+    minimind-hf train STAGE --config RECIPE.yaml [--key value ...]
+                                    (recipes ls / recipes cp: the shipped configs)
     minimind-hf convert {to-qwen3,from-qwen3,from-pth,to-pth,merge-lora,to-gguf,to-ollama} ...
-    minimind-hf eval ...            (C-Eval / CMMLU through lm-eval; `eval ppl` for perplexity and bits-per-byte)
+    minimind-hf eval ...            (C-Eval / CMMLU through lm-eval; `eval ppl` for perplexity and
+                                    bits-per-byte)
     minimind-hf serve MODEL_DIR     (OpenAI-compatible server); chat MODEL_DIR; webui MODEL_DIR
 
 Each command group lives beside its code and registers itself here; importing a group is cheap (heavy
@@ -26,8 +28,8 @@ from .tokenizer.cli import add_tokenizer_commands
 
 class CommandParser(argparse.ArgumentParser):
     """argparse takes an unambiguous prefix for a flag (``--out`` for ``--outtype``, ``--learning_rat`` for
-    ``--learning_rate``): a typo then sets another option. This parser refuses prefixes, and subcommand parsers
-    inherit its class (argparse makes them with ``type(parent)``), so every command refuses them."""
+    ``--learning_rate``): a typo then sets another option. This parser refuses prefixes, and subcommand
+    parsers inherit its class (argparse makes them with ``type(parent)``), so every command refuses them."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)

@@ -3,8 +3,8 @@
 Configuration and data errors are already specific (`ConfigError`, `RecordError` name the key, file, line
 and field); this module turns what is left (a full disk, Ctrl-C, a NaN loss, out of memory, a damaged
 checkpoint, and anything unforeseen) into one line that says what happened and what to do next, with an exit
-status: 2 for input the user can fix, 1 for a failure at run time, 130 for an interrupt. ``-v`` / ``--verbose``
-(or ``MINIMIND_HF_VERBOSE=1``) re-raises instead, so the traceback is there when it is wanted.
+status: 2 for input the user can fix, 1 for a failure at run time, 130 for an interrupt. ``-v`` /
+``--verbose`` (or ``MINIMIND_HF_VERBOSE=1``) re-raises instead, so the traceback is there when it is wanted.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def describe_failure(err: BaseException) -> tuple[str, int]:
         return f"stopped: {err}", 130
     if isinstance(err, KeyboardInterrupt):
         return (
-            "interrupted: nothing was saved after the last checkpoint (if any); run the same command to resume",
+            "interrupted: nothing was saved after the last checkpoint (if any); "
+            "run the same command to resume",
             130,
         )
     if isinstance(err, RecordError):
@@ -65,8 +66,9 @@ def describe_failure(err: BaseException) -> tuple[str, int]:
         return f"error: no space left on device{where}: {err.strerror or err}", 1
     if _DISK_FULL.search(str(err)):  # safetensors / torch writers report a full disk in their own exceptions
         return (
-            f"error: no space left on device ({type(err).__name__}: {_one_line(err)[:200]}); free some space or "
-            "write elsewhere, then run the same command (training resumes from its last complete checkpoint)",
+            f"error: no space left on device ({type(err).__name__}: {_one_line(err)[:200]}); free some space "
+            "or write elsewhere, then run the same command (training resumes from its last "
+            "complete checkpoint)",
             1,
         )
     if isinstance(err, OSError) and err.strerror:

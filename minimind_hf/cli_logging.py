@@ -17,10 +17,11 @@ def configure_logging(verbose: bool = False, main_process: bool = True) -> None:
 
 
 def add_trust_remote_code_arg(p: argparse.ArgumentParser) -> None:
-    """``--trust-remote-code``: opt-in, so a tampered model folder never runs its code just by being loaded."""
+    """``--trust-remote-code``: opt-in, so a tampered model folder never runs its code just by being
+    loaded."""
     p.add_argument(
         "--trust-remote-code",
         action="store_true",
-        help="run the Python files in the model folder (needed for models this package does not know; MiniMind "
-        "folders load with the package's own classes without it)",
+        help="run the Python files in the model folder (needed for models this package does not know; "
+        "MiniMind folders load with the package's own classes without it)",
     )

@@ -62,7 +62,8 @@ class MiniMindConfig(PreTrainedConfig):
             Number of key/value heads (grouped-query attention); must divide `num_attention_heads`.
             `None` means multi-head attention (same as `num_attention_heads`).
         head_dim (`int`, *optional*):
-            Size of one attention head. Defaults to `hidden_size // num_attention_heads`, which then must divide.
+            Size of one attention head. Defaults to `hidden_size // num_attention_heads`, which then must
+            divide.
         hidden_act (`str`, defaults to `"silu"`):
             Activation of the gated MLP (SwiGLU with silu).
         max_position_embeddings (`int`, defaults to 32768):
@@ -72,7 +73,8 @@ class MiniMindConfig(PreTrainedConfig):
         rms_norm_eps (`float`, defaults to 1e-6):
             Epsilon of every RMSNorm (minimind2 used 1e-5).
         use_qk_norm (`bool`, defaults to `True`):
-            Per-head RMSNorm on queries and keys before RoPE (Qwen3 style; on for minimind3, off for minimind2).
+            Per-head RMSNorm on queries and keys before RoPE
+            (Qwen3 style; on for minimind3, off for minimind2).
         use_cache (`bool`, defaults to `True`):
             Whether generation keeps a key/value cache.
         tie_word_embeddings (`bool`, defaults to `True`):

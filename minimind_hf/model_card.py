@@ -40,7 +40,8 @@ def write_model_card(
     load_from: str | Path | None = None,
     own_code: bool = True,
 ) -> Path:
-    """Write ``folder/README.md``; returns its path. ``adapter``: the folder is a peft adapter of `base_model`;
+    """Write ``folder/README.md``; returns its path.
+    ``adapter``: the folder is a peft adapter of `base_model`;
     ``load_from``: the path the snippet loads (default: `folder`; an atomic writer passes the final path);
     ``own_code``: the folder ships MiniMind's model code (false for plain transformers exports)."""
     folder = Path(folder)
@@ -61,7 +62,8 @@ def write_model_card(
     made += "." if not data else ", on: " + ", ".join(f"`{d}`" for d in data) + "."
     if adapter:
         load = (
-            "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            "```python\nfrom peft import PeftModel\n"
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
             f'base = AutoModelForCausalLM.from_pretrained("{base}", trust_remote_code=True)\n'
             f'model = PeftModel.from_pretrained(base, "{where}")\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n```'
@@ -69,11 +71,12 @@ def write_model_card(
     else:
         load = (
             "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            f'model = AutoModelForCausalLM.from_pretrained("{where}"{", trust_remote_code=True" if own_code else ""})\n'
+            f'model = AutoModelForCausalLM.from_pretrained("{where}"'
+            f"{', trust_remote_code=True' if own_code else ''})\n"
             f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
             'messages = [{"role": "user", "content": "1 + 1 = ?"}]\n'
-            'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
-            "return_dict=True)\n"
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, "
+            'return_tensors="pt", return_dict=True)\n'
             "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=64)[0]))\n```"
         )
     body = (
@@ -86,8 +89,8 @@ def write_model_card(
             "(the code is written for transformers 5's API; for transformers 4.x or vLLM, export it with "
             "`minimind-hf convert to-qwen3`); the `minimind_hf` package is not needed:\n\n"
             if own_code
-            else "The folder is a plain transformers model (no remote code, no `minimind_hf` needed); its config "
-            "carries the fields transformers 4.x reads too (tested with 4.57):\n\n"
+            else "The folder is a plain transformers model (no remote code, no `minimind_hf` needed); its "
+            "config carries the fields transformers 4.x reads too (tested with 4.57):\n\n"
         )
         + f"{load}\n"
         + (f"\n{extra.strip()}\n" if extra.strip() else "")

@@ -1,4 +1,5 @@
-"""MiniMind model, written the transformers 5 way (read it side by side with `models/qwen3/modeling_qwen3.py`).
+"""MiniMind model, written the transformers 5 way (read it side by side with
+`models/qwen3/modeling_qwen3.py`).
 
 Top-down: RMSNorm, MLP, rotary helpers, `eager_attention_forward`, Attention (dispatching through
 `ALL_ATTENTION_FUNCTIONS`, so eager / sdpa / flash / flex all work), the MoE pieces (router, fused
@@ -406,10 +407,10 @@ def original_layout_settings(folder) -> dict:
     """Config settings that make a local folder written by the original MiniMind's code load exactly here.
 
     The original's config.json has no ``use_qk_norm`` (its minimind-3 code always has q/k norms; minimind2-era
-    folders have none) and no ``router_top1_gradient``. So: q/k norm on exactly when the weights have it, and the
-    original's router gradient. Its MoE weights are one module per expert; ``per_expert_layout`` says so, and
-    `from_pretrained` fuses them on load. Our own folders always write ``use_qk_norm`` and get nothing here;
-    neither do Hub names (their files are not looked at)."""
+    folders have none) and no ``router_top1_gradient``. So: q/k norm on exactly when the weights have it, and
+    the original's router gradient. Its MoE weights are one module per expert; ``per_expert_layout`` says so,
+    and `from_pretrained` fuses them on load. Our own folders always write ``use_qk_norm`` and get nothing
+    here; neither do Hub names (their files are not looked at)."""
     import json
     import os
 
@@ -453,8 +454,8 @@ _CONVERSION_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _converting_per_expert_weights():
-    """Registers the per-expert conversion for the duration of one load only: registered for good, transformers
-    would also apply it in reverse on every save, and our own folders keep the fused layout."""
+    """Registers the per-expert conversion for the duration of one load only: registered for good,
+    transformers would also apply it in reverse on every save, and our own folders keep the fused layout."""
     from transformers import conversion_mapping
 
     with _CONVERSION_LOCK:
@@ -497,7 +498,8 @@ class MiniMindPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _can_compile_fullgraph = False  # the eager MoE path syncs once per layer; dense models compile fine
-    # vLLM's transformers backend and `attn_implementation="kernels-..."` need attention kwargs passed through.
+    # vLLM's transformers backend and `attn_implementation="kernels-..."` need attention kwargs passed
+    # through.
     _supports_attention_backend = True
     _can_record_outputs = {
         "router_logits": OutputRecorder(MiniMindTopKRouter, index=0),
@@ -511,8 +513,9 @@ class MiniMindPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        # A folder saved by the original MiniMind's own code loads exactly, or is refused naming the one command
-        # that converts it: never with weights silently re-initialised (see `original_layout_settings`).
+        # A folder saved by the original MiniMind's own code loads exactly, or is refused naming the one
+        # command that converts it: never with weights silently re-initialised
+        # (see `original_layout_settings`).
         config = kwargs.get("config")
         settings = original_layout_settings(pretrained_model_name_or_path)
         per_expert = settings.pop("per_expert_layout", False)

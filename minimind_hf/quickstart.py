@@ -18,9 +18,9 @@ Stages (each one's wall time is in the summary's ``stage_seconds``):
 6. RL on the corpus's ``rl.jsonl`` -> ``out/model``, the final self-contained folder: with ``tools``, the
    agentic stage (`minimind_hf.native.agent`: multi-turn rollouts that run the calculator; rewards accuracy,
    tool_format, unfinished -- nothing rewards a call as such), else GRPO (`minimind_hf.native.grpo`) with the
-   ``accuracy`` reward. The tool-use SFT rows offer the calculator but use it in only ``1 - tool_direct_share``
-   of them, so the SFT model often answers by itself (and gets 2-digit arithmetic wrong); RL learns from the
-   answers' reward where calling pays;
+   ``accuracy`` reward. The tool-use SFT rows offer the calculator but use it in only
+   ``1 - tool_direct_share`` of them, so the SFT model often answers by itself (and gets 2-digit arithmetic
+   wrong); RL learns from the answers' reward where calling pays;
 7. the same held-out accuracy again -- same problems, same greedy decoding, same reward -- on the folder
    reloaded with ``AutoModelForCausalLM(..., trust_remote_code=True)``, and a few sample answers.
 
@@ -29,9 +29,9 @@ A second held-out set (``novel_problems``) asks reserved keys in wordings no tra
 measures whether the model learned the operation or the templates, and is reported separately.
 ``out/quickstart.json`` holds the summary: ``heldout: {sft: {accuracy, ci95, n, tool_call_rate}, rl: {...}}``,
 the same for ``novel`` (also ``heldout_accuracy_before`` / ``heldout_accuracy_after``) and ``stage_seconds``;
-``out/report.md`` shows each stage's curves and the accuracies as bars with their intervals (`minimind_hf.report`).
-``sft_steps=0`` skips SFT (GRPO then starts from the pretrained model); ``grpo_steps=0`` skips GRPO (the
-SFT folder is the final model and both accuracies are the SFT model's).
+``out/report.md`` shows each stage's curves and the accuracies as bars with their intervals
+(`minimind_hf.report`). ``sft_steps=0`` skips SFT (GRPO then starts from the pretrained model);
+``grpo_steps=0`` skips GRPO (the SFT folder is the final model and both accuracies are the SFT model's).
 """
 
 import json
@@ -52,8 +52,8 @@ from .tokenizer import train_tokenizer
 
 logger = logging.getLogger(__name__)
 
-# A model that learns the generated corpus in a few CPU minutes: 4 layers, hidden 128, ~1.1M parameters (the built-in
-# corpus fills ~2,250 of the 6,400 vocabulary slots, so the embedding stays small).
+# A model that learns the generated corpus in a few CPU minutes: 4 layers, hidden 128, ~1.1M parameters (the
+# built-in corpus fills ~2,250 of the 6,400 vocabulary slots, so the embedding stays small).
 QUICKSTART_MODEL = dict(
     hidden_size=128,
     num_hidden_layers=4,

@@ -22,11 +22,11 @@ def add_quickstart_command(subparsers: argparse._SubParsersAction) -> None:
     defaults = QuickstartSettings(out_dir=Path("runs/quickstart"))
     p = subparsers.add_parser(
         "quickstart",
-        help="tokenizer -> pretrain -> SFT (with tool use) -> agentic RL on a built-in corpus on this CPU, then "
-        "held-out accuracy",
-        description="Built-in corpus -> tokenizer -> packed pretraining -> SFT (conversations + calculator calls) "
-        "-> agentic RL (multi-turn rollouts that run the calculator; --no-tools: single-turn GRPO) -> Hugging "
-        "Face folder -> sample answers and held-out accuracy after SFT and after RL.",
+        help="tokenizer -> pretrain -> SFT (with tool use) -> agentic RL on a built-in corpus on this CPU, "
+        "then held-out accuracy",
+        description="Built-in corpus -> tokenizer -> packed pretraining -> SFT (conversations + calculator "
+        "calls) -> agentic RL (multi-turn rollouts that run the calculator; --no-tools: single-turn GRPO) -> "
+        "Hugging Face folder -> sample answers and held-out accuracy after SFT and after RL.",
     )
     _add_corpus_options(p, defaults)
     _add_training_options(p, defaults)
@@ -82,7 +82,8 @@ def _add_corpus_options(p: argparse.ArgumentParser, d) -> None:
         "--tool-direct-share",
         type=float,
         default=d.tool_direct_share,
-        help="share of the tool-use SFT rows answered without calling the calculator (RL learns when to call)",
+        help="share of the tool-use SFT rows answered without calling the calculator "
+        "(RL learns when to call)",
     )
 
 
@@ -171,9 +172,9 @@ def _print_summary(summary: dict) -> None:
     rl = "agentic RL (calculator)" if summary.get("tools") else "GRPO"
     if "grpo_seconds" in summary:
         print(
-            f"{rl}: {summary['grpo_steps']} steps, mean reward {summary['grpo_reward_mean_first_quarter']:.2f} "
-            f"(first quarter) -> {summary['grpo_reward_mean_last_quarter']:.2f} (last quarter) "
-            f"in {summary['grpo_seconds']}s"
+            f"{rl}: {summary['grpo_steps']} steps, mean reward "
+            f"{summary['grpo_reward_mean_first_quarter']:.2f} (first quarter) -> "
+            f"{summary['grpo_reward_mean_last_quarter']:.2f} (last quarter) in {summary['grpo_seconds']}s"
         )
     print("Held-out problems (never seen in training):")
     for s in summary["samples"]:
@@ -194,5 +195,6 @@ def _print_summary(summary: dict) -> None:
         + f"; total {summary['seconds']}s"
     )
     print(
-        f"Load it anywhere: AutoModelForCausalLM.from_pretrained({summary['model_dir']!r}, trust_remote_code=True)"
+        f"Load it anywhere: AutoModelForCausalLM.from_pretrained({summary['model_dir']!r}, "
+        "trust_remote_code=True)"
     )

@@ -1,4 +1,5 @@
-"""Run reports: ``report.md`` with PNG plots, so a learner sees what each stage taught (nanochat's report card).
+"""Run reports: ``report.md`` with PNG plots, so a learner sees what each stage taught
+(nanochat's report card).
 
 Every training stage writes ``report.md`` beside its model folder: the loss, reward (RL stages) and learning
 rate per step, plotted from the run's log (our ``train_log.jsonl`` or the Trainer's ``log_history``), and a
@@ -38,7 +39,8 @@ _TRAINER_NAMES = {"learning_rate": "lr"}
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """Training records (rows with a ``step``) from ``train_log.jsonl`` or a Trainer's ``trainer_state.json``."""
+    """Training records (rows with a ``step``) from ``train_log.jsonl`` or a Trainer's
+    ``trainer_state.json``."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -85,7 +87,8 @@ def plot_curves(records: Sequence[dict], path: str | Path, title: str) -> list[s
 
 
 def plot_accuracy_bars(groups: dict[str, dict[str, dict]], path: str | Path, title: str) -> None:
-    """Bars of ``groups[set][model] = {"accuracy", "ci95": [lo, hi], "n"}`` with their intervals as error bars."""
+    """Bars of ``groups[set][model] = {"accuracy", "ci95": [lo, hi], "n"}`` with their intervals as error
+    bars."""
     fig, (ax,) = _figure(1, height=3.0)
     names = list(groups)
     models = list(dict.fromkeys(m for g in groups.values() for m in g))
@@ -149,8 +152,8 @@ def write_quickstart_report(out_dir: str | Path, summary: dict) -> Path:
     out = Path(out_dir)
     lines = ["# MiniMind quickstart report", ""]
     lines += [
-        f"Model: {summary.get('parameters', 0) / 1e6:.2f}M parameters, vocabulary {summary.get('vocab_size')}, "
-        f"total {summary.get('seconds')} s.",
+        f"Model: {summary.get('parameters', 0) / 1e6:.2f}M parameters, vocabulary "
+        f"{summary.get('vocab_size')}, total {summary.get('seconds')} s.",
         "",
     ]
     stages = [("pretrain", "pretraining"), ("sft", "supervised fine-tuning"), ("model", "RL")]

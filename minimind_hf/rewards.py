@@ -13,7 +13,8 @@ name               reward
 ``length``         DAPO soft over-long penalty: 0 up to ``max_length - cache``, then linear down to -1
 ``repetition``     ``max_penalty * (1 - distinct n-grams / n-grams)``, n-grams over words / CJK characters
 ``reward_model``   the score (logit 0) of any ``AutoModelForSequenceClassification`` on the conversation
-``gt_coverage``    the share of the ground-truth values (a list ``gt``, or one value) found in the final answer
+``gt_coverage``    the share of the ground-truth values (a list ``gt``, or one value) found in the final
+                   answer
 ``tool_use``       tool calls that ran without error vs. the number the ground truth needs (+0.5 / -0.5 a gap)
 ``tool_format``    -0.5 per unbalanced ``<tool_call>`` tag and per call block that does not parse (0 if clean)
 ``unfinished``     -1.0 when the rollout ran out of turns or tokens before a final answer, else 0.0
@@ -205,7 +206,8 @@ def parse_number(text: str | float | int | None) -> float | None:
 
 
 def ground_truth_values(truth: str | float | int | None) -> list[str]:
-    """The ground truth as a list of values: a JSON array (how rl records store a list ``gt``) or one value."""
+    """The ground truth as a list of values: a JSON array (how rl records store a list ``gt``) or one
+    value."""
     if truth is None:
         return []
     text = str(truth).strip()
@@ -220,7 +222,8 @@ def ground_truth_values(truth: str | float | int | None) -> list[str]:
 
 
 def answers_match(predicted: str | None, truth: str | float | int) -> bool:
-    """Numeric equality (``math.isclose``, rel 1e-6, abs 1e-9); string equality if the truth is not a number."""
+    """Numeric equality (``math.isclose``, rel 1e-6, abs 1e-9); string equality if the truth is not a
+    number."""
     if predicted is None:
         return False
     p, t = parse_number(predicted), parse_number(truth)
@@ -329,7 +332,8 @@ def _units(text: str) -> list[str]:
 def repetition_penalty(
     completions: list, *, ngram: int = 3, max_penalty: float = -1.0, **kwargs: Any
 ) -> list[float]:
-    """``max_penalty * (1 - distinct / total)`` over the completion's n-grams (0 when shorter than ``ngram``)."""
+    """``max_penalty * (1 - distinct / total)`` over the completion's n-grams
+    (0 when shorter than ``ngram``)."""
     if max_penalty > 0:
         raise ValueError(f"repetition reward: max_penalty must be <= 0, got {max_penalty}")
     out = []
@@ -459,7 +463,8 @@ def tool_use_reward(
     completions: list, ground_truth: Sequence[Any] | None = None, *, min_reward: float = -1.5, **kwargs: Any
 ) -> list[float]:
     """+0.5 when the row made exactly as many successful tool calls as its ground truth has values (at least
-    one), else -0.5 per call missing, extra or failed (a response starting with ``error:``), down to `min_reward`."""
+    one), else -0.5 per call missing, extra or failed (a response starting with ``error:``), down to
+    `min_reward`."""
     calls = _rollout_column(kwargs, "tool_calls", "tool_use")
     truths = ground_truth if ground_truth is not None else [None] * len(calls)
     out = []

@@ -5,8 +5,8 @@ A tool is a plain function with type hints and a Google-style docstring (the con
 trl's ``GRPOTrainer(tools=[f])``, our rollouts (`minimind_hf.native.rollout`) and the chat front ends::
 
     from minimind_hf.tools import get_tools, run_tool_call, tool_schemas
-    tools = get_tools(["calculator", "unit_convert"])      # {name: function}; a wrong name lists the valid ones
-    tool_schemas(tools)                                      # OpenAI-style schemas for the chat template
+    tools = get_tools(["calculator", "unit_convert"])  # {name: function}; a wrong name lists the valid ones
+    tool_schemas(tools)                                  # OpenAI-style schemas for the chat template
     run_tool_call(tools, "calculator", '{"expression": "12 * (3 + 4)"}')   # -> "84"
 
 `run_tool_call` never raises: an unknown tool, bad arguments or a tool that fails give an error text as the
@@ -57,7 +57,8 @@ def register_tool(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def get_tools(names: Sequence[str] | str) -> dict[str, Callable[..., Any]]:
-    """``{name: function}`` for the registered tools `names`; a wrong name is a `KeyError` listing the valid ones."""
+    """``{name: function}`` for the registered tools `names`; a wrong name is a `KeyError` listing the valid
+    ones."""
     names = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in TOOLS]
     if unknown:
@@ -66,7 +67,8 @@ def get_tools(names: Sequence[str] | str) -> dict[str, Callable[..., Any]]:
 
 
 def tool_schemas(tools: Mapping[str, Callable[..., Any]]) -> list[dict]:
-    """OpenAI-style ``{"type": "function", "function": {...}}`` schemas (transformers' ``get_json_schema``)."""
+    """OpenAI-style ``{"type": "function", "function": {...}}`` schemas (transformers'
+    ``get_json_schema``)."""
     from transformers.utils import get_json_schema
 
     return [get_json_schema(fn) for fn in tools.values()]
@@ -76,7 +78,8 @@ MAX_RESPONSE_CHARS = 1000
 
 
 def run_tool_call(tools: Mapping[str, Callable[..., Any]], name: str, arguments: str | dict | None) -> str:
-    """Call tool `name` with `arguments` (a JSON object or its text); the response text, or ``"error: ..."``."""
+    """Call tool `name` with `arguments` (a JSON object or its text); the response text, or
+    ``"error: ..."``."""
     fn = tools.get(name)
     if fn is None:
         return f"error: unknown tool {name!r}; available: {', '.join(tools) or 'none'}"
@@ -205,7 +208,8 @@ def unit_convert(value: float, from_unit: str, to_unit: str) -> str:
 
     Args:
         value: The number to convert.
-        from_unit: The unit of the value: mm, cm, m, km, inch, foot, mile, g, kg, t, pound, s, min, h, day, C, F or K.
+        from_unit: The unit of the value: mm, cm, m, km, inch, foot, mile, g, kg, t, pound, s, min, h, day,
+            C, F or K.
         to_unit: The unit to convert to (same dimension as from_unit).
     """
     a, b = str(from_unit).strip().lower(), str(to_unit).strip().lower()

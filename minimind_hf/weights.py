@@ -1,4 +1,5 @@
-"""Reading the weights of a Hugging Face model folder: the one reader the converters and the trainers share."""
+"""Reading the weights of a Hugging Face model folder: the one reader the converters and the trainers
+share."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ __all__ = ["read_weights"]
 
 def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All weights of a model folder: sharded safetensors (by their index), ``model.safetensors``, or a legacy
-    ``pytorch_model.bin`` (``weights_only``). Other files beside them (PPO's ``value_model.safetensors``) are not
-    read. Raises FileNotFoundError naming the folder when it holds none."""
+    ``pytorch_model.bin`` (``weights_only``). Other files beside them (PPO's ``value_model.safetensors``) are
+    not read. Raises FileNotFoundError naming the folder when it holds none."""
     from safetensors.torch import load_file
 
     folder = Path(folder)

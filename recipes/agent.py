@@ -1,5 +1,5 @@
-"""Agentic RL: GRPO / CISPO on multi-turn rollouts in which the model calls tools, with trl's ``GRPOTrainer(tools=)``
-or our native trainer (`minimind_hf.native.agent`).
+"""Agentic RL: GRPO / CISPO on multi-turn rollouts in which the model calls tools, with trl's
+``GRPOTrainer(tools=)`` or our native trainer (`minimind_hf.native.agent`).
 
     accelerate launch recipes/agent.py --config recipes/configs/tiny/agent.yaml
     accelerate launch recipes/agent.py --config recipes/configs/tiny/agent.yaml --backend trl
@@ -9,15 +9,16 @@ or our native trainer (`minimind_hf.native.agent`).
 The GRPO recipe's YAML (trl's ``GRPOConfig`` + `RLArguments`) with ``tools`` (names from `minimind_hf.tools`)
 and trl's ``max_tool_calling_iterations`` (tool rounds; turns = iterations + 1). A sample's turn that ends in
 ``<tool_call>`` blocks gets the tools' responses appended as the chat template renders ``tool`` messages and
-continues; only sampled tokens are trained (trl: ``tool_mask``; native: the rollout's ``policy_mask``). Records:
-``rl`` records with ``gt`` (a value or a list). Rewards from the registry: ``gt_coverage``, ``tool_use``,
-``tool_format``, ``unfinished`` (and the single-turn ones); they read the rollout's ``tool_calls``,
-``transcripts`` and ``finished`` columns, which `trl_rollout_columns` rebuilds from trl's completion messages.
+continues; only sampled tokens are trained (trl: ``tool_mask``; native: the rollout's ``policy_mask``).
+Records: ``rl`` records with ``gt`` (a value or a list). Rewards from the registry: ``gt_coverage``,
+``tool_use``, ``tool_format``, ``unfinished`` (and the single-turn ones); they read the rollout's
+``tool_calls``, ``transcripts`` and ``finished`` columns, which `trl_rollout_columns` rebuilds from trl's
+completion messages.
 
 Both backends run the same tool functions the same way: a call that raises or has bad arguments answers with
 an ``error: ...`` text (`minimind_hf.tools.run_tool_call`), so the ``tool_use`` reward counts it as failed on
-both. The tokenizer's ``response_template`` (MiniMind's, `minimind_hf.tokenizer.RESPONSE_TEMPLATE`; set here when
-an older tokenizer lacks it) is what trl parses the calls with.
+both. The tokenizer's ``response_template`` (MiniMind's, `minimind_hf.tokenizer.RESPONSE_TEMPLATE`; set here
+when an older tokenizer lacks it) is what trl parses the calls with.
 
 Differences that remain: trl shows the named tools' schemas to every prompt (records carrying their own
 ``tools`` are refused under trl); ``max_tool_response_tokens`` is native only (trl drops a tool result that
@@ -189,7 +190,8 @@ def run_trl_agent(recipe_args, training_args, model_args, rl_args: RLArguments) 
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, trl GRPOConfig, trl ModelConfig, RLArguments) from ``--config FILE`` and ``--key value``."""
+    """(RecipeArguments, trl GRPOConfig, trl ModelConfig, RLArguments) from ``--config FILE`` and
+    ``--key value``."""
     from trl import GRPOConfig
 
     return common.parse_recipe(GRPOConfig, argv, extra_dataclasses=(RLArguments,))

@@ -1,14 +1,14 @@
 """`minimind-hf train STAGE --config YAML` and `minimind-hf recipes ls|cp`: the recipes from the command line.
 
-    minimind-hf recipes ls                                   # every shipped config, by preset and stage
-    minimind-hf recipes cp sft tiny my_sft.yaml              # copy one to edit (never overwrites without --force)
+    minimind-hf recipes ls                           # every shipped config, by preset and stage
+    minimind-hf recipes cp sft tiny my_sft.yaml      # copy one to edit (never overwrites without --force)
     minimind-hf train sft --config my_sft.yaml --max_steps 100          # our native trainer
     minimind-hf train sft --config my_sft.yaml --backend trl            # the same YAML through trl
     minimind-hf train sft --config my_sft.yaml --dry_run true           # validate + print the native config
     accelerate launch -m minimind_hf.cli train sft --config my_sft.yaml # several processes
 
-``train STAGE ARGS`` is ``recipes/STAGE.py --backend native ARGS``: the same YAML (trl's field names), the same
-``--key value`` overrides, the same validation (unknown keys and options the backend cannot honour are
+``train STAGE ARGS`` is ``recipes/STAGE.py --backend native ARGS``: the same YAML (trl's field names), the
+same ``--key value`` overrides, the same validation (unknown keys and options the backend cannot honour are
 errors). ``minimind-hf train STAGE --help`` lists every key of the stage.
 """
 
@@ -91,7 +91,8 @@ def _ls(args: argparse.Namespace) -> int:
         for stage, path in stages.items():
             print(f"{preset:<15} {stage:<10} {path}")
     print(
-        "\ncopy one: minimind-hf recipes cp STAGE [PRESET] DEST; run it: minimind-hf train STAGE --config DEST"
+        "\ncopy one: minimind-hf recipes cp STAGE [PRESET] DEST; "
+        "run it: minimind-hf train STAGE --config DEST"
     )
     return 0
 

@@ -92,15 +92,16 @@ class RecipeArguments:
     add_system_ratio: float = field(
         default=0.0,
         metadata={
-            "help": "sft / lora (and native distill): this share of training conversations without a system turn get "
-            "one of the original's system prompts (its 0.2); minimind_hf.data.augment"
+            "help": "sft / lora (and native distill): this share of training conversations without a system "
+            "turn get one of the original's system prompts (its 0.2); minimind_hf.data.augment"
         },
     )
     empty_think_ratio: float = field(
         default=1.0,
         metadata={
-            "help": "sft / lora / dpo (and native distill): the share of training conversations that keep the empty "
-            "think block of answers without reasoning (the original keeps 0.2); minimind_hf.data.augment"
+            "help": "sft / lora / dpo (and native distill): the share of training conversations that keep "
+            "the empty think block of answers without reasoning (the original keeps 0.2); "
+            "minimind_hf.data.augment"
         },
     )
     skip_invalid: bool = field(default=False, metadata={"help": "drop (and count) malformed records"})
@@ -127,8 +128,8 @@ class RecipeArguments:
     optimizer: str = field(
         default="adamw",
         metadata={
-            "help": "adamw (trl: its `optim`), or muon (Muon at 0.02 for the block matrices, AdamW for the rest; "
-            "minimind_hf.native.optim; the same optimizer under both backends)"
+            "help": "adamw (trl: its `optim`), or muon (Muon at 0.02 for the block matrices, AdamW for the "
+            "rest; minimind_hf.native.optim; the same optimizer under both backends)"
         },
     )
     dry_run: bool = field(
@@ -164,8 +165,9 @@ def is_main_process() -> bool:
 def parse_recipe(
     stage_config_cls: type, argv: Sequence[str] | None = None, extra_dataclasses: Sequence[type] = ()
 ) -> tuple:
-    """Parse ``--config FILE`` plus ``--flag value`` overrides into (RecipeArguments, stage config, ModelConfig,
-    *extra). Unknown keys in the YAML or on the command line are an error (listing nothing is silently ignored)."""
+    """Parse ``--config FILE`` plus ``--flag value`` overrides into (RecipeArguments, stage config,
+    ModelConfig, *extra). Unknown keys in the YAML or on the command line are an error (listing nothing is
+    silently ignored)."""
     from trl import ModelConfig, TrlParser
 
     use_cpu_when_no_accelerator()
@@ -275,7 +277,8 @@ def check_recipe(
         p.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {recipe_args.optimizer!r}")
     elif recipe_args.backend == "trl" and recipe_args.optimizer == "muon" and "optim" in recipe_args.given:
         p.append(
-            "optimizer: muon replaces trl's `optim` under backend trl (transformers has no Muon); unset `optim`"
+            "optimizer: muon replaces trl's `optim` under backend trl (transformers has no Muon); "
+            "unset `optim`"
         )
     p += check_data_files("data", recipe_args.data)
     p += check_data_files("eval_data", recipe_args.eval_data, required=False)
@@ -372,13 +375,14 @@ def _overwrite_problems(backend: str, training_args: Any) -> list[str]:
     if backend == "trl" and resume is None and (trl_last or native):
         found = Path(trl_last).name if trl_last else "native checkpoints (checkpoints/)"
         return [
-            f"output_dir {str(out)!r} holds {found} of an earlier run: resume_from_checkpoint: true to continue "
-            "it, false to start over (its checkpoints are replaced), or a new output_dir"
+            f"output_dir {str(out)!r} holds {found} of an earlier run: resume_from_checkpoint: true to "
+            "continue it, false to start over (its checkpoints are replaced), or a new output_dir"
         ]
     if backend == "native" and trl_last and not native:
         return [
-            f"output_dir {str(out)!r} holds trl's {Path(trl_last).name}, which the native backend cannot resume: "
-            "backend: trl to continue it, resume_from_checkpoint: false to start over, or a new output_dir"
+            f"output_dir {str(out)!r} holds trl's {Path(trl_last).name}, which the native backend cannot "
+            "resume: backend: trl to continue it, resume_from_checkpoint: false to start over, "
+            "or a new output_dir"
         ]
     return []
 
@@ -401,9 +405,9 @@ def launch_problems(backend: str, training_args: Any) -> list[str]:
     what = " and ".join(sharded)
     if not torch.cuda.is_available():
         return [
-            f"this run was launched with {what} (an accelerate config or TrainingArguments), but this machine has "
-            "no CUDA GPU: accelerate would quietly run plain DDP on the CPU instead. Launch with --config_file "
-            "recipes/accelerate/cpu_2proc.yaml (DDP over gloo), or run on GPUs"
+            f"this run was launched with {what} (an accelerate config or TrainingArguments), but this "
+            "machine has no CUDA GPU: accelerate would quietly run plain DDP on the CPU instead. Launch with "
+            "--config_file recipes/accelerate/cpu_2proc.yaml (DDP over gloo), or run on GPUs"
         ]
     if backend == "native":
         return [
@@ -435,13 +439,14 @@ def peft_problems(model_args: Any) -> list[str]:
     if not changed:
         return []
     return [
-        f"{', '.join(changed)} set but use_peft is false: set use_peft: true to train LoRA adapters, or unset them"
+        f"{', '.join(changed)} set but use_peft is false: set use_peft: true to train LoRA adapters, "
+        "or unset them"
     ]
 
 
 def lora_targets(model_args: Any) -> list[str] | str:
-    """``lora_target_modules`` as peft wants it: trl turns a one-item list into a string, which peft would read
-    as a regex over full module names; give peft the list again (``all-linear`` stays a string)."""
+    """``lora_target_modules`` as peft wants it: trl turns a one-item list into a string, which peft would
+    read as a regex over full module names; give peft the list again (``all-linear`` stays a string)."""
     targets = model_args.lora_target_modules
     if targets is None:
         return []
@@ -461,8 +466,8 @@ def peft_config(model_args: Any):
 
 
 def resume_arg(training_args: Any) -> bool | str | None:
-    """``resume_from_checkpoint`` as ``Trainer.train`` takes it: ``true`` = the latest checkpoint in output_dir
-    (transformers wants the bool; a YAML or command-line ``true`` arrives as the string "true")."""
+    """``resume_from_checkpoint`` as ``Trainer.train`` takes it: ``true`` = the latest checkpoint in
+    output_dir (transformers wants the bool; a YAML or command-line ``true`` arrives as the string "true")."""
     value = training_args.resume_from_checkpoint
     if value is None or value is False or str(value).lower() in ("", "false", "none"):
         return None
@@ -479,8 +484,8 @@ def base_model_path(base: str | None) -> str | None:
 
 
 def record_adapter_base(adapter_dir: str) -> None:
-    """Make ``adapter_config.json``'s ``base_model_name_or_path`` absolute (`base_model_path`): peft writes the
-    path as the model was loaded, often relative to the launch directory."""
+    """Make ``adapter_config.json``'s ``base_model_name_or_path`` absolute (`base_model_path`): peft writes
+    the path as the model was loaded, often relative to the launch directory."""
     path = Path(adapter_dir) / "adapter_config.json"
     if not path.is_file():
         return
@@ -532,8 +537,8 @@ def _looks_local(name: str) -> bool:
 
 
 def load_split(kind: str, recipe_args: RecipeArguments, seed: int, tokenizer: Any = None) -> tuple[Any, Any]:
-    """(train, eval) `datasets.Dataset` of validated records (`minimind_hf.data.load_records`); eval may be None.
-    With a `tokenizer`, sft / dpo training records get the original's augmentation when asked
+    """(train, eval) `datasets.Dataset` of validated records (`minimind_hf.data.load_records`); eval may be
+    None. With a `tokenizer`, sft / dpo training records get the original's augmentation when asked
     (``add_system_ratio``, ``empty_think_ratio``; `minimind_hf.data.augment`), as the native trainers do.
 
     Both backends call this with the same arguments, so they see the same records and the same split."""
@@ -584,8 +589,8 @@ def _augmentation_problems(recipe_args: RecipeArguments, stage: str | None) -> l
     for name, off in (("add_system_ratio", 0.0), ("empty_think_ratio", 1.0)):
         if getattr(recipe_args, name) != off and name not in honoured:
             p.append(
-                f"{name}: the {stage or 'this'} recipe (backend {recipe_args.backend}) does not augment its data; "
-                f"it applies to {_AUGMENTED_BY[name]}"
+                f"{name}: the {stage or 'this'} recipe (backend {recipe_args.backend}) does not augment its "
+                f"data; it applies to {_AUGMENTED_BY[name]}"
             )
     return p
 
@@ -738,13 +743,14 @@ def run_cli(main: Any, parse_args: Any) -> None:
 
 
 def native_optimizer(trainer_cls: type, optimizer: str = "adamw") -> type:
-    """``trainer_cls`` taking the native loop's optimizer steps, so one YAML trains the same way on both backends
-    (tests/recipes/test_parity_sft.py):
+    """``trainer_cls`` taking the native loop's optimizer steps, so one YAML trains the same way on both
+    backends (tests/recipes/test_parity_sft.py):
 
     - AdamW grouped as the native loop groups it: transformers' Trainer exempts only biases and norms, so the
       tied ``embed_tokens`` / ``lm_head`` matrix would decay under trl and not natively;
-    - ``optimizer: muon``: `minimind_hf.native.optim`'s Muon + AdamW split (transformers has no Muon), over the
-      same groups and with the native defaults for Muon's settings; the Trainer's scheduler drives both halves.
+    - ``optimizer: muon``: `minimind_hf.native.optim`'s Muon + AdamW split (transformers has no Muon), over
+      the same groups and with the native defaults for Muon's settings;
+      the Trainer's scheduler drives both halves.
     """
     from minimind_hf.native.loop import TrainConfig
     from minimind_hf.native.optim import build_optimizer

@@ -20,8 +20,8 @@ tokens is the generalised Jensen-Shannon divergence between teacher and student 
 
     loss = JSD_beta(p_teacher^T, p_student^T)        beta 0 = forward KL(teacher || student), 1 = reverse KL
 
-so: no cross-entropy term (``alpha`` and ``max_length`` are native-only keys, refused by trl), no T^2 factor, the
-tokens scored are the student's samples rather than the dataset's answers, and ``temperature`` is also the
+so: no cross-entropy term (``alpha`` and ``max_length`` are native-only keys, refused by trl), no T^2 factor,
+the tokens scored are the student's samples rather than the dataset's answers, and ``temperature`` is also the
 sampling temperature. Set ``beta: 0.0`` for the same divergence direction as the native KD term (the
 native backend only implements that one: another ``beta`` is an error there). Records' ``tools`` are not
 passed to trl's prompts.
@@ -46,13 +46,15 @@ class DistillArguments:
     alpha: float = field(
         default=0.5,
         metadata={
-            "help": "native backend: weight of the hard-label CE; 1 - alpha on T^2 KL (trl's loss has no CE term)"
+            "help": "native backend: weight of the hard-label CE; 1 - alpha on T^2 KL "
+            "(trl's loss has no CE term)"
         },
     )
     max_length: int = field(
         default=340,
         metadata={
-            "help": "native backend: tokens per conversation and per packed row (trl: prompts + max_completion_length)"
+            "help": "native backend: tokens per conversation and per packed row "
+            "(trl: prompts + max_completion_length)"
         },
     )
 
@@ -146,7 +148,8 @@ def main(recipe_args, training_args, model_args, distill_args=None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, trl DistillationConfig, trl ModelConfig, DistillArguments) from ``--config FILE`` and ``--key value``."""
+    """(RecipeArguments, trl DistillationConfig, trl ModelConfig, DistillArguments) from ``--config FILE`` and
+    ``--key value``."""
     from trl import DistillationConfig
 
     return common.parse_recipe(DistillationConfig, argv, extra_dataclasses=(DistillArguments,))

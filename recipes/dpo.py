@@ -36,8 +36,8 @@ class DPOArguments:
     max_prompt_length: int | None = field(
         default=None,
         metadata={
-            "help": "native backend: prompts are cut from the left to this many tokens (default max_length // 2); "
-            "trl 1.16 has no prompt truncation"
+            "help": "native backend: prompts are cut from the left to this many tokens "
+            "(default max_length // 2); trl 1.16 has no prompt truncation"
         },
     )
     open_thinking: bool = field(
@@ -47,8 +47,8 @@ class DPOArguments:
 
 
 def with_template_kwargs(records, open_thinking: bool):
-    """trl 1.16's DPOTrainer reads chat-template kwargs from a per-record ``chat_template_kwargs`` column (which
-    the augmentation may have started: ``drop_empty_think``)."""
+    """trl 1.16's DPOTrainer reads chat-template kwargs from a per-record ``chat_template_kwargs`` column
+    (which the augmentation may have started: ``drop_empty_think``)."""
     if records is None or not open_thinking:
         return records
     return records.map(
@@ -93,10 +93,9 @@ def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None =
     model = common.build_or_load_model(
         recipe_args, model_args, tokenizer, training_args.trust_remote_code, training_args.model_init_kwargs
     )
-    trainer = common.native_optimizer(
-        DPOTrainer, recipe_args.optimizer
-    )(
-        model=model,  # ref_model=None: trl loads a frozen reference from the same folder (or disables the adapter)
+    trainer = common.native_optimizer(DPOTrainer, recipe_args.optimizer)(
+        # ref_model=None: trl loads a frozen reference from the same folder (or disables the adapter)
+        model=model,
         args=training_args,
         train_dataset=with_template_kwargs(train, dpo_args.open_thinking),
         eval_dataset=with_template_kwargs(evaluation, dpo_args.open_thinking),
@@ -107,7 +106,8 @@ def main(recipe_args, training_args, model_args, dpo_args: DPOArguments | None =
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, trl DPOConfig, trl ModelConfig, DPOArguments) from ``--config FILE`` and ``--key value``."""
+    """(RecipeArguments, trl DPOConfig, trl ModelConfig, DPOArguments) from ``--config FILE`` and
+    ``--key value``."""
     from trl import DPOConfig
 
     return common.parse_recipe(DPOConfig, argv, extra_dataclasses=(DPOArguments,))

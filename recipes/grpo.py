@@ -67,7 +67,8 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, trl GRPOConfig, trl ModelConfig, RLArguments) from ``--config FILE`` and ``--key value``."""
+    """(RecipeArguments, trl GRPOConfig, trl ModelConfig, RLArguments) from ``--config FILE`` and
+    ``--key value``."""
     from trl import GRPOConfig
 
     return common.parse_recipe(GRPOConfig, argv, extra_dataclasses=(RLArguments,))

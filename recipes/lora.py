@@ -16,14 +16,15 @@ Output, both backends::
     output_dir/                  the adapter (peft format: adapter_config.json, adapter_model.safetensors),
                                  tokenizer; PeftModel.from_pretrained(base, output_dir) loads it
     output_dir/merged/           with ``merge: true`` (default): the base with the adapter folded in, a plain
-                                 MiniMind folder (AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))
+                                 MiniMind folder
+                                 (AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))
 
 Differences of ``backend: native`` (`minimind_hf.native.lora`): it writes the merged model to output_dir and
 the adapter to output_dir/adapter; this recipe then moves them into the layout above (``merge: false``
 deletes the merged copy, as the native stage always merges). Its checkpoints are ``output_dir/checkpoints/``
 (trl: ``output_dir/checkpoint-N``). Only plain LoRA: ``use_rslora``, ``use_dora``, ``lora_modules_to_save``
-and ``lora_target_parameters`` are refused there. ``adapter_config.json`` records the base model's absolute path
-(or its Hub name), so the adapter loads from any working directory.
+and ``lora_target_parameters`` are refused there. ``adapter_config.json`` records the base model's absolute
+path (or its Hub name), so the adapter loads from any working directory.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class LoraArguments:
     merge: bool = field(
         default=True,
         metadata={
-            "help": "also write output_dir/merged: the base model with the adapter folded in (a plain MiniMind folder)"
+            "help": "also write output_dir/merged: the base model with the adapter folded in "
+            "(a plain MiniMind folder)"
         },
     )
 
@@ -72,7 +74,8 @@ def lora_problems(recipe_args, training_args, model_args) -> list[str]:
     targets = [targets] if isinstance(targets, str) else targets
     if not targets:
         p.append(
-            f"lora_target_modules is required: some of {', '.join(LINEAR_NAMES)} (the original: q_proj, o_proj)"
+            f"lora_target_modules is required: some of {', '.join(LINEAR_NAMES)} "
+            "(the original: q_proj, o_proj)"
         )
     elif targets != ["all-linear"] and (unknown := [t for t in targets if t not in LINEAR_NAMES]):
         p.append(
@@ -85,7 +88,8 @@ def lora_problems(recipe_args, training_args, model_args) -> list[str]:
         p.append("assistant_only_loss: false trains on prompts too; MiniMind LoRA recipes keep it true")
     if recipe_args.backend == "native" and targets == ["all-linear"]:
         p.append(
-            f"lora_target_modules all-linear: list the names for the native backend ({', '.join(LINEAR_NAMES)})"
+            "lora_target_modules all-linear: list the names for the native backend "
+            f"({', '.join(LINEAR_NAMES)})"
         )
     return p
 
@@ -192,7 +196,8 @@ def main(recipe_args, training_args, model_args, lora_args=None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, trl SFTConfig, trl ModelConfig, LoraArguments) from ``--config FILE`` and ``--key value``."""
+    """(RecipeArguments, trl SFTConfig, trl ModelConfig, LoraArguments) from ``--config FILE`` and
+    ``--key value``."""
     from trl import SFTConfig
 
     return common.parse_recipe(SFTConfig, argv, extra_dataclasses=(LoraArguments,))

@@ -75,10 +75,11 @@ Convert = Callable[[RecipeInputs, list], Any]
 
 @dataclass(frozen=True)
 class Key:
-    """One table row: native field ``native`` = ``convert(inputs, problems)``, computed from the fields ``reads``.
+    """One table row: native field ``native`` = ``convert(inputs, problems)``, computed from the fields
+    ``reads``.
 
-    ``convert`` defaults to the value of ``reads[0]``; it appends to ``problems`` for values the native trainer
-    cannot honour. ``native=None``: honoured by the recipe itself, or read only to be checked."""
+    ``convert`` defaults to the value of ``reads[0]``; it appends to ``problems`` for values the native
+    trainer cannot honour. ``native=None``: honoured by the recipe itself, or read only to be checked."""
 
     native: str | None
     reads: tuple[str, ...]
@@ -135,7 +136,8 @@ def _min_lr_ratio(a: RecipeInputs, problems: list[str]) -> float:
     unknown = set(kwargs) - {"min_lr", "min_lr_rate"}
     if unknown:
         problems.append(
-            f"lr_scheduler_kwargs {sorted(unknown)}: the native cosine_with_min_lr takes min_lr_rate or min_lr"
+            f"lr_scheduler_kwargs {sorted(unknown)}: the native cosine_with_min_lr takes "
+            "min_lr_rate or min_lr"
         )
     if "min_lr" in kwargs:
         return float(kwargs["min_lr"]) / a.learning_rate
@@ -145,7 +147,8 @@ def _min_lr_ratio(a: RecipeInputs, problems: list[str]) -> float:
 def _optim(a: RecipeInputs, problems: list[str]) -> None:
     if _enum(a.optim) not in _OPTIMIZERS:
         problems.append(
-            f"optim {_enum(a.optim)!r}: the native backend uses torch AdamW; set optim: adamw_torch or backend: trl"
+            f"optim {_enum(a.optim)!r}: the native backend uses torch AdamW; "
+            "set optim: adamw_torch or backend: trl"
         )
 
 
@@ -211,7 +214,8 @@ def _keep_last(a: RecipeInputs, problems: list[str]) -> int:
 
 def _resume(a: RecipeInputs, problems: list[str]) -> str:
     """Unset means native ``auto``, not trl's "start over": a re-run continues a matching unfinished run, and
-    another run's (or a finished run's) checkpoints are an error, never silently replaced. ``false`` starts over."""
+    another run's (or a finished run's) checkpoints are an error, never silently replaced.
+    ``false`` starts over."""
     value = a.resume_from_checkpoint
     if value in (None, "", True) or str(value).lower() == "true":
         return "auto"
@@ -366,7 +370,8 @@ def _num_proc(a: RecipeInputs, problems: list[str]) -> int:
     return int(a.dataset_num_proc or 0)
 
 
-# evaluation in batches of rows (the loop's token-weighted loss, DPO's pairs); GRPO / PPO evaluate by generating
+# evaluation in batches of rows (the loop's token-weighted loss, DPO's pairs);
+# GRPO / PPO evaluate by generating
 _EVAL_BATCH = key("eval_batch_size", "per_device_eval_batch_size")
 
 _SFT_DATA = (
@@ -398,7 +403,8 @@ PRETRAIN = (
         "dataset_text_field",
         "assistant_only_loss",
         "completion_only_loss",
-        note="checked by the recipe (packed text); native rows are the concatenated documents cut every max_length",
+        note="checked by the recipe (packed text); native rows are the concatenated documents cut "
+        "every max_length",
     ),
     key("max_documents", "max_records"),
     key("vocab_size"),
@@ -459,8 +465,8 @@ def _grpo_batch(a: RecipeInputs, problems: list[str]) -> tuple[int, int]:
         return step // G, 1  # the whole step in one micro-batch: same step, more memory
     problems.append(
         f"per_device_train_batch_size {a.per_device_train_batch_size} (x gradient_accumulation_steps "
-        f"{a.gradient_accumulation_steps}) is not a multiple of num_generations {G}: the native trainer samples "
-        "whole groups per process"
+        f"{a.gradient_accumulation_steps}) is not a multiple of num_generations {G}: the native trainer "
+        "samples whole groups per process"
     )
     return 1, 1
 
@@ -468,8 +474,9 @@ def _grpo_batch(a: RecipeInputs, problems: list[str]) -> tuple[int, int]:
 def _one_generation_per_step(a: RecipeInputs, problems: list[str]) -> None:
     if a.steps_per_generation != a.gradient_accumulation_steps:
         problems.append(
-            f"steps_per_generation {a.steps_per_generation} (or generation_batch_size {a.generation_batch_size}): "
-            "the native trainer samples one rollout per optimiser step; leave both unset"
+            f"steps_per_generation {a.steps_per_generation} (or generation_batch_size "
+            f"{a.generation_batch_size}): the native trainer samples one rollout per optimiser step; "
+            "leave both unset"
         )
 
 
@@ -516,7 +523,8 @@ def _max_turns(a: RecipeInputs, problems: list[str]) -> int:
         return 1
     if iterations is None:
         problems.append(
-            "tools: set max_tool_calling_iterations (e.g. 2 = up to 3 turns); the native rollout needs a bound"
+            "tools: set max_tool_calling_iterations (e.g. 2 = up to 3 turns); "
+            "the native rollout needs a bound"
         )
         return 1
     return int(iterations) + 1
@@ -674,8 +682,8 @@ _TRL_UNUSED_WHY = {
     "max_length": "trl's distillation uses prompts + max_completion_length; native backend only",
     "tools": "under backend trl, tool-calling rollouts are the agent recipe (recipes/agent.py: trl's "
     "GRPOTrainer(tools=))",
-    "max_tool_response_tokens": "native backend only (trl drops a tool result that overflows max_completion_length "
-    "instead of shortening it)",
+    "max_tool_response_tokens": "native backend only (trl drops a tool result that overflows "
+    "max_completion_length instead of shortening it)",
     "thinking_ratio": "trl renders every agent prompt with one chat_template_kwargs (its tool calling needs "
     "conversational prompts); use open_thinking, or backend: native",
 }
@@ -695,11 +703,13 @@ def honoured(stage: str) -> frozenset[str]:
 
 # ------------------------------------------------------------------------------ refusals
 _HINTS = {
-    "use_peft": "native LoRA is the lora recipe (recipes/lora.py, minimind-hf train lora); or use backend: trl",
+    "use_peft": "native LoRA is the lora recipe (recipes/lora.py, minimind-hf train lora); "
+    "or use backend: trl",
     "push_to_hub": "upload the output folder afterwards (hf upload REPO output_dir); or use backend: trl",
     "fsdp": "the native trainer runs DDP; use backend: trl for FSDP",
     "deepspeed": "the native trainer runs DDP; use backend: trl for DeepSpeed",
-    "load_best_model_at_end": "the native trainer keeps the final weights; pick a checkpoint from output_dir/checkpoints",
+    "load_best_model_at_end": "the native trainer keeps the final weights; "
+    "pick a checkpoint from output_dir/checkpoints",
     "trust_remote_code": "the native trainer always uses minimind_hf's own MiniMind classes (no remote code)",
     "tools": "tool-calling rollouts run in the grpo and agent stages",
     "max_tool_response_tokens": "tool-calling rollouts run in the grpo and agent stages",
@@ -720,7 +730,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _reference(obj: Any, keep: Iterable[str]) -> Any:
-    """``type(obj)`` built with only the `keep` fields copied (so post-init derivations match), else defaults."""
+    """``type(obj)`` built with only the `keep` fields copied (so post-init derivations match), else
+    defaults."""
     fields = _init_fields(obj)
     kwargs = {n: getattr(obj, n) for n in keep if n in fields}
     with warnings.catch_warnings():
@@ -742,9 +753,10 @@ def _declared_default(f: dataclasses.Field) -> Any:
 def changed_fields(obj: Any, keep: Iterable[str], given: Iterable[str] | None = None) -> dict[str, Any]:
     """Init fields of the dataclass `obj` outside `keep` that were set away from their default.
 
-    With `given` (the keys the user wrote: `common.given_keys`) only those count, and a value equal to the declared
-    default is no request. Without it (a program built the dataclasses), every field is compared with a copy of
-    `obj` built from its `keep` fields alone, so values a ``__post_init__`` derives compare equal."""
+    With `given` (the keys the user wrote: `common.given_keys`) only those count, and a value equal to the
+    declared default is no request. Without it (a program built the dataclasses), every field is compared with
+    a copy of `obj` built from its `keep` fields alone, so values a ``__post_init__`` derives compare
+    equal."""
     fields = {n: f for n, f in _init_fields(obj).items() if n not in set(keep)}
     if given is not None:
         given = set(given)
@@ -781,8 +793,8 @@ def refusals(
 
 
 def trl_refusals(stage: str, *ours: Any) -> list[str]:
-    """Under ``backend: trl``: the fields of our own dataclasses `ours` that trl does not use (`TRL_UNUSED`) and
-    that are set."""
+    """Under ``backend: trl``: the fields of our own dataclasses `ours` that trl does not use (`TRL_UNUSED`)
+    and that are set."""
     unused = TRL_UNUSED.get(stage, frozenset())
     inputs = RecipeInputs(*ours)
     keep = {n for p in inputs.parts for n in _init_fields(p)} - unused

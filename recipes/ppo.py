@@ -1,4 +1,5 @@
-"""PPO with a value model (critic), GAE and a KL penalty, through our native trainer (`minimind_hf.native.ppo`).
+"""PPO with a value model (critic), GAE and a KL penalty, through our native trainer
+(`minimind_hf.native.ppo`).
 
     accelerate launch recipes/ppo.py --config recipes/configs/tiny/ppo.yaml
     accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml recipes/ppo.py \\
@@ -12,9 +13,9 @@ Vocabulary. The YAML keeps the other recipes' words: transformers ``TrainingArgu
 (learning_rate, per_device_train_batch_size, gradient_accumulation_steps, max_steps, logging_steps,
 save_steps, bf16...; translated by `native_bridge` like every native run), `RLArguments` for the prompts and
 rewards (``rewards``, ``reward_options``, ``open_thinking``, ``max_prompt_length``, as in grpo.py/rloo.py),
-and a small `PPOTrainingArguments` for PPO's own keys, named as in trl's last ``PPOConfig`` (trl <= 1.13) where
-it had them. A trl ``GRPOConfig`` would have brought num_generations / loss_type / scale_rewards, which mean
-nothing here; a plain ``TrainingArguments`` subclass has no dead keys.
+and a small `PPOTrainingArguments` for PPO's own keys, named as in trl's last ``PPOConfig`` (trl <= 1.13)
+where it had them. A trl ``GRPOConfig`` would have brought num_generations / loss_type / scale_rewards, which
+mean nothing here; a plain ``TrainingArguments`` subclass has no dead keys.
 
 The translation to the native PPOConfig is the ``PPO`` table in ``recipes/native_bridge.py`` (shown in
 recipes/README.md): ``per_device_train_batch_size`` = prompts = completions per micro-batch (one sample per
@@ -51,15 +52,15 @@ class PPOTrainingArguments(TrainingArguments):
     mini_batch_size: int = field(
         default=0,
         metadata={
-            "help": "rows per optimiser step within a pass, reshuffled each pass (the original's mini_batch_size); "
-            "0 = the whole micro-batch"
+            "help": "rows per optimiser step within a pass, reshuffled each pass (the original's "
+            "mini_batch_size); 0 = the whole micro-batch"
         },
     )
     early_stop_kl: float = field(
         default=0.0,
         metadata={
-            "help": "end a rollout's passes once a mini-batch's approx KL to the sampling policy exceeds this "
-            "(the original's 0.25); 0 = never"
+            "help": "end a rollout's passes once a mini-batch's approx KL to the sampling policy exceeds "
+            "this (the original's 0.25); 0 = never"
         },
     )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
@@ -90,7 +91,8 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, PPOTrainingArguments, trl ModelConfig, RLArguments) from ``--config FILE`` and flags."""
+    """(RecipeArguments, PPOTrainingArguments, trl ModelConfig, RLArguments) from ``--config FILE`` and
+    flags."""
     return common.parse_recipe(PPOTrainingArguments, argv, extra_dataclasses=(RLArguments,))
 
 

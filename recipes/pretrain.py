@@ -37,7 +37,8 @@ class PretrainArguments:
     vocab_size: int = field(
         default=6400,
         metadata={
-            "help": "size of the tokenizer trained here when neither `tokenizer` nor `model_name_or_path` is set"
+            "help": "size of the tokenizer trained here when neither `tokenizer` nor "
+            "`model_name_or_path` is set"
         },
     )
 
@@ -115,7 +116,8 @@ def main(recipe_args, training_args, model_args, pretrain_args=None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, trl SFTConfig, trl ModelConfig, PretrainArguments) from ``--config FILE`` and ``--key value``."""
+    """(RecipeArguments, trl SFTConfig, trl ModelConfig, PretrainArguments) from ``--config FILE`` and
+    ``--key value``."""
     from trl import SFTConfig
 
     return common.parse_recipe(SFTConfig, argv, extra_dataclasses=(PretrainArguments,))

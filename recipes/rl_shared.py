@@ -33,34 +33,38 @@ class RLArguments:
     rewards: list[str] = field(
         default_factory=lambda: ["accuracy", "think_format"],
         metadata={
-            "help": "reward functions by name from minimind_hf.rewards (accuracy, think_format, length, repetition, "
-            "reward_model)"
+            "help": "reward functions by name from minimind_hf.rewards (accuracy, think_format, length, "
+            "repetition, reward_model)"
         },
     )
     reward_options: str | None = field(
         default=None,
         metadata={
-            "help": "options bound to the rewards: a YAML mapping {name: {option: value}} or a JSON/YAML string"
+            "help": "options bound to the rewards: a YAML mapping {name: {option: value}} or a "
+            "JSON/YAML string"
         },
     )
     open_thinking: bool = field(
         default=False,
         metadata={
-            "help": "prompts end in '<think>\\n' (the model writes its reasoning); false = closed empty think block"
+            "help": "prompts end in '<think>\\n' (the model writes its reasoning); "
+            "false = closed empty think block"
         },
     )
     thinking_ratio: float | None = field(
         default=None,
         metadata={
-            "help": "the share of prompts drawn to end in '<think>\\n' (the original's 0.9 for GRPO/PPO, 0.1 for agent "
-            "RL, drawn per sample there); replaces open_thinking. Native: drawn per rollout; trl: once per record"
+            "help": "the share of prompts drawn to end in '<think>\\n' (the original's 0.9 for GRPO/PPO, 0.1 "
+            "for agent RL, drawn per sample there); replaces open_thinking. Native: drawn per rollout; "
+            "trl: once per record"
         },
     )
     tools: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "minimind_hf.tools names the rollouts run between turns (calculator, unit_convert, lookup, "
-            "current_time); turns = max_tool_calling_iterations + 1. The agent recipe on both backends; grpo native only"
+            "help": "minimind_hf.tools names the rollouts run between turns (calculator, unit_convert, "
+            "lookup, current_time); turns = max_tool_calling_iterations + 1. The agent recipe on both "
+            "backends; grpo native only"
         },
     )
     max_tool_response_tokens: int = field(
@@ -70,8 +74,8 @@ class RLArguments:
     max_prompt_length: int | None = field(
         default=None,
         metadata={
-            "help": "native backend only: prompts are cut from the left to this many tokens (default 512); trl 1.16 does "
-            "not truncate prompts"
+            "help": "native backend only: prompts are cut from the left to this many tokens (default 512); "
+            "trl 1.16 does not truncate prompts"
         },
     )
 
@@ -130,10 +134,10 @@ def open_thinking(rl_args: RLArguments, training_args: Any) -> bool:
 
 
 def trl_prompts(records, tokenizer, think: bool, thinking_ratio: float | None = None, seed: int = 0):
-    """The rl records as trl wants them: conversational ``prompt`` (trl renders it with ``chat_template_kwargs``),
-    or the prompt text rendered exactly as the native trainer renders it -- when any record carries its own tool
-    schemas (trl 1.16 would not render them), or with `thinking_ratio` (trl renders every prompt alike), drawn
-    here once per record from `seed`."""
+    """The rl records as trl wants them: conversational ``prompt`` (trl renders it with
+    ``chat_template_kwargs``), or the prompt text rendered exactly as the native trainer renders it -- when
+    any record carries its own tool schemas (trl 1.16 would not render them), or with `thinking_ratio` (trl
+    renders every prompt alike), drawn here once per record from `seed`."""
     import random
 
     from minimind_hf.data.rendering import render_prompt
@@ -203,7 +207,8 @@ def run_trl(
 def run_native_only(
     stage: str, no_trl: str, needs_model: str, recipe_args, training_args, model_args, rl_args, *extra
 ) -> None:
-    """The main of an RL recipe with no trl backend (ppo, spo, agent): `no_trl` is the error for backend trl."""
+    """The main of an RL recipe with no trl backend (ppo, spo, agent):
+    `no_trl` is the error for backend trl."""
     from minimind_hf.recipes.native_bridge import run_native
 
     common.prepare_runtime(recipe_args)

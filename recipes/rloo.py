@@ -53,7 +53,8 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, trl RLOOConfig, trl ModelConfig, RLArguments) from ``--config FILE`` and ``--key value``."""
+    """(RecipeArguments, trl RLOOConfig, trl ModelConfig, RLArguments) from ``--config FILE`` and
+    ``--key value``."""
     from trl import RLOOConfig
 
     return common.parse_recipe(RLOOConfig, argv, extra_dataclasses=(RLArguments,))

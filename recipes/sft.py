@@ -10,7 +10,8 @@ the closing ``<|im_end|>``), conversations packed whole into rows of ``max_lengt
 ``packing_strategy: bfd``) with positions restarting per conversation. Both backends read the same records
 (`minimind_hf.data.load_records`), so the same YAML trains the same thing; ``tests/recipes`` checks that
 their losses and gradients agree. ``use_peft: true`` (trl backend) trains LoRA adapters with trl's
-``get_peft_config``; ``recipes/lora.py`` is the LoRA recipe for both backends (and also writes a merged model).
+``get_peft_config``; ``recipes/lora.py`` is the LoRA recipe for both backends
+(and also writes a merged model).
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ def main(recipe_args, training_args, model_args, rl_args: RLArguments | None = N
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
-    """(RecipeArguments, SPOTrainingArguments, trl ModelConfig, RLArguments) from ``--config FILE`` and flags."""
+    """(RecipeArguments, SPOTrainingArguments, trl ModelConfig, RLArguments) from ``--config FILE`` and
+    flags."""
     return common.parse_recipe(SPOTrainingArguments, argv, extra_dataclasses=(RLArguments,))
 
 

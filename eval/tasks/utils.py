@@ -14,9 +14,9 @@ A data dir holds the official CSV releases: ``ceval/{val,dev}/<subject>_{val,dev
 ``cmmlu/{test,dev}/<subject>.csv``. Cells are read as exact text (no number or NA guessing, so an option
 ``00001100`` stays ``00001100``); CMMLU's unnamed index column is dropped, as the Hub dataset has none.
 
-The English benchmarks (``minimind_arc_easy``, ``_openbookqa``, ``_piqa``, ``_hellaswag``, ``_siqa``) read their
-official release files from the same data dir (`ENGLISH_FILES`; no Hub fallback: lm-eval's own tasks cover
-that) into the Hub datasets' schema, so their YAMLs keep lm-eval's prompts as they are.
+The English benchmarks (``minimind_arc_easy``, ``_openbookqa``, ``_piqa``, ``_hellaswag``, ``_siqa``) read
+their official release files from the same data dir (`ENGLISH_FILES`; no Hub fallback: lm-eval's own tasks
+cover that) into the Hub datasets' schema, so their YAMLs keep lm-eval's prompts as they are.
 
 This file imports only the standard library, ``datasets`` and (for HellaSwag's preprocessing) ``lm_eval``: the
 ``tasks/`` folder also works on its own,
@@ -90,8 +90,8 @@ def read_csv(path: Path, benchmark: str) -> list[dict[str, str]]:
         return _read_rows(path, benchmark)
     except UnicodeDecodeError as e:  # e.g. a CSV re-saved by Excel in GBK
         raise EvalDataError(
-            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); the official CSVs are UTF-8: convert it, "
-            f"e.g. iconv -f GBK -t UTF-8"
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); the official CSVs are UTF-8: convert "
+            "it, e.g. iconv -f GBK -t UTF-8"
         ) from None
 
 
@@ -236,8 +236,8 @@ def _field(path: Path, lineno: int, row: dict, key: str, kind: type = str):
 
 
 def _arc_like(path: Path, stem_key: str) -> list[dict]:
-    """ARC / OpenBookQA release rows (``question: {stem, choices: [{text, label}]}``, ``answerKey``) in the Hub
-    schema (``choices: {text: [...], label: [...]}``; the question under `stem_key`)."""
+    """ARC / OpenBookQA release rows (``question: {stem, choices: [{text, label}]}``, ``answerKey``) in the
+    Hub schema (``choices: {text: [...], label: [...]}``; the question under `stem_key`)."""
     out = []
     for lineno, row in _jsonl(path):
         choices = _field(path, lineno, row, "question.choices", list)
@@ -305,8 +305,8 @@ def load_english(name: str, data_dir: str | None = None, **_metadata: Any):
     root = resolve_data_dir(data_dir)
     if root is None:
         raise EvalDataError(
-            f"minimind_{name} reads the official release files: pass --data-dir DIR (or set {DATA_ENV}) to the "
-            f"folder holding {ENGLISH_FILES[name][0]}/; online, lm-eval's own task works too"
+            f"minimind_{name} reads the official release files: pass --data-dir DIR (or set {DATA_ENV}) to "
+            f"the folder holding {ENGLISH_FILES[name][0]}/; online, lm-eval's own task works too"
         )
     return datasets.DatasetDict(
         {ENGLISH_FILES[name][2]: datasets.Dataset.from_list(read_english(name, root))}

@@ -2,9 +2,9 @@
 
 - ``add_system_ratio``: that share of conversations that have no system turn (and no tools) get one, drawn
   from `ORIGINAL_SYSTEM_PROMPTS` (the original's ten; the original uses 0.2 in SFT);
-- ``empty_think_ratio``: the share of conversations that *keep* the empty ``<think>\\n\\n</think>\\n\\n`` block of
-  answers without reasoning; the others are rendered without it (the original keeps 0.2, i.e. drops it 80% of
-  the time, in SFT and DPO).
+- ``empty_think_ratio``: the share of conversations that *keep* the empty ``<think>\\n\\n</think>\\n\\n``
+  block of answers without reasoning; the others are rendered without it (the original keeps 0.2, i.e. drops
+  it 80% of the time, in SFT and DPO).
 
 The draws are made once per record from ``seed`` (`random.Random`), before tokenising, so a run is
 reproducible and the tokenised cache is reused; the original redraws each epoch. The dropped block is a chat
@@ -85,8 +85,8 @@ def augment_records(
     if empty_think_ratio < 1 and tokenizer is not None and not supports_drop_empty_think(tokenizer):
         raise ValueError(
             f"empty_think_ratio {empty_think_ratio}: the chat template of "
-            f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no drop_empty_think switch (MiniMind's "
-            "template has it); set empty_think_ratio: 1.0 or use MiniMind's template"
+            f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no drop_empty_think switch "
+            "(MiniMind's template has it); set empty_think_ratio: 1.0 or use MiniMind's template"
         )
     draws = random.Random(seed)
     plan = []
@@ -111,8 +111,8 @@ def augment_records(
         return out
 
     logger.info(
-        "augmentation of %d records: %d drawn for a system prompt (kept out where one is there, or tools), %d "
-        "render without the empty think block",
+        "augmentation of %d records: %d drawn for a system prompt (kept out where one is there, or tools), "
+        "%d render without the empty think block",
         len(records),
         sum(p[0] for p in plan),
         sum(p[2] for p in plan),

@@ -39,7 +39,8 @@ def _as_list(x: Any) -> list:
 def collate_rows(
     rows: Sequence[dict], pad_token_id: int = 0, pad_to: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """Right-pad rows to the longest (or `pad_to`) and stack: input_ids, labels, position_ids (no attention mask)."""
+    """Right-pad rows to the longest (or `pad_to`) and stack: input_ids, labels, position_ids
+    (no attention mask)."""
     if not rows:
         raise ValueError("collate_rows got an empty batch")
     first = rows[0]["input_ids"]

@@ -7,7 +7,8 @@ learn something *checkable* in a few CPU minutes.
 Task families (each in Chinese and English, answers are plain integer strings):
 
 * ``add`` / ``sub`` / ``mul``: 1-2 digit addition and subtraction (non-negative results), 2-9 times tables.
-* ``convert``: m<->cm, kg<->g, h<->min, min<->s, 元<->角 with small values (``3 米等于多少厘米？`` -> ``300``).
+* ``convert``: m<->cm, kg<->g, h<->min, min<->s, 元<->角 with small values
+  (``3 米等于多少厘米？`` -> ``300``).
 * ``word``: one- and two-step word problems with tiny numbers (apples, books, 元).
 * facts and chit-chat (not graded): greetings, "who are you" (MiniMind), days of the week, colours,
   opposites, counting, odd/even, unit definitions.
@@ -266,7 +267,8 @@ def _arith_question(rng: random.Random, family: str, lang: str, a: int, b: int, 
 
 # Wordings that no training generator produces: `novel_problems` asks the held-out keys in these, to measure
 # whether a model learned the operation or the training templates. Each frame differs from every training
-# frame in more than the numbers (`tests/native/test_demo_corpus.py` checks the training streams never emit one).
+# frame in more than the numbers (`tests/native/test_demo_corpus.py` checks the training streams never emit
+# one).
 _NOVEL_ARITH_TEMPLATES = {
     "add": {
         "zh": [
@@ -325,7 +327,8 @@ def _add_steps(a: int, b: int, lang: str) -> list[str]:
             _zh_en(
                 lang,
                 f"先算个位：{hi % 10} + {lo} = {ones}，再加上整十：{hi - hi % 10} + {ones} = {s}。",
-                f"First the ones: {hi % 10} + {lo} = {ones}. Then add the tens: {hi - hi % 10} + {ones} = {s}.",
+                f"First the ones: {hi % 10} + {lo} = {ones}. "
+                f"Then add the tens: {hi - hi % 10} + {ones} = {s}.",
             )
         ]
     elif a % 10 == 0 or b % 10 == 0:
@@ -348,8 +351,10 @@ def _add_steps(a: int, b: int, lang: str) -> list[str]:
         steps = [
             _zh_en(
                 lang,
-                f"把两个数拆成整十和个位：{a // 10 * 10} + {b // 10 * 10} = {tens}，{a % 10} + {b % 10} = {ones}。",
-                f"Split into tens and ones: {a // 10 * 10} + {b // 10 * 10} = {tens} and {a % 10} + {b % 10} = {ones}.",
+                f"把两个数拆成整十和个位：{a // 10 * 10} + {b // 10 * 10} = {tens}，{a % 10} + "
+                f"{b % 10} = {ones}。",
+                f"Split into tens and ones: {a // 10 * 10} + {b // 10 * 10} = {tens} and {a % 10} + "
+                f"{b % 10} = {ones}.",
             ),
             _zh_en(lang, f"再算 {tens} + {ones} = {s}。", f"Then {tens} + {ones} = {s}."),
         ]
@@ -388,8 +393,10 @@ def _sub_steps(a: int, b: int, lang: str) -> list[str]:
         steps = [
             _zh_en(
                 lang,
-                f"先减去 {a % 10}：{a} - {a % 10} = {a - a % 10}，再减去 {b - a % 10}：{a - a % 10} - {b - a % 10} = {d}。",
-                f"First take away {a % 10}: {a} - {a % 10} = {a - a % 10}. Then take away {b - a % 10}: {a - a % 10} - {b - a % 10} = {d}.",
+                f"先减去 {a % 10}：{a} - {a % 10} = {a - a % 10}，再减去 {b - a % 10}：{a - a % 10} - "
+                f"{b - a % 10} = {d}。",
+                f"First take away {a % 10}: {a} - {a % 10} = {a - a % 10}. Then take away {b - a % 10}: "
+                f"{a - a % 10} - {b - a % 10} = {d}.",
             )
         ]
     else:
@@ -578,19 +585,22 @@ _STORY_SHAPES = {"train": "change", "garden": "total", "savings": "price", "pond
 _WORD_TEMPLATES = {
     "gain_lose": (
         "{name}有 {a} {u}{item}，{he}又得到了 {b} {u}，后来送给朋友 {c} {u}。{name}现在有多少{u}{item}？",
-        "{Name} has {a} {items}. {He} gets {b} more and then gives {c} to a friend. How many {items} does {Name} have now?",
+        "{Name} has {a} {items}. {He} gets {b} more and then gives {c} to a friend. "
+        "How many {items} does {Name} have now?",
         "{name}现在有 {ans} {u}{item}。",
         "{Name} now has {ans} {items}.",
     ),
     "lose_gain": (
         "{name}有 {a} {u}{item}，弄丢了 {b} {u}，后来妈妈又给了{he} {c} {u}。{name}现在有多少{u}{item}？",
-        "{Name} has {a} {items} but loses {b}. Later Mom gives {him} {c} more. How many {items} does {Name} have now?",
+        "{Name} has {a} {items} but loses {b}. Later Mom gives {him} {c} more. "
+        "How many {items} does {Name} have now?",
         "{name}现在有 {ans} {u}{item}。",
         "{Name} now has {ans} {items}.",
     ),
     "total": (
         "篮子里有 {a} {u}{item}，桌子上还有 {b} {u}{item}。一共有多少{u}{item}？",
-        "There are {a} {items} in the basket and {b} {items} on the table. How many {items} are there in total?",
+        "There are {a} {items} in the basket and {b} {items} on the table. "
+        "How many {items} are there in total?",
         "一共有 {ans} {u}{item}。",
         "There are {ans} {items} in total.",
     ),
@@ -602,25 +612,29 @@ _WORD_TEMPLATES = {
     ),
     "change": (
         "{name}带了 {a} 元去商店，买{item}花了 {b} 元。{name}还剩多少元？",
-        "{Name} takes {a} yuan to the shop and spends {b} yuan on {items}. How many yuan does {Name} have left?",
+        "{Name} takes {a} yuan to the shop and spends {b} yuan on {items}. "
+        "How many yuan does {Name} have left?",
         "{name}还剩 {ans} 元。",
         "{Name} has {ans} yuan left.",
     ),
     "boxes": (
         "每盒有 {p} {u}{item}，{name}买了 {k} 盒，又送给同学 {c} {u}。{name}还剩多少{u}{item}？",
-        "Each box holds {p} {items}. {Name} buys {k} boxes and gives {c} of them to classmates. How many {items} does {Name} have left?",
+        "Each box holds {p} {items}. {Name} buys {k} boxes and gives {c} of them to classmates. How many "
+        "{items} does {Name} have left?",
         "{name}还剩 {ans} {u}{item}。",
         "{Name} has {ans} {items} left.",
     ),
     "train": (
         "火车上有 {a} 位乘客，到站时下车了 {b} 位。火车上还剩多少位乘客？",
-        "A train has {a} passengers. {b} of them get off at the station. How many passengers are left on the train?",
+        "A train has {a} passengers. {b} of them get off at the station. "
+        "How many passengers are left on the train?",
         "火车上还剩 {ans} 位乘客。",
         "There are {ans} passengers left on the train.",
     ),
     "garden": (
         "花园里有 {a} 朵花，{name}又种了 {b} 朵。花园里现在有多少朵花？",
-        "There are {a} flowers in the garden. {Name} plants {b} more. How many flowers are in the garden now?",
+        "There are {a} flowers in the garden. {Name} plants {b} more. "
+        "How many flowers are in the garden now?",
         "花园里现在有 {ans} 朵花。",
         "There are {ans} flowers in the garden now.",
     ),
@@ -632,7 +646,8 @@ _WORD_TEMPLATES = {
     ),
     "pond": (
         "池塘里有 {a} 只鸭子，游走了 {b} 只，后来又游来 {c} 只。池塘里现在有几只鸭子？",
-        "There are {a} ducks on the pond. {b} swim away and later {c} more come. How many ducks are on the pond now?",
+        "There are {a} ducks on the pond. {b} swim away and later {c} more come. "
+        "How many ducks are on the pond now?",
         "池塘里现在有 {ans} 只鸭子。",
         "There are {ans} ducks on the pond now.",
     ),
@@ -687,7 +702,8 @@ def _gen_word(rng: random.Random, lang: str) -> Problem:
     )
 
 
-# Story frames no training generator uses (see `_NOVEL_ARITH_TEMPLATES`): kind -> (zh, en, expression, numbers).
+# Story frames no training generator uses (see `_NOVEL_ARITH_TEMPLATES`): kind ->
+# (zh, en, expression, numbers).
 _NOVEL_WORD_TEMPLATES = {
     "shelf": (
         "书架上有 {a} 本书，{name}又放上去 {b} 本。书架上现在有几本书？",
@@ -703,7 +719,8 @@ _NOVEL_WORD_TEMPLATES = {
     ),
     "birds": (
         "树上有 {a} 只鸟，飞走了 {b} 只，又飞来 {c} 只。树上现在有几只鸟？",
-        "There are {a} birds in a tree. {b} fly away, then {c} more arrive. How many birds are in the tree now?",
+        "There are {a} birds in a tree. {b} fly away, then {c} more arrive. "
+        "How many birds are in the tree now?",
     ),
 }
 
@@ -851,14 +868,16 @@ _CHAT = {  # (user variants, assistant variants)
         (
             ["Who are you?", "Please introduce yourself.", "What is your name?"],
             [
-                "I am MiniMind, a small language model trained from scratch. I can do simple arithmetic and unit conversions.",
+                "I am MiniMind, a small language model trained from scratch. "
+                "I can do simple arithmetic and unit conversions.",
                 "My name is MiniMind. I am a tiny language model that can answer simple questions.",
             ],
         ),
         (
             ["What can you do?", "How can you help me?"],
             [
-                "I can add, subtract and multiply small numbers, convert units, and answer simple questions about days, colours and opposites."
+                "I can add, subtract and multiply small numbers, convert units, and answer simple questions "
+                "about days, colours and opposites."
             ],
         ),
         (
@@ -1124,8 +1143,8 @@ def calculator_schema() -> list[dict]:
 def tool_conversations(n: int, seed: int = 5, direct_share: float = 0.0) -> list[dict]:
     """``n`` SFT rows in which the assistant answers an arithmetic or word problem (training keys) by calling
     the calculator: user question -> assistant ``calculator(expression)`` -> tool result -> assistant
-    ``equation + answer line``. Rows carry the calculator's schema in ``tools``. In a `direct_share` of the rows
-    the calculator is offered but the assistant answers by itself (worked steps or the equation, as in
+    ``equation + answer line``. Rows carry the calculator's schema in ``tools``. In a `direct_share` of the
+    rows the calculator is offered but the assistant answers by itself (worked steps or the equation, as in
     `sft_conversations`): demonstrations of both habits, so RL can learn from the reward when calling pays."""
     schema = calculator_schema()
     rng = random.Random(f"tools:{seed}")
@@ -1171,7 +1190,8 @@ def math_problems(
 
 
 def rl_prompts(n: int, seed: int = 2) -> list[dict]:
-    """``n`` RL prompts ``{"conversations": [{"role": "user", "content": q}], "gt": "68"}`` (training keys)."""
+    """``n`` RL prompts ``{"conversations": [{"role": "user", "content": q}], "gt": "68"}``
+    (training keys)."""
     return [
         {"conversations": [{"role": "user", "content": p.question}], "gt": p.answer}
         for p in math_problems(n, seed, stream="rl")
@@ -1217,9 +1237,9 @@ def heldout_problems(n: int, seed: int = 1234) -> list[dict]:
 
 def novel_problems(n: int, seed: int = 4321) -> list[dict]:
     """``n`` evaluation problems like `heldout_problems` (reserved keys only) but asked in wordings and story
-    frames that no training generator produces (`_NOVEL_ARITH_TEMPLATES`, `_NOVEL_WORD_TEMPLATES`): a model that
-    learned the templates rather than the operations fails these. Families: add, sub, mul (equal weights) and
-    word problems; rows carry ``expr`` (the expression a calculator call needs)."""
+    frames that no training generator produces (`_NOVEL_ARITH_TEMPLATES`, `_NOVEL_WORD_TEMPLATES`): a model
+    that learned the templates rather than the operations fails these. Families: add, sub, mul (equal weights)
+    and word problems; rows carry ``expr`` (the expression a calculator call needs)."""
     rng = random.Random(f"novel:{seed}")
 
     def make() -> Problem:
@@ -1252,13 +1272,13 @@ def write_demo_corpus(
     parts: tuple[str, ...] | None = None,
     tool_direct_share: float = 0.0,
 ) -> dict[str, Path]:
-    """Write ``pretrain.jsonl`` (``{"text"}``), ``sft.jsonl``, ``rl.jsonl``, ``dpo.jsonl`` and ``heldout.jsonl``
-    to ``out_dir`` (only the parts named in ``parts``; default all).
+    """Write ``pretrain.jsonl`` (``{"text"}``), ``sft.jsonl``, ``rl.jsonl``, ``dpo.jsonl`` and
+    ``heldout.jsonl`` to ``out_dir`` (only the parts named in ``parts``; default all).
 
     ``sizes`` overrides entries of :data:`DEFAULT_SIZES` (pretrain 12,000 docs ~2.8M chars; sft 6,000
     conversations ~0.74M chars; rl 2,000 prompts; dpo 1,000 pairs; heldout 200 problems). Takes ~2 s at
-    default sizes. ``tool_direct_share``: see `tool_conversations`. Returns ``{"pretrain": path, "sft": path, ...}``
-    for the parts written.
+    default sizes. ``tool_direct_share``: see `tool_conversations`. Returns
+    ``{"pretrain": path, "sft": path, ...}`` for the parts written.
     """
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     out = Path(out_dir)

@@ -78,7 +78,8 @@ def tokenize_pairs(
     if missing:
         raise ValueError(
             f"tokenize_pairs needs dpo records (columns {', '.join(_RECORD_COLUMNS)}, as "
-            f"load_records('dpo', ...) returns); missing {', '.join(missing)} in columns {dataset.column_names}"
+            f"load_records('dpo', ...) returns); missing {', '.join(missing)} in columns "
+            f"{dataset.column_names}"
         )
     if not 0 < max_prompt_length < max_length:
         raise ValueError(f"need 0 < max_prompt_length < max_length, got {max_prompt_length}, {max_length}")

@@ -4,7 +4,7 @@ A validator raises it without a location (it only sees the record); the loader t
 `RecordError.locate` with the file and line it read the record from, so the message reads like a
 compiler error::
 
-    sft_mix.jsonl:17: conversations[2].role: unknown role 'bot' (expected one of system, user, assistant, tool)
+    sft.jsonl:17: conversations[2].role: unknown role 'bot' (expected one of system, user, assistant, tool)
 
 Each error also carries a short machine-readable `reason` (e.g. ``"unknown_role"``) that
 `load_records(..., skip_invalid=True)` counts skipped records by.

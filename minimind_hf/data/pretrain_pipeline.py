@@ -1,8 +1,10 @@
 """Pretraining data: text records -> token ids (`datasets.map`, cached) -> packed fixed-length rows.
 
-    ds = load_records("pretrain", files)                       # validated {"text"} rows
-    ids = tokenize_texts(ds, tokenizer)                         # column "ids" (no eos yet), cached by datasets
-    rows = packing.pack_token_ids(ids["ids"], seq_len=512, eos_token_id=tokenizer.eos_token_id)   # a PackedDataset
+    ds = load_records("pretrain", files)    # validated {"text"} rows
+    ids = tokenize_texts(ds, tokenizer)     # column "ids" (no eos yet), cached by datasets
+    rows = packing.pack_token_ids(          # a PackedDataset
+        ids["ids"], seq_len=512, eos_token_id=tokenizer.eos_token_id
+    )
 
 Packing is `minimind_hf.data.packing.pack_token_ids` (see there): every
 document gets eos appended, documents are concatenated and cut into rows of exactly ``seq_len`` tokens.
@@ -29,7 +31,8 @@ __all__ = ["iter_ids", "tokenize_texts"]
 def tokenize_texts(
     dataset: Any, tokenizer: Any, num_proc: int | None = None, text_column: str = "text"
 ) -> Any:
-    """`datasets.map` the texts to token ids (column ``ids``, no special tokens, no eos); cached by `datasets`.
+    """`datasets.map` the texts to token ids (column ``ids``, no special tokens, no eos);
+    cached by `datasets`.
 
     ``num_proc`` None = one process for small sets, up to 4 for > 50k documents (fast tokenizers are
     already multithreaded inside a batch, so more processes help only on big corpora)."""

@@ -8,7 +8,7 @@ Every row is checked and normalised by `validate_record` (accepted inputs and th
 each kind are documented in `minimind_hf.data.schemas`); an invalid row stops loading with a
 `RecordError` naming file, line and field::
 
-    sft_mix.jsonl:17: conversations[2].role: unknown role 'bot' (expected one of system, user, assistant, tool)
+    sft.jsonl:17: conversations[2].role: unknown role 'bot' (expected one of system, user, assistant, tool)
 
 Line numbers are 1-based physical lines for JSON Lines files; parquet files, JSON arrays and hub
 datasets give a 0-based ``row``. With ``skip_invalid=True`` invalid rows are dropped instead and

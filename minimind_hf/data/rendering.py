@@ -29,7 +29,8 @@ def encode_conversation(
 
     Truncated to `max_length` tokens from the right. The result may have no label at all (every
     assistant token beyond `max_length`): callers drop such rows (and the loop never divides by 0).
-    `template_kwargs` go to the chat template (a record's ``chat_template_kwargs``, e.g. ``drop_empty_think``)."""
+    `template_kwargs` go to the chat template (a record's ``chat_template_kwargs``, e.g.
+    ``drop_empty_think``)."""
     enc = tokenizer.apply_chat_template(
         messages,
         tools=tools or None,
@@ -88,9 +89,10 @@ def render_pair(
     )
     if not full.startswith(prompt_text):
         raise ValueError(
-            "the rendered conversation does not start with the rendered prompt, so the completion cannot be cut "
-            f"off it (open_thinking={open_thinking}); prompt ends {prompt_text[-40:]!r}, conversation has "
-            f"{full[len(prompt_text) - 40 : len(prompt_text)]!r} there. Check the record's assistant turn."
+            "the rendered conversation does not start with the rendered prompt, so the completion cannot be "
+            f"cut off it (open_thinking={open_thinking}); prompt ends {prompt_text[-40:]!r}, conversation "
+            f"has {full[len(prompt_text) - 40 : len(prompt_text)]!r} there. "
+            "Check the record's assistant turn."
         )
     completion_text = full[len(prompt_text) :]
     eos = tokenizer.eos_token

@@ -130,8 +130,8 @@ def _one_of(record: dict, kind: str, keys: tuple[str, ...]) -> str:
 
 
 def _ground_truth(value: Any, field: str) -> str | None:
-    """A string or number as its text; a list (the original's agent-RL ``gt``: every value the final answer must
-    contain) as a JSON array of strings, which `minimind_hf.rewards.ground_truth_values` reads back."""
+    """A string or number as its text; a list (the original's agent-RL ``gt``: every value the final answer
+    must contain) as a JSON array of strings, which `minimind_hf.rewards.ground_truth_values` reads back."""
     if value is None:
         return None
     if isinstance(value, list):

@@ -55,9 +55,10 @@ def assistant_mask_problem(folder: str) -> str | None:
 
 
 _NO_MARKERS = (
-    "the chat template of {where} has no {{% generation %}} markers, so no token can be marked as the assistant's "
-    "to learn from: use a tokenizer with MiniMind's template (minimind_hf.tokenizer.chat_template(); `convert "
-    "from-pth` installs it when the original's renders the same), or add the markers around assistant turns"
+    "the chat template of {where} has no {{% generation %}} markers, so no token can be marked as the "
+    "assistant's to learn from: use a tokenizer with MiniMind's template "
+    "(minimind_hf.tokenizer.chat_template(); `convert from-pth` installs it when the original's renders the "
+    "same), or add the markers around assistant turns"
 )
 
 

@@ -5,8 +5,8 @@ directory (searched recursively for those files, hidden files skipped), a list o
 Hugging Face Hub dataset name, or ``demo:PART[:N]`` - the package's generated corpus
 (`minimind_hf.data.demo_corpus`: ``pretrain``, ``sft``, ``rl``, ``dpo``, ``heldout``; ``N`` rows, default
 its standard size), written once to ``$MINIMIND_HF_CACHE/demo`` (default ``~/.cache/minimind_hf/demo``)
-so recipes and tests run with no downloaded data. A string that is neither an existing path nor *looks* like one (has
-a data-file extension, starts with ``.``, ``/`` or ``~``, or has more than one ``/``) is treated as
+so recipes and tests run with no downloaded data. A string that is neither an existing path nor *looks* like
+one (has a data-file extension, starts with ``.``, ``/`` or ``~``, or has more than one ``/``) is treated as
 a hub name; one that looks local but does not exist raises `FileNotFoundError` instead of a
 confusing hub lookup.
 
@@ -100,7 +100,8 @@ def resolve_sources(source: SourceLike, split: str = "train", streaming: bool = 
 
 
 def demo_source(spec: str) -> Path:
-    """The file behind ``demo:PART[:N]``, generating it on first use (atomically: concurrent DDP ranks are safe)."""
+    """The file behind ``demo:PART[:N]``, generating it on first use (atomically:
+    concurrent DDP ranks are safe)."""
     from .demo_corpus import DEFAULT_SIZES, write_demo_corpus
 
     _, _, rest = spec.partition(":")
@@ -165,8 +166,9 @@ def _load_hub(name: str, split: str, streaming: bool) -> Any:
     except Exception as e:  # offline, no such dataset, not a valid repo id, no such split, ...
         detail = " ".join(str(e).split())[:300]
         raise DataFileError(
-            f"{name!r} is not an existing local file or folder (relative to {os.getcwd()}), and loading it from "
-            f"the Hugging Face Hub failed ({type(e).__name__}: {detail}). Check the path, or the dataset name"
+            f"{name!r} is not an existing local file or folder (relative to {os.getcwd()}), and loading it "
+            f"from the Hugging Face Hub failed ({type(e).__name__}: {detail}). Check the path, "
+            "or the dataset name"
         ) from e
 
 

@@ -1,10 +1,11 @@
 """Agentic RL: GRPO / CISPO on multi-turn rollouts in which the model calls tools (the original's agent RL).
 
 The stage is GRPO (`minimind_hf.native.grpo`: same advantages, losses, KL, loop) with a rollout that runs
-tools between turns (`minimind_hf.native.rollout`): a sample's turn that ends in ``<tool_call>`` blocks gets the
-tools' responses appended as the chat template renders ``tool`` messages, and continues, up to ``max_turns``.
-Only the sampled tokens are trained; tool responses are context. Defaults follow the original's agent RL:
-up to 3 turns, the CISPO loss (clipped importance weights, every token keeps its gradient), and rewards for
+tools between turns (`minimind_hf.native.rollout`): a sample's turn that ends in ``<tool_call>`` blocks gets
+the tools' responses appended as the chat template renders ``tool`` messages, and continues, up to
+``max_turns``. Only the sampled tokens are trained; tool responses are context. Defaults follow the original's
+agent RL: up to 3 turns, the CISPO loss (clipped importance weights, every token keeps its gradient), and
+rewards for
 
 - ``gt_coverage``: the share of the row's ground-truth values (``gt``, a list) found in the final answer;
 - ``tool_use``: successful calls vs. the number the ground truth needs;

@@ -54,7 +54,8 @@ class BatchStream:
         return max(self.draws - 1, 0) // self.draws_per_epoch
 
     def next_step(self, prepare: Callable[[Any], Any]) -> list:
-        """This step's micro-batches (None for a skipped one). `prepare(rows_batch)` runs ``prepare_batch``."""
+        """This step's micro-batches (None for a skipped one). `prepare(rows_batch)` runs
+        ``prepare_batch``."""
         if self.window is not None:
             micro = self._next_use()
             if micro is not None:

@@ -184,7 +184,8 @@ def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
     listed = "; ".join(f"{p.name}: {why}" for p, why in problems)
     raise CheckpointError(
         f"{root} holds no checkpoint that can be resumed ({listed}). Use resume=never (in a recipe: "
-        "resume_from_checkpoint: false) to train from scratch (its checkpoints are replaced), or a new output_dir"
+        "resume_from_checkpoint: false) to train from scratch (its checkpoints are replaced), "
+        "or a new output_dir"
     )
 
 
@@ -352,8 +353,8 @@ def _write_failure(err: BaseException, tmp: Path) -> BaseException:
         return OSError(
             errno.ENOSPC,
             f"no space left on device writing checkpoint {tmp.name[len('.tmp_') :]} ({free:.0f} MiB free); "
-            "free some space (or set keep_last lower, or output_dir on a larger disk) and run the same command "
-            "to resume from the last complete checkpoint",
+            "free some space (or set keep_last lower, or output_dir on a larger disk) and run the same "
+            "command to resume from the last complete checkpoint",
             str(tmp.parent),
         )
     if isinstance(err, OSError):

@@ -149,7 +149,8 @@ def length_problems(lengths: dict[str, int], limit: int | None, model: str) -> l
 
 
 def build_model(cfg: TrainConfig, tokenizer: Any) -> MiniMindForCausalLM:
-    """Load ``cfg.model`` (fp32) or build a new model from ``cfg.preset`` + overrides sized to the tokenizer."""
+    """Load ``cfg.model`` (fp32) or build a new model from ``cfg.preset`` + overrides sized to the
+    tokenizer."""
     if cfg.model is not None:
         model = MiniMindForCausalLM.from_pretrained(
             cfg.model, dtype=torch.float32, attn_implementation=cfg.attn_implementation

@@ -150,7 +150,8 @@ def _coerce(value: Any, tp: Any, key: str) -> tuple[Any, str | None]:
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | dict | None = None) -> C:
-    """Build and validate a `cls` instance from a YAML/JSON file and overrides; raise `ConfigError` listing every problem."""
+    """Build and validate a `cls` instance from a YAML/JSON file and overrides;
+    raise `ConfigError` listing every problem."""
     source = str(path) if path else "config"
     data: dict = _read_file(path) if path else {}
     problems: list[str] = []

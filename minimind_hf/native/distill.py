@@ -94,7 +94,8 @@ def distill_step(
     num_items_in_batch: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One distillation forward on an SFT/pretrain batch (``input_ids``, ``labels``, optional
-    ``attention_mask``/``position_ids``). Returns ``(loss, metrics)``; the caller does backward / optimiser."""
+    ``attention_mask``/``position_ids``). Returns ``(loss, metrics)``;
+    the caller does backward / optimiser."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     with torch.no_grad():
         teacher_logits = teacher(**inputs, use_cache=False).logits  # (B, T, V)

@@ -191,8 +191,9 @@ def dpo_step(
 
 
 class DPOCollator:
-    """Tokenised pairs (`PAIR_COLUMNS`, from `tokenize_pairs`) -> a DPO batch: chosen rows, then rejected rows,
-    each ``prompt_ids + answer ids``, right-padded. No tokenising here: that happens once, before training."""
+    """Tokenised pairs (`PAIR_COLUMNS`, from `tokenize_pairs`) -> a DPO batch: chosen rows, then rejected
+    rows, each ``prompt_ids + answer ids``, right-padded. No tokenising here:
+    that happens once, before training."""
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
@@ -221,8 +222,9 @@ class DPOCollator:
 
 class DPO(Algorithm):
     """The loop's DPO: a frozen reference copy of the starting model; the step's loss is
-    ``sum over pairs of -log sigmoid(beta * margin) / pairs in the step``. ``train_dataset`` / ``eval_dataset``
-    hold tokenised pairs (`minimind_hf.data.dpo_pipeline.tokenize_pairs`), as `build_dpo` makes them."""
+    ``sum over pairs of -log sigmoid(beta * margin) / pairs in the step``. ``train_dataset`` /
+    ``eval_dataset`` hold tokenised pairs (`minimind_hf.data.dpo_pipeline.tokenize_pairs`), as `build_dpo`
+    makes them."""
 
     name = "dpo"
 
@@ -248,8 +250,9 @@ class DPO(Algorithm):
 
     @torch.no_grad()
     def with_reference_logps(self, dataset):
-        """``dataset`` plus columns ``ref_chosen_logps`` / ``ref_rejected_logps`` (the frozen reference's summed
-        answer log-probs), computed once in eval mode; every process scores every row, so no communication."""
+        """``dataset`` plus columns ``ref_chosen_logps`` / ``ref_rejected_logps`` (the frozen reference's
+        summed answer log-probs), computed once in eval mode; every process scores every row, so no
+        communication."""
         from tqdm.auto import tqdm
 
         chosen, rejected = [], []

@@ -27,7 +27,7 @@ holding ``input_ids``/``labels`` and optionally ``position_ids``/``attention_mas
 One optimizer step, as the loop runs it::
 
     micro = [algo.prepare_batch(model, b) for b in this_rank's grad_accum_steps micro-batches]
-    N = all_reduce_sum(sum(algo.num_items(b) for b in micro))       # global count over ranks and micro-batches
+    N = all_reduce_sum(sum(algo.num_items(b) for b in micro))  # global count over ranks and micro-batches
     for b in micro: (algo.compute_loss(model, b, N)[0] * world_size).backward()   # DDP averages -> x world
     clip_grad_norm_(max_grad_norm); optimizer.step(); scheduler.step(); zero_grad()
 
@@ -64,8 +64,8 @@ the rows (and rollouts) an uninterrupted run would see.
 
 Outputs in ``output_dir``: the final HF folder (config, safetensors, tokenizer, model code),
 ``train_log.jsonl`` (one line per logged step and per evaluation), ``checkpoints/`` (see `checkpoint`),
-``train_result.json``, ``report.md`` with ``training_curves.png`` (`minimind_hf.report`), and tracker logs under
-``output_dir/runs``.
+``train_result.json``, ``report.md`` with ``training_curves.png`` (`minimind_hf.report`), and tracker logs
+under ``output_dir/runs``.
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ class TrainConfig:
             set_ = [k for k, v in defaults.items() if getattr(self, k) != v]
             if set_:
                 p.append(
-                    f"{', '.join(set_)} set, but optimizer is {self.optimizer!r}: they apply to optimizer: muon"
+                    f"{', '.join(set_)} set, but optimizer is {self.optimizer!r}: they apply to "
+                    "optimizer: muon"
                 )
         return p
 
@@ -262,7 +263,8 @@ class TrainConfig:
         p = []
         if self.model is not None and not Path(self.model).is_dir():
             p.append(
-                f"model: no such folder {self.model!r} (a Hugging Face model folder, e.g. a pretrain output_dir)"
+                f"model: no such folder {self.model!r} (a Hugging Face model folder, "
+                "e.g. a pretrain output_dir)"
             )
         if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
             p.append(f"tokenizer: no such folder {self.tokenizer!r}")
@@ -297,7 +299,8 @@ class TrainResult:
 
 
 def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only; none on norms, biases and embeddings (incl. a tied lm_head)."""
+    """AdamW groups: weight decay on matrices only; none on norms, biases and embeddings
+    (incl. a tied lm_head)."""
     decay, no_decay, seen = [], [], set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
@@ -368,8 +371,8 @@ class Algorithm:
 
         loss = Σ_{t: label_t != -100} -log p(label_t | tokens_<t) / num_items_in_batch
         """
-        # MoE: the model adds weight * aux to each micro-batch's loss. The step's micro-batches on all processes
-        # share the coefficient, so the aux loss is averaged over the step instead of summed, as the
+        # MoE: the model adds weight * aux to each micro-batch's loss. The step's micro-batches on all
+        # processes share the coefficient, so the aux loss is averaged over the step instead of summed, as the
         # cross-entropy is through num_items_in_batch.
         config = self._unwrap(model).config
         moe = {}
@@ -454,7 +457,8 @@ def _trackers(names: list[str]) -> list[str]:
     return out
 
 
-# train_log.jsonl key -> the name transformers' Trainer logs it under (so trl's and our tensorboard runs overlay)
+# train_log.jsonl key -> the name transformers' Trainer logs it under (so trl's and our tensorboard runs
+# overlay)
 _TRL_TAG_NAMES = {"lr": "learning_rate", "tokens_seen": "num_input_tokens_seen"}
 
 
@@ -486,17 +490,19 @@ def _mean(values: list) -> float:
     return sum(vals) / len(vals)
 
 
-# Settings a resumed run may change without changing what it trains (how long, how often it logs and saves, ...).
+# Settings a resumed run may change without changing what it trains (how long, how often it logs and
+# saves, ...).
 _RESUME_FREE = frozenset(
     {"resume", "max_steps", "num_epochs", "save_every", "eval_every", "eval_at_end", "eval_max_batches",
-     "eval_batch_size", "log_every", "keep_last", "progress", "report_to", "run_name", "num_threads", "compile"}
+     "eval_batch_size", "log_every", "keep_last", "progress", "report_to", "run_name", "num_threads",
+     "compile"}
 )  # fmt: skip
 
 
 def _check_resume(cfg: TrainConfig, stage: str, checkpoint: Path, total_steps: int, explicit: bool) -> None:
     """Resume only what was asked. With ``resume=auto`` (the default) a checkpoint of another run in
-    ``output_dir`` (another stage, other data or model, other hyper-parameters) or of a finished run is an error
-    naming what differs and the options; ``resume=<checkpoint>`` continues it anyway, with a warning."""
+    ``output_dir`` (another stage, other data or model, other hyper-parameters) or of a finished run is an
+    error naming what differs and the options; ``resume=<checkpoint>`` continues it anyway, with a warning."""
     from .config import ConfigError
 
     state = ckpt.read_trainer_state(checkpoint)
@@ -511,26 +517,27 @@ def _check_resume(cfg: TrainConfig, stage: str, checkpoint: Path, total_steps: i
         return
     where = f"output_dir {cfg.output_dir!r} holds checkpoint {checkpoint.name}"
     options = (
-        "resume=never (in a recipe: resume_from_checkpoint: false) to train from scratch there (its checkpoints "
-        "are replaced), or a new output_dir"
+        "resume=never (in a recipe: resume_from_checkpoint: false) to train from scratch there (its "
+        "checkpoints are replaced), or a new output_dir"
     )
     if changed:
         raise ConfigError(
             [
-                f"{where} of a different run ({'; '.join(changed)}). Use {options}; resume={checkpoint} continues it anyway"
+                f"{where} of a different run ({'; '.join(changed)}). Use {options}; "
+                f"resume={checkpoint} continues it anyway"
             ]
         )
     step = int(state.get("step", 0))
     if step >= total_steps:
         raise ConfigError(
-            [f"{where} of a finished run (step {step} of {total_steps}): nothing to train. Raise max_steps to "
-             f"extend it, or use {options}"]
+            [f"{where} of a finished run (step {step} of {total_steps}): nothing to train. Raise max_steps "
+             f"to extend it, or use {options}"]
         )  # fmt: skip
 
 
 def _log_rows(path: Path) -> list[tuple[str, dict]]:
-    """(line, record) pairs of a ``train_log.jsonl``. A last line cut off by a crash mid-write is dropped with a
-    warning (the step it described is redone); a bad line elsewhere is an error naming the file and line."""
+    """(line, record) pairs of a ``train_log.jsonl``. A last line cut off by a crash mid-write is dropped with
+    a warning (the step it described is redone); a bad line elsewhere is an error naming the file and line."""
     lines = [
         (i, line) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
     ]
@@ -856,7 +863,8 @@ class _Run:
         self.t_window, self.tokens_window = time.time(), 0
 
     def on_schedule(self) -> None:
-        """Evaluate every ``eval_every`` and checkpoint every ``save_every`` steps (the last step: `finish`)."""
+        """Evaluate every ``eval_every`` and checkpoint every ``save_every`` steps (the last step:
+        `finish`)."""
         cfg, step = self.cfg, self.step
         if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
             self.evaluate()

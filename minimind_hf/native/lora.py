@@ -174,7 +174,8 @@ def apply_lora(model: nn.Module, config: LoRASpec | None = None) -> list[str]:
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Replace every ``LoRALinear`` by its merged ``nn.Linear`` (in place) and unfreeze nothing. Returns model."""
+    """Replace every ``LoRALinear`` by its merged ``nn.Linear`` (in place) and unfreeze nothing.
+    Returns model."""
     names = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]
     for name in names:
         _set_module(model, name, model.get_submodule(name).merged())
@@ -192,7 +193,8 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_lora(model: nn.Module, path: str | Path, base_model_name_or_path: str | None = None) -> Path:
-    """Write the adapters as a peft adapter folder (``adapter_model.safetensors`` + ``adapter_config.json``)."""
+    """Write the adapters as a peft adapter folder (``adapter_model.safetensors`` +
+    ``adapter_config.json``)."""
     from safetensors.torch import save_file
 
     cfg: LoRASpec = model.lora_config

@@ -3,7 +3,7 @@
 Actor = the policy LM. Critic = a MiniMind backbone with a scalar value head, V(s_t) at every token.
 One rollout: sample completions, score each with the reward functions (one scalar per completion), then
 
-    per-token reward   r_t = score * [t == last token]  - kl_coef * (log pi_old - log pi_ref)_t   ("reward" KL)
+    per-token reward   r_t = score * [t == last token] - kl_coef * (log pi_old - log pi_ref)_t  ("reward" KL)
     TD error           delta_t = r_t + gamma * V_{t+1} - V_t          (V after the last token = 0)
     GAE                A_t = delta_t + gamma * lambda * A_{t+1};     returns R_t = A_t + V_t
     policy loss        -min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t),   rho_t = pi / pi_old
@@ -15,9 +15,9 @@ completion. Each rollout is trained on for ``ppo_epochs`` passes (the clip keeps
 ``mini_batch_size`` each pass is a new shuffle of the rollout's rows cut into mini-batches, one optimiser step
 each (the original's ``ppo_update_iters`` x ``mini_batch_size``). With ``early_stop_kl``, a mini-batch whose
 approximate KL to pi_old, mean 0.5 (log pi - log pi_old)^2 over its tokens (averaged over processes), exceeds
-it contributes no loss and ends the rollout's passes: the next step samples a new rollout (the original's early
-stop). Original defaults: gamma 1, lambda 0.95, clip 0.2, k3 KL 0.02 in the loss, 2 passes; its mini-batches
-(2) and early stop (0.25) are in the minimind3 config; here both are off unless set.
+it contributes no loss and ends the rollout's passes: the next step samples a new rollout (the original's
+early stop). Original defaults: gamma 1, lambda 0.95, clip 0.2, k3 KL 0.02 in the loss, 2 passes; its
+mini-batches (2) and early stop (0.25) are in the minimind3 config; here both are off unless set.
 """
 
 from __future__ import annotations
@@ -224,7 +224,8 @@ def ppo_losses(
 
 
 class ValueModel(nn.Module):
-    """Critic: a copy of the policy's backbone (``model.model``) + a linear value head, one value per token."""
+    """Critic: a copy of the policy's backbone (``model.model``) + a linear value head, one value per
+    token."""
 
     def __init__(self, policy: nn.Module):
         super().__init__()
@@ -335,7 +336,8 @@ def ppo_step(
 
 def minibatch_plan(rows: int, cfg: PPOConfig) -> list[list[int]]:
     """The rows of each optimiser step of one rollout: ``ppo_epochs`` shuffles (torch's RNG, which the
-    checkpoint restores) cut into ``mini_batch_size`` pieces; the rows in order without ``mini_batch_size``."""
+    checkpoint restores) cut into ``mini_batch_size`` pieces; the rows in order without
+    ``mini_batch_size``."""
     if not cfg.mini_batch_size:
         return [list(range(rows))] * cfg.ppo_epochs
     size, plan = cfg.mini_batch_size, []

@@ -104,12 +104,14 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | S
 
 
 def sampling_problems(temperature: float, top_p: float) -> list[str]:
-    """RL samples its rollouts and trains on their log-probs at `temperature`: 0 or less would divide the logits
-    by zero or flip their sign (a NaN loss, or training on the wrong distribution), so both are refused."""
+    """RL samples its rollouts and trains on their log-probs at `temperature`: 0 or less would divide the
+    logits by zero or flip their sign (a NaN loss, or training on the wrong distribution), so both are
+    refused."""
     p = []
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         p.append(
-            f"temperature must be > 0 for RL sampling, got {temperature!r} (for near-greedy rollouts use e.g. 0.1)"
+            f"temperature must be > 0 for RL sampling, got {temperature!r} "
+            "(for near-greedy rollouts use e.g. 0.1)"
         )
     if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         p.append(f"top_p must be in (0, 1], got {top_p!r}")
@@ -124,12 +126,13 @@ def thinking_problems(open_thinking: bool, thinking_ratio: float | None) -> list
         return [f"thinking_ratio must be a number in [0, 1], got {thinking_ratio!r}"]
     if not 0 <= thinking_ratio <= 1:
         return [
-            f"thinking_ratio must be in [0, 1] (the share of prompts that open the think block), got {thinking_ratio}"
+            "thinking_ratio must be in [0, 1] (the share of prompts that open the think block), "
+            f"got {thinking_ratio}"
         ]
     if open_thinking:
         return [
-            "open_thinking: true and thinking_ratio both set: thinking_ratio decides per prompt; drop open_thinking "
-            "(or thinking_ratio: 1.0 opens every prompt)"
+            "open_thinking: true and thinking_ratio both set: thinking_ratio decides per prompt; drop "
+            "open_thinking (or thinking_ratio: 1.0 opens every prompt)"
         ]
     return []
 
@@ -166,7 +169,7 @@ def check_ground_truth(records: Any, rewards: Sequence[str], key: str) -> None:
     ]
     if missing:
         raise ValueError(
-            f"{key}: {len(missing)} of {len(records)} prompts have no ground truth ('gt'), e.g. row {missing[0]}, "
-            f"but the {' and '.join(needs)} reward{'s need' if len(needs) > 1 else ' needs'} one: add 'gt' to "
-            "every record, or choose rewards that need none"
+            f"{key}: {len(missing)} of {len(records)} prompts have no ground truth ('gt'), e.g. row "
+            f"{missing[0]}, but the {' and '.join(needs)} reward{'s need' if len(needs) > 1 else ' needs'} "
+            "one: add 'gt' to every record, or choose rewards that need none"
         )

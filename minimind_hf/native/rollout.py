@@ -4,8 +4,10 @@ Every on-policy trainer (GRPO, PPO), the quickstart's held-out evaluation and th
 this module; nothing else samples completions::
 
     r = rollout(model, tokenizer, records, num_samples=4, max_new_tokens=64, tools=get_tools(["calculator"]))
-    r.input_ids, r.attention_mask     # (N, P+K): left-padded prompts + right-padded completions, N = rows x samples
-    r.policy_mask                     # (N, K): 1 on tokens the policy sampled, 0 on tool responses and padding
+    r.input_ids, r.attention_mask     # (N, P+K): left-padded prompts + right-padded completions,
+                                      # N = rows x samples
+    r.policy_mask                     # (N, K): 1 on tokens the policy sampled,
+                                      # 0 on tool responses and padding
     totals, per_reward = score(r, reward_funcs, weights)      # (N,), {name: (N,)}
 
 Rows are prompt-major (``[p0 s0, p0 s1, ..., p1 s0, ...]``), so a GRPO group is contiguous.
@@ -14,12 +16,12 @@ Multi-turn (``tools`` given, ``max_turns > 1``): when a sample's turn ends in ``
 ``<tool_call>`` blocks (parsed by the server's parser, `minimind_hf.serve.parser`), each call runs through
 `minimind_hf.tools.run_tool_call`, the responses are appended exactly as the chat template renders ``tool``
 messages followed by the next generation prompt, and that row alone continues, until a turn without a call,
-the turn budget, or ``max_new_tokens`` completion tokens in all. The budget counts tool-response tokens too, as
-trl's ``max_completion_length`` does: a response that would not fit is dropped and the row ends there, its call
-unanswered (trl does the same), so both backends see the same rollouts. Tool-response tokens are context: they are in
-``attention_mask`` but never in ``policy_mask``, so no loss is taken on them. Rewards score the final turn's
-text (``texts``); every row's calls and responses (``tool_calls``), its number of turns and its whole
-decoded completion (``transcripts``) reach the reward functions as keyword columns.
+the turn budget, or ``max_new_tokens`` completion tokens in all. The budget counts tool-response tokens too,
+as trl's ``max_completion_length`` does: a response that would not fit is dropped and the row ends there, its
+call unanswered (trl does the same), so both backends see the same rollouts. Tool-response tokens are context:
+they are in ``attention_mask`` but never in ``policy_mask``, so no loss is taken on them. Rewards score the
+final turn's text (``texts``); every row's calls and responses (``tool_calls``), its number of turns and its
+whole decoded completion (``transcripts``) reach the reward functions as keyword columns.
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ class Rollout:
 def prompt_token_ids(
     tokenizer, records: Sequence[dict], open_thinking: bool = False, max_prompt_length: int | None = None
 ) -> list[list[int]]:
-    """Each record's ``prompt`` (+ ``tools``) rendered with the generation prompt and tokenized; prompts longer
-    than `max_prompt_length` keep their last tokens (the generation prompt must survive)."""
+    """Each record's ``prompt`` (+ ``tools``) rendered with the generation prompt and tokenized; prompts
+    longer than `max_prompt_length` keep their last tokens (the generation prompt must survive)."""
     texts = [render_prompt(tokenizer, r["prompt"], r.get("tools"), open_thinking) for r in records]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     return [i[-max_prompt_length:] for i in ids] if max_prompt_length else ids
@@ -101,8 +103,8 @@ def sample_completions(
     top_k: int = 0,
     generation_chunk: int = 8,
 ) -> dict[str, torch.Tensor]:
-    """One turn: ``num_samples`` completions per prompt, ``generation_chunk`` rows at a time, with the KV cache
-    (``generate``); temperature 0 is greedy.
+    """One turn: ``num_samples`` completions per prompt, ``generation_chunk`` rows at a time, with the KV
+    cache (``generate``); temperature 0 is greedy.
 
     Returns left-padded ``prompt_ids``/``prompt_mask`` (N, P) and right-padded ``completion_ids``/
     ``completion_mask`` (N, K) with the mask covering tokens up to and including the first eos."""
@@ -203,9 +205,11 @@ def rollout(
     max_turns: int = 1,
     max_tool_response_tokens: int = 128,
 ) -> Rollout:
-    """Sample `num_samples` completions for each ``rl`` record (``prompt`` messages, optional ``tools`` schemas,
-    any other columns), running tool calls between turns when `tools` are given (see the module docstring).
-    `open_thinking`: for every row, or one flag per row (``len(records) * num_samples``, see `thinking_modes`)."""
+    """Sample `num_samples` completions for each ``rl`` record (``prompt`` messages, optional ``tools``
+    schemas, any other columns), running tool calls between turns when `tools` are given
+    (see the module docstring).
+    `open_thinking`: for every row, or one flag per row (``len(records) * num_samples``, see
+    `thinking_modes`)."""
     from ..tools import tool_schemas
 
     if tools:  # the model must see what it can call: records without their own schemas get the tools'
@@ -347,9 +351,9 @@ def tool_settings(cfg) -> dict:
 def thinking_modes(cfg, n_records: int, num_samples: int, greedy: bool = False) -> bool | list[bool]:
     """``open_thinking`` for each rollout row of a stage config: its ``open_thinking``, or, with
     ``thinking_ratio`` set, a draw per prompt (all its samples alike, so a group compares answers, not modes;
-    per sample where the stage sets ``thinking_per_sample``, like the original's agent RL) that opens the think
-    block with that probability. Torch's RNG draws it (the checkpoint restores it); greedy evaluation draws
-    from the seed alone, so every evaluation sees the same prompts."""
+    per sample where the stage sets ``thinking_per_sample``, like the original's agent RL) that opens the
+    think block with that probability. Torch's RNG draws it (the checkpoint restores it); greedy evaluation
+    draws from the seed alone, so every evaluation sees the same prompts."""
     ratio = getattr(cfg, "thinking_ratio", None)
     if ratio is None:
         return cfg.open_thinking

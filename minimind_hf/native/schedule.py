@@ -30,7 +30,8 @@ def lr_at(
 
 
 class CosineSchedule:
-    """Sets every param group's lr from `lr_at`; each group may carry its own ``base_lr`` (default: the optimizer's)."""
+    """Sets every param group's lr from `lr_at`; each group may carry its own ``base_lr`` (default:
+    the optimizer's)."""
 
     def __init__(
         self,

@@ -5,12 +5,14 @@ success rate and uses its mean as the baseline, so each prompt is sampled once p
 
     normalised reward   r = clip((R - lo) / (hi - lo), 0, 1)              R: the summed registry rewards
     baseline            v(x) = alpha_x / (alpha_x + beta_x)                 read before the update
-    advantage           A = r - v(x), then standardised over the batch     (mean 0, std 1: global normalisation)
+    advantage           A = r - v(x), then standardised over the batch     (mean 0, std 1: global
+                                                                            normalisation)
     forgetting          rho_x = clip(2 ** (-D_x / D_half), rho_min, rho_max)
-                        D_x = |mean log pi(y | x) now - at x's previous visit|   (a KL proxy; rho_max on a first visit)
+                        D_x = |mean log pi(y | x) now - at x's previous visit|   (a KL proxy; rho_max on
+                                                                                  a first visit)
     update              alpha_x <- rho_x alpha_x + r,   beta_x <- rho_x beta_x + (1 - r)
-    prior               alpha = beta = 0.5 / (1 - rho_min)                  (the pseudo-count a fully forgetting
-                                                                             tracker settles at)
+    prior               alpha = beta = 0.5 / (1 - rho_min)                  (the pseudo-count a fully
+                                                                             forgetting tracker settles at)
     sampling            P(x) ~ sqrt(v(x) (1 - v(x))) + eps                  prompts near 50% success first
     loss                per token: -A log pi(y_t) + beta_kl * k3(pi, pi_ref), the "grpo" per-sequence mean
                         (`minimind_hf.native.grpo.grpo_loss` with one pass: the ratio is 1)
@@ -42,7 +44,8 @@ __all__ = ["SPO", "SPOConfig", "ValueTracker", "run_spo"]
 
 @dataclass
 class SPOConfig(GRPOConfig):
-    """The ``spo`` stage: `GRPOConfig`'s data, sampling and KL settings, one sample per prompt, and the tracker.
+    """The ``spo`` stage: `GRPOConfig`'s data, sampling and KL settings, one sample per prompt, and the
+    tracker.
 
     ``num_generations`` must be 1 (that is the point); ``batch_size`` counts prompts (= completions)."""
 
@@ -96,7 +99,8 @@ class ValueTracker:
         return torch.where(torch.isnan(old), torch.full_like(rho, self.rho_max), rho)
 
     def update(self, idx: torch.Tensor, reward01: torch.Tensor, mean_logp: torch.Tensor) -> torch.Tensor:
-        """Apply one visit per row (a prompt drawn twice in a batch gets both updates in order); returns rho."""
+        """Apply one visit per row (a prompt drawn twice in a batch gets both updates in order);
+        returns rho."""
         rhos = []
         for i, r, lp in zip(
             idx.tolist(), reward01.double().tolist(), mean_logp.double().tolist(), strict=True

@@ -50,7 +50,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         choices=("torch", "llama.cpp"),
         default="torch",
         help="the forward: torch (the model's own modules over a preallocated KV cache) or llama.cpp (the "
-        "folder's GGUF export through llama-cpp-python: faster per core on CPUs; same API, sampling, parsing)",
+        "folder's GGUF export through llama-cpp-python: faster per core on CPUs; same API, "
+        "sampling, parsing)",
     )
     p.add_argument(
         "--gguf",
@@ -82,8 +83,8 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="OpenAI-compatible HTTP server (/v1/chat/completions, /v1/models)",
         description="Serve MODEL_DIR with an OpenAI-compatible API. Streams with SSE; thinking comes back as "
-        "reasoning (and reasoning_content), Hermes tool calls as tool_calls. Binds to localhost unless --host "
-        "says otherwise.",
+        "reasoning (and reasoning_content), Hermes tool calls as tool_calls. Binds to localhost unless "
+        "--host says otherwise.",
     )
     _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, this machine only)")
@@ -112,7 +113,8 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         "--temperature",
         type=float,
         default=None,
-        help="default temperature when a request sends none (default: the model's generation_config, else 1.0)",
+        help="default temperature when a request sends none (default: the model's "
+        "generation_config, else 1.0)",
     )
     p.add_argument("--top-p", type=float, default=None, help="default top_p when a request sends none")
     p.set_defaults(func=run_serve)
@@ -336,7 +338,8 @@ def run_chat_command(args: argparse.Namespace) -> int:
 
 
 def _load_run_tools(names: list[str], module: str | None) -> dict:
-    """{name: function} from the registry, after importing the user's `module` file (it registers its tools)."""
+    """{name: function} from the registry, after importing the user's `module` file
+    (it registers its tools)."""
     from ..tools import get_tools
 
     if module:

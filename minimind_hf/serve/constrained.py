@@ -6,9 +6,10 @@ sampled token the engine masks every token the grammar cannot accept next (:meth
 advances the grammar with the token drawn (:meth:`Constraint.consume`). When the grammar is complete the
 request stops. The grammars:
 
-- a tool call is the chat template's block, ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``,
-  whose JSON is held to the called tool's ``parameters`` schema; "required" allows any offered tool, one
-  call or several, a named choice only that function;
+- a tool call is the chat template's block,
+  ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``, whose JSON is held to the called tool's
+  ``parameters`` schema; "required" allows any offered tool, one call or several, a named choice only that
+  function;
 - ``response_format`` is JSON (any object for json_object, the given schema for json_schema); with tools
   offered (``tool_choice`` "auto") the reply is that JSON or tool calls.
 

@@ -53,7 +53,10 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     def message(self, size: int) -> str:
-        return f"The request body ({size} bytes or more) is larger than this server's limit of {self.max_bytes} bytes."
+        return (
+            f"The request body ({size} bytes or more) is larger than this server's limit of "
+            f"{self.max_bytes} bytes."
+        )
 
 
 async def _send_error(send, status: int, message: str, code: str | None) -> None:

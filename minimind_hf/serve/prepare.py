@@ -186,7 +186,8 @@ def _prompt_ids(state: ServerState, prompt: str | list[int]) -> list[int]:
         ids = prompt
         bad = [t for t in ids if not 0 <= t < state.vocab_size]
         if bad:
-            raise APIError(400, f"prompt token id {bad[0]} is outside the vocabulary (0..{state.vocab_size - 1})",
+            raise APIError(400, f"prompt token id {bad[0]} is outside the vocabulary "
+                                f"(0..{state.vocab_size - 1})",
                            param="prompt")  # fmt: skip
     if not ids:
         raise APIError(400, "the prompt is empty", param="prompt")

@@ -195,8 +195,8 @@ class SamplingRequest(BaseModel):
         if unknown:
             raise APIError(
                 400,
-                f"unsupported parameter(s) {', '.join(unknown)}: this server does not implement them (it refuses "
-                "rather than ignores). Supported: " + ", ".join(sorted(type(self).model_fields)),
+                f"unsupported parameter(s) {', '.join(unknown)}: this server does not implement them (it "
+                "refuses rather than ignores). Supported: " + ", ".join(sorted(type(self).model_fields)),
                 param=unknown[0],
                 code="unsupported_parameter",
             )
@@ -270,8 +270,9 @@ class ChatCompletionRequest(SamplingRequest):
         return v
 
     def opens_thinking(self) -> bool:
-        """Whether the prompt opens the think block: ``chat_template_kwargs`` (open_thinking / enable_thinking),
-        the top-level ``open_thinking`` or ``reasoning_effort``; switches that disagree are refused."""
+        """Whether the prompt opens the think block: ``chat_template_kwargs`` (open_thinking /
+        enable_thinking), the top-level ``open_thinking`` or ``reasoning_effort``;
+        switches that disagree are refused."""
         kwargs = self.chat_template_kwargs or {}
         said = {
             f"chat_template_kwargs.{k}": bool(kwargs[k])
@@ -291,7 +292,8 @@ class ChatCompletionRequest(SamplingRequest):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def forced_tools(self) -> list[dict[str, Any]] | None:
-        """The tools the reply must call (tool_choice "required": any, named: that one); None if not forced."""
+        """The tools the reply must call (tool_choice "required": any, named: that one);
+        None if not forced."""
         if self.tool_choice == "required":
             return self.tools or []
         if isinstance(self.tool_choice, dict):
@@ -326,8 +328,8 @@ class CompletionRequest(SamplingRequest):
                 400, "best_of other than n is not supported", param="best_of", code="unsupported_parameter"
             )
         if self.echo and self.logprobs is not None:
-            raise APIError(400, "echo with logprobs would need the prompt's log-probabilities, which this server "
-                           "does not compute", param="echo", code="unsupported_parameter")  # fmt: skip
+            raise APIError(400, "echo with logprobs would need the prompt's log-probabilities, which this "
+                           "server does not compute", param="echo", code="unsupported_parameter")  # fmt: skip
         if len(self.prompts()) * self.n > MAX_CHOICES:
             raise APIError(400, f"at most {MAX_CHOICES} choices (prompts x n) per request", param="n")
         return self

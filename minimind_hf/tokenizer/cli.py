@@ -35,8 +35,8 @@ def add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> argparse.A
         nargs="+",
         required=True,
         metavar="FILE",
-        help="files (.jsonl/.json/.parquet, gzipped too; 'text' or 'conversations' records; .txt one text per "
-        "line), folders of them, demo:PART[:N] or Hub dataset names",
+        help="files (.jsonl/.json/.parquet, gzipped too; 'text' or 'conversations' records; .txt one text "
+        "per line), folders of them, demo:PART[:N] or Hub dataset names",
     )
     train.add_argument("--out", required=True, metavar="DIR", help="output folder for save_pretrained")
     train.add_argument(

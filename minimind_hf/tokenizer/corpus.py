@@ -49,10 +49,11 @@ def record_text(record: Any) -> str | None:
 def looks_like_files(items: Any) -> bool:
     """Whether ``items`` (the ``texts_or_files`` argument) names data sources rather than being texts.
 
-    A single ``str``/``PathLike`` is one source. A list is a list of sources when every item is a ``PathLike``,
-    an existing path, ``demo:...``, or a one-line string that reads as a path (`minimind_hf.data.sources.looks_local`:
-    a data-file extension such as ``.jsonl`` or ``.txt``, a leading ``.``/``/``/``~``; or a trailing ``/``). The
-    command line never guesses: its ``--data`` items are always sources."""
+    A single ``str``/``PathLike`` is one source. A list is a list of sources when every item is a
+    ``PathLike``, an existing path, ``demo:...``, or a one-line string that reads as a path
+    (`minimind_hf.data.sources.looks_local`: a data-file extension such as ``.jsonl`` or ``.txt``, a leading
+    ``.``/``/``/``~``; or a trailing ``/``). The command line never guesses:
+    its ``--data`` items are always sources."""
     if isinstance(items, (str, os.PathLike)):
         return True
     if not isinstance(items, (list, tuple)) or not items:

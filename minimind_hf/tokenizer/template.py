@@ -34,11 +34,12 @@ def strip_generation_markers(template: str) -> str:
     return _GENERATION_TAG.sub("", template)
 
 
-# transformers' ``response_template`` (read by ``tokenizer.parse_response`` and by trl's ``GRPOTrainer(tools=...)``):
-# how one generated assistant turn maps back to a message. A MiniMind turn is an optional ``<think>`` block, the
-# content, then zero or more ``<tool_call>`` blocks of JSON ``{"name", "arguments"}``, ending in ``<|im_end|>`` --
-# the layout Qwen3 uses, so Qwen3 tooling parses it the same way. With ``prefix`` (the prompt ids) the parser knows
-# whether the prompt already opened or closed the think block.
+# transformers' ``response_template`` (read by ``tokenizer.parse_response`` and by trl's
+# ``GRPOTrainer(tools=...)``): how one generated assistant turn maps back to a message. A MiniMind turn is an
+# optional ``<think>`` block, the content, then zero or more ``<tool_call>`` blocks of JSON
+# ``{"name", "arguments"}``, ending in ``<|im_end|>`` -- the layout Qwen3 uses, so Qwen3 tooling parses it the
+# same way. With ``prefix`` (the prompt ids) the parser knows whether the prompt already opened or closed the
+# think block.
 RESPONSE_TEMPLATE = {
     "defaults": {"role": "assistant"},
     "start_anchor": "<|im_start|>assistant\n",

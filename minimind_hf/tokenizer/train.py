@@ -144,8 +144,8 @@ def train_tokenizer(
     """
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(
-            f"vocab_size must be at least {MIN_VOCAB_SIZE} ({NUM_RESERVED} reserved tokens + 256 byte tokens), "
-            f"got {vocab_size!r}"
+            f"vocab_size must be at least {MIN_VOCAB_SIZE} ({NUM_RESERVED} reserved tokens + 256 byte "
+            f"tokens), got {vocab_size!r}"
         )
     texts, length = _corpus(texts_or_files)
     trainer = trainers.BpeTrainer(
