@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 CORE := $(VENV)/.installed-core
 DEV := $(VENV)/.installed-dev
 
-.PHONY: install install-dev quickstart test eval lint bench clean
+.PHONY: install install-dev quickstart test test-fast eval lint bench clean
 
 install: $(CORE)
 
@@ -36,6 +36,10 @@ quickstart: install
 
 test: install-dev
 	$(PY) -m pytest -q
+
+# the tests not marked slow (no llama.cpp, no subprocess runs of the recipes and the CLI)
+test-fast: install-dev
+	$(PY) -m pytest -q -m "not slow"
 
 # C-Eval + CMMLU (0-shot) on the quickstart model; DATA is a folder holding ceval/ and cmmlu/ CSVs.
 MODEL ?= runs/quickstart/pretrain

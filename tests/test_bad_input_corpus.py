@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "configs" / "tiny"
 OK = None  # the expectation of a case that is in fact fine: exit 0
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def bad_inputs(shared_data) -> Path:

@@ -12,10 +12,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import minimind_hf  # noqa: F401  (registers the Auto classes for the in-process reload)
 
+pytestmark = pytest.mark.slow  # the full pipeline
+
 CLI = [sys.executable, "-m", "minimind_hf.cli"]
 
 
-@pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs"
     cmd = CLI + [

@@ -91,16 +91,15 @@ def test_unknown_tool_name_lists_the_valid_ones():
         get_tools(["calculater"])
 
 
-def test_schemas_are_what_transformers_reads_and_the_template_renders(tmp_path):
+def test_schemas_are_what_transformers_reads_and_the_template_renders(tiny_tokenizer):
     from transformers.utils import get_json_schema
-
-    from minimind_hf.tokenizer import train_tokenizer
 
     schemas = tool_schemas(TOOLS)
     assert [s["function"]["name"] for s in schemas] == list(TOOLS)
     calc = schemas[list(TOOLS).index("calculator")]
     assert calc == get_json_schema(TOOLS["calculator"])
     assert calc["function"]["parameters"]["required"] == ["expression"]
-    tok = train_tokenizer(["1 + 1 = 2"] * 10, vocab_size=300, show_progress=False)
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tools=schemas, tokenize=False)
+    text = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tools=schemas, tokenize=False
+    )
     assert "<tools>" in text and '"name": "calculator"' in text and '"name": "unit_convert"' in text

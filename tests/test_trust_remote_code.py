@@ -9,14 +9,11 @@ import minimind_hf  # noqa: F401  (registers model_type "minimind" with the Auto
 
 
 @pytest.fixture(scope="module")
-def tampered(tmp_path_factory):
-    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
-    from minimind_hf.tokenizer import train_tokenizer
+def tampered(tiny_model_dir, tmp_path_factory):
+    import shutil
 
-    out = tmp_path_factory.mktemp("tampered")
-    tok = train_tokenizer(["hello world, a tiny corpus 1 2 3"] * 20, vocab_size=300, show_progress=False)
-    MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok))).save_pretrained(out)
-    tok.save_pretrained(out)
+    out = tmp_path_factory.mktemp("tampered") / "model"
+    shutil.copytree(tiny_model_dir, out)
     marker = out / "PWNED"
     for name in ("modeling_minimind.py", "configuration_minimind.py"):
         path = out / name

@@ -13,17 +13,6 @@ def train_tiny(
     config: MiniMindConfig, rows: torch.Tensor, steps: int = 200, batch: int = 8, lr: float = 5e-3
 ):
     """A few seconds of plain AdamW with cosine decay; returns the model in eval mode and its last loss."""
-    threads = torch.get_num_threads()
-    # One thread: tiny matmuls gain nothing from two, and on a shared busy machine two threads spinning
-    # against each other were measured 8x slower than one.
-    torch.set_num_threads(1)
-    try:
-        return _train(config, rows, steps, batch, lr)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(config: MiniMindConfig, rows: torch.Tensor, steps: int, batch: int, lr: float):
     torch.manual_seed(0)
     model = MiniMindForCausalLM(config)
     # Non-trivial norm weights, so the q/k norm and final norm really matter in every exported format.

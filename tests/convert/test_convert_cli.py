@@ -46,6 +46,7 @@ def test_registers_on_a_parent_cli():
         assert name in help_text
 
 
+@pytest.mark.slow
 def test_python_dash_m(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "minimind_hf.convert", "--help"], capture_output=True, text=True, timeout=300

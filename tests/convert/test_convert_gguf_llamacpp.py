@@ -25,6 +25,8 @@ llama_cpp = pytest.importorskip(
 gguf = pytest.importorskip("gguf")
 from transformers import AutoTokenizer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # llama.cpp
+
 N_CTX = 1024
 
 

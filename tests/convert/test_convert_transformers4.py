@@ -23,6 +23,8 @@ from minimind_hf.convert import to_qwen3
 
 from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 
+pytestmark = pytest.mark.slow  # a transformers 4.57 interpreter in a subprocess
+
 CASES = {
     "dense": {},
     "yarn": {"inference_rope_scaling": True},
@@ -96,7 +98,6 @@ print(type(model).__name__)
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_transformers_4_57_computes_our_logits(exports, name, tmp_path):
     if (why := _install_transformers_4()) is not None:

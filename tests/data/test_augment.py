@@ -5,8 +5,6 @@ original's own rule: the rendered text with every ``<think>\\n\\n</think>\\n\\n`
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +12,6 @@ from minimind_hf.data import demo_corpus, load_records
 from minimind_hf.data.augment import ORIGINAL_SYSTEM_PROMPTS, augment_records, supports_drop_empty_think
 from minimind_hf.data.collate import IGNORE_INDEX
 from minimind_hf.data.rendering import encode_conversation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "native"))
-from _native_helpers import tokenizer  # noqa: E402
 
 EMPTY = "<think>\n\n</think>\n\n"
 CONVERSATION = [
@@ -29,8 +24,8 @@ CONVERSATION = [
 ]
 
 
-def test_drop_empty_think_renders_as_the_original_removes_it():
-    tok = tokenizer()
+def test_drop_empty_think_renders_as_the_original_removes_it(tiny_tokenizer):
+    tok = tiny_tokenizer
     assert supports_drop_empty_think(tok)
     kept = tok.apply_chat_template(CONVERSATION, tokenize=False)
     dropped = tok.apply_chat_template(CONVERSATION, tokenize=False, drop_empty_think=True)
@@ -41,9 +36,9 @@ def test_drop_empty_think_renders_as_the_original_removes_it():
     assert prompt.endswith("<|im_start|>assistant\n")
 
 
-def test_dropping_the_block_trains_the_same_tokens():
+def test_dropping_the_block_trains_the_same_tokens(tiny_tokenizer):
     """The block is context outside the generation markers: the labelled text is the same either way."""
-    tok = tokenizer()
+    tok = tiny_tokenizer
     texts = []
     for extra in ({}, {"drop_empty_think": True}):
         enc = encode_conversation(tok, CONVERSATION, **extra)
@@ -63,8 +58,8 @@ def _sft_records(tmp_path, n=200):
     return load_records("sft", str(path))
 
 
-def test_augment_records_draws_the_shares_from_the_seed(tmp_path):
-    tok = tokenizer()
+def test_augment_records_draws_the_shares_from_the_seed(tmp_path, tiny_tokenizer):
+    tok = tiny_tokenizer
     records = _sft_records(tmp_path)
     out = augment_records(
         records, kind="sft", add_system_ratio=0.2, empty_think_ratio=0.2, seed=5, tokenizer=tok
@@ -89,15 +84,15 @@ def test_augment_records_draws_the_shares_from_the_seed(tmp_path):
     assert augment_records(records, kind="sft") is records  # off: untouched
 
 
-def test_native_sft_rows_follow_the_augmentation(tmp_path):
+def test_native_sft_rows_follow_the_augmentation(tmp_path, tiny_tokenizer_dir):
     from minimind_hf.native.sft import SFTConfig, build_sft
 
     data = tmp_path / "sft.jsonl"
     rows = demo_corpus.sft_conversations(12)
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tok_dir = Path(tokenizer().name_or_path)
-    cfg = SFTConfig(data=[str(data)], tokenizer=str(tok_dir), preset="tiny", packing=False, max_length=512,
-                    add_system_ratio=1.0, empty_think_ratio=0.0, output_dir=str(tmp_path / "out"))  # fmt: skip
+    cfg = SFTConfig(data=[str(data)], tokenizer=str(tiny_tokenizer_dir), preset="tiny", packing=False,
+                    max_length=512, add_system_ratio=1.0, empty_think_ratio=0.0,
+                    output_dir=str(tmp_path / "out"))  # fmt: skip
     assert cfg.validate() == []
     algo = build_sft(cfg)
     tok = algo.tokenizer
@@ -105,17 +100,17 @@ def test_native_sft_rows_follow_the_augmentation(tmp_path):
         text = tok.decode(row["input_ids"])
         assert text.startswith("<|im_start|>system\n") and EMPTY not in text
     bad = SFTConfig(
-        data=[str(data)], tokenizer=str(tok_dir), add_system_ratio=1.5, empty_think_ratio=-1
+        data=[str(data)], tokenizer=str(tiny_tokenizer_dir), add_system_ratio=1.5, empty_think_ratio=-1
     ).validate()
     assert any("add_system_ratio must be" in p for p in bad) and any(
         "empty_think_ratio must be" in p for p in bad
     )
 
 
-def test_native_dpo_pairs_drop_the_block_in_prompt_and_answers(tmp_path):
+def test_native_dpo_pairs_drop_the_block_in_prompt_and_answers(tmp_path, tiny_tokenizer):
     from minimind_hf.data.dpo_pipeline import encode_pairs
 
-    tok = tokenizer()
+    tok = tiny_tokenizer
     pair = {
         "prompt": [{"role": "user", "content": "1+1?"}],
         "chosen": [{"role": "assistant", "content": "2"}],
@@ -130,8 +125,8 @@ def test_native_dpo_pairs_drop_the_block_in_prompt_and_answers(tmp_path):
         augment_records(load_records("dpo", "demo:dpo:4"), kind="dpo", add_system_ratio=0.5)
 
 
-def test_a_template_without_the_switch_is_refused(tmp_path):
-    tok = tokenizer()
+def test_a_template_without_the_switch_is_refused(tmp_path, tiny_tokenizer):
+    tok = tiny_tokenizer
     plain = type(tok).from_pretrained(tok.name_or_path)
     plain.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
     with pytest.raises(ValueError, match="no drop_empty_think switch"):

@@ -26,15 +26,6 @@ def shared_data(shared_data: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~30x faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
 def _no_eval_data_env(monkeypatch):
     """Tests choose the data location explicitly; a developer's MINIMIND_EVAL_DATA must not leak in."""
     monkeypatch.delenv("MINIMIND_EVAL_DATA", raising=False)

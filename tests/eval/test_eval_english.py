@@ -17,8 +17,9 @@ import pytest
 from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
-from minimind_hf.cli import main
 from minimind_hf.eval.data import TASKS_DIR
+
+from minimind_hf.cli import main
 
 BUILTIN = Path(lm_eval.__file__).parent / "tasks"
 BUILTIN_YAML = {

@@ -10,10 +10,11 @@ import shutil
 
 import pytest
 import torch
-from minimind_hf.cli import main
 from minimind_hf.eval.report import category_scores
 from minimind_hf.eval.runner import EvalSettings, build_task_manager
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from minimind_hf.cli import main
 
 LIMIT = 2
 

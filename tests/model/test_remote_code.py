@@ -19,21 +19,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 import minimind_hf  # noqa: F401
 from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 
-tokenizer_mod = pytest.importorskip("minimind_hf.tokenizer")
+pytestmark = pytest.mark.slow  # fresh interpreters load the saved folders
 
 FIXED_IDS = [1, 40, 77, 123, 250, 99, 300, 41, 2, 60]
 PROMPT = "你好，世界! MiniMind"
 CHAT = [{"role": "user", "content": "你好"}]
 NUM_RESERVED = 36  # MiniMind's reserved/special ids 0..35 (suppressed so the pipeline text is never empty)
-
-CORPUS = [
-    "你好，世界！今天天气很好，我们一起去公园散步吧。",
-    "MiniMind is a tiny language model trained from scratch on Chinese and English text.",
-    "大语言模型可以回答问题、写作文、翻译句子，也可以写代码。",
-    "The quick brown fox jumps over the lazy dog. 1234567890",
-    "人工智能正在改变世界，小模型也能学到很多知识。",
-    "Hello world! How are you today? I am fine, thank you.",
-] * 20
 
 CHILD = r"""
 import json, sys
@@ -94,13 +85,6 @@ print("@@RESULT@@" + json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = tokenizer_mod.train_tokenizer(CORPUS, vocab_size=400, show_progress=False)
-    assert tok.chat_template
-    return tok
-
-
 VARIANTS = {
     "dense": {},
     "moe": dict(use_moe=True, num_experts=4, num_experts_per_tok=1),
@@ -108,15 +92,15 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def saved(request, tokenizer, tmp_path_factory):
+def saved(request, tiny_tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"minimind_{request.param}")
     torch.manual_seed(0)
     config = MiniMindConfig.from_preset(
-        "tiny", vocab_size=len(tokenizer), initializer_range=0.2, **VARIANTS[request.param]
+        "tiny", vocab_size=len(tiny_tokenizer), initializer_range=0.2, **VARIANTS[request.param]
     )
     model = MiniMindForCausalLM(config).eval()
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
     return request.param, folder, model
 
 
@@ -209,19 +193,19 @@ def test_remote_code_auto_model_in_clean_process(saved, child):
     torch.testing.assert_close(torch.tensor(child["hidden"]), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_remote_code_pipeline_and_chat_in_clean_process(saved, child, tokenizer):
+def test_remote_code_pipeline_and_chat_in_clean_process(saved, child, tiny_tokenizer):
     _, _, model = saved
 
-    pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    pipe = pipeline("text-generation", model=model, tokenizer=tiny_tokenizer)
     expected_text = pipe(PROMPT, max_new_tokens=6, do_sample=False, suppress_tokens=list(range(NUM_RESERVED)))
     text = child["pipeline_text"]
     assert isinstance(text, str) and text.startswith(PROMPT) and len(text) > len(PROMPT)
     assert text == expected_text[0]["generated_text"]
 
-    expected_chat = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
+    expected_chat = tiny_tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
     assert child["chat_text"] == expected_chat
     assert child["chat_text"].startswith("<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n")
-    assert child["chat_ids"] == tokenizer(expected_chat, add_special_tokens=False)["input_ids"]
+    assert child["chat_ids"] == tiny_tokenizer(expected_chat, add_special_tokens=False)["input_ids"]
     n = len(child["chat_ids"])
     assert child["chat_out"][:n] == child["chat_ids"] and len(child["chat_out"]) > n
     chat_expected = model.generate(torch.tensor([child["chat_ids"]]), max_new_tokens=4, do_sample=False)[
@@ -230,13 +214,13 @@ def test_remote_code_pipeline_and_chat_in_clean_process(saved, child, tokenizer)
     assert child["chat_out"] == chat_expected
 
 
-def test_reload_in_process_matches(saved, tokenizer):
+def test_reload_in_process_matches(saved, tiny_tokenizer):
     _, folder, model = saved
     reloaded = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert type(reloaded) is MiniMindForCausalLM
     tok = AutoTokenizer.from_pretrained(folder)
-    assert tok(PROMPT)["input_ids"] == tokenizer(PROMPT)["input_ids"]
-    assert tok.chat_template == tokenizer.chat_template
+    assert tok(PROMPT)["input_ids"] == tiny_tokenizer(PROMPT)["input_ids"]
+    assert tok.chat_template == tiny_tokenizer.chat_template
     ids = torch.tensor([FIXED_IDS])
     with torch.no_grad():
         torch.testing.assert_close(

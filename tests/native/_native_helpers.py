@@ -1,25 +1,22 @@
-"""Shared, cached set-up for the native trainer tests (imported by test modules; not a conftest so that it
-never collides with other test files in this folder).
+"""Helpers for the native trainer tests (imported by test modules; not a conftest so that it never collides
+with other test files in this folder).
 
-Everything is tiny: the built-in demo corpus at a few hundred rows, a 400-token tokenizer, the `tiny`
-preset (hidden 64, 2 layers). Subprocesses run with one torch thread (the CI machine is shared).
+The corpus, tokenizer and base model are the root conftest's session fixtures (``demo_files``,
+``tiny_tokenizer`` / ``tiny_tokenizer_dir``, ``tiny_model_dir``, ``make_tiny_model``); the functions here take
+what they need of them as arguments: stage and recipe settings for a tiny, quiet, fp32 CPU run, the CLI in a
+subprocess with one torch thread (the CI machine is shared), train-log readers, and the tool-use conversation
+with the (hidden 128) tiny model that learns it.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from _tool_models import CALC_CALL, CALC_CONVERSATION, CALC_PROMPT
-from _tool_models import memorise as _memorise
-
-ROOT = Path(tempfile.mkdtemp(prefix="mm_native_tests_"))
-VOCAB = 400
 
 
 def _env() -> dict:
@@ -34,36 +31,10 @@ def _env() -> dict:
     return env
 
 
-@functools.cache
-def corpus() -> dict[str, Path]:
-    from minimind_hf.data.demo_corpus import write_demo_corpus
-
-    return write_demo_corpus(ROOT / "corpus", {"pretrain": 300, "sft": 240, "rl": 10, "heldout": 10})
-
-
-@functools.cache
-def tokenizer_dir() -> Path:
-    from minimind_hf.data import load_records
-    from minimind_hf.tokenizer import train_tokenizer
-
-    texts = load_records("pretrain", corpus()["pretrain"])["text"]
-    tok = train_tokenizer(texts, vocab_size=VOCAB, show_progress=False)
-    out = ROOT / "tokenizer"
-    tok.save_pretrained(out)
-    return out
-
-
-@functools.cache
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir())
-
-
-def base_config(**overrides) -> dict:
-    """Common keys for a tiny, quiet, CPU run."""
+def base_config(tokenizer_dir: Path | None, **overrides) -> dict:
+    """Common keys for a tiny, quiet, CPU run with the tokenizer `tokenizer_dir` (None: the model's own)."""
     cfg = {
-        "tokenizer": str(tokenizer_dir()),
+        "tokenizer": None if tokenizer_dir is None else str(tokenizer_dir),
         "preset": "tiny",
         "report_to": ["none"],
         "progress": False,
@@ -80,21 +51,6 @@ def base_config(**overrides) -> dict:
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(json.dumps(cfg), encoding="utf-8")
     return path
-
-
-@functools.cache
-def base_model_dir() -> Path:
-    """A freshly initialised tiny MiniMind folder (seed 0) with the test tokenizer: what SFT-like recipes start from."""
-    import torch
-
-    from minimind_hf import MiniMindConfig, MiniMindForCausalLM
-
-    torch.manual_seed(0)
-    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tokenizer())))
-    out = ROOT / "base"
-    model.save_pretrained(out)
-    tokenizer().save_pretrained(out)
-    return out
 
 
 # recipe keys (trl's vocabulary) that give the native defaults of `base_config` on a quiet CPU run
@@ -114,11 +70,12 @@ RECIPE_BASE = {
 }
 
 
-def recipe_config(path: Path, **fields) -> Path:
-    """A recipe YAML (what `minimind-hf train STAGE --config` reads): `RECIPE_BASE` + the test tokenizer + fields."""
+def recipe_config(path: Path, tokenizer_dir: Path, **fields) -> Path:
+    """A recipe YAML (what `minimind-hf train STAGE --config` reads): `RECIPE_BASE` + the tokenizer in
+    `tokenizer_dir` + fields."""
     import yaml
 
-    cfg = {**RECIPE_BASE, "tokenizer": str(tokenizer_dir()), **fields}
+    cfg = {**RECIPE_BASE, "tokenizer": str(tokenizer_dir), **fields}
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
 
@@ -161,29 +118,24 @@ def env() -> dict:
 TOOL_PROMPT, TOOL_CALL, TOOL_CONVERSATION = CALC_PROMPT, CALC_CALL, CALC_CONVERSATION
 
 
-def tiny_lm(seed: int = 0):
-    """A tiny MiniMind (hidden 128) for the test tokenizer."""
+def tiny_lm(tokenizer, seed: int = 0):
+    """A tiny MiniMind widened to hidden 128 over `tokenizer` (the tool-use model)."""
     import torch
 
     from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 
     torch.manual_seed(seed)
     cfg = MiniMindConfig.from_preset(
-        "tiny", vocab_size=len(tokenizer()), hidden_size=128, intermediate_size=384
+        "tiny", vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384
     )
     return MiniMindForCausalLM(cfg)
 
 
-def rl_inputs(tmp_path: Path, model, rows: list[dict]) -> tuple[Path, Path]:
-    """(a base folder holding `model` and the test tokenizer, an rl .jsonl of `rows`) for an RL stage run."""
+def rl_inputs(tmp_path: Path, model, tokenizer, rows: list[dict]) -> tuple[Path, Path]:
+    """(a base folder holding `model` and `tokenizer`, an rl .jsonl of `rows`) for an RL stage run."""
     base = tmp_path / "base"
     model.save_pretrained(base)
-    tokenizer().save_pretrained(base)
+    tokenizer.save_pretrained(base)
     data = tmp_path / "rl.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return base, data
-
-
-def memorise(model, conversation, tools, steps: int = 150) -> None:
-    """`_tool_models.memorise` with the test tokenizer."""
-    _memorise(model, tokenizer(), conversation, tools, steps)

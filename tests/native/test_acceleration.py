@@ -10,7 +10,7 @@ import copy
 
 import pytest
 import torch
-from _native_helpers import base_config, corpus
+from _native_helpers import base_config
 
 from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 from minimind_hf.native import acceleration
@@ -21,11 +21,18 @@ from minimind_hf.native.optim import MuonWithAdamW, build_optimizer, is_muon_mat
 from minimind_hf.native.pretrain import Pretrain, PretrainConfig, run_pretrain
 
 
-def _pretrain_cfg(tmp_path, name, **kw) -> PretrainConfig:
-    settings = base_config(data=[str(corpus()["pretrain"])], output_dir=str(tmp_path / name), seq_len=64,
-                           batch_size=4, max_steps=12, learning_rate=3e-3, resume="never")  # fmt: skip
-    settings.update(kw)
-    return load_config(PretrainConfig, None, settings)
+@pytest.fixture
+def pretrain_cfg(demo_files, tiny_tokenizer_dir, tmp_path):
+    """`pretrain_cfg(name, **settings)`: a short pretraining config on the demo corpus, in tmp_path/name."""
+
+    def make(name, **kw) -> PretrainConfig:
+        settings = base_config(tiny_tokenizer_dir, data=[str(demo_files["pretrain"])],
+                               output_dir=str(tmp_path / name), seq_len=64, batch_size=4, max_steps=12,
+                               learning_rate=3e-3, resume="never")  # fmt: skip
+        settings.update(kw)
+        return load_config(PretrainConfig, None, settings)
+
+    return make
 
 
 def _tiny() -> MiniMindForCausalLM:
@@ -44,9 +51,9 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_instructions(monkeyp
     assert resolve_precision("auto", "mps") == "no"
 
 
-def test_bf16_training_tracks_fp32_and_hands_back_a_plain_fp32_model(tmp_path):
-    fp32 = run_pretrain(_pretrain_cfg(tmp_path, "fp32", mixed_precision="no"))
-    cfg = _pretrain_cfg(tmp_path, "bf16", mixed_precision="bf16")
+def test_bf16_training_tracks_fp32_and_hands_back_a_plain_fp32_model(pretrain_cfg):
+    fp32 = run_pretrain(pretrain_cfg("fp32", mixed_precision="no"))
+    cfg = pretrain_cfg("bf16", mixed_precision="bf16")
     from minimind_hf.native.pretrain import build_pretrain
 
     algo = build_pretrain(cfg)
@@ -92,32 +99,32 @@ def test_compile_auto_only_where_it_pays(monkeypatch):
         resolve_compile(True, algo=Lm, model=dense, total_steps=1000, device_type="cpu")
 
 
-def test_compile_values_are_validated(tmp_path):
+def test_compile_values_are_validated(pretrain_cfg):
     from minimind_hf.native.config import ConfigError
 
     with pytest.raises(ConfigError, match="compile must be true, false or auto"):
-        _pretrain_cfg(tmp_path, "bad", compile="yes")
+        pretrain_cfg("bad", compile="yes")
     with pytest.raises(ConfigError, match="optimizer must be one of adamw, muon"):
-        _pretrain_cfg(tmp_path, "bad", optimizer="sgd")
+        pretrain_cfg("bad", optimizer="sgd")
     # Muon's settings with AdamW would do nothing: refused by name, not dropped
     with pytest.raises(ConfigError, match="muon_lr, muon_momentum set, but optimizer is 'adamw'"):
-        _pretrain_cfg(tmp_path, "bad", optimizer="adamw", muon_lr=0.05, muon_momentum=0.9)
-    assert _pretrain_cfg(tmp_path, "ok", muon_lr=0.05).muon_lr == 0.05  # pretraining's default is Muon
+        pretrain_cfg("bad", optimizer="adamw", muon_lr=0.05, muon_momentum=0.9)
+    assert pretrain_cfg("ok", muon_lr=0.05).muon_lr == 0.05  # pretraining's default is Muon
 
 
-def test_compile_true_without_a_compiler_is_refused_before_any_work(tmp_path, monkeypatch):
+def test_compile_true_without_a_compiler_is_refused_before_any_work(pretrain_cfg, monkeypatch):
     from minimind_hf.native.config import ConfigError
 
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(ConfigError, match="compile: true needs a C\\+\\+ compiler"):
-        _pretrain_cfg(tmp_path, "nocc", compile=True, use_cpu=True)
+        pretrain_cfg("nocc", compile=True, use_cpu=True)
 
 
 @pytest.mark.skipif(not acceleration._compiler_available("cpu"), reason="no C++ compiler for inductor")
-def test_compiled_training_gives_the_eager_losses(tmp_path):
-    eager = run_pretrain(_pretrain_cfg(tmp_path, "eager", max_steps=3, compile=False))
-    compiled = run_pretrain(_pretrain_cfg(tmp_path, "compiled", max_steps=3, compile=True))
+def test_compiled_training_gives_the_eager_losses(pretrain_cfg):
+    eager = run_pretrain(pretrain_cfg("eager", max_steps=3, compile=False))
+    compiled = run_pretrain(pretrain_cfg("compiled", max_steps=3, compile=True))
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)
 
 
@@ -196,9 +203,9 @@ def test_muon_state_round_trips_and_the_schedule_reaches_both_halves():
         opt2.load_state_dict(torch.optim.AdamW(again.parameters()).state_dict())
 
 
-def test_muon_run_through_the_loop_resumes_exactly(tmp_path):
-    full = run_pretrain(_pretrain_cfg(tmp_path, "full", optimizer="muon", max_steps=6))
-    cut = _pretrain_cfg(tmp_path, "cut", optimizer="muon", max_steps=6, save_every=3)
+def test_muon_run_through_the_loop_resumes_exactly(pretrain_cfg):
+    full = run_pretrain(pretrain_cfg("full", optimizer="muon", max_steps=6))
+    cut = pretrain_cfg("cut", optimizer="muon", max_steps=6, save_every=3)
     from minimind_hf.native.loop import train
     from minimind_hf.native.pretrain import build_pretrain
 
@@ -213,9 +220,7 @@ def test_muon_run_through_the_loop_resumes_exactly(tmp_path):
     stop = Stop(cut, algo.model, algo.tokenizer, algo.train_dataset, algo.eval_dataset)
     with pytest.raises(KeyboardInterrupt):
         train(cut, stop)
-    resumed = run_pretrain(
-        _pretrain_cfg(tmp_path, "cut", optimizer="muon", max_steps=6, save_every=3, resume="auto")
-    )
+    resumed = run_pretrain(pretrain_cfg("cut", optimizer="muon", max_steps=6, save_every=3, resume="auto"))
     assert resumed.resumed_from.endswith("step_000003")
     assert resumed.losses == full.losses[3:]
 

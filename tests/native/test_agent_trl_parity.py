@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _native_helpers import TOOL_CONVERSATION, TOOL_PROMPT, memorise, tiny_lm, tokenizer
+from _native_helpers import TOOL_CONVERSATION, TOOL_PROMPT, tiny_lm
+from _tool_models import memorise
 from minimind_hf.recipes.agent import agent_rewards, trl_rollout_columns, trl_tools
 
 from minimind_hf.native.grpo import grpo_loss
@@ -27,24 +28,24 @@ def fresh_accelerate_state():
 
 
 @pytest.fixture(scope="module")
-def caller(tmp_path_factory):
+def caller(tmp_path_factory, tiny_tokenizer):
     """A tiny model that answers TOOL_PROMPT by calling the calculator, saved (trl loads its reference by path)."""
-    torch.set_num_threads(1)
-    model = tiny_lm()
-    memorise(model, TOOL_CONVERSATION, tool_schemas(get_tools(["calculator"])))
+    model = tiny_lm(tiny_tokenizer)
+    memorise(model, tiny_tokenizer, TOOL_CONVERSATION, tool_schemas(get_tools(["calculator"])))
     out = tmp_path_factory.mktemp("caller")
     model.save_pretrained(out)
-    tokenizer().save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
     return out
 
 
 def test_trl_and_native_make_the_same_multi_turn_rollout_and_loss(caller, tmp_path, fresh_accelerate_state):
     from datasets import Dataset
+    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from minimind_hf import MiniMindForCausalLM
 
-    tok = tokenizer()
+    tok = AutoTokenizer.from_pretrained(caller)  # trl's own (it may set attributes on it), not the shared one
     G = 2
     args = GRPOConfig(
         output_dir=str(tmp_path / "trl"),
@@ -134,8 +135,8 @@ def test_trl_and_native_make_the_same_multi_turn_rollout_and_loss(caller, tmp_pa
     assert loss.item() == pytest.approx(trl_loss.item(), abs=1e-5)
 
 
-def test_reward_columns_from_trl_messages_match_the_native_rollout():
-    tok = tokenizer()
+def test_reward_columns_from_trl_messages_match_the_native_rollout(tiny_tokenizer):
+    tok = tiny_tokenizer
     call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "6*7"}}}
     completions = [
         [

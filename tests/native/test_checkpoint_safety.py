@@ -135,6 +135,7 @@ def test_a_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path, sig, uni
     assert resumed.losses == uninterrupted[3:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_command_line_is_one_line(tmp_path):
     """The real thing: `minimind-hf train` in a subprocess, SIGINT once it has logged a step."""
     out = tmp_path / "cli"

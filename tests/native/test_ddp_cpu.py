@@ -6,16 +6,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
-from _native_helpers import base_model_dir, corpus, env, recipe_config, train_losses
+from _native_helpers import env, recipe_config, train_losses
 from minimind_hf.recipes import sft
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # subprocess runs of the CLI
 
-def test_two_processes_equal_one_process(tmp_path):
+
+def test_two_processes_equal_one_process(tmp_path, demo_files, tiny_tokenizer_dir, tiny_model_dir):
     common = dict(
-        data=[str(corpus()["sft"])],
-        model_name_or_path=str(base_model_dir()),
+        data=[str(demo_files["sft"])],
+        model_name_or_path=str(tiny_model_dir),
         max_records=64,
         packing=False,
         assistant_only_loss=True,
@@ -26,12 +29,22 @@ def test_two_processes_equal_one_process(tmp_path):
     )
     one = tmp_path / "one"
     one_cfg = recipe_config(
-        tmp_path / "one.yaml", output_dir=str(one), per_device_train_batch_size=4, **common
+        tmp_path / "one.yaml",
+        tiny_tokenizer_dir,
+        output_dir=str(one),
+        per_device_train_batch_size=4,
+        **common,
     )
     sft.main(*sft.parse_args(["--config", str(one_cfg), "--backend", "native"]))
 
     two = tmp_path / "two"
-    cfg = recipe_config(tmp_path / "ddp.yaml", output_dir=str(two), per_device_train_batch_size=2, **common)
+    cfg = recipe_config(
+        tmp_path / "ddp.yaml",
+        tiny_tokenizer_dir,
+        output_dir=str(two),
+        per_device_train_batch_size=2,
+        **common,
+    )
     launch_env = env()
     launch_env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes, gloo backend
     # On a machine without GPUs, `--multi_gpu` makes accelerate start the processes with torchrun; the loop's

@@ -10,13 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 from minimind_hf.data import demo_corpus
 from minimind_hf.native.distill import DistillConfig, build_distill, distillation_loss
 from minimind_hf.native.loop import train
-from minimind_hf.tokenizer import train_tokenizer
-
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_loss_against_direct_computation():
@@ -53,17 +49,14 @@ def test_loss_against_direct_computation():
         distillation_loss(s, torch.randn(B, T, V + 1), labels)
 
 
-def test_distill_stage_through_the_loop(tmp_path):
-    tok = train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
-    torch.manual_seed(0)
-    teacher = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+def test_distill_stage_through_the_loop(tmp_path, tiny_tokenizer, make_tiny_model):
+    teacher = make_tiny_model(seed=0)
     with torch.no_grad():
         teacher.lm_head.weight.mul_(20)  # a confident teacher, far from the student
     teacher.save_pretrained(tmp_path / "teacher")
-    torch.manual_seed(1)
-    student = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+    student = make_tiny_model(seed=1)
     student.save_pretrained(tmp_path / "student")
-    tok.save_pretrained(tmp_path / "student")
+    tiny_tokenizer.save_pretrained(tmp_path / "student")
     data = tmp_path / "sft.jsonl"
     data.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_corpus.sft_conversations(16)),

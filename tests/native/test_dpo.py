@@ -10,29 +10,20 @@ import math
 import pytest
 import torch
 
-from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 from minimind_hf.data import demo_corpus, load_records
 from minimind_hf.data.augment import augment_records
 from minimind_hf.data.dpo_pipeline import PAIR_COLUMNS, tokenize_pairs
 from minimind_hf.data.rendering import render_pair
 from minimind_hf.native.dpo import DPO, DPOCollator, DPOConfig, dpo_loss, dpo_step, make_reference
 from minimind_hf.native.loop import train
-from minimind_hf.tokenizer import train_tokenizer
 
 BETA = 0.15
 
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
-
-
-def tiny_model(tok, seed=0):
-    torch.manual_seed(seed)
-    return MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+@pytest.fixture
+def tok(tiny_tokenizer):
+    """The session's tiny tokenizer (shared: read only)."""
+    return tiny_tokenizer
 
 
 def pair_records(n, seed=0):
@@ -76,7 +67,7 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_parity_with_trl_dpo_trainer(tok, tmp_path, fresh_accelerate_state):
+def test_parity_with_trl_dpo_trainer(tok, make_tiny_model, tmp_path, fresh_accelerate_state):
     """trl's DPOTrainer._compute_loss on its own collated batch vs our dpo_step on the same tensors.
 
     Tolerance: 1e-5 absolute on the loss and rewards, 1e-4 relative on gradients (fp32, same tokens; trl
@@ -89,7 +80,7 @@ def test_parity_with_trl_dpo_trainer(tok, tmp_path, fresh_accelerate_state):
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer
 
-    policy = tiny_model(tok)
+    policy = make_tiny_model()
     ref = copy.deepcopy(policy)
     with torch.no_grad():  # policy != reference, so the loss is not just ln 2
         for p in policy.parameters():
@@ -167,7 +158,7 @@ def test_collator_shares_the_prompt_and_ends_answers_at_eos(tok, tmp_path, open_
     assert "答案是" in tok.decode(ids[0][cm[0].bool()]) or "answer" in tok.decode(ids[0][cm[0].bool()])
 
 
-def test_dpo_through_the_loop_starts_at_ln2_and_falls(tok, tmp_path):
+def test_dpo_through_the_loop_starts_at_ln2_and_falls(tok, make_tiny_model, tmp_path):
     recs = _pairs(tok, tmp_path, pair_records(8, seed=1))
     cfg = DPOConfig(
         output_dir=str(tmp_path / "out"),
@@ -182,7 +173,7 @@ def test_dpo_through_the_loop_starts_at_ln2_and_falls(tok, tmp_path):
         warmup_steps=0,
         min_lr_ratio=1.0,
     )
-    model = tiny_model(tok, seed=3)
+    model = make_tiny_model(seed=3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     algo = DPO(cfg, model, tok, recs, eval_dataset=[recs[i] for i in range(3)])
     ref_before = {n: p.detach().clone() for n, p in algo.reference.named_parameters()}
@@ -199,8 +190,8 @@ def test_dpo_through_the_loop_starts_at_ln2_and_falls(tok, tmp_path):
     assert result.eval["eval/rewards/margins"] > 0 and 0 <= result.eval["eval/rewards/accuracies"] <= 1
 
 
-def test_reference_is_frozen_copy(tok):
-    model = tiny_model(tok)
+def test_reference_is_frozen_copy(make_tiny_model):
+    model = make_tiny_model()
     ref = make_reference(model)
     assert not any(p.requires_grad for p in ref.parameters()) and not ref.training
     assert all(
@@ -208,7 +199,7 @@ def test_reference_is_frozen_copy(tok):
     )
 
 
-def test_precomputed_reference_logps_give_the_same_training(tok, tmp_path):
+def test_precomputed_reference_logps_give_the_same_training(tok, make_tiny_model, tmp_path):
     """precompute_ref_logps scores every pair with the reference once and frees it: the losses and final
     weights equal those of the run that keeps the reference model and scores each batch (fp32, 1e-5)."""
     recs = _pairs(tok, tmp_path, pair_records(8, seed=1))
@@ -225,8 +216,9 @@ def test_precomputed_reference_logps_give_the_same_training(tok, tmp_path):
             progress=False,
             resume="never",
             precompute_ref_logps=pre,
+            mixed_precision="no",  # fp32, as the tolerances assume (auto is bf16 where the CPU has it)
         )
-        algo = DPO(cfg, tiny_model(tok, seed=3), tok, recs, eval_dataset=[recs[i] for i in range(3)])
+        algo = DPO(cfg, make_tiny_model(seed=3), tok, recs, eval_dataset=[recs[i] for i in range(3)])
         result = train(cfg, algo)
         assert (algo.reference is None) == pre
         runs[pre] = (result, algo.accelerator.unwrap_model(algo.model).state_dict())

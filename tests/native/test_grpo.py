@@ -16,19 +16,12 @@ from minimind_hf.native.grpo import GRPO, GRPOConfig, group_advantages, grpo_los
 from minimind_hf.native.loop import train
 from minimind_hf.native.rl_common import pad, per_token_logps
 from minimind_hf.native.rollout import sample_completions
-from minimind_hf.tokenizer import train_tokenizer
-
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
-
-
-def tiny_model(tok, seed=0):
-    torch.manual_seed(seed)
-    return MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+@pytest.fixture
+def tok(tiny_tokenizer):
+    """The session's tiny tokenizer (shared: read only)."""
+    return tiny_tokenizer
 
 
 def test_group_advantages_and_k3_by_hand():
@@ -105,7 +98,9 @@ def fresh_accelerate_state():
     "loss_type, kl_corr",
     [("grpo", False), ("grpo", True), ("bnpo", False), ("dr_grpo", False), ("dapo", True), ("cispo", False)],
 )
-def test_loss_parity_with_trl_grpo_trainer(tok, tmp_path, loss_type, kl_corr, fresh_accelerate_state):
+def test_loss_parity_with_trl_grpo_trainer(
+    tok, make_tiny_model, tmp_path, loss_type, kl_corr, fresh_accelerate_state
+):
     """trl's GRPOTrainer._compute_loss vs our per_token_logps + grpo_loss on the same prompts, completions,
     advantages, old and reference log-probs (ratios away from 1 so clipping is active, beta = 0.1).
 
@@ -118,7 +113,7 @@ def test_loss_parity_with_trl_grpo_trainer(tok, tmp_path, loss_type, kl_corr, fr
     from trl import GRPOTrainer
 
     B, P, K = 6, 7, 9
-    ours = tiny_model(tok)
+    ours = make_tiny_model()
     ours.save_pretrained(tmp_path / "model")  # trl builds its reference model from the model's path
     tok.save_pretrained(tmp_path / "model")
     model = MiniMindForCausalLM.from_pretrained(tmp_path / "model")
@@ -194,8 +189,8 @@ def test_loss_parity_with_trl_grpo_trainer(tok, tmp_path, loss_type, kl_corr, fr
         assert metrics["clip_ratio"] > 0  # the clip is exercised
 
 
-def test_logps_ignore_left_padding_and_sampling_masks_after_eos(tok):
-    model = tiny_model(tok).eval()
+def test_logps_ignore_left_padding_and_sampling_masks_after_eos(tok, make_tiny_model):
+    model = make_tiny_model().eval()
     a = tok("<|im_start|>user\n3+4=?<|im_end|>\n", add_special_tokens=False)["input_ids"]
     b = tok("<|im_start|>user\nWhat is 10 minus 2? Think.<|im_end|>\n", add_special_tokens=False)["input_ids"]
     comp = [50, 60, 70, 2]
@@ -233,7 +228,7 @@ def _count_reward(completions, **kwargs):
     return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
 
 
-def test_grpo_through_the_loop_raises_the_reward(tok, tmp_path):
+def test_grpo_through_the_loop_raises_the_reward(tok, make_tiny_model, tmp_path):
     rows = demo_corpus.rl_prompts(8)
     path = tmp_path / "rl.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -254,7 +249,7 @@ def test_grpo_through_the_loop_raises_the_reward(tok, tmp_path):
         num_iterations=2,
         loss_type="dapo",
     )
-    model = tiny_model(tok, seed=5)
+    model = make_tiny_model(seed=5)
     algo = GRPO(cfg, model, tok, recs, reward_funcs=[_count_reward])
     probe = [recs[i] for i in range(8)]
     torch.manual_seed(0)
@@ -270,7 +265,7 @@ def test_grpo_through_the_loop_raises_the_reward(tok, tmp_path):
     assert len(result.losses) == 14
 
 
-def test_rollout_with_registered_rewards_and_open_thinking(tok, tmp_path):
+def test_rollout_with_registered_rewards_and_open_thinking(tok, make_tiny_model, tmp_path):
     """The default rewards (accuracy + think_format) get ground_truth from the rl records; prompts render
     with open_thinking as configured; sampling and the reference run without gradients."""
     rows = demo_corpus.rl_prompts(2)
@@ -281,7 +276,7 @@ def test_rollout_with_registered_rewards_and_open_thinking(tok, tmp_path):
     from minimind_hf.rewards import get_rewards
 
     cfg = GRPOConfig(num_generations=3, max_new_tokens=4, open_thinking=True, beta=0.1, num_iterations=2)
-    model = tiny_model(tok)
+    model = make_tiny_model()
     batch = grpo_rollout(model, copy.deepcopy(model), tok, recs, get_rewards(cfg.rewards), cfg)
     assert batch["input_ids"].shape[0] == 6 and batch["advantages"].shape == (6,)
     assert "rewards/accuracy_reward" in batch and "rewards/think_format_reward" in batch

@@ -22,12 +22,8 @@ from minimind_hf.native.lora import (
     merge_lora,
     save_lora,
 )
-from minimind_hf.tokenizer import train_tokenizer
 
 TARGETS = ["q_proj", "o_proj", "down_proj"]
-
-
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def tiny(seed=0, vocab=300):
@@ -127,11 +123,9 @@ def test_only_adapters_train_and_start_equal_to_base():
         apply_lora(model)
 
 
-def test_lora_stage_through_the_loop(tmp_path):
-    tok = train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
-    start = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
-    start.save_pretrained(tmp_path / "base")
-    tok.save_pretrained(tmp_path / "base")
+def test_lora_stage_through_the_loop(tmp_path, tiny_tokenizer, make_tiny_model):
+    make_tiny_model().save_pretrained(tmp_path / "base")
+    tiny_tokenizer.save_pretrained(tmp_path / "base")
     data = tmp_path / "sft.jsonl"
     data.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_corpus.sft_conversations(16)),
@@ -160,7 +154,7 @@ def test_lora_stage_through_the_loop(tmp_path):
     out = tmp_path / "out"
     merged = MiniMindForCausalLM.from_pretrained(out)  # a plain model folder: the merge
     adapted = algo.accelerator.unwrap_model(algo.model).eval()
-    ids = torch.randint(0, len(tok), (2, 12))
+    ids = torch.randint(0, len(tiny_tokenizer), (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-5, rtol=0)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()

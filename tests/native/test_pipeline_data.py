@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from _native_helpers import corpus, tokenizer
 
 from minimind_hf.configuration_minimind import MiniMindConfig
 from minimind_hf.data import load_records
@@ -36,9 +35,9 @@ def test_vectorised_packing_equals_reference_packer():
                 assert got[i][key].tolist() == row[key], (key, docs, seq_len)
 
 
-def test_pretrain_packing_keeps_every_token_and_splits_long_documents():
-    tok = tokenizer()
-    ds = load_records("pretrain", corpus()["pretrain"]).select(range(50))
+def test_pretrain_packing_keeps_every_token_and_splits_long_documents(demo_files, tiny_tokenizer):
+    tok = tiny_tokenizer
+    ds = load_records("pretrain", demo_files["pretrain"]).select(range(50))
     ids = tokenize_texts(ds, tok)
     docs = ids["ids"]
     packed = pack_token_ids(docs, 64, tok.eos_token_id)
@@ -51,8 +50,8 @@ def test_pretrain_packing_keeps_every_token_and_splits_long_documents():
     assert (packed.position_ids[:, 0] == 0).all()  # every row starts a (piece of a) document
 
 
-def test_sft_labels_cover_exactly_the_generated_assistant_tokens():
-    tok = tokenizer()
+def test_sft_labels_cover_exactly_the_generated_assistant_tokens(tiny_tokenizer):
+    tok = tiny_tokenizer
     messages = [
         {"role": "system", "content": "SYSTEMTEXT"},
         {"role": "user", "content": "USERTEXT weather?"},
@@ -82,9 +81,11 @@ def test_sft_labels_cover_exactly_the_generated_assistant_tokens():
     assert render_prompt(tok, messages[:2], open_thinking=False).endswith("<think>\n\n</think>\n\n")
 
 
-def test_sft_truncation_drops_rows_without_labels_and_packing_keeps_conversations_whole():
-    tok = tokenizer()
-    ds = load_records("sft", corpus()["sft"]).select(range(60))
+def test_sft_truncation_drops_rows_without_labels_and_packing_keeps_conversations_whole(
+    demo_files, tiny_tokenizer
+):
+    tok = tiny_tokenizer
+    ds = load_records("sft", demo_files["sft"]).select(range(60))
     full = tokenize_conversations(ds, tok, max_length=10_000)
     assert len(full) == 60
     # cut at the median position of the first assistant label: about half the rows keep no label

@@ -9,14 +9,11 @@ import math
 import pytest
 import torch
 
-from minimind_hf import MiniMindConfig, MiniMindForCausalLM
+from minimind_hf import MiniMindForCausalLM
 from minimind_hf.data import demo_corpus, load_records
 from minimind_hf.native.grpo import k3_kl
 from minimind_hf.native.loop import train
 from minimind_hf.native.ppo import PPO, PPOConfig, compute_gae, masked_whiten, ppo_losses, token_rewards
-from minimind_hf.tokenizer import train_tokenizer
-
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_token_rewards_put_the_score_on_the_last_token_and_kl_everywhere():
@@ -80,14 +77,12 @@ def test_masked_whiten():
     assert w[0, :3].tolist() == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-4) and w[0, 3] == 0
 
 
-def test_ppo_through_the_loop_trains_policy_and_critic(tmp_path):
-    tok = train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
+def test_ppo_through_the_loop_trains_policy_and_critic(tmp_path, tiny_tokenizer, make_tiny_model):
     rows = demo_corpus.rl_prompts(4)
     path = tmp_path / "rl.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     recs = load_records("rl", str(path))
-    torch.manual_seed(0)
-    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
+    model = make_tiny_model(seed=0)
 
     def digits(completions, **kw):
         return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
@@ -105,7 +100,7 @@ def test_ppo_through_the_loop_trains_policy_and_critic(tmp_path):
         progress=False,
         resume="never",
     )
-    algo = PPO(cfg, model, tok, recs, reward_funcs=[digits])
+    algo = PPO(cfg, model, tiny_tokenizer, recs, reward_funcs=[digits])
     policy_before = {n: p.detach().clone() for n, p in algo.model.policy.named_parameters()}
     head_before = algo.model.critic.value_head.weight.detach().clone()
     result = train(cfg, algo)
@@ -123,25 +118,28 @@ def test_ppo_through_the_loop_trains_policy_and_critic(tmp_path):
     torch.testing.assert_close(reloaded.lm_head.weight, ac.policy.lm_head.weight)
 
 
-def _ppo_setup(tmp_path, out: str, **overrides):
-    tok = train_tokenizer(demo_corpus.pretrain_texts(200), vocab_size=400, show_progress=False)
+@pytest.fixture
+def ppo_setup(tmp_path, tiny_tokenizer, make_tiny_model):
+    """`ppo_setup(out, **settings)` -> (config, PPO on a new seed-0 tiny model) on 8 rl prompts."""
     path = tmp_path / "rl.jsonl"
     rows = demo_corpus.rl_prompts(8)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    recs = load_records("rl", str(path))
-    torch.manual_seed(0)
-    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tok)))
-    settings = dict(
-        output_dir=str(tmp_path / out), data=[], batch_size=4, max_new_tokens=5, learning_rate=1e-3,
-        critic_learning_rate=1e-2, ppo_epochs=2, mini_batch_size=2, report_to=["none"], progress=False,
-        resume="never", seed=3, min_lr_ratio=1.0,  # a constant rate: runs of other lengths share steps
-    )  # fmt: skip
-    cfg = PPOConfig(**{**settings, **overrides})
 
     def digits(completions, **kw):
         return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
 
-    return cfg, PPO(cfg, model, tok, recs, reward_funcs=[digits])
+    def make(out: str, **overrides):
+        recs = load_records("rl", str(path))
+        model = make_tiny_model(seed=0)
+        settings = dict(
+            output_dir=str(tmp_path / out), data=[], batch_size=4, max_new_tokens=5, learning_rate=1e-3,
+            critic_learning_rate=1e-2, ppo_epochs=2, mini_batch_size=2, report_to=["none"], progress=False,
+            resume="never", seed=3, min_lr_ratio=1.0,  # a constant rate: runs of other lengths share steps
+        )  # fmt: skip
+        cfg = PPOConfig(**{**settings, **overrides})
+        return cfg, PPO(cfg, model, tiny_tokenizer, recs, reward_funcs=[digits])
+
+    return make
 
 
 def test_minibatch_plan_shuffles_each_pass_and_covers_every_row():
@@ -160,12 +158,12 @@ def test_minibatch_plan_shuffles_each_pass_and_covers_every_row():
     assert any("early_stop_kl must be >= 0" in p for p in problems)
 
 
-def test_ppo_minibatches_use_each_rollout_for_passes_times_pieces_steps(tmp_path, monkeypatch):
+def test_ppo_minibatches_use_each_rollout_for_passes_times_pieces_steps(ppo_setup, tmp_path, monkeypatch):
     """batch 4, mini-batch 2, 2 passes: one rollout per 4 optimiser steps, each step on 2 of its rows, and the
     next rollout samples new prompts (no drawn row is thrown away)."""
     import minimind_hf.native.ppo as ppo_mod
 
-    cfg, algo = _ppo_setup(tmp_path, "mb", max_steps=8)
+    cfg, algo = ppo_setup("mb", max_steps=8)
     prompts, rows_per_step = [], []
     real_rollout, real_step = ppo_mod.ppo_rollout, ppo_mod.ppo_step
 
@@ -187,10 +185,10 @@ def test_ppo_minibatches_use_each_rollout_for_passes_times_pieces_steps(tmp_path
     )
 
 
-def test_ppo_early_stop_on_kl_ends_the_rollout_and_samples_anew(tmp_path):
+def test_ppo_early_stop_on_kl_ends_the_rollout_and_samples_anew(ppo_setup, tmp_path):
     """A tiny early_stop_kl stops every rollout at its first update after the first (the first mini-batch
     is at pi_old: KL 0), so each rollout trains 2 steps (the second with zero loss) instead of 4."""
-    cfg, algo = _ppo_setup(tmp_path, "stop", max_steps=6, early_stop_kl=1e-12, learning_rate=1e-2)
+    cfg, algo = ppo_setup("stop", max_steps=6, early_stop_kl=1e-12, learning_rate=1e-2)
     made = []
     real = algo.prepare_batch
     algo.prepare_batch = lambda model, batch: made.append(1) or real(model, batch)
@@ -200,14 +198,14 @@ def test_ppo_early_stop_on_kl_ends_the_rollout_and_samples_anew(tmp_path):
     assert len(made) == 3
 
 
-def test_ppo_resumes_exactly_in_the_middle_of_a_rollout(tmp_path):
+def test_ppo_resumes_exactly_in_the_middle_of_a_rollout(ppo_setup, tmp_path):
     """A checkpoint at step 3 of a 4-step rollout window holds that rollout (batches_rank0.pt); resuming
     gives the uninterrupted run's losses, step for step."""
-    cfg, algo = _ppo_setup(tmp_path, "full", max_steps=6, save_every=3)
+    cfg, algo = ppo_setup("full", max_steps=6, save_every=3)
     full = train(cfg, algo).losses
     assert (tmp_path / "full" / "checkpoints" / "step_000003" / "batches_rank0.pt").is_file()
-    cfg, algo = _ppo_setup(tmp_path, "part", max_steps=3, save_every=3)
+    cfg, algo = ppo_setup("part", max_steps=3, save_every=3)
     first = train(cfg, algo).losses
-    cfg, algo = _ppo_setup(tmp_path, "part", max_steps=6, save_every=3, resume="auto")
+    cfg, algo = ppo_setup("part", max_steps=6, save_every=3, resume="auto")
     rest = train(cfg, algo).losses
     assert first + rest == pytest.approx(full, rel=1e-5, abs=1e-7)

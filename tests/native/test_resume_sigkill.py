@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import torch
-from _native_helpers import corpus, popen_cli, read_log, recipe_config
+from _native_helpers import popen_cli, read_log, recipe_config
 from minimind_hf.recipes import pretrain
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # subprocess runs of the CLI
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, demo_files, tiny_tokenizer_dir):
     """Through `minimind-hf train pretrain` with a recipe YAML; the reference runs the same YAML in-process."""
     common = dict(
-        data=[str(corpus()["pretrain"])],
+        data=[str(demo_files["pretrain"])],
         max_records=60,
         packing=True,
         max_length=32,
@@ -32,11 +35,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     )
     # the reference: one uninterrupted run (in-process)
     ref_dir = tmp_path / "ref"
-    ref_cfg = recipe_config(tmp_path / "ref.yaml", output_dir=str(ref_dir), **common)
+    ref_cfg = recipe_config(tmp_path / "ref.yaml", tiny_tokenizer_dir, output_dir=str(ref_dir), **common)
     pretrain.main(*pretrain.parse_args(["--config", str(ref_cfg), "--backend", "native"]))
 
     out = tmp_path / "killed"
-    cfg = recipe_config(tmp_path / "c.yaml", output_dir=str(out), **common)
+    cfg = recipe_config(tmp_path / "c.yaml", tiny_tokenizer_dir, output_dir=str(out), **common)
     proc = popen_cli("train", "pretrain", "--config", str(cfg))
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + 150

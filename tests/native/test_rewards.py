@@ -115,13 +115,11 @@ def test_registry_names_options_and_errors():
         R.get_rewards(["accuracy"], {"length": {"max_length": 3}})
 
 
-def test_reward_model_reward_scores_with_any_sequence_classifier(tmp_path):
+def test_reward_model_reward_scores_with_any_sequence_classifier(tmp_path, tiny_tokenizer):
     import torch
     from transformers import Qwen3Config, Qwen3ForSequenceClassification
 
-    from minimind_hf.tokenizer import train_tokenizer
-
-    tok = train_tokenizer(demo_corpus.pretrain_texts(100), vocab_size=300, show_progress=False)
+    tok = tiny_tokenizer
     torch.manual_seed(0)
     cfg = Qwen3Config(
         vocab_size=len(tok),

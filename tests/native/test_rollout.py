@@ -7,18 +7,16 @@ from __future__ import annotations
 import torch
 from _native_helpers import TOOL_CONVERSATION as CONVERSATION
 from _native_helpers import TOOL_PROMPT as PROMPT
-from _native_helpers import memorise as _memorise
-from _native_helpers import rl_inputs, tokenizer
-from _native_helpers import tiny_lm as _model
+from _native_helpers import rl_inputs, tiny_lm
+from _tool_models import memorise
 
 from minimind_hf import MiniMindForCausalLM
 from minimind_hf.native.rollout import rollout, score
 from minimind_hf.tools import get_tools, tool_schemas
 
 
-def test_one_turn_equals_transformers_greedy_generate():
-    torch.set_num_threads(1)
-    tok, model = tokenizer(), _model(1).eval()
+def test_one_turn_equals_transformers_greedy_generate(tiny_tokenizer):
+    tok, model = tiny_tokenizer, tiny_lm(tiny_tokenizer, 1).eval()
     records = [
         {"prompt": [{"role": "user", "content": q}], "ground_truth": "2"} for q in ("1 + 1 = ?", "hello")
     ]
@@ -43,11 +41,10 @@ def test_one_turn_equals_transformers_greedy_generate():
     assert r.columns["ground_truth"] == ["2", "2", "2", "2"]
 
 
-def test_tool_call_rollout_is_the_template_rendering_with_its_assistant_mask():
-    torch.set_num_threads(1)
-    tok, model = tokenizer(), _model()
+def test_tool_call_rollout_is_the_template_rendering_with_its_assistant_mask(tiny_tokenizer):
+    tok, model = tiny_tokenizer, tiny_lm(tiny_tokenizer)
     tools = get_tools(["calculator"])
-    _memorise(model, CONVERSATION, tool_schemas(tools))
+    memorise(model, tok, CONVERSATION, tool_schemas(tools))
     r = rollout(
         model, tok, [{"prompt": PROMPT}], max_new_tokens=120, temperature=0.0, tools=tools, max_turns=3
     )
@@ -77,15 +74,14 @@ def test_tool_call_rollout_is_the_template_rendering_with_its_assistant_mask():
     assert total.tolist() == [1.0] and set(per) == {"used_the_tool"}
 
 
-def test_without_tools_a_tool_call_ends_the_rollout():
-    torch.set_num_threads(1)
-    tok, model = tokenizer(), _model()
-    _memorise(model, CONVERSATION, None)
+def test_without_tools_a_tool_call_ends_the_rollout(tiny_tokenizer):
+    tok, model = tiny_tokenizer, tiny_lm(tiny_tokenizer)
+    memorise(model, tok, CONVERSATION, None)
     r = rollout(model, tok, [{"prompt": PROMPT}], max_new_tokens=80, temperature=0.0)
     assert r.turns == [1] and r.tool_calls == [[]] and "<tool_call>" in r.texts[0]
 
 
-def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path):
+def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path, tiny_tokenizer):
     """`agent` (GRPO/CISPO + tools): every step's rollouts run the calculator, the agent rewards score them,
     and the weights change; nothing is trained on tool tokens (the rollout test above checks the mask)."""
     import json
@@ -95,17 +91,16 @@ def test_agent_stage_trains_on_multi_turn_rollouts(tmp_path):
     from minimind_hf.native.agent import AgentConfig, run_agent
     from minimind_hf.native.config import load_config
 
-    torch.set_num_threads(1)
-    model = _model()
-    _memorise(model, CONVERSATION, tool_schemas(get_tools(["calculator"])))
+    model = tiny_lm(tiny_tokenizer)
+    memorise(model, tiny_tokenizer, CONVERSATION, tool_schemas(get_tools(["calculator"])))
     rows = [{"conversations": PROMPT + [{"role": "assistant", "content": ""}], "gt": ["42"]}] * 4
-    base, data = rl_inputs(tmp_path, model, rows)
+    base, data = rl_inputs(tmp_path, model, tiny_tokenizer, rows)
     cfg = load_config(
         AgentConfig,
         None,
         base_config(
+            base,
             model=str(base),
-            tokenizer=str(base),
             output_dir=str(tmp_path / "out"),
             data=[str(data)],
             batch_size=1,
@@ -137,14 +132,13 @@ def _prompt_texts(tok, r) -> list[str]:
     return [tok.decode(ids[mask.bool()]) for ids, mask in zip(r.prompt_ids, r.prompt_mask, strict=True)]
 
 
-def test_thinking_ratio_opens_the_think_block_for_that_share_of_prompts():
+def test_thinking_ratio_opens_the_think_block_for_that_share_of_prompts(tiny_tokenizer):
     """The original's thinking_ratio: each prompt drawn open (ends '<think>\\n', its samples alike) or closed
     (the empty block), rendered by the chat template exactly as open_thinking true / false render it."""
     from minimind_hf.native.grpo import GRPOConfig
     from minimind_hf.native.rollout import rollout_for, thinking_modes
 
-    torch.set_num_threads(1)
-    tok, model = tokenizer(), _model(1).eval()
+    tok, model = tiny_tokenizer, tiny_lm(tiny_tokenizer, 1).eval()
     records = [{"prompt": [{"role": "user", "content": f"question {i}"}]} for i in range(40)]
     cfg = GRPOConfig(thinking_ratio=0.5, max_new_tokens=1, num_generations=2, seed=7)
     torch.manual_seed(0)

@@ -6,37 +6,24 @@ import json
 
 import pytest
 import torch
-from _native_helpers import base_config, corpus, tokenizer
+from _native_helpers import base_config
 from safetensors.torch import load_file
 
-from minimind_hf.configuration_minimind import MiniMindConfig
 from minimind_hf.data import RecordError
-from minimind_hf.modeling_minimind import MiniMindForCausalLM
 from minimind_hf.native.config import load_config
 from minimind_hf.native.sft import SFTConfig, build_sft, run_sft
 
 
-@pytest.fixture(scope="module")
-def start_model(tmp_path_factory):
-    """A 'pretrained' starting folder (random tiny weights + the test tokenizer)."""
-    path = tmp_path_factory.mktemp("sft_start")
-    torch.manual_seed(0)
-    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=len(tokenizer())))
-    model.save_pretrained(path)
-    tokenizer().save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("packing", [True, False])
-def test_sft_trains_every_parameter_and_writes_a_chat_model(tmp_path, start_model, packing):
+def test_sft_trains_every_parameter_and_writes_a_chat_model(tmp_path, tiny_model_dir, demo_files, packing):
     out = tmp_path / "sft"
     cfg = load_config(
         SFTConfig,
         None,
         base_config(
-            model=str(start_model),
-            tokenizer=None,
-            data=[str(corpus()["sft"])],
+            None,  # the tokenizer of the model folder
+            model=str(tiny_model_dir),
+            data=[str(demo_files["sft"])],
             output_dir=str(out),
             max_length=256,
             packing=packing,
@@ -50,7 +37,7 @@ def test_sft_trains_every_parameter_and_writes_a_chat_model(tmp_path, start_mode
     result = run_sft(cfg)
     assert result.steps == 4 and all(map(lambda x: x == x, result.losses))
     assert "eval/loss" in result.eval and result.eval["eval/loss"] > 0
-    before, after = load_file(start_model / "model.safetensors"), load_file(out / "model.safetensors")
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
     unchanged = [k for k in before if torch.equal(before[k], after[k])]
     assert not unchanged, unchanged
     assert (out / "chat_template.jinja").is_file() and (out / "modeling_minimind.py").is_file()
@@ -58,14 +45,14 @@ def test_sft_trains_every_parameter_and_writes_a_chat_model(tmp_path, start_mode
     assert any("eval/loss" in r for r in log)
 
 
-def test_sft_loss_counts_only_assistant_tokens(tmp_path, start_model):
+def test_sft_loss_counts_only_assistant_tokens(tmp_path, tiny_model_dir, demo_files):
     cfg = load_config(
         SFTConfig,
         None,
         base_config(
-            model=str(start_model),
-            tokenizer=None,
-            data=[str(corpus()["sft"])],
+            None,  # the tokenizer of the model folder
+            model=str(tiny_model_dir),
+            data=[str(demo_files["sft"])],
             output_dir=str(tmp_path / "o"),
             max_length=256,
             packing=True,
@@ -84,7 +71,7 @@ def test_sft_loss_counts_only_assistant_tokens(tmp_path, start_model):
     assert starts.max() >= 2 and starts.sum() == 40  # conversations share rows, each with its own positions
 
 
-def test_sft_malformed_record_is_a_clear_error(tmp_path, start_model):
+def test_sft_malformed_record_is_a_clear_error(tmp_path, tiny_model_dir):
     bad = tmp_path / "bad.jsonl"
     good = {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     broken = {"conversations": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}
@@ -92,7 +79,7 @@ def test_sft_malformed_record_is_a_clear_error(tmp_path, start_model):
     cfg = load_config(
         SFTConfig,
         None,
-        base_config(model=str(start_model), tokenizer=None, data=[str(bad)], output_dir=str(tmp_path / "o")),
+        base_config(None, model=str(tiny_model_dir), data=[str(bad)], output_dir=str(tmp_path / "o")),
     )
     with pytest.raises(RecordError, match=r"bad.jsonl:2.*conversations\[1\]\.role"):
         run_sft(cfg)

@@ -5,23 +5,23 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from _native_helpers import tokenizer
+from _native_helpers import TOOL_CONVERSATION as CONVERSATION
+from _native_helpers import TOOL_PROMPT as PROMPT
+from _native_helpers import tiny_lm
+from _tool_models import memorise
 from minimind_hf.eval.tool_calls import builtin_tool_eval_set, evaluate_tool_calls, wilson_interval
-from test_rollout import CONVERSATION, PROMPT, _memorise, _model
 
 from minimind_hf.tools import get_tools, tool_schemas
 
 
 @pytest.fixture(scope="module")
-def tool_model():
-    torch.set_num_threads(1)
-    model = _model()
-    _memorise(model, CONVERSATION, tool_schemas(get_tools(["calculator"])))
+def tool_model(tiny_tokenizer):
+    model = tiny_lm(tiny_tokenizer)
+    memorise(model, tiny_tokenizer, CONVERSATION, tool_schemas(get_tools(["calculator"])))
     return model
 
 
-def test_metrics_count_calls_arguments_by_value_and_answers(tool_model):
+def test_metrics_count_calls_arguments_by_value_and_answers(tool_model, tiny_tokenizer):
     calc = {"name": "calculator"}
     records = [  # the model answers both the same way: calculator("6*7") -> "The answer is 42."
         {
@@ -36,7 +36,7 @@ def test_metrics_count_calls_arguments_by_value_and_answers(tool_model):
         },
     ]
     result = evaluate_tool_calls(
-        tool_model, tokenizer(), records, get_tools(["calculator"]), max_new_tokens=120
+        tool_model, tiny_tokenizer, records, get_tools(["calculator"]), max_new_tokens=120
     )
     assert result.n == 2 and result.tool_call_rate == 1.0 and result.well_formed == 1.0
     assert result.right_tool == 1.0
@@ -62,11 +62,11 @@ def test_builtin_set_is_held_out_arithmetic_with_the_expected_call():
         assert run_tool_call(TOOLS, call["name"], call["arguments"]) == row["ground_truth"]
 
 
-def test_cli_prints_the_table_and_writes_rows(tool_model, tmp_path, capsys):
+def test_cli_prints_the_table_and_writes_rows(tool_model, tiny_tokenizer, tmp_path, capsys):
     from minimind_hf.cli import main
 
     tool_model.save_pretrained(tmp_path / "m")
-    tokenizer().save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
     out = tmp_path / "tools.json"
     argv = ["eval", "tools", str(tmp_path / "m"), "--limit", "4", "--max-new-tokens", "24", "--out", str(out)]
     assert main(argv) == 0

@@ -54,7 +54,7 @@ def test_yaml_parses_and_starts_with_its_command(path):
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_native_translation_validates(path, tiny_base, recipe_env, monkeypatch, capsys):
+def test_native_translation_validates(path, tiny_model_dir, recipe_env, monkeypatch, capsys):
     """The YAML through ``--backend native --dry_run`` (data and model swapped for local stand-ins) yields a
     valid native stage config whose shared keys carry the YAML's values."""
     stage = path.stem
@@ -74,19 +74,19 @@ def test_native_translation_validates(path, tiny_base, recipe_env, monkeypatch, 
         "--data",
         STAGE_DATA[stage],
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
     ]
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key in ("teacher_model_name_or_path", "teacher", "ref_model", "reward_model"):
         if raw.get(key):
-            args += [f"--{key}", str(tiny_base)]
+            args += [f"--{key}", str(tiny_model_dir)]
     module.main(*module.parse_args(args))
     shown = json.loads(capsys.readouterr().out)
     assert shown["backend"] == "native" and shown["stage"] == stage
     cfg = shown["config"]
     assert cfg["learning_rate"] == pytest.approx(float(raw["learning_rate"]))
     assert cfg["output_dir"] == raw["output_dir"]
-    assert cfg["batch_size"] >= 1 and cfg["model"] == str(tiny_base)
+    assert cfg["batch_size"] >= 1 and cfg["model"] == str(tiny_model_dir)
     # the original's RL settings reach the native config under their own names
     for key in (
         "thinking_ratio",

@@ -1,6 +1,6 @@
 """SFT parity: our native SFT (``minimind_hf.native.sft``) and trl's ``SFTTrainer`` train the same thing.
 
-Same tiny model (`tiny_base`), same conversations, same hyper-parameters, fp32 on the CPU:
+Same tiny model (`tiny_model_dir`), same conversations, same hyper-parameters, fp32 on the CPU:
 
 (a) labels: trl's tokenised dataset (chat template + ``assistant_masks`` -> ``labels``) equals our
     `encode_conversation` / `tokenize_conversations` output token for token, unpacked and packed, with and
@@ -49,8 +49,6 @@ from minimind_hf.data.rendering import encode_conversation
 from minimind_hf.data.sft_pipeline import tokenize_conversations
 from minimind_hf.native.loop import default_param_groups, train
 from minimind_hf.native.sft import SFT, SFTConfig
-
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 TOOLS = [
     {
@@ -130,10 +128,10 @@ def _reset_accelerate():
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_base):
+def tok(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_base)
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +144,12 @@ def records(tmp_path_factory):
     return load_records("sft", str(path))
 
 
-def base_model(tiny_base):
+def base_model(tiny_model_dir):
     from minimind_hf import MiniMindForCausalLM
 
-    return MiniMindForCausalLM.from_pretrained(tiny_base, attn_implementation="sdpa", dtype=torch.float32)
+    return MiniMindForCausalLM.from_pretrained(
+        tiny_model_dir, attn_implementation="sdpa", dtype=torch.float32
+    )
 
 
 def matched_trainer_class():
@@ -232,9 +232,11 @@ def has_label(seq) -> bool:
 # ------------------------------------------------------------------------------------------------ (a) labels
 @pytest.mark.parametrize("packing", [False, True], ids=["unpacked", "packed"])
 @pytest.mark.parametrize("max_length", [4096, 96], ids=["whole", "truncated"])
-def test_labels_match_trl(tiny_base, tok, records, tmp_path, packing, max_length, fresh_accelerate_state):
+def test_labels_match_trl(
+    tiny_model_dir, tok, records, tmp_path, packing, max_length, fresh_accelerate_state
+):
     trainer = trl_trainer(
-        base_model(tiny_base), tok, records, tmp_path / "trl", packing=packing, max_length=max_length
+        base_model(tiny_model_dir), tok, records, tmp_path / "trl", packing=packing, max_length=max_length
     )
     theirs = trl_sequences(trainer.train_dataset)
     ours = our_sequences(records, tok, max_length)
@@ -270,14 +272,14 @@ def test_labels_match_trl(tiny_base, tok, records, tmp_path, packing, max_length
         )
 
 
-def test_labels_match_trl_on_real_data(tiny_base, tok, shared_data, tmp_path, fresh_accelerate_state):
+def test_labels_match_trl_on_real_data(tiny_model_dir, tok, shared_data, tmp_path, fresh_accelerate_state):
     """The real SFT mix (64 conversations, many truncated at 256 tokens): identical rows, in order."""
     path = shared_data / "sft" / "sft_mix.jsonl"
     if not path.is_file():
         pytest.skip(f"{path} not found")
     records = load_records("sft", str(path)).select(range(64))
     trainer = trl_trainer(
-        base_model(tiny_base), tok, records, tmp_path / "trl", packing=False, max_length=256
+        base_model(tiny_model_dir), tok, records, tmp_path / "trl", packing=False, max_length=256
     )
     ours = our_sequences(records, tok, 256)
     assert trl_sequences(trainer.train_dataset) == ours
@@ -286,7 +288,9 @@ def test_labels_match_trl_on_real_data(tiny_base, tok, shared_data, tmp_path, fr
 
 # ------------------------------------------------------------------------------------ (b) loss and gradients
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed_padding_free"])
-def test_loss_and_gradients_match_trl(tiny_base, tok, records, tmp_path, packing, fresh_accelerate_state):
+def test_loss_and_gradients_match_trl(
+    tiny_model_dir, tok, records, tmp_path, packing, fresh_accelerate_state
+):
     """One batch holding every conversation, through trl's compute_loss and ours.
 
     Tolerances (fp32 CPU; observed while writing this: loss diff ~5e-7, gradient diffs <= 5e-7 of each
@@ -295,7 +299,7 @@ def test_loss_and_gradients_match_trl(tiny_base, tok, records, tmp_path, packing
     model's cross-entropy over all logits; trl attends with a padding mask (padded) or one flattened row
     with per-conversation positions (padding-free), we with positions only. Same maths, other float order."""
     max_length = 1024
-    model = base_model(tiny_base)
+    model = base_model(tiny_model_dir)
     ours_model = copy.deepcopy(model)  # before trl patches the forward with its fused LM head
     trainer = trl_trainer(model, tok, records, tmp_path / "trl", packing=packing, max_length=max_length)
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
@@ -387,7 +391,7 @@ def _trl_groups(trainer) -> list[set[str]]:
     ids=["packed-matched", "padded-matched", "packed-trl_default", "packed-muon"],
 )
 def test_optimizer_steps_match_trl(
-    tiny_base, tok, records, tmp_path, packing, matched, steps, optimizer, fresh_accelerate_state
+    tiny_model_dir, tok, records, tmp_path, packing, matched, steps, optimizer, fresh_accelerate_state
 ):
     """`steps` optimizer steps, each on one batch holding every conversation (so both loops see the same
     batch whatever their sampling), AdamW lr 1e-3, betas (0.9, 0.95), eps 1e-8, weight decay 0.1, clipping at
@@ -406,7 +410,7 @@ def test_optimizer_steps_match_trl(
     AdamW: the same optimizer split and settings, losses and grad norms within 1e-4, and weights within 5% of
     how far each moved (Muon's bf16 Newton-Schulz spreads the backends' float noise over whole updates)."""
     max_length = 512  # the tool conversation is truncated (still has labels): nothing dropped on either side
-    model = base_model(tiny_base)
+    model = base_model(tiny_model_dir)
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     ours_model = copy.deepcopy(model)
 

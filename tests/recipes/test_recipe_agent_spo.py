@@ -12,21 +12,21 @@ import pytest
 from _recipe_helpers import CONFIGS, REPO, run_recipe
 from _tool_models import CALC_CONVERSATION, CALC_PROMPT, memorise
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 CONFIG = CONFIGS / "tiny" / "agent.yaml"
 
 
 @pytest.fixture(scope="module")
-def caller(tiny_base, tmp_path_factory):
+def caller(tiny_model_dir, tmp_path_factory):
     """The tiny base overfit to answer CALC_PROMPT by calling the calculator, and 4 rl records of that prompt."""
-    import torch
     from transformers import AutoTokenizer
 
     from minimind_hf import MiniMindForCausalLM
     from minimind_hf.tools import get_tools, tool_schemas
 
-    torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    model = MiniMindForCausalLM.from_pretrained(tiny_base)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = MiniMindForCausalLM.from_pretrained(tiny_model_dir)
     memorise(model, tok, CALC_CONVERSATION, tool_schemas(get_tools(["calculator"])), steps=200)
     out = tmp_path_factory.mktemp("caller")
     model.save_pretrained(out)
@@ -77,9 +77,9 @@ def test_agent_recipe_runs_the_calculator_on_both_backends(caller, recipe_env, t
     assert "(training_curves.png)" in (out / "report.md").read_text(encoding="utf-8")
 
 
-def test_agent_recipe_checks_tools_and_the_turn_bound(tiny_base, recipe_env):
+def test_agent_recipe_checks_tools_and_the_turn_bound(tiny_model_dir, recipe_env):
     base = [sys.executable, str(REPO / "recipes" / "agent.py"), "--config", str(CONFIG), "--dry_run", "true"]
-    base += ["--model_name_or_path", str(tiny_base)]
+    base += ["--model_name_or_path", str(tiny_model_dir)]
     for backend in ("native", "trl"):
         proc = subprocess.run(
             [*base, "--backend", backend, "--tools", "calculater"],
@@ -112,7 +112,7 @@ def test_agent_recipe_checks_tools_and_the_turn_bound(tiny_base, recipe_env):
     assert cfg["tools"] == ["calculator"] and cfg["max_turns"] == 3 and cfg["loss_type"] == "cispo"
 
 
-def test_spo_recipe_runs_natively_and_refuses_trl(tiny_base, recipe_env, tmp_path):
+def test_spo_recipe_runs_natively_and_refuses_trl(tiny_model_dir, recipe_env, tmp_path):
     config = CONFIGS / "tiny" / "spo.yaml"
     out = tmp_path / "spo"
     run_recipe(
@@ -125,7 +125,7 @@ def test_spo_recipe_runs_natively_and_refuses_trl(tiny_base, recipe_env, tmp_pat
         "--max_completion_length",
         "8",
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         env=recipe_env,
@@ -133,6 +133,6 @@ def test_spo_recipe_runs_natively_and_refuses_trl(tiny_base, recipe_env, tmp_pat
     steps = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert {"baseline", "rho", "reward"} <= set(steps[-1]) and (out / "model.safetensors").is_file()
     cmd = [sys.executable, str(REPO / "recipes" / "spo.py"), "--config", str(config), "--backend", "trl"]
-    cmd += ["--model_name_or_path", str(tiny_base), "--dry_run", "true"]
+    cmd += ["--model_name_or_path", str(tiny_model_dir), "--dry_run", "true"]
     proc = subprocess.run(cmd, env=recipe_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "trl has no SPO trainer" in proc.stderr

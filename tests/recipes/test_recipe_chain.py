@@ -10,6 +10,8 @@ import pytest
 import torch
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 SHORT = {
     "pretrain": ["--data", "demo:pretrain:400", "--max_steps", "4"],
     "sft": ["--data", "demo:sft:200", "--max_steps", "3", "--eval_strategy", "no", "--save_strategy", "no"],
@@ -19,7 +21,6 @@ SHORT = {
 BACKENDS = {"pretrain": "native", "sft": "trl", "dpo": "native", "grpo": "trl"}
 
 
-@pytest.mark.slow
 def test_pretrain_sft_dpo_grpo_chain_from_the_tiny_configs(tmp_path, recipe_env):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 SMALL = [
     "--data",
     "demo:sft:200",
@@ -29,27 +31,27 @@ TRL_ONLY = ["--max_completion_length", "16"]  # trl's on-policy sampling length:
 
 
 @pytest.fixture(scope="module")
-def teacher(tiny_base, tmp_path_factory) -> Path:
+def teacher(tiny_model_dir, tmp_path_factory) -> Path:
     """Same tokenizer and shape as the student, other random weights: the KL is not zero."""
     import torch
 
     from minimind_hf import MiniMindForCausalLM
 
     out = tmp_path_factory.mktemp("teacher")
-    model = MiniMindForCausalLM.from_pretrained(tiny_base)
+    model = MiniMindForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     model.save_pretrained(out)
-    for f in tiny_base.iterdir():
+    for f in tiny_model_dir.iterdir():
         if f.name.startswith("tokenizer") or f.suffix == ".jinja":
             shutil.copy2(f, out / f.name)
     return out
 
 
 @pytest.mark.parametrize("backend", ["trl", "native"])
-def test_distill_recipe_with_teacher(backend, recipe_env, tiny_base, teacher, tmp_path):
+def test_distill_recipe_with_teacher(backend, recipe_env, tiny_model_dir, teacher, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -59,7 +61,7 @@ def test_distill_recipe_with_teacher(backend, recipe_env, tiny_base, teacher, tm
         CONFIGS / "tiny" / "distill.yaml",
         *SMALL,
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--teacher_model_name_or_path",
         str(teacher),
         "--output_dir",
@@ -81,14 +83,14 @@ def test_distill_recipe_with_teacher(backend, recipe_env, tiny_base, teacher, tm
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
-    student = AutoModelForCausalLM.from_pretrained(tiny_base, trust_remote_code=True)
+    student = AutoModelForCausalLM.from_pretrained(tiny_model_dir, trust_remote_code=True)
     assert not torch.equal(model.lm_head.weight, student.lm_head.weight)  # the student trained
     ids = tokenizer("hello", return_tensors="pt").input_ids
     with torch.no_grad():
         assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
 
 
-def test_distill_without_teacher_is_a_clear_error(tiny_base, tmp_path):
+def test_distill_without_teacher_is_a_clear_error(tiny_model_dir, tmp_path):
     """Checked before any work (in-process: parse + check only); the message names the key."""
     from minimind_hf.recipes import common, distill
     from trl import DistillationConfig
@@ -100,7 +102,7 @@ def test_distill_without_teacher_is_a_clear_error(tiny_base, tmp_path):
             "--config",
             str(CONFIGS / "tiny" / "distill.yaml"),
             "--model_name_or_path",
-            str(tiny_base),
+            str(tiny_model_dir),
             "--teacher_model_name_or_path",
             "",
             "--output_dir",

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 CONFIG = CONFIGS / "tiny" / "dpo.yaml"
 SMALL = [
     "--data",
@@ -57,14 +59,14 @@ def assert_loads(out: Path) -> None:
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
-def test_dpo_trl_two_processes(tiny_base, recipe_env, tmp_path):
+def test_dpo_trl_two_processes(tiny_model_dir, recipe_env, tmp_path):
     out = tmp_path / "dpo_trl"
     proc = run_recipe(
         "dpo",
         CONFIG,
         *SMALL,
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         env=recipe_env,
@@ -81,7 +83,7 @@ def test_dpo_trl_two_processes(tiny_base, recipe_env, tmp_path):
     assert len(list(out.glob("checkpoint-2/rng_state_*.pth"))) == 2, proc.stdout[-2000:]
 
 
-def test_dpo_native(tiny_base, recipe_env, tmp_path):
+def test_dpo_native(tiny_model_dir, recipe_env, tmp_path):
     out = tmp_path / "dpo_native"
     run_recipe(
         "dpo",
@@ -90,7 +92,7 @@ def test_dpo_native(tiny_base, recipe_env, tmp_path):
         "--backend",
         "native",
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         env=recipe_env,
@@ -103,7 +105,7 @@ def test_dpo_native(tiny_base, recipe_env, tmp_path):
     assert max(r["step"] for r in train) == 2
 
 
-def test_empty_think_ratio_reaches_trl_dpo_rows(tiny_base, tmp_path, monkeypatch):
+def test_empty_think_ratio_reaches_trl_dpo_rows(tiny_model_dir, tmp_path, monkeypatch):
     """``empty_think_ratio: 0``: trl's DPOTrainer tokenises every prompt without the empty think block (its
     per-example chat_template_kwargs), and the answers are unchanged."""
     from minimind_hf.recipes import common, dpo
@@ -112,7 +114,7 @@ def test_empty_think_ratio_reaches_trl_dpo_rows(tiny_base, tmp_path, monkeypatch
     monkeypatch.setattr(common, "train_and_save", lambda trainer, *a, **k: captured.setdefault("t", trainer))
     args = dpo.parse_args(
         ["--config", str(CONFIG), "--data", "demo:dpo:8", "--max_length", "128", "--empty_think_ratio", "0",
-         "--model_name_or_path", str(tiny_base), "--output_dir", str(tmp_path / "o"), "--report_to", "none"]
+         "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"), "--report_to", "none"]
     )  # fmt: skip
     dpo.main(*args)
     trainer = captured["t"]

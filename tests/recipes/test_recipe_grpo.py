@@ -42,7 +42,8 @@ def loads(out: Path) -> None:
     AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
 
 
-def test_grpo_trl(tiny_base, recipe_env, tmp_path):
+@pytest.mark.slow
+def test_grpo_trl(tiny_model_dir, recipe_env, tmp_path):
     out = tmp_path / "grpo_trl"
     run_recipe(
         "grpo",
@@ -53,7 +54,7 @@ def test_grpo_trl(tiny_base, recipe_env, tmp_path):
         "--save_steps",
         "2",
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         env=recipe_env,
@@ -66,7 +67,8 @@ def test_grpo_trl(tiny_base, recipe_env, tmp_path):
     assert all(r["completions/max_length"] <= 8 for r in train)
 
 
-def test_grpo_native(tiny_base, recipe_env, tmp_path):
+@pytest.mark.slow
+def test_grpo_native(tiny_model_dir, recipe_env, tmp_path):
     out = tmp_path / "grpo_native"
     run_recipe(
         "grpo",
@@ -75,7 +77,7 @@ def test_grpo_native(tiny_base, recipe_env, tmp_path):
         "--backend",
         "native",
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         env=recipe_env,
@@ -91,7 +93,7 @@ def test_grpo_native(tiny_base, recipe_env, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["trl", "native"])
-def test_unknown_reward_lists_the_valid_names(tiny_base, tmp_path, backend):
+def test_unknown_reward_lists_the_valid_names(tiny_model_dir, tmp_path, backend):
     from minimind_hf.recipes import common, grpo
 
     from minimind_hf.rewards import REWARDS
@@ -109,7 +111,7 @@ def test_unknown_reward_lists_the_valid_names(tiny_base, tmp_path, backend):
             "1",
             "1",
             "--model_name_or_path",
-            str(tiny_base),
+            str(tiny_model_dir),
             "--output_dir",
             str(tmp_path / "never"),
         ]
@@ -122,7 +124,7 @@ def test_unknown_reward_lists_the_valid_names(tiny_base, tmp_path, backend):
     assert not (tmp_path / "never").exists()
 
 
-def test_bad_reward_options_and_weights(tiny_base, tmp_path):
+def test_bad_reward_options_and_weights(tiny_model_dir, tmp_path):
     from minimind_hf.recipes import common, grpo
 
     args = grpo.parse_args(
@@ -134,7 +136,7 @@ def test_bad_reward_options_and_weights(tiny_base, tmp_path):
             "--reward_weights",
             "1",
             "--model_name_or_path",
-            str(tiny_base),
+            str(tiny_model_dir),
             "--output_dir",
             str(tmp_path / "never"),
         ]
@@ -145,7 +147,7 @@ def test_bad_reward_options_and_weights(tiny_base, tmp_path):
     assert "reward_weights has 1 values for 2 rewards" in str(e.value)
 
 
-def test_native_batch_semantics(tiny_base, recipe_env, tmp_path, monkeypatch, capsys):
+def test_native_batch_semantics(tiny_model_dir, recipe_env, tmp_path, monkeypatch, capsys):
     """trl counts completions per micro-step, native prompts per micro-batch: 8 completions / 4 samples = 2
     prompts; 6 x 2 accumulation steps / 4 samples = 3 prompts in one native micro-batch (same step)."""
     from minimind_hf.recipes import grpo
@@ -170,7 +172,7 @@ def test_native_batch_semantics(tiny_base, recipe_env, tmp_path, monkeypatch, ca
                 "--gradient_accumulation_steps",
                 str(accum),
                 "--model_name_or_path",
-                str(tiny_base),
+                str(tiny_model_dir),
                 "--output_dir",
                 str(tmp_path / "never"),
             ]
@@ -193,25 +195,25 @@ def test_native_batch_semantics(tiny_base, recipe_env, tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("backend", ["trl", "native"])
-def test_output_dir_equal_to_the_model_is_refused(tiny_base, backend):
+def test_output_dir_equal_to_the_model_is_refused(tiny_model_dir, backend):
     """Fine-tuning into the folder being fine-tuned would overwrite the input: refused before any work."""
     from minimind_hf.recipes import common, grpo
 
     args = grpo.parse_args(
-        ["--config", str(CONFIG), "--backend", backend, "--model_name_or_path", str(tiny_base), "--output_dir", str(tiny_base)]
+        ["--config", str(CONFIG), "--backend", backend, "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tiny_model_dir)]
     )  # fmt: skip
     with pytest.raises(common.RecipeError, match="would overwrite its input"):
         grpo.main(*args)
 
 
-def test_trl_prompts_with_thinking_ratio_are_rendered_per_record(tiny_base):
+def test_trl_prompts_with_thinking_ratio_are_rendered_per_record(tiny_model_dir):
     """Under trl (which renders every prompt with one chat_template_kwargs) thinking_ratio renders each prompt to
     text, drawn open or closed once per record from the seed, exactly as the chat template renders it."""
     from datasets import Dataset
     from minimind_hf.recipes.rl_shared import trl_prompts
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_base)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     records = Dataset.from_list(
         [{"prompt": [{"role": "user", "content": f"q{i}"}], "gt": str(i)} for i in range(40)]
     )
@@ -228,11 +230,11 @@ def test_trl_prompts_with_thinking_ratio_are_rendered_per_record(tiny_base):
     assert trl_prompts(records, tok, False)[0]["prompt"] == records[0]["prompt"]  # unset: conversational
 
 
-def test_thinking_ratio_problems_are_refused_before_work(tiny_base, tmp_path):
+def test_thinking_ratio_problems_are_refused_before_work(tiny_model_dir, tmp_path):
     from minimind_hf.recipes import agent, common, grpo
 
     def refused(module, config, *flags) -> str:
-        args = ["--config", str(config), *flags, "--model_name_or_path", str(tiny_base)]
+        args = ["--config", str(config), *flags, "--model_name_or_path", str(tiny_model_dir)]
         with pytest.raises(common.RecipeError) as e:
             module.main(*module.parse_args([*args, "--output_dir", str(tmp_path / "never")]))
         return str(e.value)

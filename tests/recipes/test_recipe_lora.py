@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 SMALL = [
     "--data",
     "demo:sft:200",
@@ -47,7 +49,7 @@ def adapter_deltas(out: Path) -> dict:
 
 
 @pytest.mark.parametrize("backend", ["trl", "native"])
-def test_lora_recipe_adapter_and_merged_model(backend, recipe_env, tiny_base, tmp_path):
+def test_lora_recipe_adapter_and_merged_model(backend, recipe_env, tiny_model_dir, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -58,7 +60,7 @@ def test_lora_recipe_adapter_and_merged_model(backend, recipe_env, tiny_base, tm
         CONFIGS / "tiny" / "lora.yaml",
         *SMALL,
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         "--backend",
@@ -77,7 +79,7 @@ def test_lora_recipe_adapter_and_merged_model(backend, recipe_env, tiny_base, tm
     assert (out / "tokenizer.json").is_file() and not (out / "model.safetensors").exists()
     merged_dir = out / "merged"
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, trust_remote_code=True).eval()
-    base = AutoModelForCausalLM.from_pretrained(tiny_base, trust_remote_code=True).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, trust_remote_code=True).eval()
 
     # only the adapters changed: merged = base + scaling * B @ A on the targets, base everywhere else
     deltas = adapter_deltas(out)
@@ -94,14 +96,14 @@ def test_lora_recipe_adapter_and_merged_model(backend, recipe_env, tiny_base, tm
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     ids = tokenizer("Hello, how are you today?", return_tensors="pt").input_ids
     adapted = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_base, trust_remote_code=True), str(out)
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, trust_remote_code=True), str(out)
     ).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-5, rtol=0)
         assert merged.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
 
 
-def test_lora_without_peft_is_a_clear_error(tiny_base, tmp_path):
+def test_lora_without_peft_is_a_clear_error(tiny_model_dir, tmp_path):
     """Checked before any work (in-process: parse + check only)."""
     from minimind_hf.recipes import common, lora
     from trl import SFTConfig
@@ -113,7 +115,7 @@ def test_lora_without_peft_is_a_clear_error(tiny_base, tmp_path):
             "--config",
             str(CONFIGS / "tiny" / "lora.yaml"),
             "--model_name_or_path",
-            str(tiny_base),
+            str(tiny_model_dir),
             "--use_peft",
             "false",
             "--output_dir",

@@ -11,10 +11,12 @@ import math
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 CONFIG = CONFIGS / "tiny" / "ppo.yaml"
 
 
-def test_ppo_native(tiny_base, recipe_env, tmp_path):
+def test_ppo_native(tiny_model_dir, recipe_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "ppo"
@@ -32,7 +34,7 @@ def test_ppo_native(tiny_base, recipe_env, tmp_path):
         "--per_device_train_batch_size",
         "2",
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         env=recipe_env,
@@ -47,7 +49,7 @@ def test_ppo_native(tiny_base, recipe_env, tmp_path):
         assert values and all(math.isfinite(v) for v in values), (key, train)
 
 
-def test_ppo_trl_backend_is_refused(tiny_base, tmp_path):
+def test_ppo_trl_backend_is_refused(tiny_model_dir, tmp_path):
     """In-process (the script turns this RecipeError into ``error: ...`` on stderr and exit status 2)."""
     from minimind_hf.recipes import common, ppo
 
@@ -58,7 +60,7 @@ def test_ppo_trl_backend_is_refused(tiny_base, tmp_path):
             "--backend",
             "trl",
             "--model_name_or_path",
-            str(tiny_base),
+            str(tiny_model_dir),
             "--output_dir",
             str(tmp_path / "never"),
         ]

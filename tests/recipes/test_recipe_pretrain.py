@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 SMALL = [
     "--data",
     "demo:pretrain:300",

@@ -10,10 +10,12 @@ import math
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 CONFIG = CONFIGS / "tiny" / "rloo.yaml"
 
 
-def test_rloo_trl(tiny_base, recipe_env, tmp_path):
+def test_rloo_trl(tiny_model_dir, recipe_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "rloo"
@@ -37,7 +39,7 @@ def test_rloo_trl(tiny_base, recipe_env, tmp_path):
         "--save_steps",
         "2",
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--output_dir",
         str(out),
         env=recipe_env,
@@ -50,7 +52,7 @@ def test_rloo_trl(tiny_base, recipe_env, tmp_path):
         assert all(math.isfinite(r[key]) for r in train), key
 
 
-def test_rloo_native_is_refused(tiny_base, tmp_path):
+def test_rloo_native_is_refused(tiny_model_dir, tmp_path):
     from minimind_hf.recipes import common, rloo
 
     args = rloo.parse_args(
@@ -60,7 +62,7 @@ def test_rloo_native_is_refused(tiny_base, tmp_path):
             "--backend",
             "native",
             "--model_name_or_path",
-            str(tiny_base),
+            str(tiny_model_dir),
             "--output_dir",
             str(tmp_path / "never"),
         ]

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from _recipe_helpers import CONFIGS, run_recipe
 
+pytestmark = pytest.mark.slow  # runs recipes in subprocesses
+
 CONFIG = CONFIGS / "tiny" / "sft.yaml"
 SMALL = [
     "--data",
@@ -46,9 +48,9 @@ def assert_chat_model(out: Path) -> None:
     assert model.generate(**enc, max_new_tokens=4, do_sample=False).shape[1] > enc["input_ids"].shape[1]
 
 
-def test_sft_trl_two_processes_equal_one_process(tiny_base, recipe_env, tmp_path):
+def test_sft_trl_two_processes_equal_one_process(tiny_model_dir, recipe_env, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    base = [*SMALL, "--model_name_or_path", str(tiny_base), "--save_strategy", "no"]
+    base = [*SMALL, "--model_name_or_path", str(tiny_model_dir), "--save_strategy", "no"]
     run_recipe(
         "sft", CONFIG, *base, "--per_device_train_batch_size", "8", "--output_dir", str(one), env=recipe_env
     )
@@ -72,7 +74,7 @@ def test_sft_trl_two_processes_equal_one_process(tiny_base, recipe_env, tmp_path
     assert_chat_model(two)
 
 
-def test_sft_native_two_processes(tiny_base, recipe_env, tmp_path):
+def test_sft_native_two_processes(tiny_model_dir, recipe_env, tmp_path):
     out = tmp_path / "native"
     proc = run_recipe(
         "sft",
@@ -81,7 +83,7 @@ def test_sft_native_two_processes(tiny_base, recipe_env, tmp_path):
         "--backend",
         "native",
         "--model_name_or_path",
-        str(tiny_base),
+        str(tiny_model_dir),
         "--per_device_train_batch_size",
         "4",
         "--output_dir",
@@ -96,7 +98,7 @@ def test_sft_native_two_processes(tiny_base, recipe_env, tmp_path):
     assert_chat_model(out)
 
 
-def test_augmentation_reaches_trl_sft_rows_and_is_refused_elsewhere(tiny_base, tmp_path, monkeypatch):
+def test_augmentation_reaches_trl_sft_rows_and_is_refused_elsewhere(tiny_model_dir, tmp_path, monkeypatch):
     """``empty_think_ratio: 0`` + ``add_system_ratio: 1``: the rows trl's SFTTrainer tokenises (through its
     per-example chat_template_kwargs) all open with a system prompt and hold no empty think block; recipes that
     do not augment their data refuse the keys."""
@@ -104,7 +106,7 @@ def test_augmentation_reaches_trl_sft_rows_and_is_refused_elsewhere(tiny_base, t
 
     args = sft.parse_args(
         ["--config", str(CONFIG), "--data", "demo:sft:20", "--max_length", "256", "--add_system_ratio", "1",
-         "--empty_think_ratio", "0", "--model_name_or_path", str(tiny_base), "--output_dir", str(tmp_path / "o"),
+         "--empty_think_ratio", "0", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
          "--report_to", "none"]
     )  # fmt: skip
     recipe_args, training_args, model_args = args

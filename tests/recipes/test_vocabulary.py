@@ -32,13 +32,13 @@ class _Unlike:
         return "<set>"
 
 
-def _parse(stage, tiny_base, monkeypatch, recipe_env, *extra):
+def _parse(stage, tiny_model_dir, monkeypatch, recipe_env, *extra):
     monkeypatch.setenv("MINIMIND_HF_CACHE", recipe_env["MINIMIND_HF_CACHE"])
     module = importlib.import_module(f"minimind_hf.recipes.{stage}")
     argv = ["--config", str(CONFIGS / "tiny" / f"{stage}.yaml"), "--backend", "native"]
-    argv += ["--data", STAGE_DATA[stage], "--model_name_or_path", str(tiny_base), *extra]
+    argv += ["--data", STAGE_DATA[stage], "--model_name_or_path", str(tiny_model_dir), *extra]
     if stage == "distill":
-        argv += ["--teacher_model_name_or_path", str(tiny_base)]
+        argv += ["--teacher_model_name_or_path", str(tiny_model_dir)]
     return list(module.parse_args(argv))
 
 
@@ -47,8 +47,8 @@ def _init_fields(obj):
 
 
 @pytest.mark.parametrize("stage", sorted(nb.TABLES))
-def test_every_unread_field_is_refused_by_name(stage, tiny_base, monkeypatch, recipe_env):
-    parts = _parse(stage, tiny_base, monkeypatch, recipe_env)
+def test_every_unread_field_is_refused_by_name(stage, tiny_model_dir, monkeypatch, recipe_env):
+    parts = _parse(stage, tiny_model_dir, monkeypatch, recipe_env)
     nb.native_config(stage, *parts)  # the shipped YAML itself translates with no refusal
     keep = nb.honoured(stage)
     unread = {}
@@ -67,18 +67,18 @@ def test_every_unread_field_is_refused_by_name(stage, tiny_base, monkeypatch, re
 
 
 @pytest.mark.parametrize("stage", sorted(nb.TABLES))
-def test_every_row_reads_real_fields(stage, tiny_base, monkeypatch, recipe_env):
+def test_every_row_reads_real_fields(stage, tiny_model_dir, monkeypatch, recipe_env):
     """A row that names a field no dataclass has would hide a typo (and honour nothing)."""
-    parts = _parse(stage, tiny_base, monkeypatch, recipe_env)
+    parts = _parse(stage, tiny_model_dir, monkeypatch, recipe_env)
     known = {name for part in parts for name in _init_fields(part)}
     missing = {name for name in nb.honoured(stage) if name not in known}
     # chat_template_kwargs is GRPOConfig's; PPO's TrainingArguments lacks it (open_thinking is read alone there)
     assert missing <= {"chat_template_kwargs"}, missing
 
 
-def test_refusal_names_the_field_and_the_backend_that_supports_it(tiny_base, monkeypatch, recipe_env):
+def test_refusal_names_the_field_and_the_backend_that_supports_it(tiny_model_dir, monkeypatch, recipe_env):
     parts = _parse(
-        "sft", tiny_base, monkeypatch, recipe_env, "--neftune_noise_alpha", "5", "--use_peft", "true"
+        "sft", tiny_model_dir, monkeypatch, recipe_env, "--neftune_noise_alpha", "5", "--use_peft", "true"
     )
     with pytest.raises(RecipeError) as e:
         nb.native_config("sft", *parts)
@@ -87,9 +87,11 @@ def test_refusal_names_the_field_and_the_backend_that_supports_it(tiny_base, mon
     assert "use_peft=True" in text and "lora recipe" in text
 
 
-def test_fields_left_at_their_defaults_are_not_refused(tiny_base, monkeypatch, recipe_env):
+def test_fields_left_at_their_defaults_are_not_refused(tiny_model_dir, monkeypatch, recipe_env):
     """Writing a default explicitly (push_to_hub: false) asks for nothing the native trainer lacks."""
-    parts = _parse("sft", tiny_base, monkeypatch, recipe_env, "--push_to_hub", "false", "--use_peft", "false")
+    parts = _parse(
+        "sft", tiny_model_dir, monkeypatch, recipe_env, "--push_to_hub", "false", "--use_peft", "false"
+    )
     assert {"push_to_hub", "use_peft"} <= parts[0].given
     nb.native_config("sft", *parts)
 
@@ -114,21 +116,30 @@ def test_done_when_command_exits_non_zero_naming_the_field(recipe_env):
     ("stage", "flag", "value"),
     [("dpo", "max_prompt_length", "64"), ("grpo", "max_prompt_length", "64"), ("distill", "alpha", "0.3")],
 )
-def test_native_only_keys_are_refused_under_trl(stage, flag, value, tiny_base, monkeypatch, recipe_env):
+def test_native_only_keys_are_refused_under_trl(stage, flag, value, tiny_model_dir, monkeypatch, recipe_env):
     module = importlib.import_module(f"minimind_hf.recipes.{stage}")
     parts = _parse(
-        stage, tiny_base, monkeypatch, recipe_env, "--backend", "trl", f"--{flag}", value, "--dry_run", "true"
+        stage,
+        tiny_model_dir,
+        monkeypatch,
+        recipe_env,
+        "--backend",
+        "trl",
+        f"--{flag}",
+        value,
+        "--dry_run",
+        "true",
     )
     with pytest.raises(RecipeError, match=f"{flag}=.*not supported by backend trl"):
         module.main(*parts)
 
 
-def test_lora_fields_without_use_peft_are_refused_on_both_backends(tiny_base, monkeypatch, recipe_env):
+def test_lora_fields_without_use_peft_are_refused_on_both_backends(tiny_model_dir, monkeypatch, recipe_env):
     module = importlib.import_module("minimind_hf.recipes.sft")
     for backend in ("trl", "native"):
         parts = _parse(
             "sft",
-            tiny_base,
+            tiny_model_dir,
             monkeypatch,
             recipe_env,
             "--backend",
@@ -143,19 +154,21 @@ def test_lora_fields_without_use_peft_are_refused_on_both_backends(tiny_base, mo
 
 
 # ------------------------------------------------------------------ the same meaning on both backends
-def _native(stage, tiny_base, monkeypatch, recipe_env, *flags):
-    parts = _parse(stage, tiny_base, monkeypatch, recipe_env, *flags)
+def _native(stage, tiny_model_dir, monkeypatch, recipe_env, *flags):
+    parts = _parse(stage, tiny_model_dir, monkeypatch, recipe_env, *flags)
     return nb.native_config(stage, *parts), parts[1]
 
 
-def test_warmup_schedule_equals_transformers(tiny_base, monkeypatch, recipe_env):
+def test_warmup_schedule_equals_transformers(tiny_model_dir, monkeypatch, recipe_env):
     """warmup_steps > 0 and cosine_with_min_lr: the native lr at every step is transformers' scheduler's."""
     import torch
     from transformers import get_scheduler
 
     from minimind_hf.native.schedule import lr_at
 
-    cfg, t = _native("sft", tiny_base, monkeypatch, recipe_env, "--warmup_steps", "5", "--max_steps", "20")
+    cfg, t = _native(
+        "sft", tiny_model_dir, monkeypatch, recipe_env, "--warmup_steps", "5", "--max_steps", "20"
+    )
     assert cfg.warmup_steps == 5
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=t.learning_rate)
     sched = get_scheduler(t.lr_scheduler_type, opt, 5, 20, scheduler_specific_kwargs=t.lr_scheduler_kwargs)
@@ -167,27 +180,29 @@ def test_warmup_schedule_equals_transformers(tiny_base, monkeypatch, recipe_env)
     ours = [lr_at(s, cfg.learning_rate, 20, cfg.warmup_steps, cfg.min_lr_ratio) for s in range(20)]
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-15)
     # a warmup ratio is resolved as transformers resolves it (ceil of ratio x total steps)
-    cfg, t = _native("sft", tiny_base, monkeypatch, recipe_env, "--warmup_steps", "0.1", "--max_steps", "25")
+    cfg, t = _native(
+        "sft", tiny_model_dir, monkeypatch, recipe_env, "--warmup_steps", "0.1", "--max_steps", "25"
+    )
     assert cfg.warmup_steps == t.get_warmup_steps(25) == 3
 
 
-def test_precision_checkpoints_and_resume_mean_what_trl_means(tiny_base, monkeypatch, recipe_env):
-    cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env, "--bf16", "false")
+def test_precision_checkpoints_and_resume_mean_what_trl_means(tiny_model_dir, monkeypatch, recipe_env):
+    cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env, "--bf16", "false")
     assert cfg.mixed_precision == "no"  # fp32 under trl too, also on a bf16 GPU
-    parts = _parse("sft", tiny_base, monkeypatch, recipe_env)
+    parts = _parse("sft", tiny_model_dir, monkeypatch, recipe_env)
     parts[1].save_total_limit = None
     assert (
         nb.native_config("sft", *parts).keep_last == 0
     )  # unset: keep every checkpoint, as transformers does
-    cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env, "--resume_from_checkpoint", "true")
+    cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env, "--resume_from_checkpoint", "true")
     assert cfg.resume == "auto"
     # unset: auto too (a re-run continues its own unfinished run; another run's checkpoints are an error, never
     # replaced as trl's "start over" would); false starts over
-    cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env)
+    cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env)
     assert cfg.resume == "auto"
-    cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env, "--resume_from_checkpoint", "false")
+    cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env, "--resume_from_checkpoint", "false")
     assert cfg.resume == "never"
-    cfg, _ = _native("sft", tiny_base, monkeypatch, recipe_env, "--activation_checkpointing", "true")
+    cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env, "--activation_checkpointing", "true")
     assert cfg.gradient_checkpointing is True
 
 
@@ -214,9 +229,9 @@ def test_readme_shows_the_tables():
     )
 
 
-def test_dry_run_prints_json_for_every_stage(tiny_base, monkeypatch, recipe_env, capsys):
+def test_dry_run_prints_json_for_every_stage(tiny_model_dir, monkeypatch, recipe_env, capsys):
     for stage in nb.TABLES:
-        parts = _parse(stage, tiny_base, monkeypatch, recipe_env, "--dry_run", "true")
+        parts = _parse(stage, tiny_model_dir, monkeypatch, recipe_env, "--dry_run", "true")
         nb.run_native(stage, *parts)
         shown = json.loads(capsys.readouterr().out)
         assert shown["stage"] == stage and shown["config"]["output_dir"].startswith("runs/tiny/")

@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,28 +182,9 @@ def build_model_dir(out: Path, steps: int = 400, seed: int = 0) -> Path:
     return out
 
 
-@contextmanager
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine two spinning OpenMP threads are 10-30x slower for a
-    model this small. Restored afterwards so other test folders are unaffected."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    with one_torch_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    with one_torch_thread():
-        return build_model_dir(tmp_path_factory.mktemp("serve") / "tiny-chat")
+    return build_model_dir(tmp_path_factory.mktemp("serve") / "tiny-chat")
 
 
 def free_port() -> int:

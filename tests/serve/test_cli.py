@@ -60,6 +60,7 @@ def serve_process(model_dir, *extra: str):
         proc.communicate()
 
 
+@pytest.mark.slow
 def test_serve_process_requires_the_api_key(model_dir):
     with serve_process(model_dir, "--api-key", "sk-test-123") as (url, proc):
         good = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-123", max_retries=0)
@@ -79,6 +80,7 @@ def test_serve_process_requires_the_api_key(model_dir):
     assert url + "/v1" in out  # bound to loopback, as announced
 
 
+@pytest.mark.slow
 def test_sigterm_ends_open_requests_and_stops_within_seconds(model_dir, tmp_path):
     """A stream and a non-streamed request that would each run for minutes: SIGTERM ends both (an error
     event / a 503 naming the shutdown) and the process exits within a few seconds."""

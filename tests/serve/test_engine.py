@@ -245,6 +245,7 @@ def test_unsupported_architecture_is_refused_by_name(model_and_tokenizer):
         Engine(gpt2, tok)
 
 
+@pytest.mark.slow
 def test_llama_cpp_backend_serves_the_same_model(model_and_tokenizer, model_dir, tmp_path):
     """The llama.cpp decoder on the folder's f16 GGUF export: logits close to the model's own forward,
     the memorised replies, packed prefill and batching through the same engine."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from transformers import AutoTokenizer
 
 from minimind_hf.cli import main
@@ -66,6 +67,7 @@ def test_bad_vocab_size_returns_2(tmp_path, corpus, caplog):
     assert code == 2 and "at least 292" in caplog.text
 
 
+@pytest.mark.slow
 def test_missing_file_exit_code_and_message(tmp_path, corpus):
     data = _write_jsonl(tmp_path / "ok.jsonl", corpus[:5])
     missing = tmp_path / "does_not_exist.jsonl"
