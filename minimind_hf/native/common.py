@@ -51,6 +51,19 @@ def split_records(dataset: Any, eval_ratio: float, seed: int) -> tuple[Any, Any]
     return parts["train"], parts["test"]
 
 
+def load_train_and_eval(kind: str, cfg: TrainConfig, limit: int | None = None) -> tuple[Any, Any]:
+    """A stage's ``kind`` records from ``cfg.data`` (the first `limit`, when set) and its held-out records:
+    ``cfg.eval_data`` when given, else an ``eval_ratio`` split of the data (None for ratio 0)."""
+    from ..data import load_records
+
+    records = load_records(kind, cfg.data, skip_invalid=cfg.skip_invalid)
+    if limit:
+        records = records.select(range(min(limit, len(records))))
+    if cfg.eval_data:
+        return records, load_records(kind, cfg.eval_data, skip_invalid=cfg.skip_invalid)
+    return split_records(records, cfg.eval_ratio, cfg.seed)
+
+
 def load_tokenizer(cfg: TrainConfig) -> Any | None:
     """The tokenizer from ``cfg.tokenizer`` or else ``cfg.model``; None if neither is set."""
     from transformers import AutoTokenizer

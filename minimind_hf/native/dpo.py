@@ -29,10 +29,15 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..data import load_records
 from ..data.augment import augment_records, augmentation_problems
 from ..data.dpo_pipeline import PAIR_COLUMNS, tokenize_pairs
-from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
+from .common import (
+    build_model,
+    check_data_files,
+    load_tokenizer,
+    load_train_and_eval,
+    seed_everything,
+)
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .rl_common import pad
 from .stages import register_stage
@@ -304,13 +309,7 @@ class DPO(Algorithm):
 
 def build_dpo(cfg: DPOConfig) -> DPO:
     seed_everything(cfg.seed)
-    records = load_records("dpo", cfg.data, skip_invalid=cfg.skip_invalid)
-    if cfg.max_pairs:
-        records = records.select(range(min(cfg.max_pairs, len(records))))
-    if cfg.eval_data:
-        eval_records = load_records("dpo", cfg.eval_data, skip_invalid=cfg.skip_invalid)
-    else:
-        records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
+    records, eval_records = load_train_and_eval("dpo", cfg, cfg.max_pairs)
     tokenizer = load_tokenizer(cfg)
     records = augment_records(
         records, kind="dpo", empty_think_ratio=cfg.empty_think_ratio, seed=cfg.seed, tokenizer=tokenizer

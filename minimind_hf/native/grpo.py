@@ -133,14 +133,7 @@ class GRPOConfig(TrainConfig):
                 f"num_generations must be >= 2 (advantages compare samples of a prompt), got "
                 f"{self.num_generations}"
             )
-        unknown = [r for r in self.rewards if r not in REWARDS]
-        if unknown:
-            p.append(f"rewards: unknown {unknown}; valid: {', '.join(sorted(REWARDS))}")
-        else:
-            try:
-                rewards_from_config(self)
-            except (KeyError, TypeError, ValueError) as e:
-                p.append(f"rewards / reward_options: {e}")
+        p += reward_problems(self)
         if self.reward_weights and len(self.reward_weights) != len(self.rewards):
             p.append(f"reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} rewards")
         for name in ("num_iterations", "max_new_tokens", "generation_chunk", "logprob_chunk"):
@@ -266,6 +259,19 @@ def parse_reward_options(mapping: dict | None) -> dict[str, dict]:
         else:
             raise ValueError(f"reward_options.{key}: expected a mapping of options, got {value!r}")
     return out
+
+
+def reward_problems(cfg) -> list[str]:
+    """What is wrong with a stage config's ``rewards`` / ``reward_options``: unknown names (listing the valid
+    ones), or options the reward functions refuse."""
+    unknown = [r for r in cfg.rewards if r not in REWARDS]
+    if unknown:
+        return [f"rewards: unknown {unknown}; valid: {', '.join(sorted(REWARDS))}"]
+    try:
+        rewards_from_config(cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        return [f"rewards / reward_options: {e}"]
+    return []
 
 
 def rewards_from_config(cfg) -> list[RewardFn]:

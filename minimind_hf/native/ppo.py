@@ -31,11 +31,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..rewards import REWARDS
 from .checkpoint import load_model_weights
 from .common import build_model, check_data_files, load_tokenizer, seed_everything
 from .dpo import make_reference
-from .grpo import eval_reward, k3_kl, rewards_from_config
+from .grpo import eval_reward, k3_kl, reward_problems, rewards_from_config
 from .loop import Algorithm, TrainConfig, TrainResult, default_param_groups, train
 from .rl_common import (
     load_rl_prompts,
@@ -115,14 +114,7 @@ class PPOConfig(TrainConfig):
             p.append("PPO needs `model` (an SFT output folder); the critic starts from its backbone")
         if self.kl_mode not in ("loss", "reward"):
             p.append(f"kl_mode {self.kl_mode!r}; valid: loss, reward")
-        unknown = [r for r in self.rewards if r not in REWARDS]
-        if unknown:
-            p.append(f"rewards: unknown {unknown}; valid: {', '.join(sorted(REWARDS))}")
-        else:
-            try:
-                rewards_from_config(self)
-            except (KeyError, TypeError, ValueError) as e:
-                p.append(f"rewards / reward_options: {e}")
+        p += reward_problems(self)
         for name in ("ppo_epochs", "max_new_tokens", "critic_learning_rate"):
             if getattr(self, name) <= 0:
                 p.append(f"{name} must be > 0, got {getattr(self, name)}")

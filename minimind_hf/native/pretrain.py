@@ -23,10 +23,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..data import load_records
 from ..data.packing import PackedDataset, pack_token_ids
 from ..data.pretrain_pipeline import iter_ids, tokenize_texts
-from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
+from .common import (
+    build_model,
+    check_data_files,
+    load_tokenizer,
+    load_train_and_eval,
+    seed_everything,
+)
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .stages import register_stage
 
@@ -79,14 +84,7 @@ def _pack(records, tokenizer, cfg: PretrainConfig) -> PackedDataset:
 def build_pretrain(cfg: PretrainConfig) -> Pretrain:
     """Load and pack the data, build tokenizer and model: everything `train` needs."""
     seed_everything(cfg.seed)
-    records = load_records("pretrain", cfg.data, skip_invalid=cfg.skip_invalid)
-    if cfg.max_documents:
-        records = records.select(range(min(cfg.max_documents, len(records))))
-    eval_records = None
-    if cfg.eval_data:
-        eval_records = load_records("pretrain", cfg.eval_data, skip_invalid=cfg.skip_invalid)
-    else:
-        records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
+    records, eval_records = load_train_and_eval("pretrain", cfg, cfg.max_documents)
 
     tokenizer = load_tokenizer(cfg)
     if tokenizer is None:

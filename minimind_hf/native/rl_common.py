@@ -140,18 +140,13 @@ def thinking_problems(open_thinking: bool, thinking_ratio: float | None) -> list
 def load_rl_prompts(cfg) -> tuple:
     """Train and eval prompt records of an RL stage (GRPO, PPO): `cfg.data` (capped at `cfg.max_prompts`),
     and `cfg.eval_data` or an `eval_ratio` split of it."""
-    from ..data import load_records
-    from .common import split_records
+    from .common import load_train_and_eval
 
-    records = load_records("rl", cfg.data, skip_invalid=cfg.skip_invalid)
-    if cfg.max_prompts:
-        records = records.select(range(min(cfg.max_prompts, len(records))))
+    records, eval_records = load_train_and_eval("rl", cfg, cfg.max_prompts)
     check_ground_truth(records, getattr(cfg, "rewards", ()), "data")
     if cfg.eval_data:
-        eval_records = load_records("rl", cfg.eval_data, skip_invalid=cfg.skip_invalid)
         check_ground_truth(eval_records, getattr(cfg, "rewards", ()), "eval_data")
-        return records, eval_records
-    return split_records(records, cfg.eval_ratio, cfg.seed)
+    return records, eval_records
 
 
 # rewards that score against a record's `gt`: a prompt without one always scores 0 and teaches nothing

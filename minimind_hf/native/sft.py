@@ -24,12 +24,17 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 
-from ..data import load_records
 from ..data.augment import augment_records, augmentation_problems
 from ..data.collate import collate_rows
 from ..data.packing import pack_sequences
 from ..data.sft_pipeline import assistant_mask_problem, tokenize_conversations
-from .common import build_model, check_data_files, load_tokenizer, seed_everything, split_records
+from .common import (
+    build_model,
+    check_data_files,
+    load_tokenizer,
+    load_train_and_eval,
+    seed_everything,
+)
 from .loop import Algorithm, TrainConfig, TrainResult, train
 from .stages import register_stage
 
@@ -92,13 +97,7 @@ def _rows(records, tokenizer, cfg: SFTConfig):
 
 def build_sft(cfg: SFTConfig) -> SFT:
     seed_everything(cfg.seed)
-    records = load_records("sft", cfg.data, skip_invalid=cfg.skip_invalid)
-    if cfg.max_conversations:
-        records = records.select(range(min(cfg.max_conversations, len(records))))
-    if cfg.eval_data:
-        eval_records = load_records("sft", cfg.eval_data, skip_invalid=cfg.skip_invalid)
-    else:
-        records, eval_records = split_records(records, cfg.eval_ratio, cfg.seed)
+    records, eval_records = load_train_and_eval("sft", cfg, cfg.max_conversations)
     tokenizer = load_tokenizer(cfg)
     records = augment_records(
         records,
