@@ -13,12 +13,11 @@ from contextlib import contextmanager
 import httpx
 import openai
 import pytest
+from _serve_helpers import CASES, free_port
 
 from minimind_hf.serve.cli import add_serve_commands
 from minimind_hf.serve.engine import Engine
 from minimind_hf.serve.terminal import ChatSettings, run_chat
-
-from .conftest import CASES, free_port
 
 
 def test_commands_are_registered_with_safe_defaults():
@@ -155,7 +154,7 @@ def test_terminal_chat_streams_keeps_history_and_toggles(model_and_tokenizer):
 
 
 def test_terminal_chat_runs_tools_and_lets_the_model_continue(model_and_tokenizer):
-    from .conftest import WEATHER_TOOL, weather_tool
+    from _serve_helpers import WEATHER_TOOL, weather_tool
 
     model, tok = model_and_tokenizer
     calls, get_weather = weather_tool()

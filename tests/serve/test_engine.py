@@ -7,12 +7,11 @@ import time
 
 import pytest
 import torch
+from _serve_helpers import CASES
 
 from minimind_hf.serve.chat import encode_chat_prompt
 from minimind_hf.serve.engine import Engine, Finish
 from minimind_hf.serve.sampling import SamplingParams
-
-from .conftest import CASES
 
 
 @pytest.fixture(scope="module")

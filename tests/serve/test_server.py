@@ -10,11 +10,10 @@ import httpx
 import openai
 import pytest
 import torch
+from _serve_helpers import CASES, WEATHER_TOOL, BackgroundServer
 
 from minimind_hf.serve.app import create_app
 from minimind_hf.serve.engine import Engine
-
-from .conftest import CASES, WEATHER_TOOL, BackgroundServer
 
 MODEL = "tiny-chat"
 

@@ -6,10 +6,9 @@ import json
 
 import gradio_client
 import pytest
+from _serve_helpers import CASES, WEATHER_TOOL, free_port, weather_tool
 
 from minimind_hf.serve.engine import Engine
-
-from .conftest import CASES, WEATHER_TOOL, free_port, weather_tool
 
 # gradio's queue calls pandas APIs that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
@@ -52,7 +51,8 @@ def test_page_shows_tool_calls(page):
     (call,) = final
     assert call["metadata"]["title"] == "Tool call: get_weather"
     assert json.loads(call["content"].removeprefix("```json").removesuffix("```")) == {"city": "Paris"}
-    # the same session again: the history (with the tool call) no longer fits the tiny context -> a clear error
+    # the same session again: the history (with the tool call) no longer fits the tiny context -> a clear
+    # error
     with pytest.raises(Exception, match="context"):
         client.predict(CASES["tool"].user, False, json.dumps([WEATHER_TOOL]), "", 0.0, 60, api_name="/chat")
 
