@@ -29,7 +29,8 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """Part 2: a test that sets its own thread count (or runs code that does) gives the next test one again."""
+    """Part 2: a test that sets its own thread count (or runs code that does) gives the next test one
+    again."""
     yield
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)

@@ -1,7 +1,8 @@
-"""The bad-input corpus (issue 16): every hostile data file, config case and command-line argument, run through
-`minimind-hf` itself, ends in a named error (file, line and field where there is one), a counted skip where
-skipping was asked for, or a normal run where the input is in fact fine. Never a traceback, never the catch-all
-"unexpected" line (a failure class nobody has named yet), and a non-zero exit whenever nothing useful was done.
+"""The bad-input corpus (issue 16): every hostile data file, config case and command-line argument, run
+through `minimind-hf` itself, ends in a named error (file, line and field where there is one), a counted skip
+where skipping was asked for, or a normal run where the input is in fact fine. Never a traceback, never the
+catch-all "unexpected" line (a failure class nobody has named yet), and a non-zero exit whenever nothing
+useful was done.
 
 The data files and config cases are the shared `bad_inputs/` corpus (its README says what each one is); the
 server's hostile requests are `tests/serve/test_server.py`'s (HTTP 4xx naming the field, never a 500).
@@ -74,7 +75,8 @@ FINE = {
     "dpo_array.json", "dpo_bom.jsonl", "dpo_crlf.jsonl", "dpo_midbom.jsonl", "dpo_long.jsonl",
     "rl_array.json", "rl_bom.jsonl", "rl_crlf.jsonl", "rl_midbom.jsonl", "rl_long.jsonl", "rl_gt_list.jsonl",
 }  # fmt: skip
-# errors about the whole file (or about a stage's needs), not one record: the message names the file or the need
+# errors about the whole file (or about a stage's needs), not one record: the message names the file or the
+# need
 WHOLE_FILE = {
     "empty": r"no records found",
     "blank": r"no records found",
@@ -88,7 +90,8 @@ WHOLE_FILE = {
 # what each record-level case is refused for (the field or the reason), beyond its file:line
 RECORD = {
     "malformed": r"malformed JSON", "missing": r"missing", "content_int": r"content must be a string",
-    "conv_str": r"expected a list of messages", "int": r"text must be a string", "inttext": r"text must be a string",
+    "conv_str": r"expected a list of messages", "int": r"text must be a string",
+    "inttext": r"text must be a string",
     "role": r"unknown role", "noasst": r"assistant", "endsasst": r"must end with a user or tool turn",
     "latin1": r"not valid UTF-8", "utf16": r"not valid UTF-8", "nullbyte": r"malformed JSON",
     "nul_json": r"must be a JSON object", "toplist": r"must be a JSON object", "hugeint": r"malformed JSON",
@@ -162,8 +165,8 @@ def test_a_bad_record_is_a_counted_skip_when_asked(stage, name, bad_inputs, mode
 # --------------------------------------------------------------------------------------------- config cases
 def _pretrain(*extra) -> list:
     return ["train", "pretrain", "--config", TINY / "pretrain.yaml", "--backend", "native",
-            "--data", "demo:pretrain:300", "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
-            "--torch_compile", "false", *extra]  # fmt: skip
+            "--data", "demo:pretrain:300", "--max_steps", "2", "--eval_strategy", "no",
+            "--save_strategy", "no", "--torch_compile", "false", *extra]  # fmt: skip
 
 
 # (id, extra arguments with {tmp} / {model} placeholders, expected error or OK); the shared README's intent
@@ -176,7 +179,8 @@ CONFIG_CASES = [
     (
         "multi",
         ["--per_device_train_batch_size", "0", "--max_steps", "-7", "--preset", "nope"],
-        r"(?s)(?=.*per_device_train_batch_size must be > 0)(?=.*max_steps must be a positive)(?=.*preset: unknown)",
+        r"(?s)(?=.*per_device_train_batch_size must be > 0)(?=.*max_steps must be a positive)"
+        r"(?=.*preset: unknown)",
     ),
     ("preset_nope", ["--preset", "nope"], r"preset: unknown 'nope'; valid: "),
     ("outdir_file", ["--output_dir", "{tmp}/afile"], r"output_dir: .* is a file"),
@@ -302,27 +306,32 @@ def test_stage_config_case(stage, extra, expect, model, bad_inputs, tmp_path, ca
 # ------------------------------------------------------------------------------------ other commands' inputs
 OTHER_CASES = [
     ("stage_typo", ["train", "pretrian"], r"invalid choice: 'pretrian'"),
-    ("tokenizer_missing_parquet", ["tokenizer", "train", "--data", "{tmp}/missing.parquet", "--out", "{tmp}/tok"],
-     r"missing.parquet"),
+    ("tokenizer_missing_parquet",
+     ["tokenizer", "train", "--data", "{tmp}/missing.parquet", "--out", "{tmp}/tok"], r"missing.parquet"),
     ("tokenizer_txtdir", ["tokenizer", "train", "--data", "{bad}/txtdir", "--out", "{tmp}/tok"], r"txtdir"),
     ("tokenizer_gz", ["tokenizer", "train", "--data", "{bad}/pt_notgz.jsonl.gz", "--out", "{tmp}/tok"],
      r"not a gzip file"),
     ("eval_model_missing", ["eval", "run", "{tmp}/nomodel", "--data-dir", "{tmp}"], r"MODEL: no such folder"),
-    ("eval_ppl_model_missing", ["eval", "ppl", "{tmp}/nomodel", "--data", "{tmp}/ok.jsonl"], r"MODEL: no such folder"),
+    ("eval_ppl_model_missing", ["eval", "ppl", "{tmp}/nomodel", "--data", "{tmp}/ok.jsonl"],
+     r"MODEL: no such folder"),
     ("eval_ppl_bad_data", ["eval", "ppl", "{model}", "--data", "{bad}/pt_malformed.jsonl"],
      r"pt_malformed.jsonl:3: malformed JSON"),
-    ("eval_gbk_csv", ["eval", "run", "{model}", "--data-dir", "{tmp}/ev", "--tasks", "minimind_ceval_accountant"],
+    ("eval_gbk_csv",
+     ["eval", "run", "{model}", "--data-dir", "{tmp}/ev", "--tasks", "minimind_ceval_accountant"],
      r"accountant_val.csv: not UTF-8 text.*iconv"),
     ("eval_data_dir_missing", ["eval", "run", "{model}", "--data-dir", "{tmp}/nope"], r"not a folder"),
     ("convert_pth_garbage", ["convert", "from-pth", "{tmp}/bad.pth", "{tmp}/cv", "--tokenizer", "{model}",
                              "--preset", "tiny"], r"bad.pth: not a loadable weights-only state dict"),
     ("convert_pth_bad_config", ["convert", "from-pth", "{tmp}/bad.pth", "{tmp}/cv", "--tokenizer", "{model}",
                                 "--config", "{tmp}/bad.json"], r"--config .*bad.json: not a JSON config"),
-    ("convert_not_a_model", ["convert", "to-gguf", "{bad}/emptydir", "{tmp}/m.gguf"], r"emptydir is not a model folder"),
+    ("convert_not_a_model", ["convert", "to-gguf", "{bad}/emptydir", "{tmp}/m.gguf"],
+     r"emptydir is not a model folder"),
     ("convert_abbreviation", ["convert", "to-gguf", "{model}", "{tmp}/m.gguf", "--out", "x"],
      r"unrecognized arguments: --out"),
-    ("merge_no_adapter", ["convert", "merge-lora", "{model}", "{tmp}/nope", "{tmp}/m"], r"no such file or folder"),
-    ("merge_not_adapter", ["convert", "merge-lora", "{model}", "{model}", "{tmp}/m"], r"not a known LoRA adapter"),
+    ("merge_no_adapter", ["convert", "merge-lora", "{model}", "{tmp}/nope", "{tmp}/m"],
+     r"no such file or folder"),
+    ("merge_not_adapter", ["convert", "merge-lora", "{model}", "{model}", "{tmp}/m"],
+     r"not a known LoRA adapter"),
     ("chat_no_model", ["chat", "{tmp}/nomodel"], r"is not a model folder"),
     ("serve_empty_folder", ["serve", "{bad}/emptydir"], r"is not a model folder"),
 ]  # fmt: skip

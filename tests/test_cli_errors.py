@@ -20,10 +20,12 @@ def _raise(err: BaseException):
 @pytest.mark.parametrize(
     "err, start, status",
     [
-        (OSError(errno.ENOSPC, "No space left on device", "/data/ck"), "error: no space left on device (/data/ck)", 1),
+        (OSError(errno.ENOSPC, "No space left on device", "/data/ck"),
+         "error: no space left on device (/data/ck)", 1),
         (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })"),
          "error: no space left on device", 1),
-        (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "error: Permission denied: /root/x", 1),
+        (PermissionError(errno.EACCES, "Permission denied", "/root/x"),
+         "error: Permission denied: /root/x", 1),
         (KeyboardInterrupt(), "interrupted: ", 130),
         (MemoryError(), "error: out of memory", 1),
         (FloatingPointError("step 3: loss is nan; lower learning_rate"), "error: step 3: loss is nan", 1),

@@ -39,7 +39,8 @@ def test_card_for_an_adapter_names_its_hub_base(tmp_path):
 
 
 def test_convert_outputs_carry_a_card(tmp_path):
-    """to-qwen3 writes a plain transformers folder (no remote code in the snippet); from-qwen3 a MiniMind one."""
+    """to-qwen3 writes a plain transformers folder (no remote code in the snippet); from-qwen3 a MiniMind
+    one."""
     import torch
     from minimind_hf.convert.hf import from_qwen3, to_qwen3
 
@@ -62,8 +63,8 @@ def test_convert_outputs_carry_a_card(tmp_path):
 
 
 def test_saved_folders_carry_minimind_sampling_defaults(tmp_path):
-    """generation_config.json: do_sample with temperature / top_p 0.85 (the original's), read back by transformers
-    and by the Ollama export."""
+    """generation_config.json: do_sample with temperature / top_p 0.85 (the original's), read back by
+    transformers and by the Ollama export."""
     import json
 
     from minimind_hf.convert.ollama import _sampling_defaults

@@ -4,7 +4,8 @@
 - f16 and bf16: the same greedy 32-token continuation as transformers;
 - q8_0 on a briefly trained model: top-1 agreement with transformers on a long held-out text > 95%;
 - llama.cpp's tokenisation = ours on Chinese, English, emoji, code, whitespace and the reserved tokens;
-- the chat template embedded in the GGUF renders in llama-cpp-python's chat handler exactly as in transformers.
+- the chat template embedded in the GGUF renders in llama-cpp-python's chat handler exactly as in
+  transformers.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def test_half_precision_greedy_continuation(kind, outtype, trained, gguf_file, t
     expected = greedy_hf(model, prompt, 32)
     got = greedy_llama(llm, prompt, 32)
     assert got == expected, (
-        f"{kind} {outtype}:\n llama.cpp {tokenizer.decode(got)!r}\n transformers {tokenizer.decode(expected)!r}"
+        f"{kind} {outtype}:\n llama.cpp {tokenizer.decode(got)!r}\n"
+        f" transformers {tokenizer.decode(expected)!r}"
     )
 
 
@@ -198,7 +200,8 @@ TOKENIZER_TEXTS = [
     "Emoji 😀🚀👍🏽 ❤️‍🔥 🇨🇳 and 中文表情😂！",
     'def add(a, b):\n    return a + b\n\n\tif x >= 10:  # comment\n        print(f"{x!r}")\n',
     "   leading spaces, trailing spaces   \n\n\n  multiple\r\nlines  ",
-    "<|im_start|>system\nYou are MiniMind.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>system\nYou are MiniMind.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n"
+    "<|im_start|>assistant\n",
     '<think>\n推理过程\n</think>\n\n答案<tool_call>\n{"name": "f"}\n</tool_call><|endoftext|><|buffer3|>',
     "12345678901234567890 1+1=2 ¥100 €5 ½ Ω",
     "Ünïcödé ñ café naïve résumé; Русский текст; العربية; 日本語のテキスト",

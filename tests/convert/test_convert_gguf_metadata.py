@@ -1,5 +1,6 @@
 """to-gguf without llama.cpp: what the file declares (read back with gguf's own reader), the tokenizer
-layouts it accepts, and the exports it refuses. The behaviour in llama.cpp is in test_convert_gguf_llamacpp.py.
+layouts it accepts, and the exports it refuses. The behaviour in llama.cpp is in
+test_convert_gguf_llamacpp.py.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def test_tensor_layout(dense_f16, trained, tmp_path):
 
 
 def test_transformers4_tokenizer_layout(trained, tmp_path):
-    """Template inside tokenizer_config.json (no chat_template.jinja), add_bos_token present: both honoured."""
+    """Template inside tokenizer_config.json (no chat_template.jinja), add_bos_token present: both
+    honoured."""
     src = tmp_path / "old"
     shutil.copytree(trained["dense"], src)
     config = json.loads((src / "tokenizer_config.json").read_text())

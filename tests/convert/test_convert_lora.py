@@ -111,8 +111,8 @@ def _rename(adapter, tmp_path):
 
 
 def test_an_adapter_for_another_base_of_the_same_shape_is_refused(trained, tmp_path):
-    """Same shapes merge without an error into a model neither was trained as: the adapter's recorded local base
-    must hold the same weights as the base given (issue 16 item 10); --allow-other-base overrides."""
+    """Same shapes merge without an error into a model neither was trained as: the adapter's recorded local
+    base must hold the same weights as the base given (issue 16 item 10); --allow-other-base overrides."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -135,8 +135,9 @@ def test_an_adapter_for_another_base_of_the_same_shape_is_refused(trained, tmp_p
 
 
 def test_the_original_minimind_lora_pth_merges(trained, tmp_path):
-    """issue 14 E: the original's LoRA .pth (`{module}.lora.A.weight` [r, in], `.lora.B.weight` [out, r], added
-    unscaled to the square linears: y = W x + B A x) merges; the reference applies it with forward hooks."""
+    """issue 14 E: the original's LoRA .pth (`{module}.lora.A.weight` [r, in], `.lora.B.weight` [out, r],
+    added unscaled to the square linears: y = W x + B A x) merges; the reference applies it with forward
+    hooks."""
     base = trained["dense"]
     model = load_minimind(base)
     square = [

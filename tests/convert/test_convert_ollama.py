@@ -198,7 +198,8 @@ def test_go_template_with_tools(go_renderer, tokenizer):
     expected = tokenizer.apply_chat_template(
         messages, tools=tools, tokenize=False, add_generation_prompt=True
     )
-    # Same text except the tool JSON itself: Go encodes compactly with sorted keys, Jinja's tojson with spaces.
+    # Same text except the tool JSON itself: Go encodes compactly with sorted keys, Jinja's tojson with
+    # spaces.
     compact = json.dumps(tools[0], separators=(",", ":"), sort_keys=True)
     spaced = re.search(r"<tools>\n(.*)\n</tools>", expected).group(1)
     assert json.loads(spaced) == tools[0]

@@ -2,10 +2,10 @@
 never with weights silently re-initialised.
 
 The folders are written by this test from a re-statement of the original's format: its config.json fields
-(``flash_attn``, a top-level ``rope_theta``, no ``use_qk_norm`` / ``rope_parameters`` / ``router_top1_gradient``)
-and its weight layout (one module per expert, ``lm_head.weight`` present). The reference logits come from
-transformers' own Qwen3 / Llama / Qwen3-MoE classes on the same weights (via `to_qwen3` of an equivalent folder
-in our format), not from our model code.
+(``flash_attn``, a top-level ``rope_theta``, no ``use_qk_norm`` / ``rope_parameters`` /
+``router_top1_gradient``) and its weight layout (one module per expert, ``lm_head.weight`` present). The
+reference logits come from transformers' own Qwen3 / Llama / Qwen3-MoE classes on the same weights (via
+`to_qwen3` of an equivalent folder in our format), not from our model code.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ CASES = {
 
 
 def original_config(cfg: MiniMindConfig) -> dict:
-    """config.json as the original's MiniMindConfig writes it (its __init__ fields, plus PretrainedConfig's)."""
+    """config.json as the original's MiniMindConfig writes it (its __init__ fields, plus
+    PretrainedConfig's)."""
     return {
         "architectures": ["MiniMindForCausalLM"], "model_type": "minimind", "dropout": 0.0,
         "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers, "use_moe": cfg.use_moe,
@@ -42,8 +43,8 @@ def original_config(cfg: MiniMindConfig) -> dict:
         "max_position_embeddings": cfg.max_position_embeddings, "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": 1e6, "tie_word_embeddings": True, "inference_rope_scaling": False, "rope_scaling": None,
         "num_experts": cfg.num_experts, "num_experts_per_tok": cfg.num_experts_per_tok,
-        "moe_intermediate_size": cfg.moe_intermediate_size, "norm_topk_prob": True, "router_aux_loss_coef": 5e-4,
-        "transformers_version": "5.2.0",
+        "moe_intermediate_size": cfg.moe_intermediate_size, "norm_topk_prob": True,
+        "router_aux_loss_coef": 5e-4, "transformers_version": "5.2.0",
     }  # fmt: skip
 
 
@@ -134,7 +135,8 @@ def test_from_pth_converts_an_original_folder_exactly(folders, tmp_path):
 
 
 def test_a_dense_minimind2_config_with_the_default_shared_expert_field_imports(tokenizer, tmp_path):
-    """issue 14 E: the dense minimind2 config carries n_shared_experts=1 (an MoE-only field): not a refusal."""
+    """issue 14 E: the dense minimind2 config carries n_shared_experts=1 (an MoE-only field): not a
+    refusal."""
     from minimind_hf.convert.pth import config_from_original
 
     raw = original_config(MiniMindConfig.from_preset("tiny", vocab_size=len(tokenizer)))

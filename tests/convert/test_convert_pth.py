@@ -97,7 +97,8 @@ def _fused(sd: dict, cfg: MiniMindConfig) -> dict:
 
 
 def test_original_config_json(tokenizer_dir, tokenizer, tmp_path):
-    """The original's config fields (rope_theta, inference_rope_scaling, n_routed_experts, ...) are understood."""
+    """The original's config fields (rope_theta, inference_rope_scaling, n_routed_experts, ...) are
+    understood."""
     cfg, sd, path = _original(tmp_path, len(tokenizer), **MOE)
     original_config = {
         "model_type": "minimind",
@@ -179,7 +180,8 @@ def test_needs_preset_or_config(tmp_path):
 def test_the_original_template_gets_generation_markers_so_sft_trains(tokenizer_dir, tokenizer, tmp_path):
     """issue 14 A: `from-pth --tokenizer <the original's model folder>` kept its template, which has no
     {% generation %} markers, so `train sft` on the import failed at any max_length. A template that renders
-    exactly as ours is replaced by ours (same text, plus markers); any other is kept and SFT names the problem."""
+    exactly as ours is replaced by ours (same text, plus markers); any other is kept and SFT names the
+    problem."""
     import shutil
     from pathlib import Path
 
@@ -197,8 +199,9 @@ def test_the_original_template_gets_generation_markers_so_sft_trains(tokenizer_d
     folder = from_pth(path, tmp_path / "hf", preset="tiny", vocab_size=len(tokenizer), tokenizer=tok_dir)
     assert (folder / "chat_template.jinja").read_text(encoding="utf-8") == chat_template()
     sft = ["train", "sft", "--config", str(Path(__file__).parents[2] / "recipes/configs/tiny/sft.yaml"),
-           "--backend", "native", "--data", "demo:sft:40", "--max_steps", "1", "--per_device_train_batch_size", "2",
-           "--eval_strategy", "no", "--save_strategy", "no", "--torch_compile", "false"]  # fmt: skip
+           "--backend", "native", "--data", "demo:sft:40", "--max_steps", "1",
+           "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--save_strategy", "no",
+           "--torch_compile", "false"]  # fmt: skip
     assert main([*sft, "--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "sft")]) == 0
 
     other = original.replace("<|im_start|>assistant", "<|im_start|>bot")  # renders differently: kept as is

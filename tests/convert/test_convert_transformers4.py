@@ -3,8 +3,8 @@ installs carry. 4.x ignores transformers 5's ``rope_parameters`` (``rope_theta``
 off by 0.2) and reads Qwen3-MoE's expert count as ``num_experts`` (it built 128 experts).
 
 Two checks: the config fields 4.x reads (always), and the real thing: transformers 4.57.3 installed into a
-throw-away folder (pip, cached between runs) loads each export in a subprocess and its logits are compared with
-ours. That one is skipped, with the reason, when pip cannot reach the package index.
+throw-away folder (pip, cached between runs) loads each export in a subprocess and its logits are compared
+with ours. That one is skipped, with the reason, when pip cannot reach the package index.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def test_the_fields_transformers_4_reads(exports, name):
     src, exported = exports[name]
     config = json.loads((exported / "config.json").read_text(encoding="utf-8"))
     ours = MiniMindConfig.from_pretrained(src)
-    # 4.57's Qwen3Config / Qwen3MoeConfig.__init__(rope_theta=10000.0, rope_scaling=None, num_experts=128, ...)
+    # 4.57's Qwen3Config / Qwen3MoeConfig.__init__(rope_theta=10000.0, rope_scaling=None, num_experts=128,
+    # ...)
     assert (
         config["rope_theta"] == ours.rope_parameters["rope_theta"] == config["rope_parameters"]["rope_theta"]
     )
@@ -107,7 +108,8 @@ def test_transformers_4_57_computes_our_logits(exports, name, tmp_path):
     torch.save(ids, tmp_path / "ids.pt")
     env = {**os.environ, "PYTHONPATH": str(TF4_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", _TF4_SCRIPT, str(exported), str(tmp_path / "ids.pt"), str(tmp_path / "out.pt")],
+        [sys.executable, "-c", _TF4_SCRIPT, str(exported), str(tmp_path / "ids.pt"),
+         str(tmp_path / "out.pt")],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""Tests for the built-in demo corpus (minimind_hf/data/demo_corpus.py). Fast: one default-size corpus build."""
+"""Tests for the built-in demo corpus (minimind_hf/data/demo_corpus.py). Fast: one default-size corpus
+build."""
 
 from __future__ import annotations
 
@@ -277,7 +278,8 @@ def test_tool_conversations_call_the_calculator_with_the_right_expression(tmp_pa
 
 
 def _frame_pattern(template: str) -> re.Pattern:
-    """A training or novel question template as a regex over generated questions ({a}/{name}/... -> wildcards)."""
+    """A training or novel question template as a regex over generated questions ({a}/{name}/... ->
+    wildcards)."""
     parts = re.split(r"\{\w+\}", template)
     return re.compile(r"^\s*" + r"\S+?".join(re.escape(p) for p in parts) + r"\s*$")
 

@@ -59,7 +59,8 @@ def test_tasks_lists_our_names(capsys):
 
 
 def test_lm_eval_spellings_of_the_flags_are_accepted():
-    """lm-eval users type --num_fewshot / --apply_chat_template / --batch_size: same options, both spellings."""
+    """lm-eval users type --num_fewshot / --apply_chat_template / --batch_size: same options, both
+    spellings."""
     from minimind_hf.cli import build_parser
 
     parse = build_parser().parse_args

@@ -62,8 +62,8 @@ def release(tmp_path_factory) -> tuple[Path, Path]:
     _jsonl(root / "piqa" / "valid.jsonl", piqa)
     (root / "piqa" / "valid-labels.lst").write_text("0\n1\n1\n0\n", encoding="utf-8")
     hella = [
-        {"ind": i, "activity_label": "Making tea", "ctx_a": f"A man [title] boils water {i}.", "ctx_b": "then he",
-         "ctx": "...", "split": "val", "split_type": "indomain", "label": i % 4,
+        {"ind": i, "activity_label": "Making tea", "ctx_a": f"A man [title] boils water {i}.",
+         "ctx_b": "then he", "ctx": "...", "split": "val", "split_type": "indomain", "label": i % 4,
          "endings": [f"pours it [header] {j}." for j in range(4)], "source_id": f"s{i}"}
         for i in range(4)
     ]  # fmt: skip
@@ -145,8 +145,8 @@ def test_the_original_table_in_one_command(release, model_dir, shared_data, tmp_
     for sub in ("ceval", "cmmlu"):  # one data dir holding every benchmark, as a user lays it out
         (root / sub).symlink_to(shared_data / sub)
     out = tmp_path / "out"
-    code = main(["eval", "run", str(model_dir), "--tasks", "minimind_original", "--data-dir", str(root), "--limit", "2",
-                 "--out", str(out), "--batch-size", "16"])  # fmt: skip
+    code = main(["eval", "run", str(model_dir), "--tasks", "minimind_original", "--data-dir", str(root),
+                 "--limit", "2", "--out", str(out), "--batch-size", "16"])  # fmt: skip
     assert code == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     for name in BUILTIN_YAML:

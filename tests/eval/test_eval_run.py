@@ -160,7 +160,8 @@ def test_chat_template_wraps_the_prompt(model_dir, shared_data, tmp_path):
     assert (
         context.count("<|im_start|>user\n") == 6 and context.count("<|im_start|>assistant\n") == 6
     )  # 5 shots as turns
-    # the question closes the last user turn; MiniMind's template opens the answer turn (with an empty <think>)
+    # the question closes the last user turn; MiniMind's template opens the answer turn (with an empty
+    # <think>)
     assert context.endswith("答案：<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert sample["arguments"]["gen_args_0"]["arg_1"] == "A"
     assert not math.isnan(

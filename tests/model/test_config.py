@@ -35,7 +35,8 @@ def test_preset_shapes():
     moe = MiniMindConfig.from_preset("minimind3-moe")
     assert moe.use_moe and moe.num_experts == 4 and moe.num_experts_per_tok == 1 and moe.norm_topk_prob
     assert moe.router_aux_loss_coef == 5e-4
-    # Dense models declare no aux loss: trl turns its MoE aux-loss path on whenever the coefficient is non-zero.
+    # Dense models declare no aux loss: trl turns its MoE aux-loss path on whenever the coefficient is
+    # non-zero.
     assert c.router_aux_loss_coef == 0.0
     assert MiniMindConfig.from_preset("minimind3", router_aux_loss_coef=0.01).router_aux_loss_coef == 0.01
     assert MiniMindConfig.from_preset("tiny", hidden_size=128, head_dim=32).hidden_size == 128
@@ -81,8 +82,8 @@ def test_validation_errors_are_clear(kwargs, message):
 
 
 def test_a_config_edited_after_construction_is_checked_by_validate_and_save(tmp_path):
-    """The checks are also transformers' ``validate_*`` hook: `validate()` and `save_pretrained` refuse a config
-    made inconsistent after it was built, and nothing is written."""
+    """The checks are also transformers' ``validate_*`` hook: `validate()` and `save_pretrained` refuse a
+    config made inconsistent after it was built, and nothing is written."""
     c = MiniMindConfig.from_preset("tiny")
     c.validate()
     c.num_key_value_heads = 3

@@ -39,7 +39,9 @@ else:
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, pipeline
 
-folder, fixed_ids, prompt, chat, num_reserved = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])
+folder, fixed_ids, prompt, chat, num_reserved = (
+    sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])
+)
 
 config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
 model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
@@ -61,7 +63,9 @@ except Exception as exc:
 generated = model.generate(ids, max_new_tokens=6, do_sample=False)[0].tolist()
 
 pipe = pipeline("text-generation", model=model, tokenizer=tok)
-text = pipe(prompt, max_new_tokens=6, do_sample=False, suppress_tokens=list(range(num_reserved)))[0]["generated_text"]
+text = pipe(
+    prompt, max_new_tokens=6, do_sample=False, suppress_tokens=list(range(num_reserved))
+)[0]["generated_text"]
 
 chat_text = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
 enc = tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=True, return_tensors="pt")
@@ -72,7 +76,9 @@ print("@@RESULT@@" + json.dumps({
     "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
     "base_class": base_class,
     "base_error": base_error,
-    "minimind_modules": sorted(m for m, v in sys.modules.items() if m.startswith("minimind_hf") and v is not None),
+    "minimind_modules": sorted(
+        m for m, v in sys.modules.items() if m.startswith("minimind_hf") and v is not None
+    ),
     "use_moe": config.use_moe,
     "logits": logits.tolist(),
     "hidden": hidden,

@@ -421,7 +421,8 @@ def test_moe_output_router_logits_one_per_layer():
 @pytest.mark.parametrize("top_k", [1, 2])
 @pytest.mark.parametrize("padded", [False, True], ids=["no_mask", "left_padded"])
 def test_moe_aux_loss_matches_transformers_per_layer(top_k, padded):
-    """Ours = sum over layers of transformers' Switch loss applied to that layer alone (the original sums layers).
+    """Ours = sum over layers of transformers' Switch loss applied to that layer alone (the original sums
+    layers).
 
     Note: this is NOT `num_layers * load_balancing_loss_func(all_layers)`: transformers pools the token counts
     and probabilities of all layers before taking their product, so its cross-layer terms differ.

@@ -29,7 +29,8 @@ def fresh_accelerate_state():
 
 @pytest.fixture(scope="module")
 def caller(tmp_path_factory, tiny_tokenizer):
-    """A tiny model that answers TOOL_PROMPT by calling the calculator, saved (trl loads its reference by path)."""
+    """A tiny model that answers TOOL_PROMPT by calling the calculator, saved (trl loads its reference by
+    path)."""
     model = tiny_lm(tiny_tokenizer)
     memorise(model, tiny_tokenizer, TOOL_CONVERSATION, tool_schemas(get_tools(["calculator"])))
     out = tmp_path_factory.mktemp("caller")

@@ -108,7 +108,8 @@ def test_a_full_disk_is_named_and_keeps_the_last_checkpoint(tmp_path, monkeypatc
 
 
 class _SignalAtStep(Algorithm):
-    """Sends this process `sig` during the forward pass of optimizer step `at` (mid-step, the worst moment)."""
+    """Sends this process `sig` during the forward pass of optimizer step `at` (mid-step, the worst
+    moment)."""
 
     at, sig, calls = 3, signal.SIGINT, 0
 
@@ -142,8 +143,9 @@ def test_ctrl_c_on_the_command_line_is_one_line(tmp_path):
     cmd = [
         sys.executable, "-m", "minimind_hf.cli", "train", "pretrain",
         "--config", str(ROOT / "recipes/configs/tiny/pretrain.yaml"), "--backend", "native",
-        "--data", "demo:pretrain:400", "--vocab_size", "300", "--max_steps", "100000", "--output_dir", str(out),
-        "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "1", "--torch_compile", "false",
+        "--data", "demo:pretrain:400", "--vocab_size", "300", "--max_steps", "100000",
+        "--output_dir", str(out), "--eval_strategy", "no", "--save_strategy", "no",
+        "--logging_steps", "1", "--torch_compile", "false",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -299,7 +299,8 @@ def test_collator_only_pads_pretokenised_rows(tok, tmp_path):
 
 
 def test_a_pair_that_cannot_be_rendered_names_its_row(tok, tmp_path):
-    """open_thinking prompts end in "<think>\n"; a pair drawn to drop the empty think block cannot continue it."""
+    """open_thinking prompts end in "<think>\n"; a pair drawn to drop the empty think block cannot continue
+    it."""
     recs = load_records("dpo", _write(tmp_path, pair_records(3)))
     recs = recs.map(lambda r, i: {"chat_template_kwargs": {"drop_empty_think": i == 2}}, with_indices=True)
     with pytest.raises(ValueError, match="DPO pair at row 2: the rendered conversation does not start with"):

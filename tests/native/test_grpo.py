@@ -106,8 +106,9 @@ def test_loss_parity_with_trl_grpo_trainer(
 
     trl runs with bf16=False (its default autocasts to bf16 even on CPU, which moves log-probs by ~2e-3) and
     ``use_bias_correction_kl`` = our ``kl_ratio_correction`` (both settings are compared).
-    Tolerance: 1e-5 on the loss and metrics (fp32; the log-probs themselves agree exactly). Prompts have equal length here: we pass position ids from the
-    attention mask (as `generate` does), trl does not, so with left-padded prompts the two differ by design."""
+    Tolerance: 1e-5 on the loss and metrics (fp32; the log-probs themselves agree exactly). Prompts have equal
+    length here: we pass position ids from the attention mask (as `generate` does), trl does not, so with
+    left-padded prompts the two differ by design."""
     from datasets import Dataset
     from trl import GRPOConfig as TrlGRPOConfig
     from trl import GRPOTrainer

@@ -1,4 +1,5 @@
-"""The shared loop: config validation, schedule, exact token-normalised accumulation, NaN guard, checkpoints."""
+"""The shared loop: config validation, schedule, exact token-normalised accumulation, NaN guard,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def test_no_weight_decay_on_norms_and_embeddings():
 
 
 def test_accumulation_is_normalised_by_token_count(tmp_path):
-    """4 rows x 1, 2 rows x 2 and 1 row x 4 micro-batches: identical updates (token-weighted, not mean of means)."""
+    """4 rows x 1, 2 rows x 2 and 1 row x 4 micro-batches: identical updates (token-weighted, not mean of
+    means)."""
     rows = _rows(16)
     weights = []
     for bs, accum in [(4, 1), (2, 2), (1, 4)]:
@@ -344,7 +346,8 @@ def test_resume_drops_a_log_line_cut_off_mid_write_and_names_a_bad_one(tmp_path)
 
 
 def test_output_dir_that_is_the_input_model_or_a_file_is_refused(tmp_path):
-    """`output_dir == model` used to overwrite the model being fine-tuned; a file as output_dir failed late."""
+    """`output_dir == model` used to overwrite the model being fine-tuned; a file as output_dir failed
+    late."""
     model = tmp_path / "pre"
     model.mkdir()
     for out, expected in ((model, "would overwrite its own input"), (tmp_path / "f.txt", "is a file")):

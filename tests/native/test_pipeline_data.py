@@ -1,4 +1,5 @@
-"""Data pipeline: packing (pretrain and SFT), assistant-only labels, collation, no cross-document attention."""
+"""Data pipeline: packing (pretrain and SFT), assistant-only labels, collation, no cross-document
+attention."""
 
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ def test_pretrain_loss_regression(tmp_path, demo_files, tiny_tokenizer_dir):
 
 
 def test_train_cli_reports_malformed_records_with_file_line_and_field(tmp_path, capsys, tiny_tokenizer_dir):
-    """`minimind-hf train pretrain --config RECIPE.yaml`: bad records, config problems all at once, dry run."""
+    """`minimind-hf train pretrain --config RECIPE.yaml`: bad records, config problems all at once, dry
+    run."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": 42}\n', encoding="utf-8")
     cfg = recipe_config(

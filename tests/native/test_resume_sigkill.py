@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow  # subprocess runs of the CLI
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, demo_files, tiny_tokenizer_dir):
-    """Through `minimind-hf train pretrain` with a recipe YAML; the reference runs the same YAML in-process."""
+    """Through `minimind-hf train pretrain` with a recipe YAML; the reference runs the same YAML
+    in-process."""
     common = dict(
         data=[str(demo_files["pretrain"])],
         max_records=60,

@@ -52,7 +52,8 @@ def test_tool_call_rollout_is_the_template_rendering_with_its_assistant_mask(tin
     assert r.turns == [2]
     assert r.tool_calls == [[{"name": "calculator", "arguments": '{"expression": "6*7"}', "response": "42"}]]
     assert r.texts == ["The answer is 42."]
-    # the independent reference: the chat template's rendering of the same conversation and its generation mask
+    # the independent reference: the chat template's rendering of the same conversation and its generation
+    # mask
     enc = tok.apply_chat_template(
         CONVERSATION, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )
@@ -145,7 +146,8 @@ def test_thinking_ratio_opens_the_think_block_for_that_share_of_prompts(tiny_tok
     r = rollout_for(cfg, model, tok, records, num_samples=2)
     texts = _prompt_texts(tok, r)
     rendered = {
-        flag: [tok.apply_chat_template(x["prompt"], tokenize=False, add_generation_prompt=True, open_thinking=flag)
+        flag: [tok.apply_chat_template(x["prompt"], tokenize=False, add_generation_prompt=True,
+                                       open_thinking=flag)
                for x in records]
         for flag in (True, False)
     }  # fmt: skip

@@ -38,8 +38,8 @@ def run_recipe(
     timeout: int = 600,
     cwd: str | Path = REPO,
 ) -> subprocess.CompletedProcess:
-    """``accelerate launch recipes/<stage>.py --config CONFIG --key value ...``; fails the test with the output
-    tail when the process fails."""
+    """``accelerate launch recipes/<stage>.py --config CONFIG --key value ...``; fails the test with the
+    output tail when the process fails."""
     if nproc == 1:
         launch = [
             "--cpu",

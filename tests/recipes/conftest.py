@@ -10,7 +10,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def recipe_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for recipe subprocesses: offline, one torch thread each, the built-in corpus cached once."""
+    """Environment for recipe subprocesses: offline, one torch thread each, the built-in corpus cached
+    once."""
     env = dict(os.environ)
     env.update(
         {

@@ -65,8 +65,9 @@ TOOLS = [
     }
 ]
 
-# Conversations covering every part of the template: system prompt, multi-turn, reasoning_content, an assistant
-# turn that only calls a tool, a tool response (rendered as a user turn), a final answer, and `tools`.
+# Conversations covering every part of the template: system prompt, multi-turn, reasoning_content, an
+# assistant turn that only calls a tool, a tool response (rendered as a user turn), a final answer, and
+# `tools`.
 HANDMADE = [
     {
         "conversations": [
@@ -369,9 +370,9 @@ def _segments(batch, pad_id: int) -> list[tuple[tuple[int, ...], tuple[int, ...]
 # -------------------------------------------------------------------------------------- (c) optimizer steps
 # weights after the steps: all but a few elements within WEIGHT_ATOL, every element within WEIGHT_ATOL_MAX
 WEIGHT_ATOL, WEIGHT_OUTLIERS, WEIGHT_ATOL_MAX = 1e-6, 1e-3, 3e-5
-# optimizer: muon, of each tensor's largest movement: observed <= 2.7% on one machine, 7.1% (the embedding, an AdamW
-# weight whose gradient runs through the bf16-orthogonalised matrices) on another; a real mismatch (a wrong rate,
-# group or decay) is of the order of the movement itself
+# optimizer: muon, of each tensor's largest movement: observed <= 2.7% on one machine, 7.1% (the embedding, an
+# AdamW weight whose gradient runs through the bf16-orthogonalised matrices) on another; a real mismatch (a
+# wrong rate, group or decay) is of the order of the movement itself
 MUON_SHARE = 0.15
 
 
@@ -399,11 +400,11 @@ def test_optimizer_steps_match_trl(
 
     Tolerances: per-step loss and grad norm 1e-5 absolute, lr 1e-12. Weights: at most 0.1 % of each tensor's
     elements differ by more than 1e-6 (0.06 % of how far every weight moved, lr x (1 + 0.55) ~ 1.6e-3, and far
-    below one step's extra decay, lr * wd * |w| ~ 2e-5 typical, so a grouping difference cannot hide), and none
-    by more than 3e-5 (2 % of the movement). Why outliers at all: Adam divides each gradient entry by its own
-    magnitude, so for the few entries whose gradient is near zero (~1e-9, the size of the float noise between
-    the two backends' summation orders) the normalised update differs by a visible fraction of lr. Observed:
-    2 of 12288 entries of one matrix at 1e-5, everything else <= 8e-7.
+    below one step's extra decay, lr * wd * |w| ~ 2e-5 typical, so a grouping difference cannot hide), and
+    none by more than 3e-5 (2 % of the movement). Why outliers at all: Adam divides each gradient entry by its
+    own magnitude, so for the few entries whose gradient is near zero (~1e-9, the size of the float noise
+    between the two backends' summation orders) the normalised update differs by a visible fraction of lr.
+    Observed: 2 of 12288 entries of one matrix at 1e-5, everything else <= 8e-7.
     `matched=False` is trl as the recipe runs it: every weight but the embedding agrees, and the embedding
     differs by exactly trl's extra decay, lr * weight_decay * w0 (asserted, one step). `optimizer="muon"`: the
     recipe's `optimizer: muon` under trl (`recipes.common.native_optimizer`) against the native loop's Muon +
@@ -444,7 +445,8 @@ def test_optimizer_steps_match_trl(
     native_log = [r for r in log if "loss" in r]
     _reset_accelerate()
 
-    # trl: SFTTrainer.train(); per_device_train_batch_size covers every (packed) row, so each epoch is one step
+    # trl: SFTTrainer.train(); per_device_train_batch_size covers every (packed) row, so each epoch is one
+    # step
     trainer = trl_trainer(
         model,
         tok,

@@ -1,5 +1,5 @@
-"""recipes/agent.py and recipes/spo.py: the tiny YAMLs run under accelerate -- the agent on both backends from a
-model that calls the calculator, so the rollouts really run it -- and spo's backend trl is refused with its
+"""recipes/agent.py and recipes/spo.py: the tiny YAMLs run under accelerate -- the agent on both backends from
+a model that calls the calculator, so the rollouts really run it -- and spo's backend trl is refused with its
 reason."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ CONFIG = CONFIGS / "tiny" / "agent.yaml"
 
 @pytest.fixture(scope="module")
 def caller(tiny_model_dir, tmp_path_factory):
-    """The tiny base overfit to answer CALC_PROMPT by calling the calculator, and 4 rl records of that prompt."""
+    """The tiny base overfit to answer CALC_PROMPT by calling the calculator, and 4 rl records of that
+    prompt."""
     from transformers import AutoTokenizer
 
     from minimind_hf import MiniMindForCausalLM

@@ -114,7 +114,8 @@ def test_empty_think_ratio_reaches_trl_dpo_rows(tiny_model_dir, tmp_path, monkey
     monkeypatch.setattr(common, "train_and_save", lambda trainer, *a, **k: captured.setdefault("t", trainer))
     args = dpo.parse_args(
         ["--config", str(CONFIG), "--data", "demo:dpo:8", "--max_length", "128", "--empty_think_ratio", "0",
-         "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"), "--report_to", "none"]
+         "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
+         "--report_to", "none"]
     )  # fmt: skip
     dpo.main(*args)
     trainer = captured["t"]

@@ -1,5 +1,5 @@
-"""recipes/grpo.py end to end on its tiny config from the tiny base folder, with trl's GRPOTrainer and with the
-native trainer (2 prompts x 4 samples per step, 8-token completions): the output loads with
+"""recipes/grpo.py end to end on its tiny config from the tiny base folder, with trl's GRPOTrainer and with
+the native trainer (2 prompts x 4 samples per step, 8-token completions): the output loads with
 AutoModelForCausalLM, rewards / loss / KL are logged and finite. A misspelt reward name is one clear error
 listing the valid names (in-process, no training), for both backends."""
 
@@ -200,15 +200,16 @@ def test_output_dir_equal_to_the_model_is_refused(tiny_model_dir, backend):
     from minimind_hf.recipes import common, grpo
 
     args = grpo.parse_args(
-        ["--config", str(CONFIG), "--backend", backend, "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tiny_model_dir)]
+        ["--config", str(CONFIG), "--backend", backend, "--model_name_or_path", str(tiny_model_dir),
+         "--output_dir", str(tiny_model_dir)]
     )  # fmt: skip
     with pytest.raises(common.RecipeError, match="would overwrite its input"):
         grpo.main(*args)
 
 
 def test_trl_prompts_with_thinking_ratio_are_rendered_per_record(tiny_model_dir):
-    """Under trl (which renders every prompt with one chat_template_kwargs) thinking_ratio renders each prompt to
-    text, drawn open or closed once per record from the seed, exactly as the chat template renders it."""
+    """Under trl (which renders every prompt with one chat_template_kwargs) thinking_ratio renders each prompt
+    to text, drawn open or closed once per record from the seed, exactly as the chat template renders it."""
     from datasets import Dataset
     from minimind_hf.recipes.rl_shared import trl_prompts
     from transformers import AutoTokenizer

@@ -1,4 +1,5 @@
-"""Launch configs are honoured or refused (never a silent fallback), and ``use_peft`` trains adapters under trl.
+"""Launch configs are honoured or refused (never a silent fallback), and ``use_peft`` trains adapters under
+trl.
 
 - an FSDP (or DeepSpeed) accelerate launch on a machine without CUDA exits non-zero naming what it cannot do,
   instead of accelerate quietly running plain DDP on the CPU;

@@ -2,7 +2,8 @@
 (peft format) in output_dir, the merged model in output_dir/merged. Proves: only the adapters trained (the
 merged weights are the base weights plus exactly scaling * B @ A of the saved adapter, every other weight
 is the base's), the merged folder loads with AutoModelForCausalLM(trust_remote_code) and generates, its
-logits equal peft's adapter model's within 1e-5, the logged loss is finite; use_peft false is a clear error."""
+logits equal peft's adapter model's within 1e-5, the logged loss is finite; use_peft false is a clear
+error."""
 
 from __future__ import annotations
 

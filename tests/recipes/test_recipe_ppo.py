@@ -1,5 +1,5 @@
-"""recipes/ppo.py end to end (our native PPO under accelerate) on its tiny config from the tiny base folder: the
-policy folder loads with AutoModelForCausalLM, the critic is saved beside it, and the logged PPO losses,
+"""recipes/ppo.py end to end (our native PPO under accelerate) on its tiny config from the tiny base folder:
+the policy folder loads with AutoModelForCausalLM, the critic is saved beside it, and the logged PPO losses,
 reward and KL are finite. ``backend: trl`` is refused with a message pointing to
 grpo.py / rloo.py (checked in-process, no training)."""
 

@@ -61,7 +61,8 @@ def test_pretrain_recipe_trains_tokenizer_and_model(backend, recipe_env, tmp_pat
         backend,
         env=recipe_env,
     )
-    # no tokenizer and no model in the config: a tokenizer of vocab_size tokens was trained and saved with the model
+    # no tokenizer and no model in the config: a tokenizer of vocab_size tokens was trained and saved with the
+    # model
     assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
     from transformers import AutoTokenizer
 

@@ -1,6 +1,6 @@
-"""recipes/rloo.py end to end (trl's RLOOTrainer) on its tiny config from the tiny base folder: the output loads
-with AutoModelForCausalLM and the logged loss / reward / KL are finite. ``backend: native`` is refused with a
-message pointing to grpo.py / ppo.py (in-process, no training)."""
+"""recipes/rloo.py end to end (trl's RLOOTrainer) on its tiny config from the tiny base folder: the output
+loads with AutoModelForCausalLM and the logged loss / reward / KL are finite. ``backend: native`` is refused
+with a message pointing to grpo.py / ppo.py (in-process, no training)."""
 
 from __future__ import annotations
 

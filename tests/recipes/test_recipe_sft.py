@@ -100,14 +100,14 @@ def test_sft_native_two_processes(tiny_model_dir, recipe_env, tmp_path):
 
 def test_augmentation_reaches_trl_sft_rows_and_is_refused_elsewhere(tiny_model_dir, tmp_path, monkeypatch):
     """``empty_think_ratio: 0`` + ``add_system_ratio: 1``: the rows trl's SFTTrainer tokenises (through its
-    per-example chat_template_kwargs) all open with a system prompt and hold no empty think block; recipes that
-    do not augment their data refuse the keys."""
+    per-example chat_template_kwargs) all open with a system prompt and hold no empty think block; recipes
+    that do not augment their data refuse the keys."""
     from minimind_hf.recipes import common, pretrain, sft
 
     args = sft.parse_args(
         ["--config", str(CONFIG), "--data", "demo:sft:20", "--max_length", "256", "--add_system_ratio", "1",
-         "--empty_think_ratio", "0", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"),
-         "--report_to", "none"]
+         "--empty_think_ratio", "0", "--model_name_or_path", str(tiny_model_dir),
+         "--output_dir", str(tmp_path / "o"), "--report_to", "none"]
     )  # fmt: skip
     recipe_args, training_args, model_args = args
     trainer, tok = common.sft_trainer(recipe_args, training_args, model_args)
@@ -116,7 +116,9 @@ def test_augmentation_reaches_trl_sft_rows_and_is_refused_elsewhere(tiny_model_d
         t.startswith("<|im_start|>system\n") and "<think>\n\n</think>" not in t for t in texts
     )
 
-    bad = pretrain.parse_args(["--config", str(CONFIGS / "tiny" / "pretrain.yaml"), "--empty_think_ratio", "0.2",
-                               "--output_dir", str(tmp_path / "p")])  # fmt: skip
+    bad = pretrain.parse_args(
+        ["--config", str(CONFIGS / "tiny" / "pretrain.yaml"), "--empty_think_ratio", "0.2",
+         "--output_dir", str(tmp_path / "p")]
+    )  # fmt: skip
     with pytest.raises(common.RecipeError, match="empty_think_ratio: the pretrain recipe"):
         pretrain.main(*bad)

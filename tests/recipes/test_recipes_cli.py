@@ -1,4 +1,5 @@
-"""`minimind-hf recipes ls|cp` and `minimind-hf train --help`: the shipped configs are reachable after install."""
+"""`minimind-hf recipes ls|cp` and `minimind-hf train --help`: the shipped configs are reachable after
+install."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One vocabulary: every field of every dataclass a recipe parses is honoured by the native backend or refused.
+"""One vocabulary: every field of every dataclass a recipe parses is honoured by the native backend or
+refused.
 
 For each native stage, every field of the stage's trl config, trl's ModelConfig, our RecipeArguments and the
 stage's extra arguments that the stage's table (`recipes/native_bridge.py`) does not read is set away from its
@@ -72,7 +73,8 @@ def test_every_row_reads_real_fields(stage, tiny_model_dir, monkeypatch, recipe_
     parts = _parse(stage, tiny_model_dir, monkeypatch, recipe_env)
     known = {name for part in parts for name in _init_fields(part)}
     missing = {name for name in nb.honoured(stage) if name not in known}
-    # chat_template_kwargs is GRPOConfig's; PPO's TrainingArguments lacks it (open_thinking is read alone there)
+    # chat_template_kwargs is GRPOConfig's; PPO's TrainingArguments lacks it (open_thinking is read alone
+    # there)
     assert missing <= {"chat_template_kwargs"}, missing
 
 
@@ -196,8 +198,8 @@ def test_precision_checkpoints_and_resume_mean_what_trl_means(tiny_model_dir, mo
     )  # unset: keep every checkpoint, as transformers does
     cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env, "--resume_from_checkpoint", "true")
     assert cfg.resume == "auto"
-    # unset: auto too (a re-run continues its own unfinished run; another run's checkpoints are an error, never
-    # replaced as trl's "start over" would); false starts over
+    # unset: auto too (a re-run continues its own unfinished run; another run's checkpoints are an error,
+    # never replaced as trl's "start over" would); false starts over
     cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env)
     assert cfg.resume == "auto"
     cfg, _ = _native("sft", tiny_model_dir, monkeypatch, recipe_env, "--resume_from_checkpoint", "false")

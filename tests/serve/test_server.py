@@ -510,7 +510,8 @@ def test_response_format_json_schema_and_json_object(client):
     }
     r = client.chat.completions.create(
         model=MODEL, messages=CASES["hello"].messages(), temperature=0, max_tokens=150,
-        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}},
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "reply", "schema": schema, "strict": True}},
     )  # fmt: skip
     assert r.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(r.choices[0].message.content), schema)

@@ -30,13 +30,15 @@ CONVERSATION = [
 
 # (masked?, decoded text) for each maximal run of equal mask values, written out by hand.
 EXPECTED_RUNS = [
-    (0, "<|im_start|>system\n你是MiniMind。<|im_end|>\n<|im_start|>user\n1+1=?<|im_end|>\n<|im_start|>assistant\n<think>\n"),
+    (0, "<|im_start|>system\n你是MiniMind。<|im_end|>\n<|im_start|>user\n1+1=?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n"),
     (1, "简单的加法。\n</think>\n\n等于2。<|im_end|>"),
     (0, "\n<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"),
     (1, "Hi there!<|im_end|>"),
     (0, "\n<|im_start|>user\n北京天气？<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"),
     (1, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "北京"}}\n</tool_call><|im_end|>'),
-    (0, "\n<|im_start|>user\n<tool_response>\n晴\n</tool_response><|im_end|>\n<|im_start|>assistant\n<think>\n"),
+    (0, "\n<|im_start|>user\n<tool_response>\n晴\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n"),
     (1, "天气是晴。\n</think>\n\n北京今天晴。<|im_end|>"),
     (0, "\n"),
 ]  # fmt: skip

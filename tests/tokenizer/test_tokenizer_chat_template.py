@@ -19,7 +19,8 @@ TOOL_PREAMBLE = (
 )
 TOOL_POSTAMBLE = (
     "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\n'
     "</tool_call><|im_end|>\n"
 )
 
@@ -31,7 +32,8 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-# transformers' `tojson`: json.dumps with ensure_ascii=False, default separators, keys NOT sorted, no HTML escaping.
+# transformers' `tojson`: json.dumps with ensure_ascii=False, default separators, keys NOT sorted, no HTML
+# escaping.
 WEATHER_TOOL_JSON = (
     '{"type": "function", "function": {"name": "get_weather", "description": "查询城市天气 <b>&</b>", '
     '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}'

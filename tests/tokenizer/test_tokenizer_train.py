@@ -110,7 +110,8 @@ def test_skip_special_tokens_keeps_think_and_tool_tokens(tok):
 
 
 def test_chinese_compresses(tok, corpus):
-    # Sanity check that merges were learned (not just bytes): a seen sentence needs far fewer tokens than bytes.
+    # Sanity check that merges were learned (not just bytes): a seen sentence needs far fewer tokens than
+    # bytes.
     text = corpus[0]
     assert len(tok(text)["input_ids"]) < len(text.encode("utf-8")) / 2
 
