@@ -25,22 +25,11 @@ import uvicorn
 from fastapi import Depends, FastAPI
 
 from .engine import Engine
-from .errors import BodySizeLimit, BodyTooLarge, add_error_handlers
-from .prepare import EngineRequest
-from .routes import DISCONNECT_POLL_S, add_routes, check_api_key
+from .errors import BodySizeLimit, add_error_handlers
+from .routes import add_routes, check_api_key
 from .state import ServerState
 
-__all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
-    "DISCONNECT_POLL_S",
-    "GRACEFUL_SHUTDOWN_S",
-    "BodySizeLimit",
-    "BodyTooLarge",
-    "EngineRequest",
-    "ServerState",
-    "create_app",
-    "run_server",
-]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "GRACEFUL_SHUTDOWN_S", "create_app", "run_server"]
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 GRACEFUL_SHUTDOWN_S = 5  # after SIGTERM / Ctrl-C, at most this long for open connections to close

@@ -120,13 +120,11 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
 async def completions(req: CompletionRequest, request: Request):
     state = server_state(request)
+    echo = req.prompt if req.echo and isinstance(req.prompt, str) else None
+    if req.echo and echo is None:  # refused before any work is queued
+        raise APIError(400, "echo is supported for a single text prompt", param="echo")
     choices = open_streams(state, await off_loop(state, prepare_text, req))
     completion_id = "cmpl-" + uuid.uuid4().hex
-    echo = req.prompt if req.echo and isinstance(req.prompt, str) else None
-    if req.echo and echo is None:
-        for choice in choices:
-            await choice.events.aclose()
-        raise APIError(400, "echo is supported for a single text prompt", param="echo")
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return sse(text_sse(choices, completion_id, req.model, include_usage, state.token_text, echo))
