@@ -11,15 +11,21 @@ parameters with this 6,400-token vocabulary: minutes on 2 cores), same CPU, one 
   ``lr * (0.1 + 0.45 * (1 + cos(pi t / T)))``, no warmup, gradient clip 1.0.
 - ``ours``: the native trainer's defaults: documents / conversations packed into full rows (position ids
   restart per document, sdpa), `acceleration.resolve_precision("auto")` (bf16 autocast on CPUs with bf16
-  instructions), `acceleration.resolve_compile("auto")`, `optim.build_optimizer` with the stage config's
-  optimizer (pretraining: Muon at 0.02 for the block matrices + fused AdamW for the rest; SFT: fused AdamW;
-  betas 0.9 / 0.95, no decay on norms and embeddings), the same cosine schedule and clip.
+  instructions; sdpa itself in fp32, see `modeling_minimind.sdpa_in_fp32_on_cpu`),
+  `acceleration.resolve_compile("auto")` with the trainer's `CompiledRegions` (each decoder layer and the
+  loss), `optim.build_optimizer` with the stage config's optimizer (pretraining: Muon at 0.02 for the block
+  matrices + fused AdamW at `PretrainConfig.learning_rate`, 5e-3, for embeddings and norms; SFT: fused
+  AdamW; betas 0.9 / 0.95, no decay on norms and embeddings), the same cosine schedule and clip.
 - with ``--ablations``, ``ours`` with one lever changed: ``ours-fp32``, ``ours-eager`` (not compiled),
-  ``ours-adamw`` / ``ours-muon`` (the other optimizer; pretraining's default is Muon, SFT's AdamW);
-  ``--arms`` picks any set, and ``ours-muon@LR`` is Muon at the RMS-matched (AdamW-comparable) rate LR.
+  ``ours-adamw`` / ``ours-muon`` (the other optimizer; pretraining's default is Muon, SFT's AdamW),
+  ``ours-shared-lr`` (Muon's AdamW half at ``--lr`` instead of its own rate); ``--arms`` picks any set,
+  ``ours-muon@LR`` is Muon at the RMS-matched (AdamW-comparable) rate LR and ``base@LR`` the original's
+  recipe at rate LR (its target stays plain ``base``'s).
 
-Every arm has the same learning rate (``--lr``; the original's pretrain rate 5e-4 by default), batch
-(``--batch-size`` rows) and step budget with the schedule's T = ``--budget-steps``; arms alternate step by
+Every arm has the same batch (``--batch-size`` rows) and step budget with the schedule's T =
+``--budget-steps``. Every weight AdamW trains gets ``--lr`` (the original's pretrain rate 5e-4 by default),
+except in our Muon pretraining, whose rates are its own (``muon_lr`` for the matrices, the stage's
+``learning_rate`` for the rest). Arms alternate step by
 step, so load from other processes hits all alike. Each arm's clock counts its training steps only (the first
 one includes compilation); every ``--eval-every`` steps each is scored, in fp32, on the same held-out
 documents (token-weighted NLL of ``bos + text + eos`` per document; for SFT the assistant tokens of each
@@ -35,6 +41,7 @@ The last line printed is JSON: ``{"speedup": <pretrain>, "sft_speedup": ..., ...
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -60,7 +67,7 @@ IGNORE = -100
 class Arm:
     name: str
     model: torch.nn.Module
-    forward: torch.nn.Module  # the model, or its compiled module
+    regions: object  # the trainer's CompiledRegions, or None (eager)
     optimizer: torch.optim.Optimizer
     scheduler: object
     batches: object  # endless iterator of batches
@@ -77,8 +84,10 @@ class Arm:
         t = time.perf_counter()
         for _ in range(accum):
             batch = next(self.batches)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                loss = self.forward(**batch).loss / accum
+            compiled = self.regions.active() if self.regions is not None else contextlib.nullcontext()
+            forward = self.regions.forward_model() if self.regions is not None else self.model
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16), compiled:
+                loss = forward(**batch).loss / accum
             loss.backward()
             self.tokens += batch["input_ids"].numel()
             self.useful += int((batch["labels"][:, 1:] != IGNORE).sum())
@@ -139,7 +148,7 @@ def time_to(evals: list, target: float) -> float | None:
 def build_arm(name: str, config, stage_data: dict, args, total_steps: int, init_state: dict | None) -> Arm:
     from minimind_hf.data.collate import collate_rows
     from minimind_hf.modeling_minimind import MiniMindForCausalLM
-    from minimind_hf.native.acceleration import resolve_compile, resolve_precision
+    from minimind_hf.native.acceleration import CompiledRegions, resolve_compile, resolve_precision
     from minimind_hf.native.loop import default_param_groups
     from minimind_hf.native.optim import build_optimizer
     from minimind_hf.native.schedule import CosineSchedule
@@ -150,10 +159,11 @@ def build_arm(name: str, config, stage_data: dict, args, total_steps: int, init_
         model.load_state_dict(init_state)
     model.train()
     bs = args.batch_size
-    if name == "base":
+    if name == "base" or name.startswith("base@"):
         model.set_attn_implementation("eager")
         rows = stage_data["base_rows"]
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+        lr = float(name.split("@")[1]) if "@" in name else args.lr
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
 
         def epoch_batches(epoch):
             order = list(range(len(rows)))
@@ -161,7 +171,7 @@ def build_arm(name: str, config, stage_data: dict, args, total_steps: int, init_
             for i in range(0, len(order) - bs + 1, bs):
                 yield padded_batch([rows[j] for j in order[i : i + bs]], args.seq_len, stage_data["pad"])
 
-        bf16, forward = False, model
+        bf16, regions = False, None
     else:
         model.set_attn_implementation("sdpa")
         packed = stage_data["packed"]
@@ -170,7 +180,8 @@ def build_arm(name: str, config, stage_data: dict, args, total_steps: int, init_
         from minimind_hf.native.sft import SFTConfig
 
         settings = PretrainConfig() if stage_data["stage"] == "pretrain" else SFTConfig()
-        settings.learning_rate = args.lr
+        if settings.optimizer == "adamw" or name in ("ours-adamw", "ours-shared-lr"):
+            settings.learning_rate = args.lr  # the rate every weight trains at, as in base
         if name == "ours-adamw":
             settings.optimizer = "adamw"
         elif name.startswith("ours-muon"):
@@ -196,9 +207,9 @@ def build_arm(name: str, config, stage_data: dict, args, total_steps: int, init_
         compile_it = name != "ours-eager" and resolve_compile(
             "auto", algo=Stage, model=model, total_steps=total_steps, device_type="cpu"
         )
-        forward = torch.compile(model) if compile_it else model
+        regions = CompiledRegions(model) if compile_it else None  # what the native loop compiles
     scheduler = CosineSchedule(optimizer, total_steps, 0, 0.1)
-    return Arm(name, model, forward, optimizer, scheduler, endless(epoch_batches), bf16)
+    return Arm(name, model, regions, optimizer, scheduler, endless(epoch_batches), bf16)
 
 
 def run_stage(stage: str, config, stage_data: dict, args, arms: list[str], init_state=None) -> dict:
@@ -252,7 +263,7 @@ def run_stage(stage: str, config, stage_data: dict, args, arms: list[str], init_
             "useful_tokens_per_sec": round(arm.useful / arm.seconds, 1),
             "mfu": round(6 * n_nonembed * tok_s / args.peaks[precision], 4),
             "precision": "bf16" if arm.bf16 else "fp32",
-            "compiled": arm.forward is not arm.model,
+            "compiled": arm.regions is not None,
             "curve": [(round(t, 1), st, round(lo, 4)) for t, st, lo in arm.evals],
         }
     t_base = out["arms"]["base"]["seconds_to_target"]
@@ -289,7 +300,7 @@ def per_step(preset: str, stage_data: dict, args, vocab: int) -> dict:
             "mfu": round(6 * n_nonembed * tok_s / peak, 4),
             "first_step_seconds": round(arm.first_step_seconds, 1),
             "precision": "bf16" if arm.bf16 else "fp32",
-            "compiled": arm.forward is not arm.model,
+            "compiled": arm.regions is not None,
         }
         del arm
     out["speedup_per_step"] = round(out["base"]["seconds_per_step"] / out["ours"]["seconds_per_step"], 2)
@@ -334,18 +345,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _arm_names(args: argparse.Namespace) -> list[str]:
     """The arms to run, base first; exits on an unknown one."""
     arms = ["base", "ours"] + (
-        ["ours-fp32", "ours-eager", "ours-adamw", "ours-muon"] if args.ablations else []
+        ["ours-fp32", "ours-eager", "ours-adamw", "ours-muon", "ours-shared-lr"] if args.ablations else []
     )
     if args.arms:
         arms = ["base"] + [a for a in args.arms.split(",") if a and a != "base"]
-    known = ("ours", "ours-fp32", "ours-eager", "ours-adamw", "ours-muon")
+    known = ("ours", "ours-fp32", "ours-eager", "ours-adamw", "ours-muon", "ours-shared-lr")
+    with_rate = ("ours-muon@", "base@")
     bad = [
         a
         for a in arms[1:]
-        if a.split("@")[0] not in known or (a.startswith("ours-muon@") and not _is_float(a[10:]))
+        if (a.split("@")[0] not in known and not a.startswith("base@"))
+        or (a.startswith(with_rate) and not _is_float(a.split("@")[1]))
     ]
     if bad:
-        raise SystemExit(f"--arms: unknown {bad}; valid: {', '.join(known)}, ours-muon@LR")
+        raise SystemExit(f"--arms: unknown {bad}; valid: {', '.join(known)}, ours-muon@LR, base@LR")
     return arms
 
 

@@ -89,6 +89,7 @@ from ..data.collate import IGNORE_INDEX, collate_rows
 from ..model_card import write_model_card
 from . import checkpoint as ckpt
 from .acceleration import (
+    CompiledRegions,
     ThreadTuner,
     attention_problem,
     compiler_problem,
@@ -719,8 +720,8 @@ class _Run:
             total_steps=self.total_steps,
             device_type=self.device_type,
         )
-        # the compiled module shares the parameters; evaluation, generation and saving use the plain one
-        self.train_model = torch.compile(self.model) if self.compiled else self.model
+        # swapped in for training forwards only; evaluation, generation and saving see the plain model
+        self.regions = CompiledRegions(self.model) if self.compiled else None
         self.tuner = ThreadTuner(cfg.num_threads) if self.device_type == "cpu" else None
         if self.resume_path is not None:
             rng = ckpt.load_rng(self.resume_path, acc.process_index)
@@ -770,11 +771,13 @@ class _Run:
     def train_step(self) -> _Step:
         """This step's micro-batches (see `batches`), their losses' backward passes, clip, optimizer step."""
         cfg, algo, acc, world = self.cfg, self.algo, self.accelerator, self.world
-        step_model = self.train_model
+        compiled = self.regions
         if self.tuner is not None:
             self.tuner.before_step()
             if self.tuner.in_trial:
-                step_model = self.model
+                compiled = None
+        step_model = compiled.forward_model() if compiled is not None else self.model
+        regions = compiled.active if compiled is not None else nullcontext
 
         def prepare(batch):
             with acc.autocast():  # every model an algorithm runs (reference, critic) alike
@@ -795,7 +798,7 @@ class _Run:
             if batch is None:
                 continue
             with nullcontext() if i == last or world == 1 else acc.no_sync(self.model):
-                with acc.autocast():
+                with acc.autocast(), regions():
                     loss, metrics = algo.compute_loss(step_model, batch, denom)
                 acc.backward(loss * world)  # DDP averages gradients over processes; undo it
             step_loss += loss.detach().float()

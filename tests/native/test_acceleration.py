@@ -14,7 +14,12 @@ from _native_helpers import base_config
 
 from minimind_hf import MiniMindConfig, MiniMindForCausalLM
 from minimind_hf.native import acceleration
-from minimind_hf.native.acceleration import ThreadTuner, resolve_compile, resolve_precision
+from minimind_hf.native.acceleration import (
+    CompiledRegions,
+    ThreadTuner,
+    resolve_compile,
+    resolve_precision,
+)
 from minimind_hf.native.config import load_config
 from minimind_hf.native.loop import TrainConfig, default_param_groups
 from minimind_hf.native.optim import MuonWithAdamW, build_optimizer, is_muon_matrix
@@ -76,6 +81,25 @@ def test_bf16_training_tracks_fp32_and_hands_back_a_plain_fp32_model(pretrain_cf
     torch.testing.assert_close(model(ids).logits, copy_.eval()(ids).logits, rtol=0, atol=0)
 
 
+def test_cpu_bf16_autocast_runs_sdpa_in_fp32_and_the_projections_in_bf16(monkeypatch):
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, **kwargs):
+        seen.append((query.dtype, key.dtype, value.dtype, torch.is_autocast_enabled("cpu")))
+        return real(query, key, value, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = _tiny()
+    model.set_attn_implementation("sdpa")
+    ids = torch.randint(0, 300, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids).logits
+    assert seen == [(torch.float32, torch.float32, torch.float32, False)] * 2  # both layers
+    assert logits.dtype == torch.bfloat16  # the matmuls around attention stay in bf16
+    torch.testing.assert_close(logits.float(), model(input_ids=ids).logits, rtol=0.05, atol=0.05)
+
+
 # ---------------------------------------------------------------------------------------------- compile
 def test_compile_auto_only_where_it_pays(monkeypatch):
     dense = _tiny()
@@ -126,6 +150,30 @@ def test_compiled_training_gives_the_eager_losses(pretrain_cfg):
     eager = run_pretrain(pretrain_cfg("eager", max_steps=3, compile=False))
     compiled = run_pretrain(pretrain_cfg("compiled", max_steps=3, compile=True))
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)
+
+
+def test_compiled_regions_share_one_layer_graph_and_leave_the_model_plain():
+    from torch._dynamo.eval_frame import OptimizedModule
+    from torch._dynamo.utils import counters
+
+    model = _tiny()  # 2 decoder layers
+    plain_layers, plain_loss = list(model.model.layers), model.loss_function
+    ids = torch.randint(0, 300, (2, 16))
+    eager = model(input_ids=ids, labels=ids).loss
+    torch._dynamo.reset()
+    counters.clear()
+    regions = CompiledRegions(model, backend="aot_eager")  # dynamo's graphs without inductor's C++ build
+    with regions.active():
+        assert all(isinstance(layer, OptimizedModule) for layer in model.model.layers)
+        loss = regions.forward_model()(input_ids=ids, labels=ids).loss
+    loss.backward()
+    torch.testing.assert_close(loss, eager)
+    assert list(model.model.layers) == plain_layers and model.loss_function is plain_loss
+    assert model.model.layers[1].self_attn.q_proj.weight.grad is not None
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == 2, counters  # one graph for both layers, one for the loss
+    model(input_ids=torch.randint(0, 300, (1, 7)))  # outside `active`: another shape, nothing compiled
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 # ---------------------------------------------------------------------------------------------- Muon
