@@ -137,8 +137,9 @@ class CompiledRegions:
     training forward runs (`active`).
 
     Why regions, not the whole model: the layers run the same code on the same shapes, so they share one
-    compiled graph, and a cold compilation costs one layer's and the loss's instead of the whole model's (the
-    quickstart model on 2 cores: 21-25 s instead of 33-38 s, mostly the C++ compiler; steps as fast). Why
+    compiled graph, and a cold compilation costs one layer's and the loss's instead of the whole model's (on
+    2 cores, mostly the C++ compiler: the quickstart model 25 s instead of 41 s, minimind3 47 s instead of
+    72 s; steps as fast). Why
     only while training: evaluation and generation run other shapes (each would compile again), and the model
     a run hands back must be the plain one. A model without a list of decoder layers is compiled whole.
     """
