@@ -12,6 +12,7 @@ One module per job:
 - ``engine``    one worker thread owns the model; continuous batching, packed chunked prefill, per-request
                 sampling and seeds, logprobs, grammars, incremental UTF-8-safe detokenization, stop strings
 - ``slots``     the torch forward: the model's modules over a slot-indexed, preallocated KV cache
+- ``packed``    its matrix products: fused projections on oneDNN-prepacked weights (CPU)
 - ``llama_backend`` the llama.cpp forward on the folder's GGUF (``serve --backend llama.cpp``)
 - ``constrained`` llguidance grammars for tool_choice and response_format
 - ``sampling``  temperature / top-p / top-k / penalties with a per-request ``torch.Generator``
@@ -24,3 +25,7 @@ One module per job:
 - ``responses`` OpenAI response bodies and SSE chunks from the engine's events (n choices, logprobs)
 - ``terminal``  the terminal chat loop; ``webui`` the Gradio page; ``cli`` the commands
 """
+
+# the --dtype choices ("auto": the checkpoint's, but bf16 for a float32 checkpoint on a CPU with bf16
+# instructions; see chat.load_model). Here so that the CLI lists them without importing torch.
+SERVING_DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from . import SERVING_DTYPES
 from .engine import Engine, Finish
 from .parser import THINK_OPEN, Delta, OutputParser
 from .sampling import SamplingParams
@@ -38,13 +39,32 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"the tokenizer in {path} has no chat template")
+    if dtype not in SERVING_DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(SERVING_DTYPES)}")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(
         str(path), trust_remote_code=trust_remote_code, dtype=torch_dtype
     )
     model.to(device).eval()
-    logger.info("loaded %s (%.1fM parameters) on %s", path, model.num_parameters() / 1e6, device)
+    if dtype == "auto" and _serve_in_bf16(model, device):
+        model.to(torch.bfloat16)
+        logger.info(
+            "serving the float32 checkpoint in bfloat16: this CPU has bf16 instructions (--dtype float32 "
+            "keeps float32)"
+        )
+    logger.info(
+        "loaded %s (%.1fM parameters, %s) on %s",
+        path, model.num_parameters() / 1e6, str(model.dtype).removeprefix("torch."), device,
+    )  # fmt: skip
     return model, tokenizer
+
+
+def _serve_in_bf16(model: PreTrainedModel, device: str) -> bool:
+    """A float32 model on a CPU that multiplies bf16 in hardware decodes ~1.5x faster in bf16 (it reads half
+    the bytes per token), as llama.cpp serves f16 exports; everywhere else the checkpoint's dtype is kept."""
+    from .packed import cpu_has_native_bf16
+
+    return torch.device(device).type == "cpu" and model.dtype == torch.float32 and cpu_has_native_bf16()
 
 
 def encode_chat_prompt(

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ..cli_logging import add_trust_remote_code_arg
+from . import SERVING_DTYPES
 
 logger = logging.getLogger("minimind_hf.serve")
 
@@ -37,7 +38,13 @@ def _is_loopback(host: str) -> bool:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a Hugging Face model folder (weights + tokenizer)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (default auto)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=SERVING_DTYPES,
+        help="weights' dtype (default auto: the checkpoint's, but bfloat16 for a float32 checkpoint on a CPU "
+        "with bf16 instructions, AVX512-BF16 or AMX)",
+    )
     p.add_argument(
         "--threads",
         type=int,

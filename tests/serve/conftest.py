@@ -18,4 +18,4 @@ def model_dir(tmp_path_factory) -> Path:
 def model_and_tokenizer(model_dir):
     from minimind_hf.serve.chat import load_model
 
-    return load_model(model_dir)
+    return load_model(model_dir, dtype="float32")  # compared exactly with its own fp32 forward

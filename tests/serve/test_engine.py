@@ -204,7 +204,14 @@ def test_running_request_keeps_decoding_while_a_long_prompt_prefills(model_and_t
 
 
 def _reference_model(name: str, vocab_size: int):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     common = dict(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -220,13 +227,20 @@ def _reference_model(name: str, vocab_size: int):
         return MiniMindForCausalLM(config).eval()
     if name == "qwen3":
         return Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common)).eval()
+    if name == "qwen2":  # biases on q/k/v (fused into one packed product)
+        model = Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+        with torch.no_grad():  # transformers initialises biases to zero, which would test nothing
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0, 0.5)
+        return model
     return LlamaForCausalLM(LlamaConfig(**common)).eval()
 
 
-@pytest.mark.parametrize("name", ["qwen3", "llama", "minimind-moe"])
+@pytest.mark.parametrize("name", ["qwen3", "qwen2", "llama", "minimind-moe"])
 def test_transformers_models_decode_like_their_own_forward(name, model_and_tokenizer):
-    """The slot decoder runs transformers' own Qwen3 / Llama classes and MiniMind's MoE block: greedy tokens
-    equal their own forward's."""
+    """The slot decoder runs transformers' own Qwen3 / Qwen2 / Llama classes and MiniMind's MoE block:
+    greedy tokens equal their own forward's."""
     _, tok = model_and_tokenizer
     model = _reference_model(name, len(tok))
     jobs, expected = greedy_jobs(model, tok, (5, 31, 12, 20), seed=2, new_tokens=10)
