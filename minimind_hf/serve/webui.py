@@ -188,8 +188,8 @@ def _option_inputs(engine: Engine, max_tokens: int, temperature: float) -> list:
     import gradio as gr
 
     thinking = gr.Checkbox(label="Thinking (reasoning shown folded)", value=False, render=False)
-    tools = gr.Textbox(label="Tools (JSON list, OpenAI format)", lines=3, render=False)
-    system = gr.Textbox(label="System prompt", render=False)
+    tools = gr.Textbox(label="Tools (JSON list, OpenAI format)", value="", lines=3, render=False)
+    system = gr.Textbox(label="System prompt", value="", render=False)
     temperature_slider = gr.Slider(0.0, 1.5, value=temperature, step=0.05, label="Temperature", render=False)
     longest = max(1, min(max_tokens, engine.context_length - 1))
     max_new = gr.Slider(

@@ -137,3 +137,12 @@ def test_one_options_accordion_holding_the_inputs_and_a_slider_default_that_fits
     assert len(placed) == 1 and placed[0].get("children"), placed
     slider = next(c for c in config["components"] if c.get("props", {}).get("label") == "Max new tokens")
     assert slider["props"]["value"] <= slider["props"]["maximum"] == engine.context_length - 1
+
+
+def test_a_message_sent_at_the_page_defaults_gets_a_reply(page, model_and_tokenizer):
+    """Only the message, every option at the page's default (max new tokens 512 asked for, on this
+    384-token model): the first message of a user who changes nothing is answered."""
+    model, _ = model_and_tokenizer
+    assert model.config.max_position_embeddings == 384
+    final = gradio_client.Client(page, verbose=False).predict(CASES["hello"].user, api_name="/chat")
+    assert final and final[-1]["content"].strip()
