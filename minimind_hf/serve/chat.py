@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from . import SERVING_DTYPES
 from .engine import Engine, Finish
@@ -28,17 +36,8 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a Hugging Face model folder (weights + tokenizer with a chat template). MiniMind folders load with
     the package's own classes; the folder's Python files run only with ``trust_remote_code=True``."""
-    import minimind_hf  # noqa: F401  (registers model_type "minimind" with the Auto classes)
-
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a model folder (no config.json). Train one with `minimind-hf quickstart`, "
-            f"then pass runs/quickstart/model."
-        )
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"the tokenizer in {path} has no chat template")
+    tokenizer = _load_tokenizer(path, trust_remote_code)
     if dtype not in SERVING_DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(SERVING_DTYPES)}")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
@@ -57,6 +56,42 @@ def load_model(
         path, model.num_parameters() / 1e6, str(model.dtype).removeprefix("torch."), device,
     )  # fmt: skip
     return model, tokenizer
+
+
+@dataclass
+class ModelInfo:
+    """What the engine reads of a model that another decoder runs (``serve --backend llama.cpp``): its
+    config and generation config, without its weights in memory."""
+
+    config: PretrainedConfig
+    generation_config: GenerationConfig | None
+
+
+def load_model_info(
+    model_dir: str | Path, trust_remote_code: bool = False
+) -> tuple[ModelInfo, PreTrainedTokenizerBase]:
+    """A model folder's config, generation config and tokenizer (checked as :func:`load_model` does)."""
+    path = Path(model_dir)
+    tokenizer = _load_tokenizer(path, trust_remote_code)
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    generation = None
+    if (path / "generation_config.json").is_file():
+        generation = GenerationConfig.from_pretrained(str(path))
+    return ModelInfo(config, generation), tokenizer
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    import minimind_hf  # noqa: F401  (registers model_type "minimind" with the Auto classes)
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a model folder (no config.json). Train one with `minimind-hf quickstart`, "
+            f"then pass runs/quickstart/model."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"the tokenizer in {path} has no chat template")
+    return tokenizer
 
 
 def _serve_in_bf16(model: PreTrainedModel, device: str) -> bool:

@@ -203,15 +203,20 @@ def _engine(args: argparse.Namespace):
     """The engine on ``args.model_dir``; None (after one logged line) when it cannot be built."""
     import torch
 
-    from .chat import load_model
+    from .chat import load_model, load_model_info
     from .engine import Engine
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model, tokenizer = load_model(
-            args.model_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
-        )
+        if args.backend == "llama.cpp":  # llama.cpp holds the weights: only the config is read here
+            if args.dtype != "auto":
+                raise ValueError("--dtype is read by --backend torch only (llama.cpp serves the f16 GGUF)")
+            model, tokenizer = load_model_info(args.model_dir, trust_remote_code=args.trust_remote_code)
+        else:
+            model, tokenizer = load_model(
+                args.model_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+            )
         model_context = int(getattr(model.config, "max_position_embeddings", 2048))
         context = args.max_model_len or model_context
         if args.backend == "llama.cpp" and not args.max_model_len:

@@ -187,3 +187,29 @@ def test_a_folder_that_is_not_a_model_is_one_line_not_a_traceback(tmp_path, comm
     assert main([command, str(tmp_path)]) == 2
     assert "is not a model folder (no config.json)" in caplog.text
     assert "Traceback" not in capsys.readouterr().err
+
+
+def _engine_args(model_dir, *extra: str) -> argparse.Namespace:
+    from minimind_hf.cli import build_parser
+
+    return build_parser().parse_args(["serve", str(model_dir), "--threads", "1", *extra])
+
+
+@pytest.mark.slow
+def test_llama_cpp_backend_engine_holds_no_torch_weights(model_dir, caplog):
+    """`serve --backend llama.cpp`: llama.cpp holds the weights, the engine only the config (a 64M model's
+    fp32 weights were loaded beside the GGUF's), and the memorised reply comes back."""
+    pytest.importorskip("llama_cpp")
+    from minimind_hf.serve.chat import ModelInfo, encode_chat_prompt
+    from minimind_hf.serve.cli import _engine
+    from minimind_hf.serve.sampling import SamplingParams
+
+    engine = _engine(_engine_args(model_dir, "--backend", "llama.cpp", "--max-batch-size", "2"))
+    assert isinstance(engine.model, ModelInfo)
+    with engine:
+        ids = encode_chat_prompt(engine.tokenizer, CASES["hello"].messages())[1]
+        text, _ = engine.generate_text(ids, SamplingParams(max_new_tokens=60, temperature=0.0))
+    assert text == CASES["hello"].completion()
+    engine.decoder.close()
+    assert _engine(_engine_args(model_dir, "--backend", "llama.cpp", "--dtype", "bfloat16")) is None
+    assert "--dtype is read by --backend torch only" in caplog.text
