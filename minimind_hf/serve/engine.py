@@ -10,7 +10,8 @@ last one, so the batch stays dense. Every request keeps its own position, sampli
 
 The forward itself is a *decoder* (:mod:`.slots` runs the model's own modules over a preallocated cache;
 :mod:`.llama_backend` runs its GGUF export through llama.cpp): ``start_prefill`` / ``prefill`` /
-``admit`` / ``decode`` / ``release`` / ``move`` / ``reset``.
+``admit`` / ``admit_copy`` / ``decode`` / ``release`` / ``move`` / ``reset``. The ``n`` choices of one API
+request share one prefill of their prompt (``admit_copy`` puts it into each of their slots).
 
 Each request's output is streamed as events to a ``sink`` callback, called on the worker thread:
 ``str`` text deltas (never a partial UTF-8 character, ``stop`` strings already cut) and one final
@@ -127,8 +128,10 @@ class _Sequence:
         sink: Callable[[Event], None],
         tokenizer: PreTrainedTokenizerBase,
         constraint=None,
+        group: object | None = None,
     ):
         self.id = next(self._ids)
+        self.group = group  # requests of one group with the same prompt share its prefill (the n choices)
         self.constraint = constraint  # a constrained.Constraint: the grammar the reply must follow
         self.prompt_ids = prompt_ids
         self.params = params
@@ -199,6 +202,8 @@ class Engine:
         self._queue: queue.Queue[_Sequence] = queue.Queue()
         self._waiting: collections.deque[_Sequence] = collections.deque()  # taken, not yet prefilled
         self._prefilling: list[tuple[_Sequence, object]] = []  # (request, decoder prefill state), FIFO
+        # requests waiting for a prefill of their group's prompt to finish, by that prefill's state
+        self._followers: dict[object, list[_Sequence]] = {}
         self._active: list[_Sequence] = []  # request i decodes in slot i
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -253,10 +258,12 @@ class Engine:
         params: SamplingParams,
         sink: Callable[[Event], None],
         constraint=None,
+        group: object | None = None,
     ) -> RequestHandle:
         """Queue a request; events go to ``sink`` (called on the worker thread, must not block). With a
         ``constraint`` (:class:`~.constrained.Constraint`), only tokens its grammar accepts are sampled and
-        the reply ends when the grammar is complete."""
+        the reply ends when the grammar is complete. Requests given the same ``group`` object (the ``n``
+        choices of one API request) and the same prompt are prefilled once."""
         if not prompt_ids:
             raise ValueError("empty prompt")
         if len(prompt_ids) >= self.context_length:
@@ -265,11 +272,13 @@ class Engine:
             raise EngineOverloaded(f"{self._queue.qsize()} requests are already waiting")
         if self._thread is None:
             self.start()
-        seq = _Sequence(list(prompt_ids), params, sink, self._decode_tokenizer, constraint)
+        seq = _Sequence(list(prompt_ids), params, sink, self._decode_tokenizer, constraint, group)
         self._queue.put(seq)
         return RequestHandle(seq)
 
-    def stream(self, prompt_ids: Sequence[int], params: SamplingParams, constraint=None) -> EventStream:
+    def stream(
+        self, prompt_ids: Sequence[int], params: SamplingParams, constraint=None, group: object | None = None
+    ) -> EventStream:
         """Queue a request now (raising :class:`EngineOverloaded` / ``ValueError`` at once) and return an
         async iterator over its events; ``aclose()`` or leaving it early cancels the request."""
         loop = asyncio.get_running_loop()
@@ -278,7 +287,7 @@ class Engine:
         def sink(event: Event) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        return EventStream(events, self.submit(prompt_ids, params, sink, constraint))
+        return EventStream(events, self.submit(prompt_ids, params, sink, constraint, group))
 
     def stream_sync(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[Event]:
         """Blocking iterator over a request's events (terminal chat, web UI)."""
@@ -317,7 +326,8 @@ class Engine:
         with self._queue.mutex:
             queued = list(self._queue.queue)
         current = [seq for seq, _ in self._prefilling]
-        return queued + list(self._waiting) + current + list(self._active)
+        following = [seq for group in self._followers.values() for seq in group]
+        return queued + list(self._waiting) + current + following + list(self._active)
 
     # -- worker -------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -332,13 +342,14 @@ class Engine:
                         self._decode_step()
                 except Exception as exc:  # keep serving: fail the work in flight, reset the state
                     logger.exception("generation failed")
-                    for seq in list(self._active) + [seq for seq, _ in self._prefilling]:
+                    following = [seq for group in self._followers.values() for seq in group]
+                    for seq in list(self._active) + [seq for seq, _ in self._prefilling] + following:
                         seq.finish("error", error=f"{type(exc).__name__}: {exc}")
-                    self._active, self._prefilling = [], []
+                    self._active, self._prefilling, self._followers = [], [], {}
                     self.decoder.reset()
         for seq in self._snapshot():
             seq.finish("cancelled")
-        self._active, self._prefilling = [], []
+        self._active, self._prefilling, self._followers = [], [], {}
         self._waiting.clear()
         while not self._queue.empty():
             self._queue.get_nowait()
@@ -347,7 +358,9 @@ class Engine:
         """Move queued requests into ``_waiting`` while the batch has room for them."""
 
         def room() -> int:
-            return self.max_batch_size - len(self._active) - len(self._waiting) - len(self._prefilling)
+            following = sum(len(group) for group in self._followers.values())
+            taken = len(self._active) + len(self._waiting) + len(self._prefilling) + following
+            return self.max_batch_size - taken
 
         if block and room() > 0:
             try:
@@ -368,6 +381,8 @@ class Engine:
             self.decoder.discard(state)
             self._prefilling.remove((seq, state))
             seq.finish("cancelled")
+            # its followers prefill on their own, first in line
+            self._waiting.extendleft(reversed(self._followers.pop(state, [])))
         budget = self.prefill_chunk if self._active else max(self.prefill_chunk, IDLE_PREFILL_TOKENS)
         work, scheduled = [], 0
         while budget > 0:
@@ -377,6 +392,10 @@ class Engine:
                 seq = self._waiting.popleft()
                 if seq.cancelled:
                     seq.finish("cancelled")
+                    continue
+                leader = self._prefill_to_share(seq)
+                if leader is not None:
+                    self._followers.setdefault(leader, []).append(seq)
                     continue
                 self._prefilling.append((seq, self.decoder.start_prefill(len(seq.prompt_ids))))
             seq, state = self._prefilling[scheduled]
@@ -389,13 +408,33 @@ class Engine:
         logits = self.decoder.prefill([(state, chunk) for _, state, chunk in work])
         self.prefill_chunks += 1
         done = [i for i, (seq, state, _) in enumerate(work) if state.done == len(seq.prompt_ids)]
+        rows, row_logits = [], []
         for i in done:
             seq, state, _ = work[i]
             self._prefilling.remove((seq, state))
             self.decoder.admit(state, len(self._active))
             self._active.append(seq)
-        if done:
-            self._advance([work[i][0] for i in done], logits[done])
+            rows.append(seq)
+            row_logits.append(i)
+            for follower in self._followers.pop(state, []):
+                if follower.cancelled:
+                    follower.finish("cancelled")
+                    continue
+                self.decoder.admit_copy(state, len(self._active))
+                self._active.append(follower)
+                rows.append(follower)
+                row_logits.append(i)
+        if rows:
+            self._advance(rows, logits[row_logits])
+
+    def _prefill_to_share(self, seq: _Sequence):
+        """The state of a running prefill of ``seq``'s group with ``seq``'s prompt, if there is one."""
+        if seq.group is None:
+            return None
+        for other, state in self._prefilling:
+            if other.group is seq.group and other.prompt_ids == seq.prompt_ids:
+                return state
+        return None
 
     def _decode_step(self) -> None:
         rows = self._active

@@ -152,6 +152,13 @@ class LlamaCppDecoder:
     def admit(self, state: LlamaPrefillState, slot: int) -> None:
         self.slot_seq[slot] = state.seq
 
+    def admit_copy(self, state: LlamaPrefillState, slot: int) -> None:
+        """A shared prompt: another sequence id gets the prefilled cells (in the unified KV cache they are
+        shared, not copied, until the sequences diverge)."""
+        seq = self.free_seqs.pop()
+        self.L.llama_memory_seq_cp(self.memory, state.seq, seq, -1, -1)
+        self.slot_seq[slot] = seq
+
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         entries = [
             (int(t), int(p), self.slot_seq[i], True)

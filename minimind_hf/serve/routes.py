@@ -59,9 +59,10 @@ def open_streams(state: ServerState, requests: list[EngineRequest]) -> list[Choi
     if engine.closing:
         raise APIError(503, "The server is shutting down.", type="server_error", code="shutting_down")
     choices: list[Choice] = []
+    group = object()  # the choices of one request: prompts they share are prefilled once
     try:
         for i, r in enumerate(requests):
-            events = engine.stream(r.ids, r.params, r.constraint)
+            events = engine.stream(r.ids, r.params, r.constraint, group)
             choices.append(Choice(i, events, r.parser, want_logprobs=r.params.logprobs is not None))
     except EngineOverloaded as exc:
         for choice in choices:

@@ -175,6 +175,10 @@ class SlotDecoder:
     def reset(self) -> None:
         """Forget every request (after a failed step). The cache is simply overwritten by the next ones."""
 
+    def admit_copy(self, state: PrefillState, slot: int) -> None:
+        """Copy a finished prefill, admitted already, into another ``slot`` too (a shared prompt)."""
+        self.admit(state, slot)
+
     def admit(self, state: PrefillState, slot: int) -> None:
         """Copy a finished prefill into ``slot``."""
         self._grow(state.done)

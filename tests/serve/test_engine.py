@@ -203,6 +203,55 @@ def test_running_request_keeps_decoding_while_a_long_prompt_prefills(model_and_t
     assert finish.prompt_tokens == 200 and events[-1].completion_tokens == 60
 
 
+def _submit_group(eng, ids, params_list, group, sinks):
+    handles = []
+    for params in params_list:
+        events: list = []
+        sinks.append(events)
+        handles.append(eng.submit(ids, params, events.append, group=group))
+    return handles
+
+
+def _text_when_done(events: list, deadline: float) -> tuple[str, Finish]:
+    while not (events and isinstance(events[-1], Finish)):
+        assert time.monotonic() < deadline, "the request did not finish"
+        time.sleep(0.005)
+    return "".join(e for e in events if isinstance(e, str)), events[-1]
+
+
+def test_choices_of_one_request_share_one_prefill(model_and_tokenizer):
+    """The n choices of a request (one group, one prompt) are prefilled once and each samples as it would
+    alone; when the choice whose prefill the others follow is cancelled, they still finish."""
+    model, tok = model_and_tokenizer
+    ids = torch.randint(40, len(tok), (30,), generator=torch.Generator().manual_seed(3)).tolist()
+    params = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=s, ignore_eos=True) for s in (1, 2, 3)]
+    busy = SamplingParams(max_new_tokens=150, temperature=0.0, ignore_eos=True)
+    with Engine(model, tok, max_batch_size=5, prefill_chunk=8) as eng:
+        alone = [eng.generate_text(ids, p)[0] for p in params]
+        for cancel_first in (False, True):
+            eng.decoder = recorder = RecordingDecoder(eng.decoder)
+            running: list = []
+            eng.submit(ids[:5], busy, running.append)  # while it decodes, prompts prefill 8 tokens a step
+            while eng.steps == 0 or not recorder.calls:
+                time.sleep(0.001)
+            sinks: list = []
+            handles = _submit_group(eng, ids, params, object(), sinks)
+            if cancel_first:
+                handles[0].cancel()
+            deadline = time.monotonic() + 60
+            results = [_text_when_done(events, deadline) for events in sinks]
+            _text_when_done(running, deadline)
+            eng.decoder = recorder.inner
+            prefilled = sum(sum(lengths) for kind, lengths in recorder.calls if kind == "prefill")
+            if cancel_first:
+                assert results[0][1].reason == "cancelled"
+                assert [text for text, _ in results[1:]] == alone[1:]
+                assert prefilled <= 5 + 2 * 30  # the cancelled one's tokens at most once more
+            else:
+                assert [text for text, _ in results] == alone
+                assert prefilled == 5 + 30, recorder.calls  # the busy prompt, then the group's once
+
+
 def _reference_model(name: str, vocab_size: int):
     from transformers import (
         LlamaConfig,
@@ -286,6 +335,12 @@ def test_llama_cpp_backend_serves_the_same_model(model_and_tokenizer, model_dir,
         results = run_concurrently(eng, jobs * 2)
         assert [text for text, _ in results] == [case.completion() for case in CASES.values()] * 2
         assert eng.max_rows_seen > 1
+        # n choices sharing one prefill: the others get a copy of its llama.cpp sequence
+        sinks: list = []
+        _submit_group(eng, jobs[0][0], [jobs[0][1]] * 3, object(), sinks)
+        deadline = time.monotonic() + 60
+        texts = [_text_when_done(events, deadline)[0] for events in sinks]
+        assert texts == [next(iter(CASES.values())).completion()] * 3
     decoder.close()
 
 
