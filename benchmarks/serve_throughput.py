@@ -6,8 +6,11 @@
 
 Without --model, a tokenizer is trained on the built-in demo corpus and a random `--preset` MiniMind is
 saved to a temporary folder (the figures then measure the serving stack and the decoder, not a useful
-model). Its f16 GGUF export (`minimind_hf.convert.to_gguf`) is what llama.cpp serves. Each server runs
-alone, as a separate process on a free 127.0.0.1 port, with the same thread count; every request is the
+model). Its f16 GGUF export (`minimind_hf.convert.to_gguf`) is what llama.cpp serves. Each server is a
+separate process on a free 127.0.0.1 port, with the same thread count. Both are started, then measured in
+turn (never at the same time), level by level, for `--rounds` rounds, so that a drift in the machine's
+speed falls on both instead of on whichever ran at the time; the figures are the rounds' totals, with each
+round's tokens/s beside them. Every request is the
 same chat prompt, greedy, `--max-tokens` new tokens (EOS suppressed: `ignore_eos` for ours, a -100
 `logit_bias` on EOS for llama.cpp), streamed over SSE and counted from the stream.
 
@@ -41,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -233,30 +236,67 @@ def server(cmd: list[str], port: int, log: Path, threads: int):
                 proc.wait()
 
 
-def bench_server(url: str, pid: int, body: dict, args: argparse.Namespace) -> dict:
-    asyncio.run(run_level(url, {**body, "max_tokens": 8}, 1, 2))  # warm-up
-    out = {}
-    for name, clients, requests in (("bs1", 1, args.requests), ("bs8", 8, 8 * args.requests)):
-        logger.info("%s: %d requests x %d tokens, %d clients", name, requests, args.max_tokens, clients)
-        cpu = cpu_seconds(pid)
-        level = asyncio.run(run_level(url, body, clients, requests))
-        cpu = cpu_seconds(pid) - cpu
-        # the server's own CPU time: a server that keeps a second core busy (its HTTP thread beside the
-        # decoding one) is charged for it
-        level.update(
-            cpu_s=round(cpu, 3),
-            cores_used=round(cpu / level["seconds"], 2),
-            tokens_per_cpu_s=round(level["completion_tokens"] / cpu, 2),
-        )
-        out[name] = level
-    return out
+LEVELS = (("bs1", 1), ("bs8", 8))  # (name, concurrent clients)
+
+
+def measure_level(url: str, pid: int, body: dict, clients: int, requests: int) -> dict:
+    cpu = cpu_seconds(pid)
+    level = asyncio.run(run_level(url, body, clients, requests))
+    # the server's own CPU time: a server that keeps a second core busy (its HTTP thread beside the
+    # decoding one) is charged for it
+    level["cpu_s"] = cpu_seconds(pid) - cpu
+    return level
+
+
+def combine(runs: list[dict]) -> dict:
+    """One level's rounds: totals, and each round's tokens/s."""
+    tokens = sum(r["completion_tokens"] for r in runs)
+    seconds = sum(r["seconds"] for r in runs)
+    cpu = sum(r["cpu_s"] for r in runs)
+    return {
+        "clients": runs[0]["clients"],
+        "requests": sum(r["requests"] for r in runs),
+        "seconds": round(seconds, 3),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 2),
+        "tokens_per_s_by_round": [r["tokens_per_s"] for r in runs],
+        "mean_ttft_s": round(statistics.mean(r["mean_ttft_s"] for r in runs), 4),
+        "cpu_s": round(cpu, 3),
+        "cores_used": round(cpu / seconds, 2),
+        "tokens_per_cpu_s": round(tokens / cpu, 2),
+    }
+
+
+def bench_servers(servers: dict[str, tuple[list[str], dict]], tmp: Path, args: argparse.Namespace) -> dict:
+    """Start every server, then measure them in turn, level by level, ``--rounds`` times: a machine whose
+    speed drifts (a busy neighbour) slows all of them alike instead of whichever happened to run then."""
+    runs: dict[str, dict[str, list]] = {name: {level: [] for level, _ in LEVELS} for name in servers}
+    with ExitStack() as stack:
+        running = {}
+        for name, (cmd, _) in servers.items():
+            logger.info("%s: %s", name, " ".join(cmd[2:]))
+            port = int(cmd[cmd.index("--port") + 1])
+            log = tmp / f"{name.split()[0]}.log"
+            running[name] = stack.enter_context(server(cmd, port, log, args.threads))
+        for name, (url, _) in running.items():  # warm-up
+            asyncio.run(run_level(url, {**servers[name][1], "max_tokens": 8}, 1, 2))
+        for round_ in range(args.rounds):
+            for level, clients in LEVELS:
+                for name, (url, pid) in running.items():
+                    requests = clients * args.requests
+                    logger.info(
+                        "round %d, %s %s: %d requests, %d clients", round_ + 1, name, level, requests, clients
+                    )
+                    runs[name][level].append(measure_level(url, pid, servers[name][1], clients, requests))
+    return {name: {level: combine(r) for level, r in levels.items()} for name, levels in runs.items()}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a MiniMind folder (default: random --preset weights)")
     parser.add_argument("--preset", default="minimind3")
-    parser.add_argument("--requests", type=int, default=3, help="requests per client at each level")
+    parser.add_argument("--requests", type=int, default=2, help="requests per client per level and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every level on every server")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="threads of each server (default 1)")
     parser.add_argument(
@@ -274,26 +314,19 @@ def stall_prompts(tokenizer, long_tokens: int) -> tuple[list[int], list[int]]:
     return ids, tokenizer(long_text, add_special_tokens=False)["input_ids"]
 
 
-def bench_ours(model_dir: Path, tmp: Path, tokenizer, args: argparse.Namespace) -> tuple[dict, dict]:
-    """`minimind-hf serve` over HTTP, then the stall test on the engine the same arguments build."""
-    port = free_port()
+def ours_command(model_dir: Path, args: argparse.Namespace) -> tuple[list[str], dict]:
     cmd = [
         sys.executable, "-m", "minimind_hf.cli", "serve", str(model_dir),
-        "--port", str(port), "--threads", str(args.threads), "--model-name", "bench",
+        "--port", str(free_port()), "--threads", str(args.threads), "--model-name", "bench",
         *shlex.split(args.serve_args),
     ]  # fmt: skip
-    body = request_body(PROMPT, args.max_tokens, {"ignore_eos": True})
-    logger.info("ours: %s", " ".join(cmd[2:]))
-    with server(cmd, port, tmp / "ours.log", args.threads) as (url, pid):
-        levels = bench_server(url, pid, body, args)
-    ids, long_ids = stall_prompts(tokenizer, args.long_prompt)
-    return levels, measure_stall(cmd[3:], ids, long_ids)
+    return cmd, request_body(PROMPT, args.max_tokens, {"ignore_eos": True})
 
 
-def bench_llama_cpp(
+def llama_cpp_command(
     model_dir: Path, tmp: Path, eos: int, args: argparse.Namespace
-) -> tuple[dict | None, str | None]:
-    """llama-cpp-python's server on the f16 GGUF export: its levels, or None and why it could not run."""
+) -> tuple[tuple[list[str], dict] | None, str | None]:
+    """llama-cpp-python's server on the f16 GGUF export, or None and why it cannot run."""
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
@@ -301,16 +334,13 @@ def bench_llama_cpp(
     from minimind_hf.convert import to_gguf
 
     gguf = to_gguf(model_dir, tmp / "model-f16.gguf", outtype="f16", force=True)
-    port = free_port()
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(free_port()),
         "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
         "--n_ctx", "4096", "--verbose", "False", "--model_alias", "bench",
         "--interrupt_requests", "False",  # queue concurrent requests instead of cutting them off
     ]  # fmt: skip
-    body = request_body(PROMPT, args.max_tokens, {"logit_bias": {str(eos): -100}})
-    with server(cmd, port, tmp / "llama.log", args.threads) as (url, pid):
-        return bench_server(url, pid, body, args), None
+    return (cmd, request_body(PROMPT, args.max_tokens, {"logit_bias": {str(eos): -100}})), None
 
 
 def print_report(results: dict[str, dict], stall: dict) -> None:
@@ -365,6 +395,18 @@ def summarize(
         summary["cores_used"] = {
             f"{n} {lvl}": res[lvl]["cores_used"] for n, res in results.items() for lvl in ("bs1", "bs8")
         }
+        summary["bs1_vs_llamacpp_by_round"] = [
+            round(a / b, 3)
+            for a, b in zip(
+                ours["bs1"]["tokens_per_s_by_round"], llama["bs1"]["tokens_per_s_by_round"], strict=True
+            )
+        ]
+        summary["bs8_vs_llamacpp_server_by_round"] = [
+            round(a / b, 3)
+            for a, b in zip(
+                ours["bs8"]["tokens_per_s_by_round"], llama["bs8"]["tokens_per_s_by_round"], strict=True
+            )
+        ]
         summary["goals"] = {"bs1_vs_llamacpp_per_core": ">= 0.5", "bs8_vs_llamacpp_server": ">= 2"}
     else:
         summary["llama_cpp"] = llama_note or "skipped (--no-llama-cpp)"
@@ -382,13 +424,15 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(os.environ.get("SERVE_BENCH_DIR", tmp))
         model_dir = Path(args.model) if args.model else build_model(tmp / "model", args.preset)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        results: dict[str, dict] = {}
-        results["ours"], stall = bench_ours(model_dir, tmp, tokenizer, args)
+        servers = {"ours": ours_command(model_dir, args)}
         llama_note = None
         if not args.no_llama_cpp:
-            llama, llama_note = bench_llama_cpp(model_dir, tmp, tokenizer.eos_token_id, args)
+            llama, llama_note = llama_cpp_command(model_dir, tmp, tokenizer.eos_token_id, args)
             if llama is not None:
-                results["llama.cpp f16"] = llama
+                servers["llama.cpp f16"] = llama
+        results = bench_servers(servers, tmp, args)
+        ids, long_ids = stall_prompts(tokenizer, args.long_prompt)
+        stall = measure_stall(servers["ours"][0][3:], ids, long_ids)
 
     print_report(results, stall)
     print(json.dumps(summarize(args, results, stall, llama_note)))
