@@ -648,6 +648,18 @@ class MiniMindModel(MiniMindPreTrainedModel):
 GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.85, "top_p": 0.85}
 
 
+def _share_of_step(labels: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """This micro-batch's label tokens / ``num_items_in_batch``, counted as transformers' Trainer counts
+    them (``shift_labels`` when given, else ``labels[..., 1:]``)."""
+    shifted = kwargs.get("shift_labels")
+    own = (shifted if shifted is not None else labels[..., 1:]).ne(-100).sum()
+    total = kwargs["num_items_in_batch"]
+    total = (
+        total.to(own.device) if isinstance(total, torch.Tensor) else torch.tensor(total, device=own.device)
+    )
+    return own / total.clamp(min=1)
+
+
 class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -693,7 +705,11 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
         aux_loss_weight (`float`, *optional*):
             MoE only: the weight of the aux loss added to `loss` (default `config.router_aux_loss_coef`). A
             loop that accumulates several micro-batches per step passes `coef / micro_batches` so the aux
-            loss is averaged over the step, as the cross-entropy is through `num_items_in_batch`.
+            loss is averaged over the step, as the cross-entropy is through `num_items_in_batch`. Without
+            it, a call given `num_items_in_batch` (transformers' `Trainer`, which sums the micro-batches'
+            losses) weights the aux loss by this micro-batch's share of the step's label tokens: the step
+            then gets `coef` times the token-weighted mean of its aux losses, not their sum. (trl's
+            `SFTTrainer` scores tokens itself and adds `coef * aux_loss / accumulation steps`.)
         """
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
@@ -731,6 +747,8 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
             )
             if loss is not None and aux_loss is not None:
                 weight = self.config.router_aux_loss_coef if aux_loss_weight is None else aux_loss_weight
+                if aux_loss_weight is None and kwargs.get("num_items_in_batch") is not None:
+                    weight = weight * _share_of_step(labels, kwargs)
                 loss = loss + weight * aux_loss.to(loss.device)
 
         return MoeCausalLMOutputWithPast(

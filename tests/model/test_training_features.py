@@ -333,6 +333,37 @@ def test_moe_train_loss_is_ce_plus_coef_times_aux():
     torch.testing.assert_close(ev.loss, reference_ce(ev.logits, ids), atol=1e-6, rtol=1e-6)
 
 
+def test_moe_aux_loss_is_averaged_over_accumulated_micro_batches():
+    """transformers' Trainer sums the micro-batches' losses when it passes num_items_in_batch.
+    The cross-entropy is then exact; the aux loss must come out as coef x the token-weighted mean of the
+    micro-batches' aux losses, not coef x their sum (it was, for every accumulated micro-batch)."""
+    coef = 0.1
+    model = make_model(9, train=True, router_aux_loss_coef=coef, **MOE)
+    ids = rand_ids(42, 4, 10)
+    labels = ids.clone()
+    labels[2:, :6] = -100  # micro-batches of unequal label counts
+    parts = [slice(0, 2), slice(2, 4)]
+    counts = [int((labels[p][..., 1:] != -100).sum()) for p in parts]
+    total = torch.tensor(sum(counts))
+    outs = [model(ids[p], labels=labels[p], num_items_in_batch=total) for p in parts]
+    ce_sum = sum(
+        F.cross_entropy(
+            o.logits[:, :-1].reshape(-1, o.logits.size(-1)), labels[p][:, 1:].reshape(-1), reduction="sum"
+        )
+        for o, p in zip(outs, parts, strict=True)
+    )
+    aux_mean = sum(n * o.aux_loss for n, o in zip(counts, outs, strict=True)) / total
+    torch.testing.assert_close(sum(o.loss for o in outs), ce_sum / total + coef * aux_mean)
+    # with its own weight (the native loop's coef / micro-batches) nothing is rescaled
+    own = model(ids[parts[0]], labels=labels[parts[0]], num_items_in_batch=total, aux_loss_weight=0.05)
+    ce = F.cross_entropy(
+        own.logits[:, :-1].reshape(-1, own.logits.size(-1)),
+        labels[parts[0]][:, 1:].reshape(-1),
+        reduction="sum",
+    )
+    torch.testing.assert_close(own.loss, ce / total + 0.05 * own.aux_loss)
+
+
 def _router_grads(top1_gradient: bool, state=None):
     model = make_model(8, train=True, router_aux_loss_coef=0.0, router_top1_gradient=top1_gradient, **MOE)
     if state is not None:
