@@ -432,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
                 servers["llama.cpp f16"] = llama
         results = bench_servers(servers, tmp, args)
         ids, long_ids = stall_prompts(tokenizer, args.long_prompt)
-        stall = measure_stall(servers["ours"][0][3:], ids, long_ids)
+        serve_argv = servers["ours"][0][3:]
+        if "llama.cpp" not in serve_argv:  # no prefix cache: the long prompt is sent twice, and the test
+            serve_argv = [*serve_argv, "--prefix-cache-tokens", "0"]  # measures its prefill
+        stall = measure_stall(serve_argv, ids, long_ids)
 
     print_report(results, stall)
     print(json.dumps(summarize(args, results, stall, llama_note)))

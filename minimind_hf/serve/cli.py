@@ -75,6 +75,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         f"{LLAMA_DEFAULT_CONTEXT} with --backend llama.cpp, whose KV cache is allocated up front per slot)",
     )
     p.add_argument(
+        "--prefix-cache-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --backend torch: prompt tokens whose KV cache is kept, so a later prompt that starts the "
+        "same way (a chat's history, a shared system prompt) skips them (default 4096; 0: off)",
+    )
+    p.add_argument(
         "--prefill-chunk",
         type=int,
         default=64,
@@ -212,6 +220,8 @@ def _engine(args: argparse.Namespace):
         if args.backend == "llama.cpp":  # llama.cpp holds the weights: only the config is read here
             if args.dtype != "auto":
                 raise ValueError("--dtype is read by --backend torch only (llama.cpp serves the f16 GGUF)")
+            if args.prefix_cache_tokens is not None:
+                raise ValueError("--prefix-cache-tokens is read by --backend torch only")
             model, tokenizer = load_model_info(args.model_dir, trust_remote_code=args.trust_remote_code)
         else:
             model, tokenizer = load_model(
@@ -234,6 +244,7 @@ def _engine(args: argparse.Namespace):
             prefill_chunk=args.prefill_chunk,
             context_length=context,
             decoder=decoder,
+            prefix_cache_tokens=args.prefix_cache_tokens,
         )
     except (OSError, ValueError, ImportError, RuntimeError) as exc:
         # not a model folder, no chat template, remote code refused, no llama.cpp, a bad option

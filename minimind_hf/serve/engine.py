@@ -69,6 +69,11 @@ Event = str | TokenLogprob | Finish
 IDLE_PREFILL_TOKENS = 1024
 
 
+# Prompt tokens whose KV cache the torch decoder keeps for later prompts with the same beginning (a chat's
+# history, a shared system prompt): 48 MiB for minimind3 in bf16.
+DEFAULT_PREFIX_CACHE_TOKENS = 4096
+
+
 class EngineOverloaded(RuntimeError):
     """Too many requests are waiting; try again later."""
 
@@ -173,6 +178,8 @@ class Engine:
         context_length: the model's maximum sequence length (default ``config.max_position_embeddings``).
         prefill_chunk: prompt tokens prefilled between two decoding steps of the running batch.
         decoder: the forward to use (default: :class:`~.slots.SlotDecoder` on ``model``).
+        prefix_cache_tokens: for the default decoder, prompt tokens whose KV cache is kept for later
+            prompts that start the same way (default ``DEFAULT_PREFIX_CACHE_TOKENS``; 0: none).
     """
 
     def __init__(
@@ -184,9 +191,12 @@ class Engine:
         context_length: int | None = None,
         prefill_chunk: int = 64,
         decoder=None,
+        prefix_cache_tokens: int | None = None,
     ):
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be at least 1, not {prefill_chunk}")
+        if decoder is not None and prefix_cache_tokens is not None:
+            raise ValueError("prefix_cache_tokens is for the default decoder; this one was given")
         self.model = model.eval() if decoder is None else model
         self.tokenizer = tokenizer
         # The worker decodes with its own copy: a fast tokenizer shared across threads can fail with
@@ -196,7 +206,14 @@ class Engine:
         self.max_queue = max_queue
         self.context_length = context_length or int(getattr(model.config, "max_position_embeddings", 2048))
         self.prefill_chunk = prefill_chunk
-        self.decoder = decoder or SlotDecoder(model, slots=max_batch_size, context_length=self.context_length)
+        self.decoder = decoder or SlotDecoder(
+            model,
+            slots=max_batch_size,
+            context_length=self.context_length,
+            prefix_cache_tokens=DEFAULT_PREFIX_CACHE_TOKENS
+            if prefix_cache_tokens is None
+            else prefix_cache_tokens,
+        )
         self.device = self.decoder.device
         self.eos_ids = self._eos_ids(model, tokenizer)
         self._queue: queue.Queue[_Sequence] = queue.Queue()
@@ -397,7 +414,7 @@ class Engine:
                 if leader is not None:
                     self._followers.setdefault(leader, []).append(seq)
                     continue
-                self._prefilling.append((seq, self.decoder.start_prefill(len(seq.prompt_ids))))
+                self._prefilling.append((seq, self.decoder.start_prefill(seq.prompt_ids)))
             seq, state = self._prefilling[scheduled]
             chunk = seq.prompt_ids[state.done : state.done + budget]
             work.append((seq, state, chunk))

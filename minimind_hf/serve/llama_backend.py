@@ -132,7 +132,7 @@ class LlamaCppDecoder:
         return torch.from_numpy(out)
 
     # -- the decoder interface ----------------------------------------------------------------------
-    def start_prefill(self, prompt_len: int) -> LlamaPrefillState:
+    def start_prefill(self, prompt: list[int]) -> LlamaPrefillState:
         return LlamaPrefillState(seq=self.free_seqs.pop())
 
     def prefill(self, work: list[tuple[LlamaPrefillState, list[int]]]) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from .packed import Projection, feed_forward
+from .prefix_cache import PrefixCache
 
 SUPPORTED_MODEL_TYPES = ("minimind", "qwen3", "qwen3_moe", "qwen2", "llama")
 
@@ -96,6 +97,7 @@ class PrefillState:
     keys: list[torch.Tensor]  # per layer (1, kv_heads, prompt_len, head_dim)
     values: list[torch.Tensor]
     done: int = 0  # prompt tokens already in the cache
+    tokens: list[int] | None = None  # the prompt (kept in the prefix cache once prefilled)
 
 
 class SlotDecoder:
@@ -107,6 +109,8 @@ class SlotDecoder:
         context_length: the longest sequence a slot will hold.
         initial_capacity: columns allocated at first; the cache doubles as sequences grow.
         pack: fuse and prepack the weight matrices (:mod:`.packed`; False: call the model's linears).
+        prefix_cache_tokens: prompt tokens whose KV cache is kept after their prefill, for later prompts
+            that start the same way (:mod:`.prefix_cache`; 0: none).
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class SlotDecoder:
         context_length: int,
         initial_capacity: int = 256,
         pack: bool = True,
+        prefix_cache_tokens: int = 0,
     ):
         check_supported(model)
         self.model = model
@@ -138,6 +143,7 @@ class SlotDecoder:
         self.context_length = context_length
         weight = next(model.parameters())
         self.device, self.dtype = weight.device, weight.dtype
+        self.prefix_cache = PrefixCache(model, prefix_cache_tokens)
         self.capacity = 0
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
@@ -180,11 +186,13 @@ class SlotDecoder:
         self.admit(state, slot)
 
     def admit(self, state: PrefillState, slot: int) -> None:
-        """Copy a finished prefill into ``slot``."""
+        """Copy a finished prefill into ``slot`` (and keep it in the prefix cache)."""
         self._grow(state.done)
         for k, v, pk, pv in zip(self.keys, self.values, state.keys, state.values, strict=True):
             k[slot, :, : state.done] = pk[0]
             v[slot, :, : state.done] = pv[0]
+        if state.tokens is not None:
+            self.prefix_cache.add(state.tokens, state.keys, state.values)
 
     # -- forward ------------------------------------------------------------------------------------
     def _attention(self, index, hidden, cos, sin, store) -> torch.Tensor:
@@ -269,10 +277,20 @@ class SlotDecoder:
         hidden = self._layers(tokens[:, None], positions[:, None], store_for)
         return self.head(_rms_norm(self.norm, hidden[:, -1]))[0].float()
 
-    def start_prefill(self, prompt_len: int) -> PrefillState:
-        shape = (1, self.kv_heads, prompt_len, self.head_dim)
-        empty = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        return PrefillState(keys=empty, values=[torch.zeros_like(t) for t in empty])
+    def start_prefill(self, prompt: list[int]) -> PrefillState:
+        """A private cache for ``prompt``, its first tokens already filled from the prefix cache when a
+        recent prompt started the same way (``done`` says how many; at least the last token is left to run,
+        for the logits after it)."""
+        shape = (1, self.kv_heads, len(prompt), self.head_dim)
+        keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        values = [torch.zeros_like(t) for t in keys]
+        cached, shared = self.prefix_cache.longest(prompt)
+        done = min(shared, len(prompt) - 1)
+        if cached is not None and done > 0:
+            for k, v, ck, cv in zip(keys, values, cached.keys, cached.values, strict=True):
+                k[:, :, :done] = ck[:, :, :done]
+                v[:, :, :done] = cv[:, :, :done]
+        return PrefillState(keys=keys, values=values, done=max(done, 0), tokens=list(prompt))
 
     def prefill(self, work: list[tuple[PrefillState, list[int]]]) -> torch.Tensor:
         """Run the next chunk of several prompts in one forward, packed into one row (no padding: each

@@ -173,7 +173,7 @@ def test_small_prefill_chunks_pack_prompts_without_padding(model_and_tokenizer):
     model, tok = model_and_tokenizer
     jobs, expected = greedy_jobs(model, tok, (3, 23, 11, 40, 7), seed=1, new_tokens=8)
     assert len(jobs) >= 4
-    with Engine(model, tok, max_batch_size=4, prefill_chunk=5) as eng:
+    with Engine(model, tok, max_batch_size=4, prefill_chunk=5, prefix_cache_tokens=0) as eng:
         eng.decoder = recorder = RecordingDecoder(eng.decoder)
         results = run_concurrently(eng, jobs)
     assert [text for text, _ in results] == expected
@@ -186,7 +186,7 @@ def test_running_request_keeps_decoding_while_a_long_prompt_prefills(model_and_t
     model, tok = model_and_tokenizer
     short = encode_chat_prompt(tok, CASES["hello"].messages())[1]
     long_prompt = (short * 20)[:200]
-    with Engine(model, tok, prefill_chunk=16) as eng:
+    with Engine(model, tok, prefill_chunk=16, prefix_cache_tokens=0) as eng:
         eng.decoder = recorder = RecordingDecoder(eng.decoder)
         events = []
         eng.submit(short, SamplingParams(max_new_tokens=60, temperature=0.0, ignore_eos=True), events.append)
@@ -226,7 +226,7 @@ def test_choices_of_one_request_share_one_prefill(model_and_tokenizer):
     ids = torch.randint(40, len(tok), (30,), generator=torch.Generator().manual_seed(3)).tolist()
     params = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=s, ignore_eos=True) for s in (1, 2, 3)]
     busy = SamplingParams(max_new_tokens=150, temperature=0.0, ignore_eos=True)
-    with Engine(model, tok, max_batch_size=5, prefill_chunk=8) as eng:
+    with Engine(model, tok, max_batch_size=5, prefill_chunk=8, prefix_cache_tokens=0) as eng:
         alone = [eng.generate_text(ids, p)[0] for p in params]
         for cancel_first in (False, True):
             eng.decoder = recorder = RecordingDecoder(eng.decoder)
@@ -250,6 +250,30 @@ def test_choices_of_one_request_share_one_prefill(model_and_tokenizer):
             else:
                 assert [text for text, _ in results] == alone
                 assert prefilled == 5 + 30, recorder.calls  # the busy prompt, then the group's once
+
+
+def test_a_conversation_resent_with_a_new_turn_prefills_only_the_new_tokens(model_and_tokenizer):
+    """The prefix cache (on by default): a chat's second request, history + a new user turn, skips the
+    tokens its first request's prompt shares with it, and the replies are what they are without it."""
+    model, tok = model_and_tokenizer
+    history = CASES["hello"].messages()
+    first = encode_chat_prompt(tok, history)[1]
+    turn = history + [
+        {"role": "assistant", "content": CASES["hello"].content},
+        *CASES["count"].messages(),
+    ]
+    second = encode_chat_prompt(tok, turn)[1]
+    params = SamplingParams(max_new_tokens=40, temperature=0.0)
+    with Engine(model, tok, prefix_cache_tokens=0) as plain:
+        expected = [plain.generate_text(ids, params)[0] for ids in (first, second)]
+    with Engine(model, tok) as eng:
+        eng.decoder = recorder = RecordingDecoder(eng.decoder)
+        got = [eng.generate_text(ids, params)[0] for ids in (first, second)]
+        eng.decoder = recorder.inner
+    assert got == expected and expected[0] == CASES["hello"].completion()
+    prefilled = [sum(lengths) for kind, lengths in recorder.calls if kind == "prefill"]
+    assert prefilled == [len(first), len(second) - len(first)]
+    assert second[: len(first)] == first
 
 
 def _reference_model(name: str, vocab_size: int):
@@ -320,7 +344,7 @@ def test_llama_cpp_backend_serves_the_same_model(model_and_tokenizer, model_dir,
     gguf = to_gguf(model_dir, tmp_path / "model-f16.gguf", outtype="f16")
     decoder = LlamaCppDecoder(gguf, slots=3, context_length=CONTEXT_FOR_LLAMA, threads=1)
     ids = encode_chat_prompt(tok, CASES["hello"].messages())[1]
-    state = decoder.start_prefill(len(ids))
+    state = decoder.start_prefill(ids)
     got = decoder.prefill([(state, ids[:10]), ])  # fmt: skip
     with torch.no_grad():
         want = model(torch.tensor([ids[:10]])).logits[0, -1]

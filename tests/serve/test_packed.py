@@ -113,7 +113,7 @@ def test_bf16_decoder_is_as_close_to_fp32_as_transformers_bf16_forward(tiny_toke
         reference = model(torch.tensor([ids])).logits[0, -2:].float()
         theirs = model_bf16(torch.tensor([ids])).logits[0, -2:].float()
         decoder = SlotDecoder(model_bf16, slots=2, context_length=128)
-        state = decoder.start_prefill(23)
+        state = decoder.start_prefill(ids[:23])
         prefill_logits = decoder.prefill([(state, ids[:23])])[0]
         decoder.admit(state, 0)
         decode_logits = decoder.decode(torch.tensor([ids[23]]), torch.tensor([23]))[0]
@@ -136,3 +136,54 @@ def test_auto_dtype_serves_fp32_checkpoints_in_bf16_only_where_the_cpu_has_bf16(
     assert model.dtype == torch.float32
     with pytest.raises(ValueError, match="'half'"):
         chat.load_model(model_dir, dtype="half")
+
+
+def _prefilled_logits(decoder: SlotDecoder, prompt: list[int], slot: int) -> tuple[torch.Tensor, int]:
+    state = decoder.start_prefill(prompt)
+    reused = state.done
+    with torch.inference_mode():
+        logits = decoder.prefill([(state, prompt[state.done :])])[0]
+    decoder.admit(state, slot)
+    return logits, reused
+
+
+def test_prefix_cache_reuses_a_shared_beginning_exactly(tiny_tokenizer):
+    """A prompt starting like an earlier one prefills only the rest; its logits and cache equal a fresh
+    decoder's. A repeated prompt reruns its last token only; new weights empty the cache."""
+    torch.manual_seed(0)
+    config = MiniMindConfig.from_preset("tiny", vocab_size=len(tiny_tokenizer), max_position_embeddings=128)
+    model = MiniMindForCausalLM(config).eval()
+    first = torch.randint(0, len(tiny_tokenizer), (30,)).tolist()
+    second = first[:20] + torch.randint(0, len(tiny_tokenizer), (9,)).tolist()
+    cached = SlotDecoder(model, slots=2, context_length=128, prefix_cache_tokens=100)
+    fresh = SlotDecoder(model, slots=2, context_length=128)
+    _prefilled_logits(cached, first, 0)
+    ours, reused = _prefilled_logits(cached, second, 1)
+    theirs, none = _prefilled_logits(fresh, second, 1)
+    assert (reused, none) == (20, 0)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    for mine, other in zip(cached.keys, fresh.keys, strict=True):
+        torch.testing.assert_close(mine[1, :, :29], other[1, :, :29], rtol=1e-5, atol=1e-5)
+    again, reused = _prefilled_logits(cached, first, 0)
+    assert reused == 29
+    torch.testing.assert_close(again, _prefilled_logits(fresh, first, 0)[0], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(1.5)  # an optimizer step
+    assert cached.start_prefill(first).done == 0 and len(cached.prefix_cache) == 0
+
+
+def test_prefix_cache_keeps_the_most_recent_prompts_within_its_budget(tiny_tokenizer):
+    from minimind_hf.serve.prefix_cache import PrefixCache
+
+    model = MiniMindForCausalLM(MiniMindConfig.from_preset("tiny", vocab_size=64))
+    cache = PrefixCache(model, max_tokens=25)
+    kv = [torch.zeros(1, 1, 10, 2)]
+    for first in (1, 2, 3):
+        cache.add([first] * 10, kv, kv)
+    assert len(cache) == 2 and cache.longest([1] * 10) == (None, 0)  # the oldest went
+    assert cache.longest([2] * 12)[1] == 10 and cache.longest([3, 3, 9])[1] == 2
+    cache.add([4] * 30, kv, kv)  # larger than the whole budget: not kept
+    assert cache.longest([4] * 30) == (None, 0)
+    assert PrefixCache(model, 0).longest([2] * 10) == (None, 0)
+    with pytest.raises(ValueError, match="-1"):
+        PrefixCache(model, -1)
